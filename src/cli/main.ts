@@ -1,0 +1,107 @@
+// gorde's command line. Only this file prints and exits; commands parse, call one
+// library function and format its result.
+process.env.UV_THREADPOOL_SIZE ??= "16"; // chunk writes fsync in parallel on the threadpool
+
+import { parseArgs } from "node:util";
+import { GordeError, type ErrorCode } from "../errors.ts";
+import { COMMANDS, type CommandContext } from "./commands.ts";
+
+export const EXIT_CODES: Record<ErrorCode | "ok" | "failed", number> = {
+  ok: 0,
+  failed: 1, // the operation failed (I/O, or verify found bad data)
+  io: 1,
+  usage: 2,
+  "not-found": 3,
+  exists: 3,
+  locked: 4,
+  corrupt: 5,
+  invalid: 5,
+  unsupported: 6,
+};
+
+const HELP = `gorde — backup and recovery for small virtualization clusters
+
+Usage: gorde <command> [options]
+
+Datastore commands (<repo> is a datastore directory):
+  init <dir>                                   create a datastore
+  backup <repo> <group> <archive>=<source>...  back up block images (<name>.img=<file|device>)
+                                               and directories (<name>.tree=<dir>)
+        [--time <iso>] [--ns <ns>] [--exclude <glob>]... [--one-file-system]
+        [--chunk-size <bytes>] [--notes <text>] [--json]
+  snapshots <repo> [<group>] [--json]          list snapshots (unfinished ones are marked)
+  restore <repo> <snapshot> <archive> <target> [--path <p>] [--json]
+  ls <repo> <snapshot> <archive> [<path>] [--recursive] [--json]
+  forget <repo> <snapshot>                     remove one snapshot
+  protect <repo> <snapshot> [--off]            protected snapshots are never pruned
+  notes <repo> <snapshot> [<text>]             show or set a snapshot's notes
+  prune <repo> <group> [--keep-last N] [--keep-hourly N] [--keep-daily N]
+        [--keep-weekly N] [--keep-monthly N] [--keep-yearly N] [--dry-run] [--json]
+  gc <repo> [--cutoff <seconds>] [--json]      remove chunks no snapshot uses
+  verify <repo> [<snapshot>] [--json]          check every chunk's CRC and digest
+  demo [--keep]                                the whole story on this machine
+
+<group> is vm/<id>, ct/<id> or host/<name>; <snapshot> is <group>/<YYYY-MM-DDTHH:MM:SSZ>
+or <group>/latest. --ns <a/b> selects a namespace.
+
+Exit codes: 0 success; 1 the operation failed; 2 bad usage; 3 not found or already
+exists; 4 locked by another operation; 5 corrupt or malformed data (verify found
+damage); 6 written by a newer gorde.
+`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "help" || name === "--help" || name === "-h") {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (name === "--version") {
+    process.stdout.write("gorde 0.1.0\n");
+    return 0;
+  }
+  const cmd = COMMANDS[name];
+  if (!cmd) {
+    process.stderr.write(`gorde: unknown command "${name}"; run gorde --help for the list.\n`);
+    return EXIT_CODES.usage;
+  }
+  const abort = new AbortController();
+  const onSignal = (): void => abort.abort(new GordeError("io", "interrupted."));
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  try {
+    let parsed;
+    try {
+      parsed = parseArgs({ args: rest, options: cmd.options, allowPositionals: true, strict: true });
+    } catch (err) {
+      throw new GordeError("usage", `${(err as Error).message.replace(/\.$/, "")}; see gorde --help.`);
+    }
+    const ctx: CommandContext = {
+      values: parsed.values as Record<string, string | boolean | string[] | undefined>,
+      positionals: parsed.positionals,
+      signal: abort.signal,
+      out: (s) => process.stdout.write(s),
+      err: (s) => process.stderr.write(s),
+    };
+    const code = await cmd.run(ctx);
+    return code ?? 0;
+  } catch (err) {
+    const e = err instanceof GordeError ? err : undefined;
+    const msg = e ? e.message : describe(err);
+    process.stderr.write(`gorde ${name}: ${msg}\n`);
+    return e ? EXIT_CODES[e.code] : EXIT_CODES.failed;
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+}
+
+function describe(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  if (e?.code === "ENOSPC") return "no space left on the device.";
+  if (e?.code === "EACCES" || e?.code === "EPERM") return `permission denied${e.path ? `: ${e.path}` : ""}.`;
+  return e?.message ? e.message.replace(/\.?$/, ".") : String(err);
+}
+
+if (import.meta.main) {
+  process.exitCode = await main(process.argv.slice(2));
+}

@@ -1,0 +1,43 @@
+// A progress line on stderr when it is a terminal: bytes, MB/s, ETA, new vs reused.
+import type { ProgressEvent, ProgressFn } from "../client/progress.ts";
+
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (Math.abs(n) >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i === 0 ? n : n.toFixed(n < 10 ? 2 : 1)} ${units[i]}`;
+}
+
+export function progressBar(stream: NodeJS.WriteStream, label: string): { fn: ProgressFn | undefined; end(): void } {
+  if (!stream.isTTY) return { fn: undefined, end() {} };
+  const started = Date.now();
+  let last = 0;
+  let shown = false;
+  const draw = (e: ProgressEvent): void => {
+    const secs = (Date.now() - started) / 1000;
+    const rate = secs > 0 ? e.done / secs : 0;
+    const eta = rate > 0 && e.total > e.done ? Math.ceil((e.total - e.done) / rate) : 0;
+    const width = 24;
+    const frac = e.total > 0 ? Math.min(1, e.done / e.total) : 0;
+    const bar = "#".repeat(Math.round(frac * width)).padEnd(width, ".");
+    const s = e.stats;
+    const dedup = s ? `  new ${formatBytes(s.newBytes)}  reused ${formatBytes(s.reusedBytes)}` : "";
+    const line = `${e.item ?? label} [${bar}] ${formatBytes(e.done)}/${formatBytes(e.total)}  ${(rate / 1e6).toFixed(0)} MB/s  ETA ${eta}s${dedup}`;
+    stream.write(`\r\x1b[K${line.slice(0, (stream.columns || 120) - 1)}`);
+    shown = true;
+  };
+  return {
+    fn: (e) => {
+      const now = Date.now();
+      if (now - last < 100 && e.done < e.total) return;
+      last = now;
+      draw(e);
+    },
+    end() {
+      if (shown) stream.write("\r\x1b[K");
+    },
+  };
+}

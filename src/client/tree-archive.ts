@@ -1,0 +1,365 @@
+// File archives, backup side: walk a directory, write the entry stream and the payload
+// stream. A file whose size, mtime, ctime, inode, mode and owner match the previous
+// snapshot is not read: the chunks holding its bytes are spliced in by digest.
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import picomatch from "picomatch";
+import { GordeError } from "../errors.ts";
+import type { ChunkReader } from "../datastore/chunk-reader.ts";
+import type { DynamicIndex } from "../format/dynamic-index.ts";
+import { type TreeEntry, type Xattr, encodeEnd, encodeEntry, encodedSize, streamHeader } from "../format/tree-entry.ts";
+import { lgetxattr, llistxattr } from "../sys/posix.ts";
+import type { ChunkWriter } from "./chunk-writer.ts";
+import { ChunkedStream } from "./chunked-stream.ts";
+import type { ProgressFn } from "./progress.ts";
+import { readTreeEntries } from "./tree-reader.ts";
+
+/** Average chunk sizes: payload as restic's ~1 MiB; entries small so metadata dedups well. */
+export const PAYLOAD_AVG_CHUNK = 1024 * 1024;
+export const ENTRIES_AVG_CHUNK = 64 * 1024;
+
+export interface TreeOptions {
+  /** glob patterns: without '/' they match a name at any depth, with '/' a path from the root */
+  excludes?: string[];
+  /** do not descend into other file systems (mount points are kept, empty) */
+  oneFileSystem?: boolean;
+}
+
+export interface TreeBackupOptions extends TreeOptions {
+  writer: ChunkWriter;
+  reader: ChunkReader;
+  prev?: { entries: DynamicIndex; payload: DynamicIndex };
+  signal?: AbortSignal;
+  progress?: ProgressFn;
+}
+
+export interface TreeBackupResult {
+  entries: DynamicIndex;
+  payload: DynamicIndex;
+  entryCount: number;
+  readFiles: number;
+  reusedFiles: number;
+}
+
+interface Walked {
+  entry: TreeEntry;
+  abs: Buffer;
+  /** previous entry when the file is unchanged */
+  same?: TreeEntry;
+}
+
+const SLASH = Buffer.from("/");
+
+export async function backupTree(source: string, opts: TreeBackupOptions): Promise<TreeBackupResult> {
+  const root = Buffer.from(source.length > 1 ? source.replace(/\/+$/, "") : source);
+  let rootSt: fs.BigIntStats;
+  try {
+    rootSt = fs.lstatSync(root, { bigint: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new GordeError("not-found", `${source} does not exist.`);
+    throw err;
+  }
+  if (!rootSt.isDirectory()) throw new GordeError("usage", `${source} is not a directory; use <name>.img= for files and devices.`);
+
+  const prevByPath = new Map<string, TreeEntry>();
+  if (opts.prev) {
+    for (const e of await readTreeEntries(opts.prev.entries, opts.prev.payload.size, opts.reader)) {
+      prevByPath.set(e.path.toString("latin1"), e);
+    }
+  }
+  const walked = walk(root, rootSt, prevByPath, opts);
+  const total = walked.reduce((n, w) => n + (w.entry.kind === "file" ? w.entry.size : 0), 0);
+
+  const entries = new ChunkedStream(opts.writer, ENTRIES_AVG_CHUNK);
+  const payload = new ChunkedStream(opts.writer, PAYLOAD_AVG_CHUNK);
+  const recs = new RecordBuffer(entries);
+  await recs.push(streamHeader());
+
+  const prefetch = new Prefetcher(walked.filter((w) => w.entry.kind === "file" && !w.same && w.entry.size > 0));
+  // Where the previous snapshot's chunk `prevIdx` starts in the new payload stream.
+  let spliced = { prevIdx: -1, newStart: 0, slot: -2 };
+  let done = 0;
+  let readFiles = 0;
+  let reusedFiles = 0;
+  for (const w of walked) {
+    opts.signal?.throwIfAborted();
+    const e = w.entry;
+    if (e.kind === "file") {
+      if (w.same && w.same.size > 0) {
+        const prev = opts.prev!.payload;
+        const first = prev.find(w.same.offset);
+        const last = prev.find(w.same.offset + w.same.size - 1);
+        let from = first;
+        if (!(spliced.prevIdx === first && spliced.slot === payload.lastSlot)) {
+          await payload.cut();
+          spliced = { prevIdx: first, newStart: payload.pos, slot: payload.lastSlot };
+        } else {
+          from = first + 1;
+        }
+        e.offset = spliced.newStart + (w.same.offset - prev.start(first));
+        for (let i = from; i <= last; i++) {
+          const start = payload.pos;
+          await payload.splice(prev.digest(i).toString("hex"), prev.end(i) - prev.start(i));
+          spliced = { prevIdx: i, newStart: start, slot: payload.lastSlot };
+        }
+        reusedFiles++;
+      } else if (w.same) {
+        e.offset = payload.pos;
+        reusedFiles++;
+      } else {
+        e.offset = payload.pos;
+        e.size = e.size > 0 ? await prefetch.feed(w, payload) : 0;
+        readFiles++;
+      }
+      done += e.size;
+      opts.progress?.({ done, total, stats: opts.writer.stats });
+    }
+    await recs.add(e);
+  }
+  await recs.push(encodeEnd(walked.length));
+  await recs.flush();
+  await entries.cut();
+  await payload.cut();
+  await opts.writer.drain();
+  const now = Math.floor(Date.now() / 1000);
+  return { entries: entries.build(now), payload: payload.build(now), entryCount: walked.length, readFiles, reusedFiles };
+}
+
+function walk(root: Buffer, rootSt: fs.BigIntStats, prev: Map<string, TreeEntry>, opts: TreeOptions): Walked[] {
+  const out: Walked[] = [];
+  const links = new Map<string, Buffer>();
+  const plain: string[] = [];
+  const anchored: string[] = [];
+  for (const p of opts.excludes ?? []) (p.includes("/") ? anchored : plain).push(p.replace(/^\/+/, ""));
+  const excludeName = plain.length ? picomatch(plain, { dot: true }) : undefined;
+  const excludePath = anchored.length ? picomatch(anchored, { dot: true }) : undefined;
+
+  const visit = (abs: Buffer, rel: Buffer, st: fs.BigIntStats): void => {
+    const entry = toEntry(rel, st);
+    const w: Walked = { entry, abs };
+    const key = rel.toString("latin1");
+    if (entry.kind === "file" && st.nlink > 1n) {
+      const id = `${st.dev}:${st.ino}`;
+      const first = links.get(id);
+      if (first) {
+        entry.kind = "hardlink";
+        entry.link = first;
+        entry.size = 0;
+      } else links.set(id, rel);
+    }
+    const p = prev.get(key);
+    if (entry.kind === "file" && p && p.kind === "file" && unchanged(p, entry)) {
+      w.same = p;
+      entry.xattrs = p.xattrs; // ctime unchanged: so are the xattrs
+    } else {
+      entry.xattrs = readXattrs(abs);
+    }
+    if (entry.kind === "symlink") entry.link = fs.readlinkSync(abs, { encoding: "buffer" });
+    out.push(w);
+    if (entry.kind !== "dir" || (opts.oneFileSystem && st.dev !== rootSt.dev)) return;
+    let names: Buffer[];
+    try {
+      names = fs.readdirSync(abs, { encoding: "buffer" });
+    } catch (err) {
+      throw new GordeError("io", `cannot read directory ${abs.toString()}: ${(err as Error).message}.`, { cause: err });
+    }
+    names.sort(Buffer.compare);
+    for (const name of names) {
+      const childRel = rel.length ? Buffer.concat([rel, SLASH, name]) : name;
+      if (excludeName?.(name.toString("utf8")) || excludePath?.(childRel.toString("utf8"))) continue;
+      const childAbs = Buffer.concat([abs, SLASH, name]);
+      let cst: fs.BigIntStats;
+      try {
+        cst = fs.lstatSync(childAbs, { bigint: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") continue; // removed meanwhile
+        throw err;
+      }
+      visit(childAbs, childRel, cst);
+    }
+  };
+  visit(root, Buffer.alloc(0), rootSt);
+  return out;
+}
+
+function toEntry(rel: Buffer, st: fs.BigIntStats): TreeEntry {
+  let kind: TreeEntry["kind"];
+  if (st.isDirectory()) kind = "dir";
+  else if (st.isFile()) kind = "file";
+  else if (st.isSymbolicLink()) kind = "symlink";
+  else if (st.isCharacterDevice()) kind = "chardev";
+  else if (st.isBlockDevice()) kind = "blockdev";
+  else if (st.isFIFO()) kind = "fifo";
+  else kind = "socket";
+  const dev = kind === "chardev" || kind === "blockdev";
+  return {
+    kind,
+    path: rel,
+    mode: Number(st.mode),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    mtimeNs: st.mtimeNs,
+    ctimeNs: st.ctimeNs,
+    ino: st.ino,
+    size: kind === "file" ? Number(st.size) : 0,
+    offset: 0,
+    rdev: dev ? st.rdev : 0n,
+    link: Buffer.alloc(0),
+    xattrs: [],
+  };
+}
+
+function unchanged(p: TreeEntry, e: TreeEntry): boolean {
+  return (
+    p.size === e.size &&
+    p.mtimeNs === e.mtimeNs &&
+    p.ctimeNs === e.ctimeNs &&
+    p.ino === e.ino &&
+    p.mode === e.mode &&
+    p.uid === e.uid &&
+    p.gid === e.gid
+  );
+}
+
+function readXattrs(abs: Buffer): Xattr[] {
+  const names = llistxattr(abs);
+  if (names.length === 0) return [];
+  const out: Xattr[] = [];
+  for (const name of names.sort(Buffer.compare)) {
+    try {
+      out.push({ name, value: lgetxattr(abs, name) });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENODATA") throw err;
+    }
+  }
+  return out;
+}
+
+/** Batches entry records into the entry stream. */
+class RecordBuffer {
+  private buf = Buffer.allocUnsafe(1024 * 1024);
+  private len = 0;
+  private readonly stream: ChunkedStream;
+
+  constructor(stream: ChunkedStream) {
+    this.stream = stream;
+  }
+
+  async add(e: TreeEntry): Promise<void> {
+    const n = encodedSize(e);
+    if (this.len + n > this.buf.length) await this.flush();
+    if (n > this.buf.length) this.buf = Buffer.allocUnsafe(n);
+    this.len = encodeEntry(e, this.buf, this.len);
+  }
+
+  async push(bytes: Buffer): Promise<void> {
+    if (this.len + bytes.length > this.buf.length) await this.flush();
+    this.len += bytes.copy(this.buf, this.len);
+  }
+
+  async flush(): Promise<void> {
+    if (this.len > 0) await this.stream.write(this.buf.subarray(0, this.len));
+    this.len = 0;
+  }
+}
+
+const SMALL_FILE = 4 * 1024 * 1024;
+const PIECE = 4 * 1024 * 1024;
+
+/**
+ * Reads the files to back up ahead of the chunker, many at a time (a cold cache makes
+ * one-at-a-time reading latency-bound). Small files are read whole; large ones in pieces.
+ */
+class Prefetcher {
+  private readonly files: Walked[];
+  private next = 0;
+  private inflight = new Map<Walked, Promise<Buffer | undefined>>();
+  private bufferedBytes = 0;
+  private static readonly MAX_FILES = 32;
+  private static readonly MAX_BYTES = 48 * 1024 * 1024;
+
+  constructor(files: Walked[]) {
+    this.files = files;
+  }
+
+  private fill(): void {
+    while (
+      this.next < this.files.length &&
+      this.inflight.size < Prefetcher.MAX_FILES &&
+      this.bufferedBytes < Prefetcher.MAX_BYTES
+    ) {
+      const w = this.files[this.next++]!;
+      if (w.entry.size > SMALL_FILE) {
+        this.inflight.set(w, Promise.resolve(undefined));
+        continue;
+      }
+      this.bufferedBytes += w.entry.size;
+      const p = readSmall(w.abs, w.entry.size);
+      p.catch(() => undefined);
+      this.inflight.set(w, p);
+    }
+  }
+
+  /** Streams the file's bytes into `out`; returns how many bytes it had. */
+  async feed(w: Walked, out: ChunkedStream): Promise<number> {
+    this.fill();
+    const p = this.inflight.get(w);
+    if (!p) throw new Error("prefetch order broken");
+    const data = await p;
+    this.inflight.delete(w);
+    if (data !== undefined) {
+      this.bufferedBytes -= w.entry.size;
+      this.fill();
+      await out.write(data);
+      return data.length;
+    }
+    this.fill();
+    const fh = await openNoFollow(w.abs);
+    try {
+      let n = 0;
+      let buf = Buffer.allocUnsafe(PIECE);
+      let pending = fh.read(buf, 0, PIECE, 0);
+      while (true) {
+        const { bytesRead } = await pending;
+        if (bytesRead === 0) break;
+        const cur = buf.subarray(0, bytesRead);
+        n += bytesRead;
+        buf = Buffer.allocUnsafe(PIECE);
+        pending = fh.read(buf, 0, PIECE, n);
+        await out.write(cur);
+      }
+      return n;
+    } finally {
+      await fh.close();
+    }
+  }
+}
+
+async function openNoFollow(abs: Buffer): Promise<fsp.FileHandle> {
+  try {
+    return await fsp.open(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  } catch (err) {
+    throw new GordeError("io", `cannot read ${abs.toString()}: ${(err as Error).message}.`, { cause: err });
+  }
+}
+
+async function readSmall(abs: Buffer, size: number): Promise<Buffer> {
+  const fh = await openNoFollow(abs);
+  try {
+    // One read of the expected size (+1 to notice growth), more only if the file grew.
+    const chunks: Buffer[] = [];
+    let total = 0;
+    let want = size + 1;
+    while (true) {
+      const buf = Buffer.allocUnsafe(want);
+      const { bytesRead } = await fh.read(buf, 0, want, total);
+      if (bytesRead === 0) break;
+      chunks.push(buf.subarray(0, bytesRead));
+      total += bytesRead;
+      want = 64 * 1024;
+    }
+    return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,193 @@
+// File archives, restore side: recreate every entry exactly (type, mode, owner, times
+// to the nanosecond, xattrs and ACLs, hard links, devices, non-UTF-8 names), refusing
+// anything that would write outside the target.
+import fs from "node:fs";
+import path from "node:path";
+import { GordeError, corrupt } from "../errors.ts";
+import type { ChunkReader } from "../datastore/chunk-reader.ts";
+import type { DynamicIndex } from "../format/dynamic-index.ts";
+import { type TreeEntry, comparePaths, isSafeRelativePath } from "../format/tree-entry.ts";
+import { isZero } from "../format/zero-chunk.ts";
+import { lsetxattr, lutimes, mknod } from "../sys/posix.ts";
+import type { ProgressFn } from "./progress.ts";
+
+const SLASH = Buffer.from("/");
+const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
+const TYPE_BITS = 0o170000;
+
+export interface TreeRestoreOptions {
+  reader: ChunkReader;
+  /** restore only this path (a file or a whole subtree), kept at its place under the target */
+  path?: string;
+  signal?: AbortSignal;
+  progress?: ProgressFn;
+}
+
+/** The entries at `sub` and below, plus the directories above it; refuses a missing path. */
+export function selectEntries(entries: TreeEntry[], sub: string | undefined): TreeEntry[] {
+  if (sub === undefined) return entries;
+  const want = Buffer.from(sub.replace(/^\/+|\/+$/g, ""));
+  if (want.length === 0) return entries;
+  if (!isSafeRelativePath(want)) throw new GordeError("usage", `"${sub}" is not a path inside the archive.`);
+  const prefix = Buffer.concat([want, SLASH]);
+  const picked = entries.filter(
+    (e) =>
+      e.path.equals(want) ||
+      (e.path.length > want.length && e.path.subarray(0, prefix.length).equals(prefix)) ||
+      (e.kind === "dir" && (e.path.length === 0 || prefix.subarray(0, e.path.length + 1).equals(Buffer.concat([e.path, SLASH])))),
+  );
+  if (!picked.some((e) => e.path.equals(want))) throw new GordeError("not-found", `the archive has no entry "${sub}".`);
+  return picked;
+}
+
+export async function restoreTree(
+  all: TreeEntry[],
+  payload: DynamicIndex,
+  target: string,
+  opts: TreeRestoreOptions,
+): Promise<{ entries: number; bytes: number }> {
+  const entries = selectEntries(all, opts.path);
+  prepareTarget(target);
+  const root = Buffer.from(path.resolve(target));
+  const asRoot = process.geteuid?.() === 0;
+  const byPath = new Map<string, TreeEntry>();
+  const restoredFiles = new Set<string>();
+  for (const e of all) if (e.kind === "file") byPath.set(e.path.toString("latin1"), e);
+
+  const plan = new ChunkPlan(entries, byPath, payload, opts.reader);
+  const dirs: { abs: Buffer; e: TreeEntry }[] = [];
+  const total = entries.reduce((n, e) => n + (e.kind === "file" ? e.size : 0), 0);
+  let bytes = 0;
+  for (const e of entries) {
+    opts.signal?.throwIfAborted();
+    const abs = e.path.length ? Buffer.concat([root, SLASH, e.path]) : root;
+    switch (e.kind) {
+      case "dir":
+        if (e.path.length) fs.mkdirSync(abs, 0o700);
+        dirs.push({ abs, e });
+        continue; // metadata once its children are in place
+      case "file":
+        await writeFile(abs, e, plan);
+        restoredFiles.add(e.path.toString("latin1"));
+        bytes += e.size;
+        opts.progress?.({ done: bytes, total });
+        break;
+      case "hardlink": {
+        const key = e.link.toString("latin1");
+        if (restoredFiles.has(key)) {
+          fs.linkSync(Buffer.concat([root, SLASH, e.link]), abs);
+          continue; // shares the inode's metadata
+        }
+        // Its first name was not selected: this name gets the content.
+        await writeFile(abs, { ...byPath.get(key)!, path: e.path }, plan);
+        restoredFiles.add(key);
+        const first = byPath.get(key)!;
+        applyMeta(abs, first, asRoot);
+        continue;
+      }
+      case "symlink":
+        fs.symlinkSync(e.link, abs);
+        break;
+      case "chardev":
+      case "blockdev":
+      case "fifo":
+      case "socket":
+        mknod(abs, (e.mode & TYPE_BITS) | 0o600, e.rdev);
+        break;
+    }
+    applyMeta(abs, e, asRoot);
+  }
+  for (let i = dirs.length - 1; i >= 0; i--) applyMeta(dirs[i]!.abs, dirs[i]!.e, asRoot);
+  return { entries: entries.length, bytes };
+}
+
+/** The target must be missing or an empty directory: nothing existing is overwritten. */
+function prepareTarget(target: string): void {
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.lstatSync(target);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+  if (!st) {
+    fs.mkdirSync(target, { recursive: true, mode: 0o700 });
+    return;
+  }
+  if (!st.isDirectory()) throw new GordeError("usage", `${target} exists and is not a directory.`);
+  if (fs.readdirSync(target).length > 0) throw new GordeError("usage", `${target} is not empty; restore into a new or empty directory.`);
+}
+
+function applyMeta(abs: Buffer, e: TreeEntry, asRoot: boolean): void {
+  if (asRoot) fs.lchownSync(abs, e.uid, e.gid);
+  for (const x of e.xattrs) lsetxattr(abs, x.name, x.value);
+  if (e.kind !== "symlink") fs.chmodSync(abs, e.mode & 0o7777);
+  lutimes(abs, e.mtimeNs, e.mtimeNs);
+}
+
+async function writeFile(abs: Buffer, e: TreeEntry, plan: ChunkPlan): Promise<void> {
+  const fd = fs.openSync(abs, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+  try {
+    if (e.size > 0) {
+      fs.ftruncateSync(fd, e.size);
+      let pos = e.offset;
+      const end = e.offset + e.size;
+      while (pos < end) {
+        const { data, start } = await plan.chunkAt(pos);
+        const from = pos - start;
+        const to = Math.min(data.length, end - start);
+        const piece = data.subarray(from, to);
+        if (!isZero(piece)) {
+          let off = 0;
+          while (off < piece.length) off += fs.writeSync(fd, piece, off, piece.length - off, pos - e.offset + off);
+        }
+        pos += piece.length;
+      }
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Knows, from the entries to restore, which payload chunks are needed in which order,
+ * and keeps the next few being read and decoded while files are written.
+ */
+class ChunkPlan {
+  private readonly order: number[] = [];
+  private cursor = 0;
+  private readonly payload: DynamicIndex;
+  private readonly reader: ChunkReader;
+  private readonly ahead = 6;
+
+  constructor(entries: TreeEntry[], byPath: Map<string, TreeEntry>, payload: DynamicIndex, reader: ChunkReader) {
+    this.payload = payload;
+    this.reader = reader;
+    for (const e of entries) {
+      const f = e.kind === "hardlink" ? byPath.get(e.link.toString("latin1")) : e;
+      if (!f || f.kind !== "file" || f.size === 0) continue;
+      const first = payload.find(f.offset);
+      const last = payload.find(f.offset + f.size - 1);
+      for (let i = first; i <= last; i++) if (this.order.at(-1) !== i) this.order.push(i);
+    }
+  }
+
+  async chunkAt(pos: number): Promise<{ data: Buffer; start: number }> {
+    const i = this.payload.find(pos);
+    while (this.cursor < this.order.length && this.order[this.cursor] !== i) this.cursor++;
+    for (let k = this.cursor + 1; k <= this.cursor + this.ahead && k < this.order.length; k++) {
+      void this.reader.read(this.hex(this.order[k]!)).catch(() => undefined);
+    }
+    const data = await this.reader.read(this.hex(i));
+    const start = this.payload.start(i);
+    if (data.length !== this.payload.end(i) - start) {
+      throw corrupt(`chunk ${this.hex(i)} has a different size than its index says.`);
+    }
+    return { data, start };
+  }
+
+  private hex(i: number): string {
+    return this.payload.digest(i).toString("hex");
+  }
+}
+
+export { comparePaths };

@@ -1,0 +1,115 @@
+// A small pool of worker threads for chunk CPU work (hash + compress, decompress + verify).
+import os from "node:os";
+import { Worker } from "node:worker_threads";
+import { GordeError, type ErrorCode } from "../errors.ts";
+
+export type WorkerRequest =
+  | { id: number; op: "init"; chunkDir: string; level: number; known: ArrayBuffer }
+  | { id: number; op: "encode"; data: ArrayBuffer; offset: number; length: number; force: boolean }
+  | { id: number; op: "decode"; blob: ArrayBuffer; hex: string };
+
+export type WorkerReply =
+  | { id: number; op: "init" }
+  | { id: number; op: "encode"; hex: string; state: "known" | "exists" | "new"; blob?: ArrayBuffer; data?: ArrayBuffer }
+  | { id: number; op: "decode"; data: ArrayBuffer }
+  | { id: number; op: "error"; code: string; message: string };
+
+export interface Encoded {
+  hex: string;
+  /** known: in the previous snapshot; exists: in the store; new: blob to store */
+  state: "known" | "exists" | "new";
+  blob?: Buffer;
+  /** the submitted data, returned for chunks that were not compressed */
+  data?: Buffer;
+}
+
+interface Pending {
+  resolve(r: WorkerReply): void;
+  reject(e: Error): void;
+}
+
+export class ChunkPool {
+  private workers: Worker[] = [];
+  private load: number[] = [];
+  private pending = new Map<number, Pending & { worker: number }>();
+  private nextId = 1;
+  private failed: Error | undefined;
+
+  constructor(size = Math.max(1, Math.min(2, os.availableParallelism()))) {
+    for (let i = 0; i < size; i++) {
+      const w = new Worker(new URL("./chunk-worker.ts", import.meta.url));
+      w.on("message", (r: WorkerReply) => this.settle(r));
+      w.on("error", (e) => this.fail(e));
+      this.workers.push(w);
+      this.load.push(0);
+    }
+  }
+
+  private settle(r: WorkerReply): void {
+    const p = this.pending.get(r.id);
+    if (!p) return;
+    this.pending.delete(r.id);
+    this.load[p.worker]!--;
+    if (r.op === "error") p.reject(new GordeError(r.code as ErrorCode, r.message));
+    else p.resolve(r);
+  }
+
+  private fail(e: Error): void {
+    this.failed = e;
+    for (const p of this.pending.values()) p.reject(e);
+    this.pending.clear();
+  }
+
+  private call(req: WorkerRequest, transfer: ArrayBuffer[], worker?: number): Promise<WorkerReply> {
+    if (this.failed) return Promise.reject(this.failed);
+    let w = worker ?? 0;
+    if (worker === undefined) for (let i = 1; i < this.workers.length; i++) if (this.load[i]! < this.load[w]!) w = i;
+    this.load[w]!++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(req.id, { resolve, reject, worker: w });
+      this.workers[w]!.postMessage(req, transfer);
+    });
+  }
+
+  /** Sets the chunk directory and the digests of the previous snapshot for every worker. */
+  async init(chunkDir: string, level: number, known: Buffer): Promise<void> {
+    await Promise.all(
+      this.workers.map((_, i) => {
+        const copy = new Uint8Array(known).buffer;
+        return this.call({ id: this.nextId++, op: "init", chunkDir, level, known: copy }, [copy], i);
+      }),
+    );
+  }
+
+  /** Hashes `data` (its buffer is transferred: do not use it afterwards) and compresses it unless known. */
+  async encode(data: Buffer, force = false): Promise<Encoded> {
+    // Transfer, never clone: a view into a larger buffer is copied out first.
+    const ab = ownsBuffer(data) ? (data.buffer as ArrayBuffer) : (new Uint8Array(data).buffer as ArrayBuffer);
+    const r = await this.call({ id: this.nextId++, op: "encode", data: ab, offset: 0, length: ab.byteLength, force }, [ab]);
+    if (r.op !== "encode") throw new Error("unexpected worker reply");
+    return {
+      hex: r.hex,
+      state: r.state,
+      blob: r.blob ? Buffer.from(r.blob) : undefined,
+      data: r.data ? Buffer.from(r.data) : undefined,
+    };
+  }
+
+  /** Decodes a blob and checks its digest; the blob's buffer is transferred. */
+  async decode(blob: Buffer, hex: string): Promise<Buffer> {
+    const ab = ownsBuffer(blob) ? (blob.buffer as ArrayBuffer) : (new Uint8Array(blob).buffer as ArrayBuffer);
+    const r = await this.call({ id: this.nextId++, op: "decode", blob: ab, hex }, [ab]);
+    if (r.op !== "decode") throw new Error("unexpected worker reply");
+    return Buffer.from(r.data);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
+    this.workers = [];
+  }
+}
+
+/** True when `b` is the only view of its ArrayBuffer (not a slice of Node's shared pool). */
+function ownsBuffer(b: Buffer): boolean {
+  return b.byteOffset === 0 && b.buffer.byteLength === b.length;
+}

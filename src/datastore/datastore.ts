@@ -1,0 +1,339 @@
+// A datastore directory: groups, snapshots, locks (docs/format.md, "Directory tree").
+//   <store>/.gorde-datastore            marker: {"format": 1, ...}
+//   <store>/.chunks/<4 hex>/<64 hex>    chunks
+//   <store>/.running/<pid>-<rand>       one per running backup (for GC's cutoff)
+//   <store>/[ns/<name>/]…<type>/<id>/<YYYY-MM-DDTHH:MM:SSZ>/   snapshots
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import path from "node:path";
+import { randomBytes } from "node:crypto";
+import { GordeError } from "../errors.ts";
+import { FORMAT_VERSION } from "../format/magic.ts";
+import { type Manifest, decodeManifest, encodeManifest } from "../format/manifest.ts";
+import {
+  BACKUP_TYPES,
+  type Group,
+  type SnapshotRef,
+  formatGroup,
+  formatSnapshot,
+  formatTime,
+  isBackupType,
+  parseSnapshotTime,
+} from "../format/names.ts";
+import { flock, syncfs } from "../sys/posix.ts";
+import { ChunkStore } from "./chunk-store.ts";
+
+export const MARKER_FILE = ".gorde-datastore";
+export const MANIFEST_FILE = "manifest.json";
+export const PROTECTED_FILE = ".protected";
+
+export interface SnapshotInfo extends SnapshotRef {
+  ns: string[];
+  dir: string;
+  finished: boolean;
+  protected: boolean;
+  /** undefined when unfinished */
+  manifest: Manifest | undefined;
+}
+
+export class Datastore {
+  readonly dir: string;
+  readonly chunks: ChunkStore;
+
+  private constructor(dir: string) {
+    this.dir = dir;
+    this.chunks = new ChunkStore(path.join(dir, ".chunks"));
+  }
+
+  /** Creates a datastore in an empty or missing directory. */
+  static async init(dir: string): Promise<Datastore> {
+    const abs = path.resolve(dir);
+    let entries: string[] = [];
+    try {
+      entries = await fsp.readdir(abs);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOTDIR") throw new GordeError("usage", `${dir} is not a directory.`);
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+    if (entries.includes(MARKER_FILE)) throw new GordeError("exists", `${dir} is already a gorde datastore.`);
+    if (entries.length > 0) throw new GordeError("usage", `${dir} is not empty; a new datastore needs an empty directory.`);
+    await fsp.mkdir(path.join(abs, ".chunks"), { recursive: true });
+    await fsp.mkdir(path.join(abs, ".running"), { recursive: true });
+    const marker = { format: FORMAT_VERSION, created: Math.floor(Date.now() / 1000) };
+    await writeFileAtomic(path.join(abs, MARKER_FILE), Buffer.from(JSON.stringify(marker) + "\n"));
+    return new Datastore(abs);
+  }
+
+  static async open(dir: string): Promise<Datastore> {
+    const abs = path.resolve(dir);
+    let raw: string;
+    try {
+      raw = await fsp.readFile(path.join(abs, MARKER_FILE), "utf8");
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT" || code === "ENOTDIR") {
+        throw new GordeError("not-found", `${dir} is not a gorde datastore (no ${MARKER_FILE}); create one with gorde init.`);
+      }
+      throw err;
+    }
+    let format: unknown;
+    try {
+      format = (JSON.parse(raw) as { format?: unknown }).format;
+    } catch {
+      throw new GordeError("corrupt", `${path.join(dir, MARKER_FILE)} is not valid JSON.`);
+    }
+    if (typeof format !== "number" || !Number.isInteger(format) || format < 1) {
+      throw new GordeError("corrupt", `${path.join(dir, MARKER_FILE)} has no valid format version.`);
+    }
+    if (format > FORMAT_VERSION) {
+      throw new GordeError(
+        "unsupported",
+        `${dir} uses datastore format ${format}, written by a newer gorde; this gorde reads up to format ${FORMAT_VERSION}.`,
+      );
+    }
+    return new Datastore(abs);
+  }
+
+  nsDir(ns: string[]): string {
+    return path.join(this.dir, ...ns.flatMap((n) => ["ns", n]));
+  }
+
+  groupDir(ns: string[], g: Group): string {
+    return path.join(this.nsDir(ns), g.type, g.id);
+  }
+
+  snapshotDir(ns: string[], r: SnapshotRef): string {
+    return path.join(this.groupDir(ns, r), formatTime(r.time));
+  }
+
+  async listGroups(ns: string[]): Promise<Group[]> {
+    const groups: Group[] = [];
+    for (const type of BACKUP_TYPES) {
+      let ids: string[];
+      try {
+        ids = await fsp.readdir(path.join(this.nsDir(ns), type));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") continue;
+        throw err;
+      }
+      for (const id of ids.sort()) if (!id.startsWith(".")) groups.push({ type, id });
+    }
+    return groups;
+  }
+
+  /** Snapshots of a group, oldest first. Unparseable directory names are ignored. */
+  async listSnapshots(ns: string[], g: Group): Promise<SnapshotInfo[]> {
+    const gdir = this.groupDir(ns, g);
+    let names: string[];
+    try {
+      names = await fsp.readdir(gdir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw err;
+    }
+    const out: SnapshotInfo[] = [];
+    for (const name of names) {
+      const time = parseSnapshotTime(name);
+      if (time === undefined) continue;
+      out.push(await this.snapshotInfo(ns, { ...g, time }));
+    }
+    return out.sort((a, b) => a.time - b.time);
+  }
+
+  async snapshotInfo(ns: string[], r: SnapshotRef): Promise<SnapshotInfo> {
+    const dir = this.snapshotDir(ns, r);
+    let manifest: Manifest | undefined;
+    try {
+      manifest = decodeManifest(await fsp.readFile(path.join(dir, MANIFEST_FILE)), `manifest of ${formatSnapshot(r)}`);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") manifest = undefined;
+      else if ((err as NodeJS.ErrnoException).code === "ENOTDIR") {
+        throw new GordeError("not-found", `snapshot ${formatSnapshot(r)} does not exist.`);
+      } else throw err;
+    }
+    if (manifest && (manifest.type !== r.type || manifest.id !== r.id || manifest.time !== r.time)) {
+      throw new GordeError("corrupt", `manifest of ${formatSnapshot(r)} names another snapshot.`);
+    }
+    return {
+      ...r,
+      ns,
+      dir,
+      finished: manifest !== undefined,
+      protected: fs.existsSync(path.join(dir, PROTECTED_FILE)),
+      manifest,
+    };
+  }
+
+  /** Resolves `<group>/latest` (newest finished) or checks that a snapshot exists. */
+  async findSnapshot(ns: string[], ref: Group & { time: number | "latest" }): Promise<SnapshotInfo> {
+    if (ref.time === "latest") {
+      const snaps = (await this.listSnapshots(ns, ref)).filter((s) => s.finished);
+      const last = snaps.at(-1);
+      if (!last) throw new GordeError("not-found", `group ${formatGroup(ref)} has no finished snapshot.`);
+      return last;
+    }
+    const r: SnapshotRef = { type: ref.type, id: ref.id, time: ref.time };
+    if (!fs.existsSync(this.snapshotDir(ns, r))) {
+      throw new GordeError("not-found", `snapshot ${formatSnapshot(r)} does not exist.`);
+    }
+    return this.snapshotInfo(ns, r);
+  }
+
+  /** Rewrites the manifest's unprotected part (notes, verify state) atomically. */
+  async updateUnprotected(snap: SnapshotInfo, update: (u: Manifest["unprotected"]) => void): Promise<void> {
+    const lock = lockDir(snap.dir, "ex", `snapshot ${formatSnapshot(snap)}`);
+    try {
+      const file = path.join(snap.dir, MANIFEST_FILE);
+      const m = decodeManifest(await fsp.readFile(file));
+      update(m.unprotected);
+      await writeFileAtomic(file, encodeManifest(m));
+    } finally {
+      lock.release();
+    }
+  }
+
+  async setProtected(snap: SnapshotInfo, on: boolean): Promise<void> {
+    const file = path.join(snap.dir, PROTECTED_FILE);
+    if (on) await writeFileAtomic(file, Buffer.alloc(0));
+    else await fsp.rm(file, { force: true });
+  }
+
+  /** Removes a snapshot; refused while it is protected or in use (a backup's base, a restore). */
+  async forget(snap: SnapshotInfo): Promise<void> {
+    if (snap.protected) throw new GordeError("usage", `snapshot ${formatSnapshot(snap)} is protected; unprotect it first.`);
+    const lock = lockDir(snap.dir, "ex", `snapshot ${formatSnapshot(snap)}`);
+    try {
+      // Rename first so a half-removed snapshot never looks like a snapshot.
+      const doomed = path.join(path.dirname(snap.dir), `.removing-${path.basename(snap.dir)}-${randomBytes(4).toString("hex")}`);
+      await fsp.rename(snap.dir, doomed);
+      await fsp.rm(doomed, { recursive: true, force: true });
+    } finally {
+      lock.release();
+    }
+  }
+
+  /** Holds the backup lock of a group: one backup per group at a time. */
+  lockGroup(ns: string[], g: Group): Lock {
+    const dir = this.groupDir(ns, g);
+    fs.mkdirSync(dir, { recursive: true });
+    return lockDir(dir, "ex", `group ${formatGroup(g)}`, `another backup of ${formatGroup(g)} is running`);
+  }
+
+  /** Registers a running backup so GC lowers its cutoff to this backup's start. */
+  registerBackup(startedMs: number): Lock {
+    const dir = path.join(this.dir, ".running");
+    fs.mkdirSync(dir, { recursive: true });
+    const file = path.join(dir, `${process.pid}-${randomBytes(4).toString("hex")}`);
+    fs.writeFileSync(file, JSON.stringify({ started: startedMs, pid: process.pid }));
+    const fd = fs.openSync(file, "r");
+    flock(fd, "ex", true);
+    return {
+      release() {
+        fs.rmSync(file, { force: true });
+        fs.closeSync(fd);
+      },
+    };
+  }
+
+  /** Start times (ms) of backups running now; stale registrations are removed. */
+  runningBackups(): number[] {
+    const dir = path.join(this.dir, ".running");
+    const out: number[] = [];
+    for (const name of safeReaddir(dir)) {
+      const file = path.join(dir, name);
+      let fd: number;
+      try {
+        fd = fs.openSync(file, "r");
+      } catch {
+        continue;
+      }
+      try {
+        if (flock(fd, "sh", false)) {
+          fs.rmSync(file, { force: true }); // its process is gone
+        } else {
+          const started = (JSON.parse(fs.readFileSync(file, "utf8")) as { started: number }).started;
+          out.push(started);
+        }
+      } catch {
+        out.push(0); // unreadable but locked: be conservative
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    return out;
+  }
+
+  /** Makes everything written so far durable (one syncfs for the whole file system). */
+  sync(): void {
+    const fd = fs.openSync(this.dir, "r");
+    try {
+      syncfs(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  close(): void {
+    this.chunks.close();
+  }
+}
+
+export interface Lock {
+  release(): void;
+}
+
+/** flock on a directory: "sh" for readers (restore, base of a backup), "ex" for writers. */
+export function lockDir(dir: string, mode: "sh" | "ex", what: string, busy?: string): Lock {
+  let fd: number;
+  try {
+    fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new GordeError("not-found", `${what} does not exist.`);
+    throw err;
+  }
+  if (!flock(fd, mode, false)) {
+    fs.closeSync(fd);
+    throw new GordeError("locked", `${busy ?? `${what} is in use by another operation`}; try again later.`);
+  }
+  return {
+    release() {
+      fs.closeSync(fd);
+    },
+  };
+}
+
+function safeReaddir(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+/** temp file, fsync, rename, fsync directory: the file is either old or new, never half. */
+export async function writeFileAtomic(file: string, data: Uint8Array): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+  const fh = await fsp.open(tmp, "wx", 0o644);
+  try {
+    await fh.write(data, 0, data.length, 0);
+    await fh.sync();
+  } catch (err) {
+    await fh.close();
+    await fsp.rm(tmp, { force: true });
+    throw err;
+  }
+  await fh.close();
+  await fsp.rename(tmp, file);
+  await fsyncDir(path.dirname(file));
+}
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fsp.open(dir, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+export { isBackupType };

@@ -1,0 +1,314 @@
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { after, describe, it } from "node:test";
+import { GordeError } from "../errors.ts";
+import { decodeBlob, encodeBlob } from "../format/blob.ts";
+import { DynamicIndexBuilder, encodeDynamicIndex } from "../format/dynamic-index.ts";
+import { encodeFixedIndex } from "../format/fixed-index.ts";
+import { FORMAT_VERSION } from "../format/magic.ts";
+import { type ArchiveEntry, encodeManifest, sha256Hex } from "../format/manifest.ts";
+import type { Group } from "../format/names.ts";
+import { Datastore, MANIFEST_FILE, type SnapshotInfo } from "./datastore.ts";
+import { garbageCollect, type GcResult } from "./gc.ts";
+import { loadArchiveIndexes } from "./snapshot-indexes.ts";
+
+const CHUNK = 64 * 1024;
+const DAY = 24 * 3600 * 1000;
+const T = Date.parse("2024-06-01T00:00:00Z") / 1000;
+const VM: Group = { type: "vm", id: "100" };
+
+const roots: string[] = [];
+after(async () => {
+  for (const r of roots) await fsp.rm(r, { recursive: true, force: true });
+});
+
+async function newStore(): Promise<Datastore> {
+  const root = await fsp.mkdtemp(path.join(os.tmpdir(), "gorde-gc-"));
+  roots.push(root);
+  return Datastore.init(path.join(root, "store"));
+}
+
+/** A chunk's data: random (stored plain) or a repeated pattern (stored compressed). */
+function data(compressible = false): Buffer {
+  if (!compressible) return randomBytes(CHUNK);
+  const b = Buffer.alloc(CHUNK);
+  b.fill(randomBytes(16).toString("hex"));
+  return b;
+}
+
+const hexOf = (d: Buffer): string => createHash("sha256").update(d).digest("hex");
+
+async function put(store: Datastore, d: Buffer): Promise<string> {
+  const hex = hexOf(d);
+  if (!store.chunks.exists(hex)) await store.chunks.insert(hex, encodeBlob(d));
+  return hex;
+}
+
+interface Content {
+  img?: Buffer[];
+  tree?: { entries: Buffer[]; payload: Buffer[] };
+}
+
+/** Writes a snapshot by hand: chunks, index files and (when finished) a manifest. */
+async function makeSnapshot(
+  store: Datastore,
+  time: number,
+  content: Content,
+  { ns = [] as string[], group = VM, finished = true } = {},
+): Promise<SnapshotInfo> {
+  const dir = store.snapshotDir(ns, { ...group, time });
+  await fsp.mkdir(dir, { recursive: true });
+  const archives: ArchiveEntry[] = [];
+  const write = async (file: string, bytes: Buffer) => {
+    await fsp.writeFile(path.join(dir, file), bytes);
+    return { file, csum: sha256Hex(bytes), size: bytes.length };
+  };
+  if (content.img) {
+    const digests: Buffer[] = [];
+    for (const d of content.img) digests.push(Buffer.from(await put(store, d), "hex"));
+    const size = content.img.length * CHUNK;
+    const bytes = encodeFixedIndex({ ctime: time, size, chunkSize: CHUNK, digests: Buffer.concat(digests) });
+    archives.push({ name: "disk.img", kind: "img", size, indexes: [await write("disk.img.fidx", bytes)] });
+  }
+  if (content.tree) {
+    const indexes = [];
+    let size = 0;
+    for (const part of ["entries", "payload"] as const) {
+      const b = new DynamicIndexBuilder();
+      for (const d of content.tree[part]) b.add(d.length, Buffer.from(await put(store, d), "hex"));
+      const idx = b.build(time);
+      if (part === "payload") size = idx.size;
+      indexes.push(await write(`files.tree.${part}.didx`, encodeDynamicIndex(idx)));
+    }
+    archives.push({ name: "files.tree", kind: "tree", size, indexes });
+  }
+  if (finished) {
+    const manifest = encodeManifest({
+      format: FORMAT_VERSION,
+      type: group.type,
+      id: group.id,
+      time,
+      archives,
+      cryptMode: "none",
+      keyFingerprint: null,
+      unprotected: {},
+    });
+    await fsp.writeFile(path.join(dir, MANIFEST_FILE), manifest);
+  }
+  return store.snapshotInfo(ns, { ...group, time });
+}
+
+/** Every file in the chunk shards, by name. */
+function chunkFiles(store: Datastore): string[] {
+  const out: string[] = [];
+  for (const shard of fs.readdirSync(store.chunks.dir)) {
+    const dir = path.join(store.chunks.dir, shard);
+    if (!fs.statSync(dir).isDirectory()) continue;
+    out.push(...fs.readdirSync(dir));
+  }
+  return out.sort();
+}
+
+/** Sets atime and mtime of every chunk file to `ms` ago. */
+function age(store: Datastore, ms: number, only?: string[]): void {
+  const t = new Date(Date.now() - ms);
+  for (const name of only ?? chunkFiles(store)) fs.utimesSync(path.join(store.chunks.dir, name.slice(0, 4), name), t, t);
+}
+
+/** Reads back every chunk of a finished snapshot and checks its digest. */
+async function assertReadable(store: Datastore, snap: SnapshotInfo): Promise<void> {
+  for (const a of snap.manifest!.archives) {
+    const idx = await loadArchiveIndexes(store, snap, a.name);
+    const lists = idx.kind === "img" ? [idx.index.digests] : [];
+    const hexes: string[] = [];
+    for (const l of lists) for (let o = 0; o < l.length; o += 32) hexes.push(l.toString("hex", o, o + 32));
+    if (idx.kind === "tree") for (const d of [idx.entries, idx.payload]) for (let i = 0; i < d.count; i++) hexes.push(d.digest(i).toString("hex"));
+    for (const hex of hexes) assert.equal(hexOf(decodeBlob(await store.chunks.read(hex))), hex);
+  }
+}
+
+void describe("garbageCollect", () => {
+  void it("removes the chunks only a forgotten snapshot used and keeps shared ones", async () => {
+    const store = await newStore();
+    const shared = [data(), data(true)];
+    const onlyOld = [data(), data(true), data()];
+    const onlyNew = [data()];
+    const old = await makeSnapshot(store, T, {
+      img: [...shared, ...onlyOld.slice(0, 2)],
+      tree: { entries: [onlyOld[2]!], payload: [shared[0]!] },
+    });
+    const kept = await makeSnapshot(store, T + 60, { img: [...shared, ...onlyNew], tree: { entries: [data()], payload: [shared[1]!] } });
+    // in a nested namespace: its chunks must be marked too
+    const nested = await makeSnapshot(store, T, { img: [data()] }, { ns: ["a", "b"], group: { type: "ct", id: "7" } });
+    const before = chunkFiles(store);
+    assert.equal(before.length, 2 + 3 + 1 + 1 + 1);
+    age(store, 2 * DAY);
+
+    await store.forget(old);
+    const events: string[] = [];
+    const r = await garbageCollect(store, { cutoffMs: 0, progress: (e) => events.push(`${e.phase}:${e.done}/${e.total}`) });
+
+    const after = chunkFiles(store);
+    for (const d of onlyOld) assert.ok(!after.includes(hexOf(d)), "unique chunk of the forgotten snapshot is removed");
+    for (const d of [...shared, ...onlyNew]) assert.ok(after.includes(hexOf(d)), "chunk still referenced is kept");
+    assert.equal(after.length, before.length - 3);
+    assert.equal(r.removedChunks, 3);
+    assert.ok(r.removedBytes > 0);
+    assert.equal(r.indexFiles, 3 + 1); // kept: fidx + 2 didx; nested: fidx
+    assert.equal(r.markedChunks, after.length);
+    assert.equal(r.keptChunks, after.length);
+    assert.equal(r.pendingChunks, 0);
+    assert.equal(r.missingChunks, 0);
+    assert.equal(r.logicalBytes, 3 * CHUNK + CHUNK + CHUNK + CHUNK);
+    assert.ok(r.dedupFactor > 0);
+    assert.ok(events.includes("mark:4/4"));
+    assert.ok(events.some((e) => e.startsWith("sweep:")));
+    await assertReadable(store, kept);
+    await assertReadable(store, nested);
+    store.close();
+  });
+
+  void it("keeps the chunks of an unfinished snapshot", async () => {
+    const store = await newStore();
+    const chunks = [data(), data()];
+    await makeSnapshot(store, T, { img: chunks, tree: { entries: [data()], payload: [data()] } }, { finished: false });
+    age(store, 2 * DAY);
+    const r = await garbageCollect(store, { cutoffMs: 0 });
+    assert.equal(r.removedChunks, 0);
+    assert.equal(r.keptChunks, 4);
+    assert.equal(chunkFiles(store).length, 4);
+    store.close();
+  });
+
+  void it("leaves a fresh unreferenced chunk pending under the default cutoff", async () => {
+    const store = await newStore();
+    await makeSnapshot(store, T, { img: [data()] });
+    age(store, 2 * DAY);
+    const oldOrphan = await put(store, data());
+    age(store, 2 * DAY, [oldOrphan]);
+    const fresh = await put(store, data());
+    const r = await garbageCollect(store);
+    assert.equal(r.pendingChunks, 1);
+    assert.ok(r.pendingBytes > 0);
+    assert.equal(r.removedChunks, 1);
+    assert.ok(store.chunks.exists(fresh));
+    assert.ok(!store.chunks.exists(oldOrphan));
+    assert.ok(Math.abs(r.cutoff - (Date.now() - (24 * 60 + 5) * 60 * 1000)) < 60_000);
+    store.close();
+  });
+
+  void it("a running backup moves the cutoff before its start", async () => {
+    const store = await newStore();
+    const ancient = await put(store, data());
+    const recent = await put(store, data());
+    age(store, 2 * DAY, [ancient]);
+    age(store, 30 * 60 * 1000, [recent]); // used 30 minutes ago
+    const started = Date.now() - 60 * 60 * 1000; // a backup running for an hour
+    const running = store.registerBackup(started);
+    try {
+      const r = await garbageCollect(store, { cutoffMs: 0 });
+      assert.equal(r.cutoff, started - 5 * 60 * 1000);
+      assert.ok(store.chunks.exists(recent), "touched after the backup started: kept");
+      assert.ok(!store.chunks.exists(ancient));
+      assert.equal(r.pendingChunks, 1);
+    } finally {
+      running.release();
+    }
+    const r = await garbageCollect(store, { cutoffMs: 0 });
+    assert.ok(!store.chunks.exists(recent), "without the backup the cutoff is now");
+    assert.equal(r.removedChunks, 1);
+    store.close();
+  });
+
+  void it("refuses a second garbage collection while one runs", async () => {
+    const store = await newStore();
+    const other = await Datastore.open(store.dir);
+    await makeSnapshot(store, T, { img: [data(), data()] });
+    let second: Promise<GcResult> | undefined;
+    await garbageCollect(store, {
+      cutoffMs: 0,
+      progress: () => {
+        if (second) return;
+        second = garbageCollect(other, { cutoffMs: 0 });
+        second.catch(() => {}); // checked below, once the first one is done
+      },
+    });
+    assert.ok(second);
+    await assert.rejects(second, (err: unknown) => {
+      assert.ok(err instanceof GordeError);
+      assert.equal(err.code, "locked");
+      assert.match(err.message, /already running/);
+      return true;
+    });
+    // the lock is released afterwards
+    const again = await garbageCollect(other, { cutoffMs: 0 });
+    assert.equal(again.keptChunks, 2);
+    store.close();
+    other.close();
+  });
+
+  void it("fails on a corrupt index and removes nothing", async () => {
+    const store = await newStore();
+    const a = await makeSnapshot(store, T, { img: [data(), data()] });
+    await makeSnapshot(store, T + 60, { tree: { entries: [data()], payload: [data(), data()] } });
+    age(store, 2 * DAY);
+    await store.forget(a);
+    const orphan = await put(store, data());
+    age(store, 2 * DAY, [orphan]);
+    const before = chunkFiles(store);
+    const didx = path.join(store.snapshotDir([], { ...VM, time: T + 60 }), "files.tree.payload.didx");
+    const bytes = await fsp.readFile(didx);
+    bytes[bytes.length - 1]! ^= 0xff;
+    await fsp.writeFile(didx, bytes);
+    await assert.rejects(garbageCollect(store, { cutoffMs: 0 }), (err: unknown) => {
+      assert.ok(err instanceof GordeError);
+      assert.equal(err.code, "corrupt");
+      assert.match(err.message, /files\.tree\.payload\.didx fails its checksum; garbage collection stopped/);
+      return true;
+    });
+    assert.deepEqual(chunkFiles(store), before);
+    store.close();
+  });
+
+  void it("counts missing chunks, keeps their .bad copies and removes stale .bad and temporary files", async () => {
+    const store = await newStore();
+    const lost = data();
+    const staleBad = data();
+    await makeSnapshot(store, T, { img: [lost, data()] });
+    const lostHex = hexOf(lost);
+    const lostPath = store.chunks.chunkPath(lostHex);
+    fs.renameSync(lostPath, `${lostPath}.0.bad`); // as verify does
+    const staleHex = await put(store, staleBad); // stored again after a verify found it bad
+    const stalePath = store.chunks.chunkPath(staleHex);
+    fs.copyFileSync(stalePath, `${stalePath}.0.bad`);
+    fs.writeFileSync(`${stalePath}.tmp-1-abcd`, "half");
+    age(store, 2 * DAY);
+    const r = await garbageCollect(store, { cutoffMs: 0 });
+    assert.equal(r.missingChunks, 1);
+    assert.equal(r.markedChunks, 1);
+    assert.match(r.warnings[0] ?? "", new RegExp(`chunk ${lostHex} referenced by .*disk\\.img\\.fidx is missing`));
+    assert.ok(fs.existsSync(`${lostPath}.0.bad`), "the only copy of a referenced chunk stays");
+    assert.ok(!fs.existsSync(`${stalePath}.0.bad`));
+    assert.ok(!fs.existsSync(`${stalePath}.tmp-1-abcd`));
+    assert.equal(r.removedBad, 1);
+    assert.equal(r.removedTmp, 1);
+    assert.equal(r.removedChunks, 1); // staleBad's chunk: nothing references it
+    store.close();
+  });
+
+  void it("stops when aborted, before sweeping", async () => {
+    const store = await newStore();
+    const s = await makeSnapshot(store, T, { img: [data()] });
+    age(store, 2 * DAY);
+    await store.forget(s);
+    const ac = new AbortController();
+    ac.abort();
+    await assert.rejects(garbageCollect(store, { cutoffMs: 0, signal: ac.signal }));
+    assert.equal(chunkFiles(store).length, 1);
+    store.close();
+  });
+});

@@ -1,0 +1,47 @@
+// Loads an archive's index files from a snapshot, checked against the manifest.
+import fsp from "node:fs/promises";
+import path from "node:path";
+import { GordeError, corrupt } from "../errors.ts";
+import type { Datastore, SnapshotInfo } from "./datastore.ts";
+import { type DynamicIndex, decodeDynamicIndex } from "../format/dynamic-index.ts";
+import { type FixedIndex, decodeFixedIndex } from "../format/fixed-index.ts";
+import { sha256Hex } from "../format/manifest.ts";
+import { formatSnapshot } from "../format/names.ts";
+
+export type ArchiveIndexes =
+  | { kind: "img"; index: FixedIndex }
+  | { kind: "tree"; entries: DynamicIndex; payload: DynamicIndex };
+
+export async function loadArchiveIndexes(_store: Datastore, snap: SnapshotInfo, archive: string): Promise<ArchiveIndexes> {
+  const where = formatSnapshot(snap);
+  if (!snap.manifest) throw new GordeError("usage", `snapshot ${where} is unfinished.`);
+  const entry = snap.manifest.archives.find((a) => a.name === archive);
+  if (!entry) {
+    const have = snap.manifest.archives.map((a) => a.name).join(", ");
+    throw new GordeError("not-found", `snapshot ${where} has no archive ${archive} (it has: ${have || "none"}).`);
+  }
+  const files: Buffer[] = [];
+  for (const f of entry.indexes) {
+    let bytes: Buffer;
+    try {
+      bytes = await fsp.readFile(path.join(snap.dir, f.file));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") throw corrupt(`index ${f.file} of ${where} is missing.`);
+      throw err;
+    }
+    if (bytes.length !== f.size || sha256Hex(bytes) !== f.csum) {
+      throw corrupt(`index ${f.file} of ${where} does not match the checksum in its manifest.`);
+    }
+    files.push(bytes);
+  }
+  if (entry.kind === "img") {
+    if (files.length !== 1) throw corrupt(`archive ${archive} of ${where} should have one index file.`);
+    const index = decodeFixedIndex(files[0]!, `index ${entry.indexes[0]!.file} of ${where}`);
+    if (index.size !== entry.size) throw corrupt(`index of ${archive} in ${where} disagrees with the manifest on its size.`);
+    return { kind: "img", index };
+  }
+  if (files.length !== 2) throw corrupt(`archive ${archive} of ${where} should have two index files.`);
+  const entries = decodeDynamicIndex(files[0]!, `index ${entry.indexes[0]!.file} of ${where}`);
+  const payload = decodeDynamicIndex(files[1]!, `index ${entry.indexes[1]!.file} of ${where}`);
+  return { kind: "tree", entries, payload };
+}

@@ -1,0 +1,30 @@
+// One error type for the whole project. `code` is what callers branch on and what the
+// CLI maps to an exit code; `message` is one sentence naming the problem.
+
+export type ErrorCode =
+  | "usage" // bad arguments
+  | "invalid" // malformed input: a file, an archive, an index, a manifest
+  | "corrupt" // stored data fails its checksum or digest
+  | "not-found"
+  | "exists"
+  | "locked" // another operation holds the lock
+  | "unsupported" // e.g. a newer format version
+  | "io";
+
+export class GordeError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "GordeError";
+    this.code = code;
+  }
+}
+
+export function invalid(message: string, cause?: unknown): GordeError {
+  return new GordeError("invalid", message, { cause });
+}
+
+export function corrupt(message: string, cause?: unknown): GordeError {
+  return new GordeError("corrupt", message, { cause });
+}

@@ -1,0 +1,54 @@
+// DO NOT MODIFY the values in this file: they are the on-disk format of every
+// existing datastore (docs/format.md, "Magic numbers"). A new kind of file gets a new
+// magic; a changed layout gets a new format version.
+//
+// Every magic is 8 bytes: "GRDE", two ASCII letters naming the kind of file, and the
+// kind's format version as a big-endian u16.
+
+/** Format version this build writes; it reads every version up to this one. */
+export const FORMAT_VERSION = 1;
+
+function magic(kind: string, version = FORMAT_VERSION): Buffer {
+  const b = Buffer.alloc(8);
+  b.write("GRDE" + kind, 0, "latin1");
+  b.writeUInt16BE(version, 6);
+  return b;
+}
+
+export const MAGIC = {
+  /** Blob (chunk or other small file), data stored as is. */
+  blobPlain: magic("BP"),
+  /** Blob, data compressed with zstd. */
+  blobZstd: magic("BZ"),
+  /** Blob, data encrypted with AES-256-GCM (not compressed). */
+  blobEncrypted: magic("BE"),
+  /** Blob, data compressed with zstd, then encrypted with AES-256-GCM. */
+  blobEncryptedZstd: magic("BX"),
+  /** Fixed index: block image, one digest per fixed-size chunk. */
+  fixedIndex: magic("FI"),
+  /** Dynamic index: (end offset, digest) per variable-size chunk. */
+  dynamicIndex: magic("DI"),
+  /** Start of the entry stream of a file archive. */
+  treeEntries: magic("TE"),
+} as const;
+
+export type MagicName = keyof typeof MAGIC;
+
+/** The kind letters of a magic, or undefined when `bytes` is not a gorde magic. */
+export function magicKind(bytes: Uint8Array): { kind: string; version: number } | undefined {
+  if (bytes.length < 8) return undefined;
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, 8);
+  if (b.toString("latin1", 0, 4) !== "GRDE") return undefined;
+  return { kind: b.toString("latin1", 4, 6), version: b.readUInt16BE(6) };
+}
+
+// Sizes and limits that are part of the format.
+export const BLOB_HEADER_SIZE = 12; // magic(8) crc32(4)
+export const ENCRYPTED_BLOB_HEADER_SIZE = 44; // magic(8) crc32(4) iv(16) tag(16)
+export const INDEX_HEADER_SIZE = 64;
+export const DIGEST_SIZE = 32;
+export const DYNAMIC_ENTRY_SIZE = 40; // end offset u64 + digest
+/** No chunk of any kind is larger than this; a size above it is a lie. */
+export const MAX_CHUNK_SIZE = 16 * 1024 * 1024;
+export const MIN_FIXED_CHUNK_SIZE = 64 * 1024;
+export const MAX_FIXED_CHUNK_SIZE = 4 * 1024 * 1024;

@@ -1,0 +1,88 @@
+// The manifest (manifest.json) names a snapshot's archives and makes it finished:
+// it is written last, after every index file is durable (docs/format.md, "Manifest").
+import { createHash } from "node:crypto";
+import { z } from "zod";
+import { GordeError, corrupt } from "../errors.ts";
+import { FORMAT_VERSION } from "./magic.ts";
+
+const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
+const fileName = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}$/);
+
+export const IndexFileSchema = z.strictObject({
+  file: fileName,
+  /** SHA-256 of the index file's bytes */
+  csum: hex64,
+  size: z.number().int().nonnegative(),
+});
+
+export const ArchiveSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9._-]{0,120}\.(img|tree)$/),
+  kind: z.enum(["img", "tree"]),
+  /** bytes of the image, or of the file contents of a tree */
+  size: z.number().int().nonnegative(),
+  indexes: z.array(IndexFileSchema).min(1).max(2),
+});
+
+export const VerifyStateSchema = z.strictObject({
+  state: z.enum(["ok", "failed"]),
+  time: z.number().int(),
+  badChunks: z.number().int().nonnegative().optional(),
+});
+
+export const ManifestSchema = z.strictObject({
+  format: z.number().int().positive(),
+  type: z.enum(["vm", "ct", "host"]),
+  id: z.string(),
+  time: z.number().int(),
+  archives: z.array(ArchiveSchema),
+  cryptMode: z.enum(["none", "encrypt"]),
+  keyFingerprint: z.string().nullable(),
+  /** guest configuration, so a restore recreates the guest (set by nodes) */
+  config: z.record(z.string(), z.unknown()).optional(),
+  stats: z
+    .strictObject({
+      newBytes: z.number().nonnegative(),
+      reusedBytes: z.number().nonnegative(),
+      newChunks: z.number().int().nonnegative(),
+      durationMs: z.number().nonnegative(),
+    })
+    .optional(),
+  /** may change after the backup: notes, verify state */
+  unprotected: z.strictObject({
+    notes: z.string().max(64 * 1024).optional(),
+    verify: VerifyStateSchema.optional(),
+  }),
+});
+
+export type Manifest = z.infer<typeof ManifestSchema>;
+export type ArchiveEntry = z.infer<typeof ArchiveSchema>;
+
+export function encodeManifest(m: Manifest): Buffer {
+  return Buffer.from(JSON.stringify(m, null, 2) + "\n");
+}
+
+export function decodeManifest(buf: Buffer, what = "manifest"): Manifest {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(buf.toString("utf8"));
+  } catch {
+    throw corrupt(`${what} is not valid JSON.`);
+  }
+  const fmt = (raw as { format?: unknown } | null)?.format;
+  if (typeof fmt === "number" && fmt > FORMAT_VERSION) {
+    throw new GordeError(
+      "unsupported",
+      `${what} was written by a newer gorde (format version ${fmt}); this gorde reads up to version ${FORMAT_VERSION}.`,
+    );
+  }
+  const parsed = ManifestSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw corrupt(`${what} is malformed: ${issue ? `${issue.path.join(".") || "(root)"}: ${issue.message}` : "invalid"}.`);
+  }
+  return parsed.data;
+}
+
+export function sha256Hex(data: Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}

@@ -1,0 +1,568 @@
+/*
+ * POSIX calls Node does not expose: extended attributes (which also carry POSIX
+ * ACLs), mknod, nanosecond utimes on symlinks, flock and syncfs.
+ *
+ * Only the ABI-stable Node-API (version 8) is used, so the compiled module loads
+ * in any later Node. All functions are synchronous. Paths and xattr names are
+ * accepted as strings (encoded as UTF-8) or as Buffers/Uint8Arrays (raw bytes,
+ * for names that are not valid UTF-8). System call failures throw an Error
+ * shaped like Node's own: message "CODE: description, syscall 'path'" and the
+ * properties code, errno (negative), syscall and path.
+ */
+#define _GNU_SOURCE
+#define NAPI_VERSION 8
+#include <node_api.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Retries when an xattr grows between the size query and the read. */
+#define XATTR_MAX_ATTEMPTS 8
+/* First guess for xattr buffers: covers nearly every file in one call. */
+#define XATTR_FIRST_GUESS 4096
+
+/* Error names and descriptions as libuv (and therefore Node) spells them. */
+struct errno_entry {
+  int num;
+  const char *code;
+  const char *desc;
+};
+
+static const struct errno_entry errno_table[] = {
+    {EPERM, "EPERM", "operation not permitted"},
+    {ENOENT, "ENOENT", "no such file or directory"},
+    {EINTR, "EINTR", "interrupted system call"},
+    {EIO, "EIO", "i/o error"},
+    {ENXIO, "ENXIO", "no such device or address"},
+    {E2BIG, "E2BIG", "argument list too long"},
+    {EBADF, "EBADF", "bad file descriptor"},
+    {EAGAIN, "EAGAIN", "resource temporarily unavailable"},
+    {ENOMEM, "ENOMEM", "not enough memory"},
+    {EACCES, "EACCES", "permission denied"},
+    {EFAULT, "EFAULT", "bad address in system call argument"},
+    {EBUSY, "EBUSY", "resource busy or locked"},
+    {EEXIST, "EEXIST", "file already exists"},
+    {EXDEV, "EXDEV", "cross-device link not permitted"},
+    {ENODEV, "ENODEV", "no such device"},
+    {ENOTDIR, "ENOTDIR", "not a directory"},
+    {EISDIR, "EISDIR", "illegal operation on a directory"},
+    {EINVAL, "EINVAL", "invalid argument"},
+    {ENFILE, "ENFILE", "file table overflow"},
+    {EMFILE, "EMFILE", "too many open files"},
+    {ETXTBSY, "ETXTBSY", "text file is busy"},
+    {EFBIG, "EFBIG", "file too large"},
+    {ENOSPC, "ENOSPC", "no space left on device"},
+    {EROFS, "EROFS", "read-only file system"},
+    {EMLINK, "EMLINK", "too many links"},
+    {ERANGE, "ERANGE", "result too large"},
+    {ENAMETOOLONG, "ENAMETOOLONG", "name too long"},
+    {ENOSYS, "ENOSYS", "function not implemented"},
+    {ENOTEMPTY, "ENOTEMPTY", "directory not empty"},
+    {ELOOP, "ELOOP", "too many symbolic links encountered"},
+    {ENODATA, "ENODATA", "no data available"},
+    {EOVERFLOW, "EOVERFLOW", "value too large for defined data type"},
+    {ENOTSUP, "ENOTSUP", "operation not supported"},
+    {EDQUOT, "EDQUOT", "disk quota exceeded"},
+    {ESTALE, "ESTALE", "stale file handle"},
+};
+
+/* A NUL-terminated copy of a path or name argument. */
+struct cstr {
+  char *data;
+  size_t len;
+};
+
+static void cstr_free(struct cstr *s) {
+  free(s->data);
+  s->data = NULL;
+  s->len = 0;
+}
+
+/* Throws a generic error when a Node-API call failed without a pending exception. */
+static void throw_api_failure(napi_env env) {
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) return;
+  const napi_extended_error_info *info = NULL;
+  const char *msg = "internal Node-API call failed";
+  if (napi_get_last_error_info(env, &info) == napi_ok && info != NULL && info->error_message != NULL)
+    msg = info->error_message;
+  napi_throw_error(env, NULL, msg);
+}
+
+#define CHECK(call)                 \
+  do {                              \
+    if ((call) != napi_ok) {        \
+      throw_api_failure(env);       \
+      goto fail;                    \
+    }                               \
+  } while (0)
+
+static bool set_string_prop(napi_env env, napi_value obj, const char *key, const char *value,
+                            size_t len) {
+  napi_value v;
+  return napi_create_string_utf8(env, value, len, &v) == napi_ok &&
+         napi_set_named_property(env, obj, key, v) == napi_ok;
+}
+
+/* Throws the Node-style error for errno `err` from `syscall`, with `path` when given. */
+static void throw_errno(napi_env env, int err, const char *syscall, const struct cstr *path) {
+  const char *code = "UNKNOWN";
+  const char *desc = strerror(err);
+  for (size_t i = 0; i < sizeof errno_table / sizeof errno_table[0]; i++) {
+    if (errno_table[i].num == err) {
+      code = errno_table[i].code;
+      desc = errno_table[i].desc;
+      break;
+    }
+  }
+
+  size_t cap = strlen(code) + strlen(desc) + strlen(syscall) + (path ? path->len : 0) + 16;
+  char *msg = malloc(cap);
+  if (msg == NULL) {
+    napi_throw_error(env, code, desc);
+    return;
+  }
+  int n = path ? snprintf(msg, cap, "%s: %s, %s '%s'", code, desc, syscall, path->data)
+               : snprintf(msg, cap, "%s: %s, %s", code, desc, syscall);
+  if (n < 0) n = 0;
+
+  napi_value code_v, msg_v, error, errno_v;
+  bool ok = napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &code_v) == napi_ok &&
+            napi_create_string_utf8(env, msg, (size_t)n, &msg_v) == napi_ok &&
+            napi_create_error(env, code_v, msg_v, &error) == napi_ok &&
+            napi_create_int32(env, -err, &errno_v) == napi_ok &&
+            napi_set_named_property(env, error, "errno", errno_v) == napi_ok &&
+            set_string_prop(env, error, "syscall", syscall, NAPI_AUTO_LENGTH) &&
+            (path == NULL || set_string_prop(env, error, "path", path->data, path->len));
+  free(msg);
+  if (!ok || napi_throw(env, error) != napi_ok) throw_api_failure(env);
+}
+
+static void throw_arg_type(napi_env env, const char *name, const char *expected) {
+  char msg[160];
+  snprintf(msg, sizeof msg, "The \"%s\" argument must be %s", name, expected);
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+}
+
+/* Reads the callback arguments; throws unless exactly `want` were passed. */
+static bool get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    throw_api_failure(env);
+    return false;
+  }
+  if (argc < want) {
+    char msg[64];
+    snprintf(msg, sizeof msg, "expected %zu arguments, got %zu", want, argc);
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", msg);
+    return false;
+  }
+  return true;
+}
+
+/*
+ * Copies a string (as UTF-8) or a Uint8Array (raw bytes) into a NUL-terminated
+ * buffer. Embedded NUL bytes are rejected, as Node does for paths.
+ */
+static bool get_cstr(napi_env env, napi_value v, const char *name, struct cstr *out) {
+  out->data = NULL;
+  out->len = 0;
+  napi_valuetype type;
+  if (napi_typeof(env, v, &type) != napi_ok) goto api_fail;
+
+  if (type == napi_string) {
+    size_t len;
+    if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) goto api_fail;
+    out->data = malloc(len + 1);
+    if (out->data == NULL) goto oom;
+    if (napi_get_value_string_utf8(env, v, out->data, len + 1, &out->len) != napi_ok) goto api_fail;
+  } else {
+    bool is_typed = false;
+    if (napi_is_typedarray(env, v, &is_typed) != napi_ok) goto api_fail;
+    napi_typedarray_type ta_type = napi_int8_array;
+    size_t len = 0;
+    void *data = NULL;
+    if (is_typed &&
+        napi_get_typedarray_info(env, v, &ta_type, &len, &data, NULL, NULL) != napi_ok)
+      goto api_fail;
+    if (!is_typed || ta_type != napi_uint8_array) {
+      throw_arg_type(env, name, "of type string or an instance of Buffer or Uint8Array");
+      return false;
+    }
+    out->data = malloc(len + 1);
+    if (out->data == NULL) goto oom;
+    if (len > 0) memcpy(out->data, data, len);
+    out->data[len] = '\0';
+    out->len = len;
+  }
+
+  if (memchr(out->data, '\0', out->len) != NULL) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "The argument '%s' must not contain null bytes", name);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", msg);
+    cstr_free(out);
+    return false;
+  }
+  return true;
+
+oom:
+  napi_throw_error(env, "ENOMEM", "out of memory");
+  return false;
+api_fail:
+  throw_api_failure(env);
+  cstr_free(out);
+  return false;
+}
+
+static bool get_int32(napi_env env, napi_value v, const char *name, int32_t *out) {
+  napi_valuetype type;
+  if (napi_typeof(env, v, &type) != napi_ok) {
+    throw_api_failure(env);
+    return false;
+  }
+  if (type != napi_number) {
+    throw_arg_type(env, name, "of type number");
+    return false;
+  }
+  if (napi_get_value_int32(env, v, out) != napi_ok) {
+    throw_api_failure(env);
+    return false;
+  }
+  return true;
+}
+
+/* Reads a bigint (or a safe-integer number) that must fit in int64_t. */
+static bool get_int64(napi_env env, napi_value v, const char *name, int64_t *out) {
+  napi_valuetype type;
+  if (napi_typeof(env, v, &type) != napi_ok) {
+    throw_api_failure(env);
+    return false;
+  }
+  if (type == napi_bigint) {
+    bool lossless = false;
+    if (napi_get_value_bigint_int64(env, v, out, &lossless) != napi_ok) {
+      throw_api_failure(env);
+      return false;
+    }
+    if (!lossless) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "The value of \"%s\" is out of range", name);
+      napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
+      return false;
+    }
+    return true;
+  }
+  if (type == napi_number) {
+    double d;
+    if (napi_get_value_double(env, v, &d) != napi_ok) {
+      throw_api_failure(env);
+      return false;
+    }
+    if (!(d >= -9007199254740991.0 && d <= 9007199254740991.0) || d != (double)(int64_t)d) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "The value of \"%s\" must be a safe integer", name);
+      napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
+      return false;
+    }
+    *out = (int64_t)d;
+    return true;
+  }
+  throw_arg_type(env, name, "of type bigint");
+  return false;
+}
+
+static napi_value undefined_value(napi_env env) {
+  napi_value v = NULL;
+  if (napi_get_undefined(env, &v) != napi_ok) throw_api_failure(env);
+  return v;
+}
+
+/* llistxattr(path) -> Buffer[]: attribute names as raw bytes; [] when xattrs are unsupported. */
+static napi_value js_llistxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result = NULL;
+  struct cstr path = {NULL, 0};
+  char *buf = NULL;
+  ssize_t n = -1;
+
+  if (!get_args(env, info, 1, argv) || !get_cstr(env, argv[0], "path", &path)) return NULL;
+
+  size_t cap = XATTR_FIRST_GUESS;
+  for (int attempt = 0;; attempt++) {
+    buf = malloc(cap);
+    if (buf == NULL) {
+      throw_errno(env, ENOMEM, "llistxattr", &path);
+      goto fail;
+    }
+    n = llistxattr(path.data, buf, cap);
+    if (n >= 0) break;
+    int err = errno;
+    free(buf);
+    buf = NULL;
+    if (err == ENOTSUP) {
+      n = 0;
+      break;
+    }
+    if (err != ERANGE || attempt + 1 >= XATTR_MAX_ATTEMPTS) {
+      throw_errno(env, err, "llistxattr", &path);
+      goto fail;
+    }
+    ssize_t need = llistxattr(path.data, NULL, 0);
+    if (need < 0) {
+      throw_errno(env, errno, "llistxattr", &path);
+      goto fail;
+    }
+    cap = need > 0 ? (size_t)need : 1;
+  }
+
+  CHECK(napi_create_array(env, &result));
+  uint32_t index = 0;
+  for (ssize_t start = 0; start < n;) {
+    const char *name = buf + start;
+    size_t len = strnlen(name, (size_t)(n - start));
+    if (len > 0) {
+      napi_value item;
+      CHECK(napi_create_buffer_copy(env, len, name, NULL, &item));
+      CHECK(napi_set_element(env, result, index++, item));
+    }
+    start += (ssize_t)len + 1;
+  }
+  free(buf);
+  cstr_free(&path);
+  return result;
+
+fail:
+  free(buf);
+  cstr_free(&path);
+  return NULL;
+}
+
+/* lgetxattr(path, name) -> Buffer: the attribute value (ENODATA when absent). */
+static napi_value js_lgetxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[2], result = NULL;
+  struct cstr path = {NULL, 0}, name = {NULL, 0};
+  char *buf = NULL;
+  ssize_t n = -1;
+
+  if (!get_args(env, info, 2, argv) || !get_cstr(env, argv[0], "path", &path)) return NULL;
+  if (!get_cstr(env, argv[1], "name", &name)) goto fail;
+
+  size_t cap = XATTR_FIRST_GUESS;
+  for (int attempt = 0;; attempt++) {
+    buf = malloc(cap);
+    if (buf == NULL) {
+      throw_errno(env, ENOMEM, "lgetxattr", &path);
+      goto fail;
+    }
+    n = lgetxattr(path.data, name.data, buf, cap);
+    if (n >= 0) break;
+    int err = errno;
+    free(buf);
+    buf = NULL;
+    if (err != ERANGE || attempt + 1 >= XATTR_MAX_ATTEMPTS) {
+      throw_errno(env, err, "lgetxattr", &path);
+      goto fail;
+    }
+    ssize_t need = lgetxattr(path.data, name.data, NULL, 0);
+    if (need < 0) {
+      throw_errno(env, errno, "lgetxattr", &path);
+      goto fail;
+    }
+    /* Never pass size 0 again: that would only query the size, not read the value. */
+    cap = need > 0 ? (size_t)need : 1;
+  }
+
+  CHECK(napi_create_buffer_copy(env, (size_t)n, buf, NULL, &result));
+  free(buf);
+  cstr_free(&path);
+  cstr_free(&name);
+  return result;
+
+fail:
+  free(buf);
+  cstr_free(&path);
+  cstr_free(&name);
+  return NULL;
+}
+
+/* lsetxattr(path, name, value): creates or replaces the attribute, without following symlinks. */
+static napi_value js_lsetxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[3], result = NULL;
+  struct cstr path = {NULL, 0}, name = {NULL, 0};
+
+  if (!get_args(env, info, 3, argv) || !get_cstr(env, argv[0], "path", &path)) return NULL;
+  if (!get_cstr(env, argv[1], "name", &name)) goto fail;
+
+  bool is_typed = false;
+  napi_typedarray_type ta_type = napi_int8_array;
+  size_t len = 0;
+  void *data = NULL;
+  CHECK(napi_is_typedarray(env, argv[2], &is_typed));
+  if (is_typed) CHECK(napi_get_typedarray_info(env, argv[2], &ta_type, &len, &data, NULL, NULL));
+  if (!is_typed || ta_type != napi_uint8_array) {
+    throw_arg_type(env, "value", "an instance of Buffer or Uint8Array");
+    goto fail;
+  }
+
+  if (lsetxattr(path.data, name.data, len > 0 ? data : "", len, 0) != 0) {
+    throw_errno(env, errno, "lsetxattr", &path);
+    goto fail;
+  }
+  result = undefined_value(env);
+
+fail:
+  cstr_free(&path);
+  cstr_free(&name);
+  return result;
+}
+
+/* mknod(path, mode, dev): mode carries the file type bits (S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK). */
+static napi_value js_mknod(napi_env env, napi_callback_info info) {
+  napi_value argv[3], result = NULL;
+  struct cstr path = {NULL, 0};
+  int32_t mode;
+  int64_t dev;
+
+  if (!get_args(env, info, 3, argv) || !get_cstr(env, argv[0], "path", &path)) return NULL;
+  if (!get_int32(env, argv[1], "mode", &mode) || !get_int64(env, argv[2], "dev", &dev)) goto fail;
+
+  if (mknod(path.data, (mode_t)mode, (dev_t)dev) != 0) {
+    throw_errno(env, errno, "mknod", &path);
+    goto fail;
+  }
+  result = undefined_value(env);
+
+fail:
+  cstr_free(&path);
+  return result;
+}
+
+/* Splits nanoseconds since the epoch into a timespec with 0 <= tv_nsec < 1e9. */
+static struct timespec ns_to_timespec(int64_t ns) {
+  int64_t sec = ns / 1000000000;
+  int64_t rem = ns % 1000000000;
+  if (rem < 0) {
+    rem += 1000000000;
+    sec -= 1;
+  }
+  struct timespec ts = {.tv_sec = (time_t)sec, .tv_nsec = (long)rem};
+  return ts;
+}
+
+/* lutimes(path, atimeNs, mtimeNs): sets times to the nanosecond, on a symlink itself. */
+static napi_value js_lutimes(napi_env env, napi_callback_info info) {
+  napi_value argv[3], result = NULL;
+  struct cstr path = {NULL, 0};
+  int64_t atime_ns, mtime_ns;
+
+  if (!get_args(env, info, 3, argv) || !get_cstr(env, argv[0], "path", &path)) return NULL;
+  if (!get_int64(env, argv[1], "atime", &atime_ns) || !get_int64(env, argv[2], "mtime", &mtime_ns))
+    goto fail;
+
+  struct timespec ts[2] = {ns_to_timespec(atime_ns), ns_to_timespec(mtime_ns)};
+  if (utimensat(AT_FDCWD, path.data, ts, AT_SYMLINK_NOFOLLOW) != 0) {
+    throw_errno(env, errno, "lutimes", &path);
+    goto fail;
+  }
+  result = undefined_value(env);
+
+fail:
+  cstr_free(&path);
+  return result;
+}
+
+/* flock(fd, "sh"|"ex"|"un", wait) -> boolean: false only when !wait and the lock is taken. */
+static napi_value js_flock(napi_env env, napi_callback_info info) {
+  napi_value argv[3], result = NULL;
+  int32_t fd;
+  char op_buf[4];
+  size_t op_len = 0;
+  bool wait = false;
+  napi_valuetype type;
+
+  if (!get_args(env, info, 3, argv) || !get_int32(env, argv[0], "fd", &fd)) return NULL;
+  CHECK(napi_typeof(env, argv[1], &type));
+  if (type != napi_string) {
+    throw_arg_type(env, "op", "one of \"sh\", \"ex\" or \"un\"");
+    return NULL;
+  }
+  CHECK(napi_get_value_string_utf8(env, argv[1], op_buf, sizeof op_buf, &op_len));
+  int op;
+  if (op_len == 2 && memcmp(op_buf, "sh", 2) == 0) {
+    op = LOCK_SH;
+  } else if (op_len == 2 && memcmp(op_buf, "ex", 2) == 0) {
+    op = LOCK_EX;
+  } else if (op_len == 2 && memcmp(op_buf, "un", 2) == 0) {
+    op = LOCK_UN;
+  } else {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE",
+                          "The argument 'op' must be one of \"sh\", \"ex\" or \"un\"");
+    return NULL;
+  }
+  CHECK(napi_typeof(env, argv[2], &type));
+  if (type != napi_boolean) {
+    throw_arg_type(env, "wait", "of type boolean");
+    return NULL;
+  }
+  CHECK(napi_get_value_bool(env, argv[2], &wait));
+  if (!wait) op |= LOCK_NB;
+
+  int rc;
+  do {
+    rc = flock(fd, op);
+  } while (rc != 0 && errno == EINTR);
+  bool acquired = true;
+  if (rc != 0) {
+    if (errno != EWOULDBLOCK || wait) {
+      throw_errno(env, errno, "flock", NULL);
+      return NULL;
+    }
+    acquired = false;
+  }
+  CHECK(napi_get_boolean(env, acquired, &result));
+  return result;
+
+fail:
+  return NULL;
+}
+
+/* syncfs(fd): flushes the whole filesystem that holds fd. */
+static napi_value js_syncfs(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+
+  if (!get_args(env, info, 1, argv) || !get_int32(env, argv[0], "fd", &fd)) return NULL;
+  if (syncfs(fd) != 0) {
+    throw_errno(env, errno, "syncfs", NULL);
+    return NULL;
+  }
+  return undefined_value(env);
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"llistxattr", NULL, js_llistxattr, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lgetxattr", NULL, js_lgetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lsetxattr", NULL, js_lsetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mknod", NULL, js_mknod, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lutimes", NULL, js_lutimes, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"flock", NULL, js_flock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"syncfs", NULL, js_syncfs, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) {
+    throw_api_failure(env);
+    return NULL;
+  }
+  return exports;
+}
+
+NAPI_MODULE(gorde_posix, init)

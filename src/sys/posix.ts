@@ -1,0 +1,79 @@
+// POSIX calls Node lacks, from the native helper built by src/sys/build.sh (posix.c).
+// All calls are synchronous. Paths and xattr names may be strings (UTF-8) or Buffers
+// (raw bytes, for names that are not valid UTF-8). Failures throw an Error shaped like
+// Node's own (see SysError).
+
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+
+/** A path or name: a string is encoded as UTF-8, a Buffer/Uint8Array is taken as raw bytes. */
+export type PathLike = string | Uint8Array;
+
+/** Lock kinds for flock: shared, exclusive, unlock. */
+export type FlockOp = "sh" | "ex" | "un";
+
+/** The error thrown when a system call fails, with the same properties as Node's fs errors. */
+export interface SysError extends Error {
+  code: string; // errno name, e.g. "ENOENT"
+  errno: number; // negated errno, e.g. -2
+  syscall: string;
+  path?: string; // lossy for names that are not valid UTF-8
+}
+
+interface Native {
+  llistxattr(path: PathLike): Buffer[];
+  lgetxattr(path: PathLike, name: PathLike): Buffer;
+  lsetxattr(path: PathLike, name: PathLike, value: Uint8Array): undefined;
+  mknod(path: PathLike, mode: number, dev: bigint): undefined;
+  lutimes(path: PathLike, atimeNs: bigint, mtimeNs: bigint): undefined;
+  flock(fd: number, op: FlockOp, wait: boolean): boolean;
+  syncfs(fd: number): undefined;
+}
+
+/** Absolute path of the compiled module, e.g. for child processes that load it directly. */
+export const nativePath: string = fileURLToPath(new URL("./build/posix.node", import.meta.url));
+
+function load(): Native {
+  if (!existsSync(nativePath)) {
+    throw new Error("the native helper src/sys/build/posix.node is not built: run npm install");
+  }
+  return createRequire(import.meta.url)("./build/posix.node") as Native;
+}
+
+const native = load();
+
+/** Lists the extended attribute names of path (not following symlinks); [] if the filesystem has none. */
+export function llistxattr(path: PathLike): Buffer[] {
+  return native.llistxattr(path);
+}
+
+/** Reads one extended attribute (not following symlinks); throws ENODATA when it is absent. */
+export function lgetxattr(path: PathLike, name: PathLike): Buffer {
+  return native.lgetxattr(path, name);
+}
+
+/** Creates or replaces one extended attribute (not following symlinks). */
+export function lsetxattr(path: PathLike, name: PathLike, value: Uint8Array): void {
+  native.lsetxattr(path, name, value);
+}
+
+/** Creates a device node, fifo or socket; mode includes the S_IF* type bits, dev is the raw rdev. */
+export function mknod(path: PathLike, mode: number, dev: bigint = 0n): void {
+  native.mknod(path, mode, dev);
+}
+
+/** Sets access and modification times in nanoseconds since the epoch, on a symlink itself. */
+export function lutimes(path: PathLike, atimeNs: bigint, mtimeNs: bigint): void {
+  native.lutimes(path, atimeNs, mtimeNs);
+}
+
+/** Takes or releases a flock; false when !wait and another holder has it (waiting blocks the thread). */
+export function flock(fd: number, op: FlockOp, wait: boolean): boolean {
+  return native.flock(fd, op, wait);
+}
+
+/** Flushes the whole filesystem that holds fd to stable storage. */
+export function syncfs(fd: number): void {
+  native.syncfs(fd);
+}
