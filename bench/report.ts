@@ -15,6 +15,8 @@ export const STEP_LABEL: Record<Step, string> = {
 export interface OkMeasurement {
   ok: true;
   ms: number;
+  /** Time of a `sync` right after the command (dirty data the command left behind). */
+  syncMs: number;
   /** Bytes the throughput is computed from (full source size). */
   srcBytes: number;
   maxRssKiB: number | null;
@@ -73,6 +75,7 @@ export function summarize(ms: Measurement[]): Summary {
   const m: OkMeasurement = {
     ok: true,
     ms: median(ok.map((x) => x.ms)),
+    syncMs: median(ok.map((x) => x.syncMs)),
     srcBytes: median(ok.map((x) => x.srcBytes)),
     maxRssKiB: medianOrNull(ok.map((x) => x.maxRssKiB)),
     cpuS: medianOrNull(ok.map((x) => x.cpuS)),
@@ -102,6 +105,7 @@ export function datasetTable(res: Results, d: DatasetName, tools: readonly ToolN
     "step",
     "tool",
     "time ms",
+    "then sync ms",
     "MB/s",
     "peak RSS MiB",
     "CPU s",
@@ -143,6 +147,7 @@ export function datasetTable(res: Results, d: DatasetName, tools: readonly ToolN
       }
       row.push(
         m.ms.toFixed(0),
+        m.syncMs.toFixed(0),
         mbps(m).toFixed(1),
         m.maxRssKiB === null ? "n/a" : (m.maxRssKiB / 1024).toFixed(0),
         m.cpuS === null ? "n/a" : m.cpuS.toFixed(1),

@@ -4,6 +4,7 @@
 //
 // See bench/README.md for what is measured and how.
 
+import { spawnSync } from "node:child_process";
 import { mkdirSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { cpus, release, totalmem } from "node:os";
 import { join, relative } from "node:path";
@@ -221,9 +222,13 @@ async function runDataset(
       log(`[${d}] ${tool} ${step}: ${error} (log: ${relative(ROOT, logFile(step))})`);
       return { ok: false, error };
     }
+    const s0 = process.hrtime.bigint();
+    spawnSync("sync", { stdio: "ignore" });
+    const syncMs = Number(process.hrtime.bigint() - s0) / 1e6;
     const m: Measurement = {
       ok: true,
       ms: r.ms,
+      syncMs,
       srcBytes,
       maxRssKiB: r.maxRssKiB,
       cpuS: r.userS !== null && r.sysS !== null ? r.userS + r.sysS : null,
@@ -384,7 +389,8 @@ async function main(): Promise<void> {
   out.push("- restic: `init --repository-version 2`, `backup --compression auto` (cache under bench/work), `restore latest --target`");
   out.push("- borg: `init --encryption none`, `create --compression zstd,3` (image: `--chunker-params fixed,4194304`, tree: default buzhash), `extract`");
   out.push(
-    "- Columns: time = wall time of the command; MB/s = full source size (10^6 B) / time, also for the " +
+    "- Columns: time = wall time of the command; then sync = duration of a `sync` run right after it " +
+      "(writeback of what the command left dirty in the page cache; not part of time, MB/s or ratios); MB/s = full source size (10^6 B) / time, also for the " +
       "2nd and 3rd backups; peak RSS = GNU time %M; CPU = user+sys; datastore = sum of file sizes in the " +
       "repository directory after the step; speed vs peer = peer time / gorde time (>1: gorde faster); " +
       "size vs peer = gorde datastore / peer datastore (<1: gorde smaller).",

@@ -136,6 +136,7 @@ const borg: Tool = {
     argv: [
       "borg",
       "create",
+      "--stats",
       "--compression",
       "zstd,3",
       ...(c.dataset === "image" ? ["--chunker-params", "fixed,4194304"] : []),

@@ -85,6 +85,7 @@ function snapshotJson(s: SnapshotInfo) {
     archives: s.manifest?.archives.map((a) => ({ name: a.name, kind: a.kind, size: a.size })) ?? [],
     notes: s.manifest?.unprotected.notes ?? null,
     verify: s.manifest?.unprotected.verify ?? null,
+    error: s.error?.message ?? null,
   };
 }
 
@@ -162,7 +163,7 @@ export const COMMANDS: Record<string, Command> = {
       if (list.length === 0) return ctx.out("no snapshots\n");
       for (const s of list) {
         const j = snapshotJson(s);
-        const flags = [s.finished ? "" : "unfinished", s.protected ? "protected" : "", j.verify ? `verify ${j.verify.state}` : ""]
+        const flags = [s.error ? `damaged: ${s.error.message}` : s.finished ? "" : "unfinished", s.protected ? "protected" : "", j.verify ? `verify ${j.verify.state}` : ""]
           .filter(Boolean)
           .join(", ");
         ctx.out(`${j.snapshot}  ${formatBytes(j.size).padStart(10)}  ${j.archives.map((a) => a.name).join(" ")}${flags ? `  (${flags})` : ""}\n`);

@@ -30,7 +30,7 @@ export class ChunkWriter {
   };
   private inflight = 0;
   private waiters: (() => void)[] = [];
-  private error: unknown;
+  private error: Error | undefined;
   private written = new Set<string>();
   private readonly store: ChunkStore;
   private readonly pool: ChunkPool;
@@ -51,7 +51,7 @@ export class ChunkWriter {
     this.inflight++;
     this.process(data)
       .then(done, (e: unknown) => {
-        this.error ??= e;
+        this.error ??= e instanceof Error ? e : new Error(String(e));
       })
       .finally(() => {
         this.inflight--;

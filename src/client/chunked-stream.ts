@@ -54,11 +54,6 @@ export class ChunkedStream {
     this.pos += size;
   }
 
-  /** Index of the last chunk appended so far, -1 when none. */
-  get lastSlot(): number {
-    return this.slots.length - 1;
-  }
-
   private async emit(): Promise<void> {
     // Hand the chunk's memory to the worker; the next chunk gets a fresh buffer.
     const chunk = Buffer.from((this.cur.buffer as ArrayBuffer).transfer(this.curLen));

@@ -40,6 +40,7 @@ async function openArchive<T>(
   fn: (snap: SnapshotInfo, idx: ArchiveIndexes, reader: ChunkReader, pool: ChunkPool) => Promise<T>,
 ): Promise<T> {
   const snap = await store.findSnapshot(ns, ref);
+  if (snap.error) throw snap.error;
   if (!snap.finished) throw new GordeError("usage", `snapshot ${formatSnapshot(snap)} is unfinished and cannot be read.`);
   const lock = lockDir(snap.dir, "sh", `snapshot ${formatSnapshot(snap)}`);
   const pool = new ChunkPool();

@@ -76,8 +76,9 @@ export async function backupTree(source: string, opts: TreeBackupOptions): Promi
   await recs.push(streamHeader());
 
   const prefetch = new Prefetcher(walked.filter((w) => w.entry.kind === "file" && !w.same && w.entry.size > 0));
-  // Where the previous snapshot's chunk `prevIdx` starts in the new payload stream.
-  let spliced = { prevIdx: -1, newStart: 0, slot: -2 };
+  // The last chunk spliced from the previous snapshot: its index there, where it starts
+  // in the new stream, and where the new stream ended right after it.
+  let spliced = { prevIdx: -1, newStart: 0, endPos: -1 };
   let done = 0;
   let readFiles = 0;
   let reusedFiles = 0;
@@ -90,17 +91,17 @@ export async function backupTree(source: string, opts: TreeBackupOptions): Promi
         const first = prev.find(w.same.offset);
         const last = prev.find(w.same.offset + w.same.size - 1);
         let from = first;
-        if (!(spliced.prevIdx === first && spliced.slot === payload.lastSlot)) {
-          await payload.cut();
-          spliced = { prevIdx: first, newStart: payload.pos, slot: payload.lastSlot };
+        if (spliced.prevIdx === first && spliced.endPos === payload.pos) {
+          from = first + 1; // the file starts in the chunk spliced last, nothing written since
         } else {
-          from = first + 1;
+          await payload.cut();
+          spliced = { prevIdx: first, newStart: payload.pos, endPos: -1 };
         }
         e.offset = spliced.newStart + (w.same.offset - prev.start(first));
         for (let i = from; i <= last; i++) {
           const start = payload.pos;
           await payload.splice(prev.digest(i).toString("hex"), prev.end(i) - prev.start(i));
-          spliced = { prevIdx: i, newStart: start, slot: payload.lastSlot };
+          spliced = { prevIdx: i, newStart: start, endPos: payload.pos };
         }
         reusedFiles++;
       } else if (w.same) {
@@ -239,6 +240,7 @@ function readXattrs(abs: Buffer): Xattr[] {
 class RecordBuffer {
   private buf = Buffer.allocUnsafe(1024 * 1024);
   private len = 0;
+  private prevEnd = 0;
   private readonly stream: ChunkedStream;
 
   constructor(stream: ChunkedStream) {
@@ -249,7 +251,8 @@ class RecordBuffer {
     const n = encodedSize(e);
     if (this.len + n > this.buf.length) await this.flush();
     if (n > this.buf.length) this.buf = Buffer.allocUnsafe(n);
-    this.len = encodeEntry(e, this.buf, this.len);
+    this.len = encodeEntry(e, this.buf, this.len, this.prevEnd);
+    if (e.kind === "file") this.prevEnd = e.offset + e.size;
   }
 
   async push(bytes: Buffer): Promise<void> {

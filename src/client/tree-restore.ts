@@ -136,16 +136,32 @@ async function writeFile(abs: Buffer, e: TreeEntry, plan: ChunkPlan): Promise<vo
         const from = pos - start;
         const to = Math.min(data.length, end - start);
         const piece = data.subarray(from, to);
-        if (!isZero(piece)) {
-          let off = 0;
-          while (off < piece.length) off += fs.writeSync(fd, piece, off, piece.length - off, pos - e.offset + off);
-        }
+        writeSparse(fd, piece, pos - e.offset);
         pos += piece.length;
       }
     }
   } finally {
     fs.closeSync(fd);
   }
+}
+
+const HOLE_BLOCK = 64 * 1024;
+
+/** Writes `data` at `at`, leaving 64 KiB blocks of zeros as holes (the file was truncated to size). */
+function writeSparse(fd: number, data: Buffer, at: number): void {
+  let runStart = -1;
+  const flush = (end: number): void => {
+    let off = runStart;
+    while (off < end) off += fs.writeSync(fd, data, off, end - off, at + off);
+    runStart = -1;
+  };
+  for (let o = 0; o < data.length; o += HOLE_BLOCK) {
+    const end = Math.min(o + HOLE_BLOCK, data.length);
+    if (isZero(data.subarray(o, end))) {
+      if (runStart >= 0) flush(o);
+    } else if (runStart < 0) runStart = o;
+  }
+  if (runStart >= 0) flush(data.length);
 }
 
 /**

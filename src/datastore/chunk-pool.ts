@@ -39,7 +39,7 @@ export class ChunkPool {
     for (let i = 0; i < size; i++) {
       const w = new Worker(new URL("./chunk-worker.ts", import.meta.url));
       w.on("message", (r: WorkerReply) => this.settle(r));
-      w.on("error", (e) => this.fail(e));
+      w.on("error", (e: Error) => this.fail(e));
       this.workers.push(w);
       this.load.push(0);
     }

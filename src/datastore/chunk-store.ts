@@ -33,8 +33,8 @@ export class ChunkStore {
     return fs.existsSync(this.chunkPath(hex));
   }
 
-  /** Writes a chunk unless it exists; returns true when this call stored it. */
-  async insert(hex: string, blob: Uint8Array): Promise<boolean> {
+  /** Writes a chunk (the caller checked it is missing); a concurrent insert of the same digest is harmless. */
+  async insert(hex: string, blob: Uint8Array): Promise<void> {
     const shard = hex.slice(0, 4);
     const dir = path.join(this.dir, shard);
     if (!this.shards.has(shard)) {
@@ -55,7 +55,6 @@ export class ChunkStore {
     await fh.close();
     // rename replaces a chunk that appeared meanwhile; both hold the same content.
     await fsp.rename(tmp, final);
-    return true;
   }
 
   /**

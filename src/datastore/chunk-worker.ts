@@ -30,7 +30,8 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
       const digest = createHash("sha256").update(data).digest();
       const hex = digest.toString("hex");
       // A chunk the previous snapshot has, or that the store already holds, is not compressed.
-      if (!msg.force && (known.has(hex) || chunkExists(hex))) {
+      // Known chunks are checked too: one that verify moved aside must be stored again.
+      if (!msg.force && chunkExists(hex)) {
         // The data goes back: the caller stores it again if the chunk vanishes before it is touched.
         const state = known.has(hex) ? "known" : "exists";
         return { reply: { id: msg.id, op: "encode", hex, state, data: msg.data }, transfer: [msg.data] };

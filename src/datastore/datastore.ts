@@ -34,6 +34,8 @@ export interface SnapshotInfo extends SnapshotRef {
   protected: boolean;
   /** undefined when unfinished */
   manifest: Manifest | undefined;
+  /** why the manifest could not be read, when it exists but is damaged or too new */
+  error?: GordeError;
 }
 
 export class Datastore {
@@ -140,21 +142,31 @@ export class Datastore {
     return out.sort((a, b) => a.time - b.time);
   }
 
+  /**
+   * A snapshot's state. A manifest that cannot be read leaves the snapshot unfinished
+   * (it cannot be restored) with the reason in `error`; listing the group still works.
+   */
   async snapshotInfo(ns: string[], r: SnapshotRef): Promise<SnapshotInfo> {
     const dir = this.snapshotDir(ns, r);
+    if (!fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
+      throw new GordeError("not-found", `snapshot ${formatSnapshot(r)} does not exist.`);
+    }
     let manifest: Manifest | undefined;
+    let error: GordeError | undefined;
     try {
       manifest = decodeManifest(await fsp.readFile(path.join(dir, MANIFEST_FILE)), `manifest of ${formatSnapshot(r)}`);
+      if (manifest.type !== r.type || manifest.id !== r.id || manifest.time !== r.time) {
+        throw new GordeError("corrupt", `manifest of ${formatSnapshot(r)} names another snapshot.`);
+      }
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") manifest = undefined;
-      else if ((err as NodeJS.ErrnoException).code === "ENOTDIR") {
-        throw new GordeError("not-found", `snapshot ${formatSnapshot(r)} does not exist.`);
-      } else throw err;
-    }
-    if (manifest && (manifest.type !== r.type || manifest.id !== r.id || manifest.time !== r.time)) {
-      throw new GordeError("corrupt", `manifest of ${formatSnapshot(r)} names another snapshot.`);
+      manifest = undefined;
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
+        if (!(err instanceof GordeError)) throw err;
+        error = err;
+      }
     }
     return {
+      error,
       ...r,
       ns,
       dir,
@@ -172,23 +184,23 @@ export class Datastore {
       if (!last) throw new GordeError("not-found", `group ${formatGroup(ref)} has no finished snapshot.`);
       return last;
     }
-    const r: SnapshotRef = { type: ref.type, id: ref.id, time: ref.time };
-    if (!fs.existsSync(this.snapshotDir(ns, r))) {
-      throw new GordeError("not-found", `snapshot ${formatSnapshot(r)} does not exist.`);
-    }
-    return this.snapshotInfo(ns, r);
+    return this.snapshotInfo(ns, { type: ref.type, id: ref.id, time: ref.time });
   }
 
-  /** Rewrites the manifest's unprotected part (notes, verify state) atomically. */
+  /**
+   * Rewrites the manifest's unprotected part (notes, verify state). A lock file of its
+   * own serialises updates without blocking readers, which hold the snapshot directory.
+   */
   async updateUnprotected(snap: SnapshotInfo, update: (u: Manifest["unprotected"]) => void): Promise<void> {
-    const lock = lockDir(snap.dir, "ex", `snapshot ${formatSnapshot(snap)}`);
+    const fd = fs.openSync(path.join(snap.dir, ".manifest.lock"), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
     try {
+      flock(fd, "ex", true);
       const file = path.join(snap.dir, MANIFEST_FILE);
-      const m = decodeManifest(await fsp.readFile(file));
+      const m = decodeManifest(await fsp.readFile(file), `manifest of ${formatSnapshot(snap)}`);
       update(m.unprotected);
       await writeFileAtomic(file, encodeManifest(m));
     } finally {
-      lock.release();
+      fs.closeSync(fd);
     }
   }
 
@@ -223,10 +235,14 @@ export class Datastore {
   registerBackup(startedMs: number): Lock {
     const dir = path.join(this.dir, ".running");
     fs.mkdirSync(dir, { recursive: true });
-    const file = path.join(dir, `${process.pid}-${randomBytes(4).toString("hex")}`);
-    fs.writeFileSync(file, JSON.stringify({ started: startedMs, pid: process.pid }));
-    const fd = fs.openSync(file, "r");
+    const name = `${process.pid}-${randomBytes(4).toString("hex")}`;
+    const file = path.join(dir, name);
+    // Locked before it is visible under its name, so GC never takes it for a stale one.
+    const tmp = path.join(dir, `.${name}.tmp`);
+    const fd = fs.openSync(tmp, "wx", 0o644);
     flock(fd, "ex", true);
+    fs.writeSync(fd, JSON.stringify({ started: startedMs, pid: process.pid }));
+    fs.renameSync(tmp, file);
     return {
       release() {
         fs.rmSync(file, { force: true });
@@ -240,6 +256,7 @@ export class Datastore {
     const dir = path.join(this.dir, ".running");
     const out: number[] = [];
     for (const name of safeReaddir(dir)) {
+      if (name.startsWith(".")) continue;
       const file = path.join(dir, name);
       let fd: number;
       try {

@@ -129,13 +129,15 @@ interface Mark {
 
 async function collect(store: Datastore, cutoffMs: number, opts: GcOptions): Promise<GcResult> {
   const t0 = Date.now();
-  let oldestRunning = oldest(store.runningBackups());
+  // Backups running when the mark starts (one may finish a snapshot the mark has already
+  // passed) and when the sweep starts (a backup registers a moment after its start time).
+  const running = store.runningBackups();
 
   const mark = await markPhase(store, opts);
 
-  oldestRunning = oldest([...(oldestRunning === undefined ? [] : [oldestRunning]), ...store.runningBackups()]);
+  running.push(...store.runningBackups());
   let cutoff = t0 - cutoffMs;
-  if (oldestRunning !== undefined) cutoff = Math.min(cutoff, oldestRunning - RUNNING_BACKUP_MARGIN_MS);
+  if (running.length > 0) cutoff = Math.min(cutoff, Math.min(...running) - RUNNING_BACKUP_MARGIN_MS);
 
   const sweep = await sweepPhase(store, mark, cutoff, opts);
   const warnings = mark.warnings;
@@ -151,10 +153,6 @@ async function collect(store: Datastore, cutoffMs: number, opts: GcOptions): Pro
     durationMs: Date.now() - t0,
     warnings,
   };
-}
-
-function oldest(times: number[]): number | undefined {
-  return times.length === 0 ? undefined : Math.min(...times);
 }
 
 // ---- mark ----

@@ -1,10 +1,12 @@
 // File archives: the entry stream (docs/format.md, "File archive").
 // The stream starts with MAGIC.treeEntries, then one record per entry in depth-first
 // order, children sorted by the bytes of their names, and ends with an end record.
-// File contents live in a second stream (the payload); a file record names its offset.
+// File contents live in a second stream (the payload). A file record stores its offset
+// there relative to the end of the previous file record's content (usually 0), so a
+// change early in the tree does not change every later record and metadata dedups.
 //
 // record := len u32 (bytes after this field) | kind u8 | mode u32 | uid u32 | gid u32
-//           | mtimeNs i64 | ctimeNs i64 | ino u64 | size u64 | offset u64 | rdev u64
+//           | mtimeNs i64 | ctimeNs i64 | ino u64 | size u64 | offsetDelta i64 | rdev u64
 //           | pathLen u32 | path | linkLen u32 | link | xattrCount u32
 //           | xattrCount × (nameLen u16 | name | valueLen u32 | value)
 // end    := len u32 | kind 0 | entryCount u64
@@ -49,8 +51,11 @@ export function encodedSize(e: TreeEntry): number {
   return n;
 }
 
-/** Writes `e` at `off`; returns the offset after it. `out` must have encodedSize(e) bytes free. */
-export function encodeEntry(e: TreeEntry, out: Buffer, off: number): number {
+/**
+ * Writes `e` at `off`; returns the offset after it. `out` must have encodedSize(e) bytes
+ * free. `prevEnd` is where the previous file's content ended in the payload stream.
+ */
+export function encodeEntry(e: TreeEntry, out: Buffer, off: number, prevEnd = 0): number {
   const start = off;
   off += 4;
   out[off++] = ENTRY_KINDS.indexOf(e.kind);
@@ -61,7 +66,7 @@ export function encodeEntry(e: TreeEntry, out: Buffer, off: number): number {
   off = out.writeBigInt64LE(e.ctimeNs, off);
   off = out.writeBigUInt64LE(e.ino, off);
   off = out.writeBigUInt64LE(BigInt(e.size), off);
-  off = out.writeBigUInt64LE(BigInt(e.offset), off);
+  off = out.writeBigInt64LE(e.kind === "file" ? BigInt(e.offset - prevEnd) : 0n, off);
   off = out.writeBigUInt64LE(e.rdev, off);
   off = out.writeUInt32LE(e.path.length, off);
   off += e.path.copy(out, off);
@@ -104,6 +109,7 @@ export function decodeEntries(stream: Buffer, payloadSize: number, what = "entry
   const files = new Set<string>();
   let off = 8;
   let prevPath: Buffer | undefined;
+  let prevEnd = 0;
   let ended = false;
   while (off < stream.length) {
     if (ended) throw corrupt(`${what} has data after its end record.`);
@@ -130,7 +136,7 @@ export function decodeEntries(stream: Buffer, payloadSize: number, what = "entry
     const ctimeNs = r.i64();
     const ino = r.u64();
     const size = Number(r.u64());
-    const offset = Number(r.u64());
+    const offset = kind === "file" ? prevEnd + Number(r.i64()) : (r.i64(), 0);
     const rdev = r.u64();
     const path = r.bytes(r.u32());
     const link = r.bytes(r.u32());
@@ -147,7 +153,10 @@ export function decodeEntries(stream: Buffer, payloadSize: number, what = "entry
     checkEntry(e, out.length === 0, prevPath, dirs, files, payloadSize, what);
     const key = path.toString("latin1");
     if (kind === "dir") dirs.add(key);
-    if (kind === "file") files.add(key);
+    if (kind === "file") {
+      files.add(key);
+      prevEnd = offset + size;
+    }
     prevPath = path;
     out.push(e);
     off = recEnd;
@@ -214,7 +223,7 @@ function checkEntry(
   const parent = slash < 0 ? "" : e.path.subarray(0, slash).toString("latin1");
   if (!dirs.has(parent)) throw corrupt(`${what} has ${shown} whose parent is not a directory in the archive.`);
   if (e.kind === "file") {
-    if (e.offset + e.size > payloadSize || !Number.isSafeInteger(e.offset + e.size)) {
+    if (e.offset < 0 || e.offset + e.size > payloadSize || !Number.isSafeInteger(e.offset + e.size)) {
       throw corrupt(`${what} places ${shown} outside the payload stream.`);
     }
   } else if (e.size !== 0 && e.kind !== "hardlink") {

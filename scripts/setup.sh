@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine for gorde, then optionally runs one job:
+#   bash scripts/setup.sh demo    set up, then run the demo (gorde demo)
+#   bash scripts/setup.sh test    set up, then run the whole test suite (npm test)
+# As root it installs missing Debian packages with apt-get; otherwise it says what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+job="${1:-}"
+case "$job" in ""|demo|test) ;; *) echo "usage: bash scripts/setup.sh [demo|test]" >&2; exit 2 ;; esac
+
+# Debian packages: command -> package.
+declare -A need=(
+  [node]=nodejs [npm]=npm [cc]=gcc [make]=make [mkfs.ext4]=e2fsprogs [setfattr]=attr [setfacl]=acl
+)
+missing=()
+for cmd in "${!need[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "setup: missing Debian packages: ${missing[*]} (run this script as root, or install them)" >&2
+    exit 1
+  fi
+fi
+
+# npm packages, Node 24 (the node@24 devDependency) and the native helper (postinstall).
+if [ ! -x node_modules/.bin/node ] || [ package.json -nt node_modules/.package-lock.json ] || [ ! -f src/sys/build/posix.node ]; then
+  echo "setup: npm install"
+  npm install --no-audit --no-fund --loglevel=error
+fi
+node_modules/.bin/node -e 'if (+process.versions.node.split(".")[0] < 24) { console.error("setup: Node 24 did not install"); process.exit(1) }'
+bash src/sys/build.sh
+
+case "$job" in
+  demo) exec npx gorde demo ;;
+  test) exec npm test ;;
+esac

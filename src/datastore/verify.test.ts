@@ -1,0 +1,282 @@
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { after, describe, it } from "node:test";
+import { encodeBlob } from "../format/blob.ts";
+import { DynamicIndexBuilder, encodeDynamicIndex } from "../format/dynamic-index.ts";
+import { encodeFixedIndex } from "../format/fixed-index.ts";
+import { FORMAT_VERSION } from "../format/magic.ts";
+import { type ArchiveEntry, encodeManifest, sha256Hex } from "../format/manifest.ts";
+import type { Group } from "../format/names.ts";
+import { ChunkPool } from "./chunk-pool.ts";
+import { Datastore, MANIFEST_FILE, type SnapshotInfo } from "./datastore.ts";
+import { verifyAll, verifySnapshots } from "./verify.ts";
+
+const CHUNK = 64 * 1024;
+const T = Date.parse("2024-06-01T00:00:00Z") / 1000;
+const NOW = T + 86400;
+const VM: Group = { type: "vm", id: "100" };
+
+const roots: string[] = [];
+const pool = new ChunkPool();
+after(async () => {
+  await pool.close();
+  for (const r of roots) await fsp.rm(r, { recursive: true, force: true });
+});
+
+async function newStore(): Promise<Datastore> {
+  const root = await fsp.mkdtemp(path.join(os.tmpdir(), "gorde-verify-"));
+  roots.push(root);
+  return Datastore.init(path.join(root, "store"));
+}
+
+/** A chunk's data: random (stored plain) or a repeated pattern (stored compressed). */
+function data(compressible = false): Buffer {
+  if (!compressible) return randomBytes(CHUNK);
+  const b = Buffer.alloc(CHUNK);
+  b.fill(randomBytes(16).toString("hex"));
+  return b;
+}
+
+const hexOf = (d: Buffer): string => createHash("sha256").update(d).digest("hex");
+
+async function put(store: Datastore, d: Buffer): Promise<string> {
+  const hex = hexOf(d);
+  if (!store.chunks.exists(hex)) await store.chunks.insert(hex, encodeBlob(d));
+  return hex;
+}
+
+interface Content {
+  img?: Buffer[];
+  tree?: { entries: Buffer[]; payload: Buffer[] };
+}
+
+/** Writes a snapshot by hand: chunks, index files and (when finished) a manifest. */
+async function makeSnapshot(
+  store: Datastore,
+  time: number,
+  content: Content,
+  { ns = [] as string[], group = VM, finished = true } = {},
+): Promise<SnapshotInfo> {
+  const dir = store.snapshotDir(ns, { ...group, time });
+  await fsp.mkdir(dir, { recursive: true });
+  const archives: ArchiveEntry[] = [];
+  const write = async (file: string, bytes: Buffer) => {
+    await fsp.writeFile(path.join(dir, file), bytes);
+    return { file, csum: sha256Hex(bytes), size: bytes.length };
+  };
+  if (content.img) {
+    const digests: Buffer[] = [];
+    for (const d of content.img) digests.push(Buffer.from(await put(store, d), "hex"));
+    const size = content.img.length * CHUNK;
+    const bytes = encodeFixedIndex({ ctime: time, size, chunkSize: CHUNK, digests: Buffer.concat(digests) });
+    archives.push({ name: "disk.img", kind: "img", size, indexes: [await write("disk.img.fidx", bytes)] });
+  }
+  if (content.tree) {
+    const indexes = [];
+    let size = 0;
+    for (const part of ["entries", "payload"] as const) {
+      const b = new DynamicIndexBuilder();
+      for (const d of content.tree[part]) b.add(d.length, Buffer.from(await put(store, d), "hex"));
+      const idx = b.build(time);
+      if (part === "payload") size = idx.size;
+      indexes.push(await write(`files.tree.${part}.didx`, encodeDynamicIndex(idx)));
+    }
+    archives.push({ name: "files.tree", kind: "tree", size, indexes });
+  }
+  if (finished) {
+    const manifest = encodeManifest({
+      format: FORMAT_VERSION,
+      type: group.type,
+      id: group.id,
+      time,
+      archives,
+      cryptMode: "none",
+      keyFingerprint: null,
+      unprotected: {},
+    });
+    await fsp.writeFile(path.join(dir, MANIFEST_FILE), manifest);
+  }
+  return store.snapshotInfo(ns, { ...group, time });
+}
+
+async function verifyState(store: Datastore, snap: SnapshotInfo) {
+  return (await store.snapshotInfo(snap.ns, snap)).manifest?.unprotected.verify;
+}
+
+function flipLastByte(file: string): void {
+  const b = fs.readFileSync(file);
+  b[b.length - 1]! ^= 0x55;
+  fs.writeFileSync(file, b);
+}
+
+void describe("verifySnapshots", () => {
+  void it("a good snapshot is ok and its state is stored", async () => {
+    const store = await newStore();
+    const snap = await makeSnapshot(store, T, {
+      img: [data(), data(true), data()],
+      tree: { entries: [data(true)], payload: [data(), data(true)] },
+    });
+    const seen: number[] = [];
+    const r = await verifySnapshots(store, [snap], { pool, now: NOW, progress: (e) => seen.push(e.done) });
+    assert.deepEqual(r.snapshots, [{ snapshot: "vm/100/2024-06-01T00:00:00Z", ns: [], state: "ok", errors: [] }]);
+    assert.equal(r.chunksChecked, 6);
+    assert.deepEqual(r.badChunks, []);
+    assert.deepEqual(r.missingChunks, []);
+    assert.equal(r.ok, true);
+    assert.equal(seen.at(-1), 6);
+    assert.deepEqual(await verifyState(store, snap), { state: "ok", time: NOW });
+    store.close();
+  });
+
+  void it("reads a chunk shared by several snapshots once", async () => {
+    const store = await newStore();
+    const shared = [data(), data()];
+    const a = await makeSnapshot(store, T, { img: shared });
+    const b = await makeSnapshot(store, T + 60, { img: [...shared, data()] });
+    const r = await verifySnapshots(store, [a, b], { now: NOW }); // creates and closes its own pool
+    assert.equal(r.chunksChecked, 3);
+    assert.deepEqual(
+      r.snapshots.map((s) => s.state),
+      ["ok", "ok"],
+    );
+    store.close();
+  });
+
+  void it("a corrupt chunk fails its snapshot and is renamed to .0.bad", async () => {
+    const store = await newStore();
+    const broken = data(true);
+    const a = await makeSnapshot(store, T, { img: [data(), broken] });
+    const b = await makeSnapshot(store, T, { img: [data(), data(true)] }, { group: { type: "ct", id: "200" } });
+    const hex = hexOf(broken);
+    const file = store.chunks.chunkPath(hex);
+    flipLastByte(file);
+
+    const r = await verifySnapshots(store, [a, b], { pool, now: NOW });
+    assert.equal(r.ok, false);
+    assert.equal(r.snapshots[0]!.state, "failed");
+    assert.match(r.snapshots[0]!.errors[0]!, new RegExp(`chunk ${hex} fails its CRC check`));
+    assert.equal(r.snapshots[1]!.state, "ok");
+    assert.deepEqual(r.badChunks, [{ digest: hex, reason: `chunk ${hex} fails its CRC check.`, renamedTo: `${file}.0.bad` }]);
+    assert.ok(!fs.existsSync(file));
+    assert.ok(fs.existsSync(`${file}.0.bad`));
+    assert.deepEqual(await verifyState(store, a), { state: "failed", time: NOW, badChunks: 1 });
+    assert.deepEqual(await verifyState(store, b), { state: "ok", time: NOW });
+    store.close();
+  });
+
+  void it("a chunk whose data does not match its digest is renamed to the next free .bad name", async () => {
+    const store = await newStore();
+    const good = data();
+    const snap = await makeSnapshot(store, T, { img: [good] });
+    const hex = hexOf(good);
+    const file = store.chunks.chunkPath(hex);
+    // A valid blob of other data under this digest: the CRC passes, the digest does not.
+    fs.writeFileSync(file, encodeBlob(data()));
+    fs.writeFileSync(`${file}.0.bad`, "an older bad copy");
+
+    const r = await verifySnapshots(store, [snap], { pool, now: NOW });
+    assert.equal(r.snapshots[0]!.state, "failed");
+    assert.match(r.badChunks[0]!.reason, /does not match its digest/);
+    assert.equal(r.badChunks[0]!.renamedTo, `${file}.1.bad`);
+    assert.equal(fs.readFileSync(`${file}.0.bad`, "utf8"), "an older bad copy");
+    store.close();
+  });
+
+  void it("a missing chunk is reported and fails its snapshot", async () => {
+    const store = await newStore();
+    const gone = data();
+    const snap = await makeSnapshot(store, T, { tree: { entries: [data(true)], payload: [gone, data()] } });
+    const hex = hexOf(gone);
+    fs.rmSync(store.chunks.chunkPath(hex));
+
+    const r = await verifySnapshots(store, [snap], { pool, now: NOW });
+    assert.equal(r.snapshots[0]!.state, "failed");
+    assert.deepEqual(r.snapshots[0]!.errors, [`chunk ${hex} is missing.`]);
+    assert.deepEqual(r.missingChunks, [hex]);
+    assert.deepEqual(r.badChunks, []);
+    assert.equal(r.ok, false);
+    assert.deepEqual(await verifyState(store, snap), { state: "failed", time: NOW, badChunks: 1 });
+    store.close();
+  });
+
+  void it("a corrupt index fails its snapshot with the reason", async () => {
+    const store = await newStore();
+    const snap = await makeSnapshot(store, T, { img: [data()], tree: { entries: [data()], payload: [data()] } });
+    flipLastByte(path.join(snap.dir, "disk.img.fidx"));
+
+    const r = await verifySnapshots(store, [snap], { pool, now: NOW });
+    assert.equal(r.snapshots[0]!.state, "failed");
+    assert.deepEqual(r.snapshots[0]!.errors, [
+      "index disk.img.fidx of vm/100/2024-06-01T00:00:00Z does not match the checksum in its manifest.",
+    ]);
+    assert.equal(r.chunksChecked, 2, "the other archive's chunks are still checked");
+    assert.equal((await verifyState(store, snap))?.state, "failed");
+    store.close();
+  });
+
+  void it("skips an unfinished snapshot", async () => {
+    const store = await newStore();
+    const snap = await makeSnapshot(store, T, { img: [data()] }, { finished: false });
+    const r = await verifySnapshots(store, [snap], { pool, now: NOW });
+    assert.equal(r.snapshots[0]!.state, "skipped");
+    assert.match(r.snapshots[0]!.errors[0]!, /unfinished/);
+    assert.equal(r.chunksChecked, 0);
+    assert.equal(r.ok, true);
+    assert.ok(!fs.existsSync(path.join(snap.dir, MANIFEST_FILE)));
+    store.close();
+  });
+});
+
+void describe("verifyAll", () => {
+  void it("verifies every namespace below the one given and skips recently verified snapshots", async () => {
+    const store = await newStore();
+    await makeSnapshot(store, T, { img: [data()] });
+    await makeSnapshot(store, T, { img: [data()] }, { ns: ["a"] });
+    await makeSnapshot(store, T + 60, { img: [data()] }, { ns: ["a", "b"], group: { type: "host", id: "h1" } });
+    await makeSnapshot(store, T + 120, { img: [data()] }, { ns: ["a", "b"], group: { type: "host", id: "h1" }, finished: false });
+
+    const all = await verifyAll(store, { pool, now: NOW });
+    assert.deepEqual(
+      all.snapshots.map((s) => [s.ns.join("/"), s.snapshot, s.state]),
+      [
+        ["", "vm/100/2024-06-01T00:00:00Z", "ok"],
+        ["a", "vm/100/2024-06-01T00:00:00Z", "ok"],
+        ["a/b", "host/h1/2024-06-01T00:01:00Z", "ok"],
+        ["a/b", "host/h1/2024-06-01T00:02:00Z", "skipped"],
+      ],
+    );
+
+    const sub = await verifyAll(store, { pool, ns: ["a"], now: NOW + 86400 });
+    assert.equal(sub.snapshots.filter((s) => s.state === "ok").length, 2);
+
+    // the root's snapshot was verified a day ago, the others just now
+    const skipped = await verifyAll(store, { pool, now: NOW + 86400, skipVerifiedWithinDays: 0.5 });
+    assert.deepEqual(
+      skipped.snapshots.map((s) => s.snapshot),
+      ["vm/100/2024-06-01T00:00:00Z", "host/h1/2024-06-01T00:02:00Z"], // the root's and the unfinished one
+    );
+    assert.equal((await verifyAll(store, { pool, now: NOW + 86400, skipVerifiedWithinDays: 2 })).snapshots.length, 1);
+    const none = await verifyAll(store, { pool, now: NOW + 2 * 86400, skipVerifiedWithinDays: 0.5 });
+    assert.equal(none.snapshots.length, 4);
+    store.close();
+  });
+
+  void it("reports a snapshot whose manifest is unreadable as failed", async () => {
+    const store = await newStore();
+    await makeSnapshot(store, T, { img: [data()] });
+    const bad = await makeSnapshot(store, T + 60, { img: [data()] });
+    fs.writeFileSync(path.join(bad.dir, MANIFEST_FILE), "{ not json");
+    const r = await verifyAll(store, { pool, now: NOW });
+    assert.equal(r.ok, false);
+    assert.deepEqual(
+      r.snapshots.map((s) => s.state),
+      ["ok", "failed"],
+    );
+    assert.match(r.snapshots[1]!.errors[0]!, /not valid JSON/);
+    store.close();
+  });
+});

@@ -1,0 +1,77 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { type TreeEntry, comparePaths, decodeEntries, encodeEnd, encodeEntry, encodedSize, isSafeRelativePath, streamHeader } from "./tree-entry.ts";
+
+function entry(kind: TreeEntry["kind"], path: string, extra: Partial<TreeEntry> = {}): TreeEntry {
+  return {
+    kind,
+    path: Buffer.from(path),
+    mode: kind === "dir" ? 0o40755 : 0o100644,
+    uid: 0,
+    gid: 0,
+    mtimeNs: 1n,
+    ctimeNs: 2n,
+    ino: 3n,
+    size: 0,
+    offset: 0,
+    rdev: 0n,
+    link: Buffer.alloc(0),
+    xattrs: [],
+    ...extra,
+  };
+}
+
+function stream(entries: TreeEntry[], count = entries.length): Buffer {
+  const parts = [streamHeader()];
+  let prevEnd = 0;
+  for (const e of entries) {
+    const b = Buffer.alloc(encodedSize(e));
+    encodeEntry(e, b, 0, prevEnd);
+    if (e.kind === "file") prevEnd = e.offset + e.size;
+    parts.push(b);
+  }
+  parts.push(encodeEnd(count));
+  return Buffer.concat(parts);
+}
+
+void test("entries round trip", () => {
+  const list = [
+    entry("dir", ""),
+    entry("dir", "a"),
+    entry("file", "a/f", { size: 4, offset: 3, xattrs: [{ name: Buffer.from("user.x"), value: Buffer.from([0, 1]) }] }),
+    entry("file", "a/g", { size: 2, offset: 8 }),
+    entry("symlink", "a/l", { link: Buffer.from("../x") }),
+    entry("hardlink", "b", { link: Buffer.from("a/f") }),
+  ];
+  const back = decodeEntries(stream(list), 10);
+  assert.deepEqual(back, list);
+});
+
+void test("hostile entry streams are refused", () => {
+  const root = entry("dir", "");
+  const cases: [TreeEntry[], RegExp, number?][] = [
+    [[root, entry("file", "../evil")], /unsafe path/],
+    [[root, entry("file", "/etc/passwd")], /unsafe path/],
+    [[root, entry("file", "a//b")], /unsafe path/],
+    [[root, entry("symlink", "a", { link: Buffer.from("/tmp") }), entry("file", "a/x")], /parent is not a directory/],
+    [[root, entry("file", "f", { size: 11 })], /outside the payload/],
+    [[root, entry("file", "b"), entry("file", "a")], /not in order/],
+    [[root, entry("file", "a"), entry("file", "a")], /not in order/],
+    [[root, entry("hardlink", "h", { link: Buffer.from("nothing") })], /hard link/],
+    [[entry("file", "x")], /root directory/],
+  ];
+  for (const [list, re] of cases) assert.throws(() => decodeEntries(stream(list), 10), re);
+  assert.throws(() => decodeEntries(stream([root], 5), 0), /says it has 5/);
+  const s = stream([root, entry("file", "f", { size: 1 })]);
+  assert.throws(() => decodeEntries(s.subarray(0, s.length - 13), 10), /no end record/);
+  assert.throws(() => decodeEntries(s.subarray(0, 30), 10), /past its end|truncated/);
+});
+
+void test("path order is depth-first, component by component", () => {
+  const sorted = ["a", "a/b", "a/c", "a.txt", "b"].map((p) => Buffer.from(p));
+  const shuffled = [...sorted].reverse().sort(comparePaths);
+  assert.deepEqual(shuffled.map(String), sorted.map(String));
+  assert.ok(isSafeRelativePath(Buffer.from("a/.b/c..d")));
+  assert.ok(!isSafeRelativePath(Buffer.from("a/./b")));
+  assert.ok(!isSafeRelativePath(Buffer.from("a\0b")));
+});

@@ -1,0 +1,52 @@
+// Shared test helpers: temp dirs and a complete description of a directory tree.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { createHash } from "node:crypto";
+import { lgetxattr, llistxattr } from "../src/sys/posix.ts";
+
+export function tempDir(prefix = "gorde-test-"): { dir: string; cleanup(): void } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  return { dir, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+export const isRoot = process.geteuid?.() === 0;
+
+/** Everything a restore must bring back, per path (names as hex, so non-UTF-8 is exact). */
+export function describeTree(root: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const rootBuf = Buffer.from(root);
+  const links = new Map<string, string>();
+  const visit = (abs: Buffer, rel: string): void => {
+    const st = fs.lstatSync(abs, { bigint: true });
+    const parts: string[] = [
+      `mode=${st.mode.toString(8)}`,
+      `uid=${st.uid}`,
+      `gid=${st.gid}`,
+      `mtime=${st.mtimeNs}`,
+      `nlink=${st.isDirectory() ? "-" : st.nlink}`,
+    ];
+    if (st.isFile()) {
+      parts.push(`size=${st.size}`, `sha=${createHash("sha256").update(fs.readFileSync(abs)).digest("hex")}`);
+      const id = `${st.dev}:${st.ino}`;
+      if (st.nlink > 1n) {
+        if (!links.has(id)) links.set(id, rel);
+        parts.push(`linkgroup=${links.get(id)}`);
+      }
+    }
+    if (st.isSymbolicLink()) parts.push(`target=${fs.readlinkSync(abs, { encoding: "buffer" }).toString("hex")}`);
+    if (st.isCharacterDevice() || st.isBlockDevice()) parts.push(`rdev=${st.rdev}`);
+    const xattrs = llistxattr(abs)
+      .sort(Buffer.compare)
+      .map((n) => `${n.toString("hex")}=${lgetxattr(abs, n).toString("hex")}`);
+    if (xattrs.length) parts.push(`xattrs=${xattrs.join(",")}`);
+    out.set(rel, parts.join(" "));
+    if (st.isDirectory()) {
+      for (const name of fs.readdirSync(abs, { encoding: "buffer" }).sort(Buffer.compare)) {
+        visit(Buffer.concat([abs, Buffer.from("/"), name]), `${rel}/${name.toString("hex")}`);
+      }
+    }
+  };
+  visit(rootBuf, "");
+  return out;
+}
