@@ -223,3 +223,16 @@ export function dropCaches(): string | null {
   }
   return dropNote;
 }
+
+/** Busy CPU seconds of the whole machine since boot (all cores), from /proc/stat; null if unreadable. */
+export function machineBusySeconds(): number | null {
+  try {
+    const line = readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "";
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal
+    const busy = (f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0) + (f[5] ?? 0) + (f[6] ?? 0) + (f[7] ?? 0);
+    return busy / 100; // USER_HZ
+  } catch {
+    return null;
+  }
+}

@@ -21,6 +21,8 @@ export interface OkMeasurement {
   srcBytes: number;
   maxRssKiB: number | null;
   cpuS: number | null;
+  /** Average number of cores other processes kept busy during the step (noise indicator). */
+  otherLoad: number | null;
   repoBytes: number;
   /** Restore verification, restore step only. */
   check?: { ok: boolean; text: string; detail?: string };
@@ -79,6 +81,7 @@ export function summarize(ms: Measurement[]): Summary {
     srcBytes: median(ok.map((x) => x.srcBytes)),
     maxRssKiB: medianOrNull(ok.map((x) => x.maxRssKiB)),
     cpuS: medianOrNull(ok.map((x) => x.cpuS)),
+    otherLoad: medianOrNull(ok.map((x) => x.otherLoad)),
     repoBytes: median(ok.map((x) => x.repoBytes)),
   };
   const check = badCheck?.check ?? ok.find((x) => x.check)?.check;
@@ -109,6 +112,7 @@ export function datasetTable(res: Results, d: DatasetName, tools: readonly ToolN
     "MB/s",
     "peak RSS MiB",
     "CPU s",
+    "other load",
     "datastore MB",
     "growth MB",
     ...peers.flatMap((p) => [`speed vs ${p}`, `size vs ${p}`]),
@@ -151,6 +155,7 @@ export function datasetTable(res: Results, d: DatasetName, tools: readonly ToolN
         mbps(m).toFixed(1),
         m.maxRssKiB === null ? "n/a" : (m.maxRssKiB / 1024).toFixed(0),
         m.cpuS === null ? "n/a" : m.cpuS.toFixed(1),
+        m.otherLoad === null ? "n/a" : m.otherLoad.toFixed(2),
         (m.repoBytes / MB).toFixed(1),
         growth,
       );

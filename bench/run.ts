@@ -26,7 +26,7 @@ import {
   WORK_DIR,
 } from "./data.ts";
 import { apparentSize, compareFiles, compareTrees, describeTreeDiff, manifest, treeDiffOk } from "./fsutil.ts";
-import { capture, type Cmd, dropCaches, errorLine, haveGnuTime, must, run } from "./proc.ts";
+import { capture, type Cmd, dropCaches, errorLine, haveGnuTime, machineBusySeconds, must, run } from "./proc.ts";
 import { datasetTable, mbps, type Measurement, record, type Results, type Step, STEPS } from "./report.ts";
 import { DATASETS, type DatasetName, ROOT, type ToolCtx, TOOL_NAMES, type ToolName, TOOLS } from "./tools.ts";
 
@@ -215,7 +215,9 @@ async function runDataset(
       log(note);
       cacheNoteLogged = true;
     }
+    const busy0 = machineBusySeconds();
     const r = await run(cmd, { logFile: logFile(step) });
+    const busy1 = machineBusySeconds();
     checkInterrupt();
     if (r.code !== 0) {
       const error = `failed: ${errorLine(r)}`;
@@ -232,11 +234,16 @@ async function runDataset(
       srcBytes,
       maxRssKiB: r.maxRssKiB,
       cpuS: r.userS !== null && r.sysS !== null ? r.userS + r.sysS : null,
+      otherLoad: null,
       repoBytes: apparentSize(c.repo),
     };
+    if (busy0 !== null && busy1 !== null && m.cpuS !== null) {
+      m.otherLoad = Math.max(0, busy1 - busy0 - m.cpuS) / (r.ms / 1000);
+    }
     log(
       `[${d}] ${tool} ${step}: ${(r.ms / 1000).toFixed(1)} s, ${mbps(m).toFixed(1)} MB/s, ` +
-        `rss ${m.maxRssKiB === null ? "?" : (m.maxRssKiB / 1024).toFixed(0)} MiB, repo ${(m.repoBytes / 1e6).toFixed(1)} MB`,
+        `rss ${m.maxRssKiB === null ? "?" : (m.maxRssKiB / 1024).toFixed(0)} MiB, repo ${(m.repoBytes / 1e6).toFixed(1)} MB` +
+        (m.otherLoad === null ? "" : `, other load ${m.otherLoad.toFixed(2)}`),
     );
     return m;
   };
@@ -393,7 +400,9 @@ async function main(): Promise<void> {
       "(writeback of what the command left dirty in the page cache; not part of time, MB/s or ratios); MB/s = full source size (10^6 B) / time, also for the " +
       "2nd and 3rd backups; peak RSS = GNU time %M; CPU = user+sys; datastore = sum of file sizes in the " +
       "repository directory after the step; speed vs peer = peer time / gorde time (>1: gorde faster); " +
-      "size vs peer = gorde datastore / peer datastore (<1: gorde smaller).",
+      "size vs peer = gorde datastore / peer datastore (<1: gorde smaller); other load = average number of " +
+      "cores kept busy by other processes during the step (from /proc/stat minus the tool's CPU time; the " +
+      "machine is shared, values well above 0 mean the timing is disturbed).",
   );
   for (const d of opts.datasets) {
     out.push("", `## ${d}`, "", datasetTable(res, d, ready.tools));

@@ -61,7 +61,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const cmd = COMMANDS[name];
   if (!cmd) {
-    process.stderr.write(`gorde: unknown command "${name}"; run gorde --help for the list.\n`);
+    process.stderr.write(`gorde: unknown command ${JSON.stringify(name)}; run gorde --help for the list.\n`);
     return EXIT_CODES.usage;
   }
   const abort = new AbortController();
@@ -87,12 +87,18 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     const e = err instanceof GordeError ? err : undefined;
     const msg = e ? e.message : describe(err);
-    process.stderr.write(`gorde ${name}: ${msg}\n`);
+    process.stderr.write(`gorde ${name}: ${oneLine(msg)}\n`);
     return e ? EXIT_CODES[e.code] : EXIT_CODES.failed;
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
   }
+}
+
+/** Errors are one line: control characters from names and paths the user gave are escaped. */
+function oneLine(msg: string): string {
+  // eslint-disable-next-line no-control-regex
+  return msg.replace(/[\x00-\x1f\x7f]/g, (c) => JSON.stringify(c).slice(1, -1));
 }
 
 function describe(err: unknown): string {

@@ -1,5 +1,6 @@
 // Restore and browse: the reverse of backup, every chunk checked against its digest.
 import fs from "node:fs";
+import path from "node:path";
 import { GordeError } from "../errors.ts";
 import { ChunkPool } from "../datastore/chunk-pool.ts";
 import { ChunkReader } from "../datastore/chunk-reader.ts";
@@ -60,6 +61,10 @@ export async function restore(store: Datastore, opts: RestoreOptions): Promise<R
       if (opts.path !== undefined) throw new GordeError("usage", "--path applies to file archives (.tree), not to block images.");
       if (fs.existsSync(opts.target) && !fs.statSync(opts.target).isBlockDevice()) {
         throw new GordeError("usage", `${opts.target} already exists; restore an image to a new file or a block device.`);
+      }
+      const dir = path.dirname(path.resolve(opts.target));
+      if (!fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
+        throw new GordeError("not-found", `directory ${dir} does not exist; create it before restoring an image into it.`);
       }
       await restoreImage(idx.index, opts.target, { store: store.chunks, pool, signal: opts.signal, progress: opts.progress });
       return { snapshot: formatSnapshot(snap), archive: opts.archive, bytes: idx.index.size, durationMs: Date.now() - started };

@@ -37,7 +37,8 @@ export class ChunkPool {
 
   constructor(size = Math.max(1, Math.min(2, os.availableParallelism()))) {
     for (let i = 0; i < size; i++) {
-      const w = new Worker(new URL("./chunk-worker.ts", import.meta.url));
+      // A small young generation: chunk buffers live briefly and are large (external).
+      const w = new Worker(new URL("./chunk-worker.ts", import.meta.url), { resourceLimits: { maxYoungGenerationSizeMb: 4 } });
       w.on("message", (r: WorkerReply) => this.settle(r));
       w.on("error", (e: Error) => this.fail(e));
       this.workers.push(w);

@@ -5,7 +5,21 @@ import fs from "node:fs";
 import path from "node:path";
 import { parentPort } from "node:worker_threads";
 import { decodeBlob, encodeBlob } from "../format/blob.ts";
+import { mallocTrim } from "../sys/posix.ts";
 import type { WorkerReply, WorkerRequest } from "./chunk-pool.ts";
+
+// Chunk buffers move between threads, so this thread's malloc arena keeps memory
+// that other threads freed: give it back every 32 MiB of work.
+const TRIM_EVERY = 32 * 1024 * 1024;
+let sinceTrim = 0;
+
+function account(bytes: number): void {
+  sinceTrim += bytes;
+  if (sinceTrim >= TRIM_EVERY) {
+    sinceTrim = 0;
+    mallocTrim();
+  }
+}
 
 let chunkDir = "";
 let level = 1;
@@ -37,11 +51,13 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
         return { reply: { id: msg.id, op: "encode", hex, state, data: msg.data }, transfer: [msg.data] };
       }
       const blob = encodeBlob(data, level);
+      account(data.length);
       const ab = blob.buffer.slice(blob.byteOffset, blob.byteOffset + blob.length) as ArrayBuffer;
       return { reply: { id: msg.id, op: "encode", hex, state: "new", blob: ab }, transfer: [ab] };
     }
     case "decode": {
       const data = decodeBlob(Buffer.from(msg.blob), `chunk ${msg.hex}`);
+      account(data.length);
       const got = createHash("sha256").update(data).digest("hex");
       if (got !== msg.hex) {
         return { reply: { id: msg.id, op: "error", code: "corrupt", message: `chunk ${msg.hex} does not match its digest.` }, transfer: [] };

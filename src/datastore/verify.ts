@@ -105,6 +105,7 @@ async function verifyOne(run: Run, snap: SnapshotInfo, index: number, count: num
     state,
     errors,
   });
+  if (snap.error) return result("failed", [snap.error.message]);
   if (!snap.finished || !snap.manifest) return result("skipped", [`snapshot ${name} is unfinished.`]);
 
   let lock: Lock;

@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -548,6 +549,14 @@ static napi_value js_syncfs(napi_env env, napi_callback_info info) {
   return undefined_value(env);
 }
 
+/* mallocTrim(): returns free heap memory of every malloc arena to the system. Buffers
+ * that move between threads leave glibc's per-thread arenas holding freed memory. */
+static napi_value js_malloc_trim(napi_env env, napi_callback_info info) {
+  (void)info;
+  malloc_trim(0);
+  return undefined_value(env);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"llistxattr", NULL, js_llistxattr, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -557,6 +566,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"lutimes", NULL, js_lutimes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"flock", NULL, js_flock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"syncfs", NULL, js_syncfs, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mallocTrim", NULL, js_malloc_trim, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) {
     throw_api_failure(env);

@@ -29,6 +29,7 @@ interface Native {
   lutimes(path: PathLike, atimeNs: bigint, mtimeNs: bigint): undefined;
   flock(fd: number, op: FlockOp, wait: boolean): boolean;
   syncfs(fd: number): undefined;
+  mallocTrim(): undefined;
 }
 
 /** Absolute path of the compiled module, e.g. for child processes that load it directly. */
@@ -76,4 +77,9 @@ export function flock(fd: number, op: FlockOp, wait: boolean): boolean {
 /** Flushes the whole filesystem that holds fd to stable storage. */
 export function syncfs(fd: number): void {
   native.syncfs(fd);
+}
+
+/** Returns freed heap memory of every malloc arena to the system (glibc malloc_trim). */
+export function mallocTrim(): void {
+  native.mallocTrim();
 }
