@@ -143,6 +143,7 @@ void describe("bad input", () => {
     fs.mkdirSync(path.join(tree, "sub"), { recursive: true });
     fs.writeFileSync(path.join(tree, "a.txt"), "hello\n");
     fs.writeFileSync(path.join(tree, "big.bin"), randomBytes(300 * KiB));
+    fs.writeFileSync(path.join(tree, "big2.bin"), randomBytes(3 * MiB));
     fs.writeFileSync(path.join(tree, "sub", "c.txt"), randomBytes(5000));
     repo = path.join(tmp, "repo");
     await ok("init", repo);
@@ -155,7 +156,7 @@ void describe("bad input", () => {
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   });
 
-  void describe("a datastore path that is not a datastore", () => {
+  void describe("a datastore path that is not a datastore", { concurrency: 3 }, () => {
     for (const kind of ["an empty directory", "a file", "a missing path"]) {
       const make = (): string => {
         const p = path.join(tmp, `not-a-store-${randomBytes(4).toString("hex")}`);
@@ -204,7 +205,8 @@ void describe("bad input", () => {
     });
   });
 
-  void describe("names, options and arguments", () => {
+  // These fail before the datastore is touched, so they can run side by side.
+  void describe("names, options and arguments", { concurrency: 3 }, () => {
     const cases: [string, () => string[], number, RegExp][] = [
       ["group with ..", () => ["backup", repo, "vm/../x", `disk.img=${img}`], EXIT.usage, /"vm\/\.\.\/x" is not a backup group/],
       ["group id with a space", () => ["backup", repo, "vm/a b", `disk.img=${img}`], EXIT.usage, /"a b" is not a valid backup id/],
@@ -300,7 +302,8 @@ void describe("bad input", () => {
     });
   });
 
-  void describe("a corrupted chunk", () => {
+  // Each case has a datastore of its own.
+  void describe("a corrupted chunk", { concurrency: 2 }, () => {
     void it("flipped byte: restore and verify name it; a later backup stores it again", async () => {
       const { repo: r, dir } = await freshRepo();
       const list = await snapshots(r);
@@ -360,21 +363,36 @@ void describe("bad input", () => {
       await unchanged(r, list);
     });
 
-    void it("in a file archive's payload: restore fails naming it", async () => {
+    void it("in a file archive's payload: restore fails naming it and leaves no half-written file", async () => {
       const { repo: r, dir } = await freshRepo();
       const list = await snapshots(r);
       const payload = decodeDynamicIndex(fs.readFileSync(path.join(dir, "data.tree.payload.didx")));
-      const hex = payload.digest(0).toString("hex");
+      assert.ok(payload.count >= 2, `the payload has ${payload.count} chunks`);
+      const hex = payload.digest(payload.count - 1).toString("hex");
       flipByte(chunkFile(r, hex), 20);
       const out = path.join(targetDir(), "tree");
       refused(await gorde("restore", r, snap, "data.tree", out), EXIT.corrupt, new RegExp(`chunk ${hex} `));
+      // What was restored before the damaged chunk is whole; the file that needed it is not there.
+      const left: string[] = [];
+      const walk = (rel: string): void => {
+        for (const d of fs.readdirSync(path.join(out, rel), { withFileTypes: true })) {
+          const p = path.join(rel, d.name);
+          if (d.isDirectory()) walk(p);
+          else {
+            left.push(p);
+            assert.ok(fs.readFileSync(path.join(out, p)).equals(fs.readFileSync(path.join(tree, p))), `${p} is whole`);
+          }
+        }
+      };
+      if (fs.existsSync(out)) walk("");
+      assert.ok(!left.includes("big2.bin"), `the file the damaged chunk belongs to is not left half-written (left: ${left.join(", ")})`);
       const v = await gorde("verify", r);
       assert.equal(v.code, EXIT.corrupt, v.stdout);
       await unchanged(r, list);
     });
   });
 
-  void describe("a damaged index file", () => {
+  void describe("a damaged index file", { concurrency: 2 }, () => {
     const cases: [string, string, string, (f: string) => void][] = [
       ["truncated fixed index", "disk.img.fidx", "disk.img", truncateToHalf],
       ["corrupted fixed index", "disk.img.fidx", "disk.img", (f) => flipByte(f, 70)],
@@ -399,7 +417,7 @@ void describe("bad input", () => {
     }
   });
 
-  void describe("a damaged manifest", () => {
+  void describe("a damaged manifest", { concurrency: 2 }, () => {
     const cases: [string, (m: Manifest) => string, number, RegExp][] = [
       ["invalid JSON", (m) => JSON.stringify(m).slice(0, -10), EXIT.corrupt, /manifest of vm\/100\/\S+ is not valid JSON/],
       ["a field of the wrong type", (m) => JSON.stringify({ ...m, archives: "disk.img" }), EXIT.corrupt, /manifest of vm\/100\/\S+ is malformed: archives:/],

@@ -285,8 +285,15 @@ export const COMMANDS: Record<string, Command> = {
       };
       const dry = ctx.values["dry-run"] === true;
       const { plan, failed } = await withStore(repo!, async (store) => {
-        const snaps = await store.listSnapshots(nsv, group);
-        const plan = computePrune(snaps, keep);
+        const all = await store.listSnapshots(nsv, group);
+        // A snapshot whose manifest is damaged or from a newer gorde is never pruned
+        // (and not counted): it needs an operator's look, not an automatic removal.
+        const damaged = all.filter((s) => s.error);
+        for (const d of damaged) ctx.err(`gorde prune: keeping ${formatSnapshot(d)}: ${d.error!.message}\n`);
+        const plan = [
+          ...computePrune(all.filter((s) => !s.error), keep),
+          ...damaged.map((snapshot) => ({ snapshot, action: "keep" as const })),
+        ].sort((a, b) => b.snapshot.time - a.snapshot.time);
         const failed: string[] = [];
         if (!dry) {
           for (const p of plan) {

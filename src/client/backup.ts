@@ -85,6 +85,8 @@ export async function backup(store: Datastore, opts: BackupOptions): Promise<Bac
     const ref: SnapshotRef = { ...opts.group, time };
     snapDir = store.snapshotDir(ns, ref);
     await fsp.mkdir(snapDir);
+    // Held until the end: forget and prune cannot remove a snapshot being written.
+    locks.push(lockDir(snapDir, "sh", `snapshot ${formatSnapshot(ref)}`));
 
     const known = base ? await baseDigests(store, base) : Buffer.alloc(0);
     await pool.init(store.chunks.dir, 1, known);

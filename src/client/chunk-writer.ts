@@ -80,7 +80,8 @@ export class ChunkWriter {
       this.stats.zeroChunks++;
       if (!this.written.has(hex)) {
         this.written.add(hex);
-        if (!this.store.exists(hex)) await this.store.insert(hex, encodeBlob(data));
+        // touch: a GC running now must not remove the zero chunk this snapshot uses
+        if (!this.store.touch(hex)) await this.store.insert(hex, encodeBlob(data));
       }
       return hex;
     }

@@ -126,6 +126,7 @@ function applyMeta(abs: Buffer, e: TreeEntry, asRoot: boolean): void {
 
 async function writeFile(abs: Buffer, e: TreeEntry, plan: ChunkPlan): Promise<void> {
   const fd = fs.openSync(abs, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+  let complete = false;
   try {
     if (e.size > 0) {
       fs.ftruncateSync(fd, e.size);
@@ -140,8 +141,11 @@ async function writeFile(abs: Buffer, e: TreeEntry, plan: ChunkPlan): Promise<vo
         pos += piece.length;
       }
     }
+    complete = true;
   } finally {
     fs.closeSync(fd);
+    // A file whose contents could not all be read is not left behind looking whole.
+    if (!complete) fs.rmSync(abs, { force: true });
   }
 }
 

@@ -212,9 +212,11 @@ export class Datastore {
 
   /** Removes a snapshot; refused while it is protected or in use (a backup's base, a restore). */
   async forget(snap: SnapshotInfo): Promise<void> {
-    if (snap.protected) throw new GordeError("usage", `snapshot ${formatSnapshot(snap)} is protected; unprotect it first.`);
     const lock = lockDir(snap.dir, "ex", `snapshot ${formatSnapshot(snap)}`);
     try {
+      if (fs.existsSync(path.join(snap.dir, PROTECTED_FILE))) {
+        throw new GordeError("usage", `snapshot ${formatSnapshot(snap)} is protected; unprotect it first.`);
+      }
       // Rename first so a half-removed snapshot never looks like a snapshot.
       const doomed = path.join(path.dirname(snap.dir), `.removing-${path.basename(snap.dir)}-${randomBytes(4).toString("hex")}`);
       await fsp.rename(snap.dir, doomed);

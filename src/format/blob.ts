@@ -40,6 +40,7 @@ export function parseBlob(blob: Uint8Array, what = "blob"): { encoding: BlobEnco
     throw new GordeError("unsupported", `${what} is encrypted and this operation has no key.`);
   }
   if (m.kind !== "BP" && m.kind !== "BZ") throw corrupt(`${what} has an unknown blob kind "${m.kind}".`);
+  if (m.version < 1) throw corrupt(`${what} has an invalid format version 0.`);
   if (m.version > FORMAT_VERSION) {
     throw new GordeError(
       "unsupported",

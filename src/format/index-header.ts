@@ -6,6 +6,7 @@ export function checkMagic(buf: Buffer, kind: string, what: string): void {
   if (buf.length < INDEX_HEADER_SIZE) throw corrupt(`${what} is truncated (${buf.length} bytes).`);
   const m = magicKind(buf);
   if (!m || m.kind !== kind) throw corrupt(`${what} does not start with the expected magic.`);
+  if (m.version < 1) throw corrupt(`${what} has an invalid format version 0.`);
   if (m.version > FORMAT_VERSION) {
     throw new GordeError(
       "unsupported",

@@ -3,12 +3,13 @@
 // magic; a changed layout gets a new format version.
 //
 // Every magic is 8 bytes: "GRDE", two ASCII letters naming the kind of file, and the
-// kind's format version as a big-endian u16.
+// kind's layout version as a big-endian u16. Each kind's version is pinned here: a
+// kind whose layout changes gets a new version; the others keep theirs.
 
 /** Format version this build writes; it reads every version up to this one. */
 export const FORMAT_VERSION = 1;
 
-function magic(kind: string, version = FORMAT_VERSION): Buffer {
+function magic(kind: string, version: number): Buffer {
   const b = Buffer.alloc(8);
   b.write("GRDE" + kind, 0, "latin1");
   b.writeUInt16BE(version, 6);
@@ -17,19 +18,19 @@ function magic(kind: string, version = FORMAT_VERSION): Buffer {
 
 export const MAGIC = {
   /** Blob (chunk or other small file), data stored as is. */
-  blobPlain: magic("BP"),
+  blobPlain: magic("BP", 1),
   /** Blob, data compressed with zstd. */
-  blobZstd: magic("BZ"),
+  blobZstd: magic("BZ", 1),
   /** Blob, data encrypted with AES-256-GCM (not compressed). */
-  blobEncrypted: magic("BE"),
+  blobEncrypted: magic("BE", 1),
   /** Blob, data compressed with zstd, then encrypted with AES-256-GCM. */
-  blobEncryptedZstd: magic("BX"),
+  blobEncryptedZstd: magic("BX", 1),
   /** Fixed index: block image, one digest per fixed-size chunk. */
-  fixedIndex: magic("FI"),
+  fixedIndex: magic("FI", 1),
   /** Dynamic index: (end offset, digest) per variable-size chunk. */
-  dynamicIndex: magic("DI"),
+  dynamicIndex: magic("DI", 1),
   /** Start of the entry stream of a file archive. */
-  treeEntries: magic("TE"),
+  treeEntries: magic("TE", 1),
 } as const;
 
 export type MagicName = keyof typeof MAGIC;
