@@ -128,7 +128,7 @@ export async function backup(store: Datastore, opts: BackupOptions): Promise<Bac
     await writer.drain();
     // Chunks were fdatasync'ed one by one; this makes their directory entries durable
     // before the manifest can name them.
-    store.sync();
+    await store.chunks.sync();
     const manifest: Manifest = {
       format: FORMAT_VERSION,
       type: ref.type,

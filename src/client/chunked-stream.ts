@@ -55,9 +55,8 @@ export class ChunkedStream {
   }
 
   private async emit(): Promise<void> {
-    // Hand the chunk's memory to the worker; the next chunk gets a fresh buffer.
-    const chunk = Buffer.from((this.cur.buffer as ArrayBuffer).transfer(this.curLen));
-    this.cur = Buffer.allocUnsafeSlow(this.maxSize);
+    // The chunk moves to a worker in a buffer of its own size; `cur` is reused.
+    const chunk = Buffer.from(new Uint8Array(this.cur.subarray(0, this.curLen)).buffer);
     this.curLen = 0;
     const slot: Slot = { size: chunk.length, hex: "" };
     this.slots.push(slot);

@@ -105,11 +105,12 @@ export async function backupTree(source: string, opts: TreeBackupOptions): Promi
         }
         reusedFiles++;
       } else if (w.same) {
-        e.offset = payload.pos;
+        e.offset = recs.prevEnd; // empty: placed where the previous file ended, as before
         reusedFiles++;
       } else {
         e.offset = payload.pos;
         e.size = e.size > 0 ? await prefetch.feed(w, payload) : 0;
+        if (e.size === 0) e.offset = recs.prevEnd;
         readFiles++;
       }
       done += e.size;
@@ -240,7 +241,8 @@ function readXattrs(abs: Buffer): Xattr[] {
 class RecordBuffer {
   private buf = Buffer.allocUnsafe(1024 * 1024);
   private len = 0;
-  private prevEnd = 0;
+  /** where the content of the last file record ended in the payload stream */
+  prevEnd = 0;
   private readonly stream: ChunkedStream;
 
   constructor(stream: ChunkedStream) {
@@ -279,7 +281,7 @@ class Prefetcher {
   private inflight = new Map<Walked, Promise<Buffer | undefined>>();
   private bufferedBytes = 0;
   private static readonly MAX_FILES = 32;
-  private static readonly MAX_BYTES = 48 * 1024 * 1024;
+  private static readonly MAX_BYTES = 16 * 1024 * 1024;
 
   constructor(files: Walked[]) {
     this.files = files;

@@ -6,13 +6,15 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { GordeError } from "../errors.ts";
-import { flock } from "../sys/posix.ts";
+import { flock, syncfs } from "../sys/posix.ts";
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
 export class ChunkStore {
   readonly dir: string;
   private shards = new Set<string>();
+  /** shard directories that got new entries since the last sync() */
+  private dirty = new Set<string>();
   private sweepLockFd: number | undefined;
   /** Durable once `sync()` has run: every inserted chunk is fdatasync'ed before its rename. */
   private tmpSuffix = `.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
@@ -55,6 +57,7 @@ export class ChunkStore {
     await fh.close();
     // rename replaces a chunk that appeared meanwhile; both hold the same content.
     await fsp.rename(tmp, final);
+    this.dirty.add(dir);
   }
 
   /**
@@ -85,6 +88,28 @@ export class ChunkStore {
     return this.sweepLockFd;
   }
 
+  /**
+   * Makes the names of chunks inserted since the last call durable (their contents
+   * already are): a few directories are fsync'ed one by one, many with one syncfs.
+   */
+  async sync(): Promise<void> {
+    const dirs = [...this.dirty];
+    this.dirty.clear();
+    if (dirs.length > 256) {
+      const fd = fs.openSync(this.dir, "r");
+      try {
+        syncfs(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+      return;
+    }
+    for (let i = 0; i < dirs.length; i += 16) {
+      await Promise.all(dirs.slice(i, i + 16).map((d) => fsyncDir(d)));
+    }
+    if (dirs.length > 0) await fsyncDir(this.dir); // new shard directories
+  }
+
   async read(hex: string): Promise<Buffer> {
     try {
       return await fsp.readFile(this.chunkPath(hex));
@@ -108,4 +133,13 @@ function storeError(err: unknown, hex: string): Error {
     return new GordeError("io", `the datastore is full: chunk ${hex.slice(0, 16)}… could not be written.`, { cause: err });
   }
   return err as Error;
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fsp.open(dir, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
 }

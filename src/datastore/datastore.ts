@@ -20,7 +20,7 @@ import {
   isBackupType,
   parseSnapshotTime,
 } from "../format/names.ts";
-import { flock, syncfs } from "../sys/posix.ts";
+import { flock } from "../sys/posix.ts";
 import { ChunkStore } from "./chunk-store.ts";
 
 export const MARKER_FILE = ".gorde-datastore";
@@ -280,16 +280,6 @@ export class Datastore {
       }
     }
     return out;
-  }
-
-  /** Makes everything written so far durable (one syncfs for the whole file system). */
-  sync(): void {
-    const fd = fs.openSync(this.dir, "r");
-    try {
-      syncfs(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
   }
 
   close(): void {

@@ -89,7 +89,7 @@ export function formatSnapshot(r: SnapshotRef): string {
 /** `<type>/<id>/<time>` or `<type>/<id>/latest`. */
 export function parseSnapshotRef(s: string): Group & { time: number | "latest" } {
   const i = s.lastIndexOf("/");
-  if (i < 0) throw usage(`"${s}" is not a snapshot: expected <type>/<id>/<YYYY-MM-DDTHH:MM:SSZ> or <type>/<id>/latest.`);
+  if (i < 0 || !s.slice(0, i).includes("/")) throw usage(`"${s}" is not a snapshot: expected <type>/<id>/<YYYY-MM-DDTHH:MM:SSZ> or <type>/<id>/latest.`);
   const group = parseGroup(s.slice(0, i));
   const t = s.slice(i + 1);
   if (t === "latest") return { ...group, time: "latest" };
