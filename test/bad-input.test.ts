@@ -30,9 +30,13 @@ interface Run {
   stderr: string;
 }
 
+/** Set once the temporary directory exists: compiled code cached there makes each run start faster. */
+let compileCache: string | undefined;
+
 function gorde(...args: string[]): Promise<Run> {
+  const env = compileCache ? { ...process.env, NODE_COMPILE_CACHE: compileCache } : process.env;
   return new Promise((resolve) => {
-    execFile(process.execPath, [MAIN, ...args], { maxBuffer: 64 * MiB }, (err, stdout, stderr) => {
+    execFile(process.execPath, [MAIN, ...args], { maxBuffer: 64 * MiB, env }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === "number" ? err.code : -1) : 0;
       resolve({ code, stdout, stderr });
     });
@@ -133,6 +137,7 @@ void describe("bad input", () => {
 
   before(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "gorde-bad-input-"));
+    compileCache = path.join(tmp, "compile-cache");
     img = path.join(tmp, "disk.img");
     tree = path.join(tmp, "tree");
     const fd = fs.openSync(img, "w");
@@ -223,7 +228,7 @@ void describe("bad input", () => {
       ["archive with an empty source", () => ["backup", repo, "vm/100", "disk.img="], EXIT.usage, /is not <archive>=<source>/],
       ["archive named twice", () => ["backup", repo, "vm/100", `disk.img=${img}`, `disk.img=${img}`], EXIT.usage, /named twice/],
       ["bad chunk size", () => ["backup", repo, "vm/100", `disk.img=${img}`, "--chunk-size", "1000"], EXIT.usage, /chunk size 1000/],
-      ["snapshot without a time", () => ["restore", repo, "vm/100", "disk.img", path.join(tmp, "never.img")], EXIT.usage, /is not a backup group/],
+      ["snapshot without a time", () => ["restore", repo, "vm/100", "disk.img", path.join(tmp, "never.img")], EXIT.usage, /"vm\/100" is not a snapshot: expected/],
       ["snapshot with a bad time", () => ["restore", repo, "vm/100/yesterday", "disk.img", path.join(tmp, "never.img")], EXIT.usage, /"yesterday" is not a snapshot time/],
       ["snapshot time without Z", () => ["restore", repo, "vm/100/2024-01-01T00:00:00", "disk.img", path.join(tmp, "never.img")], EXIT.usage, /is not a snapshot time/],
       ["snapshot time that is no date", () => ["restore", repo, "vm/100/2024-02-30T00:00:00Z", "disk.img", path.join(tmp, "never.img")], EXIT.usage, /is not a snapshot time/],
@@ -231,6 +236,9 @@ void describe("bad input", () => {
       ["group without snapshots", () => ["restore", repo, "vm/999/latest", "disk.img", path.join(tmp, "never.img")], EXIT.notFound, /has no finished snapshot/],
       ["archive the snapshot lacks", () => ["restore", repo, snap, "other.img", path.join(tmp, "never.img")], EXIT.notFound, /has no archive other\.img/],
       ["archive name with a path on restore", () => ["restore", repo, snap, "../disk.img", path.join(tmp, "never.img")], EXIT.usage, /is not a valid archive name/],
+      ["--path leaving the archive", () => ["restore", repo, snap, "data.tree", path.join(tmp, "never.img"), "--path", "../../etc"], EXIT.usage, /"\.\.\/\.\.\/etc" is not a path inside the archive/],
+      ["--path the archive lacks", () => ["restore", repo, snap, "data.tree", path.join(tmp, "never.img"), "--path", "nope"], EXIT.notFound, /the archive has no entry "nope"/],
+      ["--path on a block image", () => ["restore", repo, snap, "disk.img", path.join(tmp, "never.img"), "--path", "x"], EXIT.usage, /--path applies to file archives/],
       ["unknown option", () => ["backup", repo, "vm/100", `disk.img=${img}`, "--frobnicate"], EXIT.usage, /Unknown option '--frobnicate'/],
       ["option without its value", () => ["backup", repo, "vm/100", `disk.img=${img}`, "--time"], EXIT.usage, /'--time <value>' argument missing/],
       ["backup without archives", () => ["backup", repo, "vm/100"], EXIT.usage, /usage: gorde backup/],
@@ -609,6 +617,13 @@ void describe("bad input", () => {
       fs.writeFileSync(file, "keep me\n");
       refused(await gorde("restore", repo, snap, "data.tree", file), EXIT.usage, /exists and is not a directory/);
       assert.equal(fs.readFileSync(file, "utf8"), "keep me\n");
+    });
+    void it("a file archive onto a symlink to a directory", async () => {
+      const dir = targetDir();
+      const link = path.join(targetDir(), "link");
+      fs.symlinkSync(dir, link);
+      refused(await gorde("restore", repo, snap, "data.tree", link), EXIT.usage, /exists and is not a directory/);
+      assert.deepEqual(fs.readdirSync(dir), [], "nothing written through the link");
     });
     void it("an image onto an existing file", async () => {
       const dir = targetDir();

@@ -31,11 +31,15 @@ interface Run {
   ms: number;
 }
 
+/** Set once the temporary directory exists: compiled code cached there makes each run start faster. */
+let compileCache: string | undefined;
+
 /** Runs the CLI; with `killAfterMs` it is sent SIGKILL that long after the spawn. */
 function gorde(args: string[], killAfterMs?: number): Promise<Run> {
+  const env = compileCache ? { ...process.env, NODE_COMPILE_CACHE: compileCache } : process.env;
   return new Promise((resolve, reject) => {
     const started = performance.now();
-    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ["ignore", "pipe", "pipe"], env });
     let stdout = "";
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
@@ -235,11 +239,21 @@ void describe("a backup killed with SIGKILL", () => {
       outcome += s.finished ? `, left finished ${s.snapshot}` : `, left unfinished ${s.snapshot}`;
     }
     if (r.code === 0) assert.ok(added[0]?.finished, "a backup that exited 0 left a finished snapshot");
+    const partial = added.find((s) => !s.finished);
+    if (partial) {
+      // what the killed backup left cannot be read as if it were a snapshot
+      const target = path.join(tmp, "never-restored.img");
+      const res = await gorde(["restore", repo, partial.snapshot, "disk.img", target]);
+      assert.equal(res.code, 2, `restore of an unfinished snapshot is refused: ${res.stderr}`);
+      assert.match(res.stderr, /is unfinished/);
+      assert.equal(fs.existsSync(target), false);
+    }
     return outcome;
   };
 
   before(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "gorde-crash-"));
+    compileCache = path.join(tmp, "compile-cache");
     repo = path.join(tmp, "repo");
     const src = path.join(tmp, "src");
     img = path.join(src, "disk.img");
@@ -291,10 +305,11 @@ void describe("a backup killed with SIGKILL", () => {
       const v = await gorde(["verify", repo]);
       assert.equal(v.code, 0, `verify exits 0: ${v.stdout}${v.stderr}`);
 
-      // The first snapshot still restores bit-exact (meanwhile the next backup runs), and
-      // the next backup works and restores the sources as they are now.
-      const [next] = await settled(goodBackup(), checkRestore(firstSnapshot, firstImg, firstTree));
-      await checkRestore(next.snapshot, img, readTree(tree));
+      // The next backup works; it and the first snapshot restore bit-exact.
+      const next = await goodBackup();
+      // Kill points follow the machine's current pace: the last backup's duration.
+      backupMs = next.ms;
+      await settled(checkRestore(firstSnapshot, firstImg, firstTree), checkRestore(next.snapshot, img, readTree(tree)));
     });
   }
 
