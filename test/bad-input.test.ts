@@ -133,7 +133,7 @@ void describe("bad input", () => {
     return hex;
   };
 
-  const chunkFile = (r: string, hex: string): string => path.join(r, ".chunks", hex.slice(0, 4), hex);
+  const chunkFile = (r: string, hex: string): string => path.join(r, ".chunks", hex.slice(0, 2), hex);
 
   before(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "gorde-bad-input-"));
@@ -489,7 +489,7 @@ void describe("bad input", () => {
       const b = new DynamicIndexBuilder();
       if (data.length > 0) {
         const digest = createHash("sha256").update(data).digest();
-        await store!.chunks.insert(digest.toString("hex"), encodeBlob(data));
+        store!.chunks.insert(digest.toString("hex"), encodeBlob(data));
         b.add(data.length, digest);
       }
       return encodeDynamicIndex(b.build(base));

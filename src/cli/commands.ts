@@ -109,6 +109,7 @@ export const COMMANDS: Record<string, Command> = {
       exclude: { type: "string", multiple: true },
       "one-file-system": { type: "boolean", short: "x" },
       "chunk-size": { type: "string" },
+      "compression-level": { type: "string" },
       notes: { type: "string" },
     },
     async run(ctx) {
@@ -129,6 +130,7 @@ export const COMMANDS: Record<string, Command> = {
           sources,
           time: time === undefined ? undefined : parseTimeOption(time),
           chunkSize: int(ctx, "chunk-size"),
+          compressionLevel: int(ctx, "compression-level"),
           excludes: (ctx.values.exclude as string[] | undefined) ?? [],
           oneFileSystem: ctx.values["one-file-system"] === true,
           notes: str(ctx, "notes"),

@@ -28,7 +28,7 @@ Datastore commands (<repo> is a datastore directory):
   backup <repo> <group> <archive>=<source>...  back up block images (<name>.img=<file|device>)
                                                and directories (<name>.tree=<dir>)
         [--time <iso>] [--ns <ns>] [--exclude <glob>]... [--one-file-system]
-        [--chunk-size <bytes>] [--notes <text>] [--json]
+        [--chunk-size <bytes>] [--compression-level 0-19] [--notes <text>] [--json]
   snapshots <repo> [<group>] [--json]          list snapshots (unfinished ones are marked)
   restore <repo> <snapshot> <archive> <target> [--path <p>] [--json]
   ls <repo> <snapshot> <archive> [<path>] [--recursive] [--json]

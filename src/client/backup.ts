@@ -7,6 +7,7 @@ import { type Datastore, type Lock, MANIFEST_FILE, type SnapshotInfo, lockDir, w
 import { encodeDynamicIndex } from "../format/dynamic-index.ts";
 import { encodeFixedIndex, isValidFixedChunkSize } from "../format/fixed-index.ts";
 import { type ArchiveEntry, type Manifest, encodeManifest, sha256Hex } from "../format/manifest.ts";
+import { DEFAULT_ZSTD_LEVEL } from "../format/blob.ts";
 import { FORMAT_VERSION } from "../format/magic.ts";
 import { type Group, type SnapshotRef, formatGroup, formatSnapshot, formatTime, parseArchiveName } from "../format/names.ts";
 import { ChunkPool } from "../datastore/chunk-pool.ts";
@@ -29,6 +30,8 @@ export interface BackupOptions extends TreeOptions {
   /** unix seconds; must be newer than the group's newest snapshot */
   time?: number;
   chunkSize?: number;
+  /** zstd level for new chunks, 1..19 (0: store uncompressed) */
+  compressionLevel?: number;
   notes?: string;
   config?: Record<string, unknown>;
   signal?: AbortSignal;
@@ -48,6 +51,10 @@ export async function backup(store: Datastore, opts: BackupOptions): Promise<Bac
   const started = Date.now();
   const ns = opts.ns ?? [];
   const chunkSize = opts.chunkSize ?? DEFAULT_IMAGE_CHUNK_SIZE;
+  const level = opts.compressionLevel ?? DEFAULT_ZSTD_LEVEL;
+  if (!Number.isInteger(level) || level < 0 || level > 19) {
+    throw new GordeError("usage", `compression level ${level} is not a whole number from 0 to 19.`);
+  }
   if (!isValidFixedChunkSize(chunkSize)) {
     throw new GordeError("usage", `chunk size ${chunkSize} is not a power of two between 64 KiB and 4 MiB.`);
   }
@@ -89,19 +96,29 @@ export async function backup(store: Datastore, opts: BackupOptions): Promise<Bac
     locks.push(lockDir(snapDir, "sh", `snapshot ${formatSnapshot(ref)}`));
 
     const known = base ? await baseDigests(store, base) : Buffer.alloc(0);
-    await pool.init(store.chunks.dir, 1, known);
+    await pool.init(store.chunks.dir, level, known);
     const writer = new ChunkWriter(store.chunks, pool);
-    const reader = new ChunkReader(store.chunks, pool);
+    const reader = new ChunkReader(pool);
     const archives: ArchiveEntry[] = [];
     for (const s of opts.sources) {
       const { kind } = parseArchiveName(s.archive);
       const progress: ProgressFn | undefined = opts.progress && ((e) => opts.progress!({ ...e, item: s.archive }));
       if (kind === "img") {
-        const index = await backupImage(s.source, { store: store.chunks, pool, writer, chunkSize, signal: opts.signal, progress });
+        const prevIdx = base ? await loadArchiveIndexes(store, base, s.archive).catch(() => undefined) : undefined;
+        const prevSource = base?.manifest?.archives.find((a) => a.name === s.archive)?.source;
+        const { index, source } = await backupImage(s.source, {
+          store: store.chunks,
+          pool,
+          writer,
+          chunkSize,
+          prev: prevIdx?.kind === "img" ? { index: prevIdx.index, source: prevSource } : undefined,
+          signal: opts.signal,
+          progress,
+        });
         const file = `${s.archive}.fidx`;
         const bytes = encodeFixedIndex(index);
         await writeFileAtomic(path.join(snapDir, file), bytes);
-        archives.push({ name: s.archive, kind, size: index.size, indexes: [{ file, csum: sha256Hex(bytes), size: bytes.length }] });
+        archives.push({ name: s.archive, kind, size: index.size, indexes: [{ file, csum: sha256Hex(bytes), size: bytes.length }], source });
       } else {
         const prev = base ? await loadArchiveIndexes(store, base, s.archive).catch(() => undefined) : undefined;
         const tree = await backupTree(s.source, {

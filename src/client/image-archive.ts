@@ -7,6 +7,7 @@ import { GordeError } from "../errors.ts";
 import type { ChunkStore } from "../datastore/chunk-store.ts";
 import { type FixedIndex, fixedChunkCount } from "../format/fixed-index.ts";
 import { DIGEST_SIZE } from "../format/magic.ts";
+import { dataExtents } from "../sys/posix.ts";
 import { sourceSize } from "./block-source.ts";
 import type { ChunkPool } from "../datastore/chunk-pool.ts";
 import { ChunkWriter } from "./chunk-writer.ts";
@@ -15,37 +16,116 @@ import { zeroDigestHex } from "../format/zero-chunk.ts";
 
 /** Default chunk size for block images; bench/chunk-size.md has the measurements behind it. */
 export const DEFAULT_IMAGE_CHUNK_SIZE = 256 * 1024;
+const READ_AHEAD = 8;
 
 export interface ImageBackupOptions {
   store: ChunkStore;
   pool: ChunkPool;
   writer: ChunkWriter;
   chunkSize: number;
+  /** the same archive in the base snapshot, with the stat of its source then */
+  prev?: { index: FixedIndex; source?: SourceStat };
   signal?: AbortSignal;
   progress?: ProgressFn;
 }
 
-export async function backupImage(source: string, opts: ImageBackupOptions): Promise<FixedIndex> {
+/** What identifies an unchanged image file (as restic and PBS do for files). */
+export interface SourceStat {
+  ino: string;
+  size: number;
+  mtimeNs: string;
+  ctimeNs: string;
+}
+
+export async function backupImage(
+  source: string,
+  opts: ImageBackupOptions,
+): Promise<{ index: FixedIndex; source?: SourceStat }> {
   const fh = await openSource(source);
   try {
+    const st = await fh.stat({ bigint: true });
+    const stat: SourceStat | undefined = st.isFile()
+      ? { ino: String(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs) }
+      : undefined; // a block device is always read: its times say nothing about its content
     const size = sourceSize(source, await fh.stat());
     const { chunkSize, writer } = opts;
+    const prev = opts.prev;
+    if (stat && prev?.source && prev.index.chunkSize === chunkSize && sameStat(prev.source, stat) && allStored(prev.index, opts.store)) {
+      writer.reuse(size);
+      opts.progress?.({ done: size, total: size, stats: writer.stats });
+      return { index: { ...prev.index, ctime: Math.floor(Date.now() / 1000) }, source: stat };
+    }
     const count = fixedChunkCount(size, chunkSize);
     const digests = Buffer.alloc(count * DIGEST_SIZE);
+    // Several reads in flight: one at a time leaves a cold disk idle between requests.
+    const read = (i: number): Promise<Buffer> => {
+      // Each chunk has its own ArrayBuffer so it can move to a worker without a copy.
+      const buf = writer.buffer(Math.min(chunkSize, size - i * chunkSize));
+      return readFully(fh, buf, i * chunkSize, source).then(() => buf);
+    };
+    // Holes of a sparse file are zero chunks without reading them.
+    const holes = new HoleMap(stat ? dataExtents(fh.fd, size) : [[0, size]]);
+    const wanted: number[] = [];
+    for (let i = 0; i < count; i++) if (!holes.isHole(i * chunkSize, Math.min(size, (i + 1) * chunkSize))) wanted.push(i);
+    const ahead = new Map<number, Promise<Buffer>>();
+    let next = 0;
+    const fill = (): void => {
+      while (ahead.size < READ_AHEAD && next < wanted.length) {
+        const i = wanted[next++]!;
+        ahead.set(i, read(i));
+      }
+    };
     for (let i = 0; i < count; i++) {
       opts.signal?.throwIfAborted();
-      const len = Math.min(chunkSize, size - i * chunkSize);
-      // Each chunk gets its own ArrayBuffer so it can move to a worker without a copy.
-      const buf = Buffer.from(new ArrayBuffer(len));
-      await readFully(fh, buf, i * chunkSize, source);
-      await writer.add(buf, (hex) => digests.write(hex, i * DIGEST_SIZE, "hex"));
-      opts.progress?.({ done: (i + 1) * chunkSize > size ? size : (i + 1) * chunkSize, total: size, stats: writer.stats });
+      const setDigest = (hex: string): void => void digests.write(hex, i * DIGEST_SIZE, "hex");
+      fill();
+      const pending = ahead.get(i);
+      if (!pending) {
+        writer.addZero(Math.min(chunkSize, size - i * chunkSize), setDigest);
+        continue;
+      }
+      ahead.delete(i);
+      await writer.add(await pending, setDigest);
+      opts.progress?.({ done: Math.min((i + 1) * chunkSize, size), total: size, stats: writer.stats });
     }
     await writer.drain();
-    return { ctime: Math.floor(Date.now() / 1000), size, chunkSize, digests };
+    return { index: { ctime: Math.floor(Date.now() / 1000), size, chunkSize, digests }, source: stat };
   } finally {
     await fh.close();
   }
+}
+
+/** Sorted data extents of a file; a range outside all of them is a hole. */
+class HoleMap {
+  private readonly extents: [number, number][];
+  private k = 0;
+
+  constructor(extents: [number, number][]) {
+    this.extents = extents;
+  }
+
+  /** For ascending ranges only (the image is walked once, in order). */
+  isHole(start: number, end: number): boolean {
+    while (this.k < this.extents.length && this.extents[this.k]![1] <= start) this.k++;
+    const e = this.extents[this.k];
+    return e === undefined || e[0] >= end;
+  }
+}
+
+function sameStat(a: SourceStat, b: SourceStat): boolean {
+  return a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
+}
+
+/** Every chunk of the index is still in the store (verify may have moved one aside). */
+function allStored(index: FixedIndex, store: ChunkStore): boolean {
+  const seen = new Set<string>();
+  for (let o = 0; o < index.digests.length; o += DIGEST_SIZE) {
+    const hex = index.digests.toString("hex", o, o + DIGEST_SIZE);
+    if (seen.has(hex)) continue;
+    seen.add(hex);
+    if (!store.exists(hex)) return false;
+  }
+  return true;
 }
 
 async function openSource(source: string): Promise<fsp.FileHandle> {
@@ -105,7 +185,7 @@ export async function restoreImage(index: FixedIndex, target: string, opts: Imag
         if (hex === zeroDigestHex(len)) {
           if (isDevice) await fh.write(Buffer.alloc(len), 0, len, pos);
         } else {
-          const data = await opts.pool.decode(await opts.store.read(hex), hex);
+          const data = await opts.pool.load(hex);
           if (data.length !== len) throw new GordeError("corrupt", `chunk ${hex} has ${data.length} bytes where the index expects ${len}.`);
           await fh.write(data, 0, len, pos);
         }

@@ -47,7 +47,8 @@ async function openArchive<T>(
   const pool = new ChunkPool();
   try {
     const idx = await loadArchiveIndexes(store, snap, archive);
-    return await fn(snap, idx, new ChunkReader(store.chunks, pool, 16), pool);
+    await pool.init(store.chunks.dir, 0, Buffer.alloc(0));
+    return await fn(snap, idx, new ChunkReader(pool, 16), pool);
   } finally {
     await pool.close();
     lock.release();

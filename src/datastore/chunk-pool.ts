@@ -2,24 +2,30 @@
 import os from "node:os";
 import { Worker } from "node:worker_threads";
 import { GordeError, type ErrorCode } from "../errors.ts";
+import type { PendingChunk } from "./chunk-store.ts";
 
 export type WorkerRequest =
   | { id: number; op: "init"; chunkDir: string; level: number; known: ArrayBuffer }
   | { id: number; op: "encode"; data: ArrayBuffer; offset: number; length: number; force: boolean }
-  | { id: number; op: "decode"; blob: ArrayBuffer; hex: string };
+  | { id: number; op: "decode"; blob: ArrayBuffer; hex: string }
+  | { id: number; op: "load"; hex: string }
+  | { id: number; op: "commit"; batch: PendingChunk[] };
 
 export type WorkerReply =
   | { id: number; op: "init" }
-  | { id: number; op: "encode"; hex: string; state: "known" | "exists" | "new"; blob?: ArrayBuffer; data?: ArrayBuffer }
+  | { id: number; op: "encode"; hex: string; state: "known" | "exists" | "new"; stored?: number; pending?: PendingChunk; data?: ArrayBuffer }
+  | { id: number; op: "commit" }
   | { id: number; op: "decode"; data: ArrayBuffer }
   | { id: number; op: "error"; code: string; message: string };
 
 export interface Encoded {
   hex: string;
-  /** known: in the previous snapshot; exists: in the store; new: blob to store */
+  /** known: in the base snapshot and stored; exists: stored; new: stored by this call */
   state: "known" | "exists" | "new";
-  blob?: Buffer;
-  /** the submitted data, returned for chunks that were not compressed */
+  /** new: bytes written to a temp file that `commit` makes durable and names */
+  stored?: number;
+  pending?: PendingChunk;
+  /** the submitted data, returned for chunks that were not written */
   data?: Buffer;
 }
 
@@ -30,19 +36,20 @@ interface Pending {
 
 export class ChunkPool {
   private workers: Worker[] = [];
-  private load: number[] = [];
+  private busy: number[] = [];
   private pending = new Map<number, Pending & { worker: number }>();
   private nextId = 1;
   private failed: Error | undefined;
 
-  constructor(size = Math.max(1, Math.min(2, os.availableParallelism()))) {
+  /** One more worker than cores: a worker waiting on the disk leaves the cores busy. */
+  constructor(size = Math.min(4, os.availableParallelism() + 1)) {
     for (let i = 0; i < size; i++) {
       // A small young generation: chunk buffers live briefly and are large (external).
       const w = new Worker(new URL("./chunk-worker.ts", import.meta.url), { resourceLimits: { maxYoungGenerationSizeMb: 4 } });
       w.on("message", (r: WorkerReply) => this.settle(r));
       w.on("error", (e: Error) => this.fail(e));
       this.workers.push(w);
-      this.load.push(0);
+      this.busy.push(0);
     }
   }
 
@@ -50,7 +57,7 @@ export class ChunkPool {
     const p = this.pending.get(r.id);
     if (!p) return;
     this.pending.delete(r.id);
-    this.load[p.worker]!--;
+    this.busy[p.worker]!--;
     if (r.op === "error") p.reject(new GordeError(r.code as ErrorCode, r.message));
     else p.resolve(r);
   }
@@ -64,8 +71,8 @@ export class ChunkPool {
   private call(req: WorkerRequest, transfer: ArrayBuffer[], worker?: number): Promise<WorkerReply> {
     if (this.failed) return Promise.reject(this.failed);
     let w = worker ?? 0;
-    if (worker === undefined) for (let i = 1; i < this.workers.length; i++) if (this.load[i]! < this.load[w]!) w = i;
-    this.load[w]!++;
+    if (worker === undefined) for (let i = 1; i < this.workers.length; i++) if (this.busy[i]! < this.busy[w]!) w = i;
+    this.busy[w]!++;
     return new Promise((resolve, reject) => {
       this.pending.set(req.id, { resolve, reject, worker: w });
       this.workers[w]!.postMessage(req, transfer);
@@ -82,24 +89,34 @@ export class ChunkPool {
     );
   }
 
-  /** Hashes `data` (its buffer is transferred: do not use it afterwards) and compresses it unless known. */
+  /**
+   * Hashes `data` (its buffer is transferred: do not use it afterwards) and, unless
+   * stored, compresses it into a temp file that `commit` must name.
+   */
   async encode(data: Buffer, force = false): Promise<Encoded> {
     // Transfer, never clone: a view into a larger buffer is copied out first.
     const ab = ownsBuffer(data) ? (data.buffer as ArrayBuffer) : (new Uint8Array(data).buffer as ArrayBuffer);
     const r = await this.call({ id: this.nextId++, op: "encode", data: ab, offset: 0, length: ab.byteLength, force }, [ab]);
     if (r.op !== "encode") throw new Error("unexpected worker reply");
-    return {
-      hex: r.hex,
-      state: r.state,
-      blob: r.blob ? Buffer.from(r.blob) : undefined,
-      data: r.data ? Buffer.from(r.data) : undefined,
-    };
+    return { hex: r.hex, state: r.state, stored: r.stored, pending: r.pending, data: r.data ? Buffer.from(r.data) : undefined };
   }
 
   /** Decodes a blob and checks its digest; the blob's buffer is transferred. */
   async decode(blob: Buffer, hex: string): Promise<Buffer> {
     const ab = ownsBuffer(blob) ? (blob.buffer as ArrayBuffer) : (new Uint8Array(blob).buffer as ArrayBuffer);
     const r = await this.call({ id: this.nextId++, op: "decode", blob: ab, hex }, [ab]);
+    if (r.op !== "decode") throw new Error("unexpected worker reply");
+    return Buffer.from(r.data);
+  }
+
+  /** Makes written chunks durable (one syncfs) and gives them their names. */
+  async commit(batch: PendingChunk[]): Promise<void> {
+    await this.call({ id: this.nextId++, op: "commit", batch }, []);
+  }
+
+  /** Reads, decodes and checks a stored chunk. */
+  async load(hex: string): Promise<Buffer> {
+    const r = await this.call({ id: this.nextId++, op: "load", hex }, []);
     if (r.op !== "decode") throw new Error("unexpected worker reply");
     return Buffer.from(r.data);
   }

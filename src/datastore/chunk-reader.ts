@@ -1,15 +1,12 @@
 // Reads chunks back: blob from the store, decoded and checked against its digest in a worker.
-import type { ChunkStore } from "./chunk-store.ts";
 import type { ChunkPool } from "./chunk-pool.ts";
 
 export class ChunkReader {
-  private readonly store: ChunkStore;
   private readonly pool: ChunkPool;
   private cache = new Map<string, Promise<Buffer>>();
   private readonly cacheSize: number;
 
-  constructor(store: ChunkStore, pool: ChunkPool, cacheSize = 8) {
-    this.store = store;
+  constructor(pool: ChunkPool, cacheSize = 8) {
     this.pool = pool;
     this.cacheSize = cacheSize;
   }
@@ -22,7 +19,7 @@ export class ChunkReader {
       this.cache.set(hex, p);
       return p;
     }
-    p = this.store.read(hex).then((blob) => this.pool.decode(blob, hex));
+    p = this.pool.load(hex);
     this.cache.set(hex, p);
     p.catch(() => this.cache.delete(hex));
     if (this.cache.size > this.cacheSize) {

@@ -1,4 +1,4 @@
-// The chunk store: <store>/.chunks/<first 4 hex>/<64 hex>, one blob per file
+// The chunk store: <store>/.chunks/<first 2 hex>/<64 hex>, one blob per file
 // (docs/format.md, "Chunk store"). Inserts are atomic: temp file, fdatasync, rename.
 // An existing chunk is never rewritten; the digest names the content.
 import fs from "node:fs";
@@ -6,6 +6,7 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { GordeError } from "../errors.ts";
+import { SHARD_HEX } from "../format/magic.ts";
 import { flock, syncfs } from "../sys/posix.ts";
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -16,15 +17,13 @@ export class ChunkStore {
   /** shard directories that got new entries since the last sync() */
   private dirty = new Set<string>();
   private sweepLockFd: number | undefined;
-  /** Durable once `sync()` has run: every inserted chunk is fdatasync'ed before its rename. */
-  private tmpSuffix = `.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
 
   constructor(dir: string) {
     this.dir = dir;
   }
 
   chunkPath(hex: string): string {
-    return path.join(this.dir, hex.slice(0, 4), hex);
+    return path.join(this.dir, hex.slice(0, SHARD_HEX), hex);
   }
 
   static isDigestHex(s: string): boolean {
@@ -36,28 +35,13 @@ export class ChunkStore {
   }
 
   /** Writes a chunk (the caller checked it is missing); a concurrent insert of the same digest is harmless. */
-  async insert(hex: string, blob: Uint8Array): Promise<void> {
-    const shard = hex.slice(0, 4);
-    const dir = path.join(this.dir, shard);
-    if (!this.shards.has(shard)) {
-      await fsp.mkdir(dir, { recursive: true });
-      this.shards.add(shard);
-    }
-    const final = path.join(dir, hex);
-    const tmp = final + this.tmpSuffix;
-    const fh = await fsp.open(tmp, "wx", 0o644);
-    try {
-      await fh.write(blob, 0, blob.length, 0);
-      await fh.datasync();
-    } catch (err) {
-      await fh.close();
-      await fsp.rm(tmp, { force: true });
-      throw storeError(err, hex);
-    }
-    await fh.close();
-    // rename replaces a chunk that appeared meanwhile; both hold the same content.
-    await fsp.rename(tmp, final);
-    this.dirty.add(dir);
+  insert(hex: string, blob: Uint8Array): void {
+    this.markWritten(writeChunkFile(this.dir, hex, blob, this.shards));
+  }
+
+  /** Notes a shard directory that got a new chunk (worker threads write chunks too). */
+  markWritten(shardDir: string): void {
+    this.dirty.add(shardDir);
   }
 
   /**
@@ -114,10 +98,7 @@ export class ChunkStore {
     try {
       return await fsp.readFile(this.chunkPath(hex));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") {
-        throw new GordeError("corrupt", `chunk ${hex} is missing from the datastore.`, { cause: err });
-      }
-      throw err;
+      throw readError(err, hex);
     }
   }
 
@@ -125,6 +106,80 @@ export class ChunkStore {
     if (this.sweepLockFd !== undefined) fs.closeSync(this.sweepLockFd);
     this.sweepLockFd = undefined;
   }
+}
+
+/**
+ * Writes one chunk file atomically: temp file, fdatasync, rename (synchronous).
+ * Returns the shard directory, whose entry still needs an fsync. `shards` caches
+ * the shard directories known to exist.
+ */
+export function writeChunkFile(chunkDir: string, hex: string, blob: Uint8Array, shards: Set<string>): string {
+  const pending = writeChunkTemp(chunkDir, hex, blob, shards, true);
+  // rename replaces a chunk that appeared meanwhile; both hold the same content.
+  fs.renameSync(pending.tmp, pending.final);
+  return path.dirname(pending.final);
+}
+
+/** A chunk written to its temp file, not yet under its name. */
+export interface PendingChunk {
+  tmp: string;
+  final: string;
+}
+
+/**
+ * Writes a chunk's temp file in its shard directory. Without `sync`, the caller makes
+ * it durable (one syncfs for a batch) before `commitChunks` renames it: a chunk under
+ * its final name is always complete on disk.
+ */
+export function writeChunkTemp(chunkDir: string, hex: string, blob: Uint8Array, shards: Set<string>, sync: boolean): PendingChunk {
+  const shard = hex.slice(0, SHARD_HEX);
+  const dir = path.join(chunkDir, shard);
+  if (!shards.has(shard)) {
+    fs.mkdirSync(dir, { recursive: true });
+    shards.add(shard);
+  }
+  const final = path.join(dir, hex);
+  const tmp = `${final}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+  const fd = fs.openSync(tmp, "wx", 0o644);
+  try {
+    let off = 0;
+    while (off < blob.length) off += fs.writeSync(fd, blob, off, blob.length - off, off);
+    if (sync) fs.fdatasyncSync(fd);
+  } catch (err) {
+    fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
+    throw storeError(err, hex);
+  }
+  fs.closeSync(fd);
+  return { tmp, final };
+}
+
+/** Makes a batch of temp chunk files durable with one syncfs, then gives them their names. */
+export function commitChunks(chunkDir: string, batch: PendingChunk[]): void {
+  if (batch.length === 0) return;
+  const fd = fs.openSync(chunkDir, "r");
+  try {
+    syncfs(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  for (const c of batch) fs.renameSync(c.tmp, c.final);
+}
+
+/** Reads a chunk file synchronously (worker threads); a missing chunk is named. */
+export function readChunkFile(chunkDir: string, hex: string): Buffer {
+  try {
+    return fs.readFileSync(path.join(chunkDir, hex.slice(0, SHARD_HEX), hex));
+  } catch (err) {
+    throw readError(err, hex);
+  }
+}
+
+function readError(err: unknown, hex: string): Error {
+  if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+    return new GordeError("corrupt", `chunk ${hex} is missing from the datastore.`, { cause: err });
+  }
+  return err as Error;
 }
 
 function storeError(err: unknown, hex: string): Error {

@@ -1,12 +1,23 @@
-// Worker thread: hashing, compression and decompression, off the main thread.
-// The main thread reads and writes files; two of these keep both cores busy.
+// Worker thread: the CPU and the blocking file work of chunks, off the main thread.
+// encode: hash, skip if stored, compress, write the chunk's temp file.
+// commit: one syncfs for a batch of temp files, then rename them to their names.
+// load: read a chunk file, check its CRC, decompress, check its digest.
+// The main thread only reads the source and hands out work; with one more worker
+// than cores, one waiting in fdatasync leaves the cores to the others.
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { parentPort } from "node:worker_threads";
 import { decodeBlob, encodeBlob } from "../format/blob.ts";
+import { SHARD_HEX } from "../format/magic.ts";
 import { mallocTrim } from "../sys/posix.ts";
 import type { WorkerReply, WorkerRequest } from "./chunk-pool.ts";
+import { commitChunks, readChunkFile, writeChunkTemp } from "./chunk-store.ts";
+
+let chunkDir = "";
+let level = 1;
+let known = new Set<string>();
+const shards = new Set<string>();
 
 // Chunk buffers move between threads, so this thread's malloc arena keeps memory
 // that other threads freed: give it back every 32 MiB of work.
@@ -21,12 +32,23 @@ function account(bytes: number): void {
   }
 }
 
-let chunkDir = "";
-let level = 1;
-let known = new Set<string>();
-
 function chunkExists(hex: string): boolean {
-  return fs.existsSync(path.join(chunkDir, hex.slice(0, 4), hex));
+  return fs.existsSync(path.join(chunkDir, hex.slice(0, SHARD_HEX), hex));
+}
+
+function decodeChecked(blob: Buffer, hex: string): Buffer {
+  const data = decodeBlob(blob, `chunk ${hex}`);
+  if (createHash("sha256").update(data).digest("hex") !== hex) {
+    throw Object.assign(new Error(`chunk ${hex} does not match its digest.`), { code: "corrupt" });
+  }
+  account(data.length);
+  return data;
+}
+
+function transferable(b: Buffer): ArrayBuffer {
+  return b.byteOffset === 0 && b.buffer.byteLength === b.length
+    ? (b.buffer as ArrayBuffer)
+    : (b.buffer.slice(b.byteOffset, b.byteOffset + b.length) as ArrayBuffer);
 }
 
 function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer[] } {
@@ -41,28 +63,34 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
     }
     case "encode": {
       const data = Buffer.from(msg.data, msg.offset, msg.length);
-      const digest = createHash("sha256").update(data).digest();
-      const hex = digest.toString("hex");
-      // A chunk the previous snapshot has, or that the store already holds, is not compressed.
-      // Known chunks are checked too: one that verify moved aside must be stored again.
+      const hex = createHash("sha256").update(data).digest("hex");
+      // Chunks already stored (known from the base snapshot or not) are not compressed.
+      // The data goes back: the caller stores it again if the chunk vanishes before it is touched.
       if (!msg.force && chunkExists(hex)) {
-        // The data goes back: the caller stores it again if the chunk vanishes before it is touched.
         const state = known.has(hex) ? "known" : "exists";
         return { reply: { id: msg.id, op: "encode", hex, state, data: msg.data }, transfer: [msg.data] };
       }
       const blob = encodeBlob(data, level);
+      const pending = writeChunkTemp(chunkDir, hex, blob, shards, false);
       account(data.length);
-      const ab = blob.buffer.slice(blob.byteOffset, blob.byteOffset + blob.length) as ArrayBuffer;
-      return { reply: { id: msg.id, op: "encode", hex, state: "new", blob: ab }, transfer: [ab] };
+      // The data goes back too, for the caller to reuse its memory.
+      return {
+        reply: { id: msg.id, op: "encode", hex, state: "new", stored: blob.length, pending, data: msg.data },
+        transfer: [msg.data],
+      };
+    }
+    case "commit": {
+      commitChunks(chunkDir, msg.batch);
+      return { reply: { id: msg.id, op: "commit" }, transfer: [] };
     }
     case "decode": {
-      const data = decodeBlob(Buffer.from(msg.blob), `chunk ${msg.hex}`);
-      account(data.length);
-      const got = createHash("sha256").update(data).digest("hex");
-      if (got !== msg.hex) {
-        return { reply: { id: msg.id, op: "error", code: "corrupt", message: `chunk ${msg.hex} does not match its digest.` }, transfer: [] };
-      }
-      const ab = data.buffer.slice(data.byteOffset, data.byteOffset + data.length) as ArrayBuffer;
+      const data = decodeChecked(Buffer.from(msg.blob), msg.hex);
+      const ab = transferable(data);
+      return { reply: { id: msg.id, op: "decode", data: ab }, transfer: [ab] };
+    }
+    case "load": {
+      const data = decodeChecked(readChunkFile(chunkDir, msg.hex), msg.hex);
+      const ab = transferable(data);
       return { reply: { id: msg.id, op: "decode", data: ab }, transfer: [ab] };
     }
   }
@@ -74,6 +102,7 @@ parentPort!.on("message", (msg: WorkerRequest) => {
     parentPort!.postMessage(reply, transfer);
   } catch (err) {
     const e = err as { code?: string; message: string };
-    parentPort!.postMessage({ id: msg.id, op: "error", code: e.code ?? "io", message: e.message } satisfies WorkerReply);
+    const code = e.code === "corrupt" || e.code === "unsupported" || e.code === "io" ? e.code : e.code === "ENOSPC" ? "io" : "io";
+    parentPort!.postMessage({ id: msg.id, op: "error", code, message: e.message } satisfies WorkerReply);
   }
 });

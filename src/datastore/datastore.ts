@@ -1,6 +1,6 @@
 // A datastore directory: groups, snapshots, locks (docs/format.md, "Directory tree").
 //   <store>/.gorde-datastore            marker: {"format": 1, ...}
-//   <store>/.chunks/<4 hex>/<64 hex>    chunks
+//   <store>/.chunks/<2 hex>/<64 hex>    chunks
 //   <store>/.running/<pid>-<rand>       one per running backup (for GC's cutoff)
 //   <store>/[ns/<name>/]…<type>/<id>/<YYYY-MM-DDTHH:MM:SSZ>/   snapshots
 import fs from "node:fs";

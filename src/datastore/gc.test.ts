@@ -42,10 +42,10 @@ function data(compressible = false): Buffer {
 
 const hexOf = (d: Buffer): string => createHash("sha256").update(d).digest("hex");
 
-async function put(store: Datastore, d: Buffer): Promise<string> {
+function put(store: Datastore, d: Buffer): Promise<string> {
   const hex = hexOf(d);
-  if (!store.chunks.exists(hex)) await store.chunks.insert(hex, encodeBlob(d));
-  return hex;
+  if (!store.chunks.exists(hex)) store.chunks.insert(hex, encodeBlob(d));
+  return Promise.resolve(hex);
 }
 
 interface Content {
@@ -116,7 +116,7 @@ function chunkFiles(store: Datastore): string[] {
 /** Sets atime and mtime of every chunk file to `ms` ago. */
 function age(store: Datastore, ms: number, only?: string[]): void {
   const t = new Date(Date.now() - ms);
-  for (const name of only ?? chunkFiles(store)) fs.utimesSync(path.join(store.chunks.dir, name.slice(0, 4), name), t, t);
+  for (const name of only ?? chunkFiles(store)) fs.utimesSync(path.join(store.chunks.dir, name.slice(0, 2), name), t, t);
 }
 
 /** Reads back every chunk of a finished snapshot and checks its digest. */

@@ -14,6 +14,7 @@
 // Chunks this collection marked are never removed, whatever their atime says. `.bad`
 // files (chunks a verification found corrupt) stay while their chunk is referenced and
 // missing, so the data is kept until a backup stores the chunk anew.
+import { SHARD_HEX } from "../format/magic.ts";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
@@ -37,7 +38,7 @@ export const SWEEP_LOCK_FILE = ".sweep.lock";
 export const MAX_BAD_INDEX = 9;
 
 const HEX64 = /^[0-9a-f]{64}$/;
-const SHARD = /^[0-9a-f]{4}$/;
+const SHARD = new RegExp(`^[0-9a-f]{${SHARD_HEX}}$`);
 const BAD = /^[0-9a-f]{64}\.\d+\.bad$/;
 const MAX_WARNINGS = 100;
 const YIELD_EVERY = 4096;

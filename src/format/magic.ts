@@ -51,5 +51,11 @@ export const DIGEST_SIZE = 32;
 export const DYNAMIC_ENTRY_SIZE = 40; // end offset u64 + digest
 /** No chunk of any kind is larger than this; a size above it is a lie. */
 export const MAX_CHUNK_SIZE = 16 * 1024 * 1024;
+/**
+ * Chunk files live in .chunks/<first SHARD_HEX digits of the digest>/: 256 shard
+ * directories. Creating a directory costs as much as writing a chunk here, and a
+ * datastore of a few thousand chunks would otherwise create one per chunk.
+ */
+export const SHARD_HEX = 2;
 export const MIN_FIXED_CHUNK_SIZE = 64 * 1024;
 export const MAX_FIXED_CHUNK_SIZE = 4 * 1024 * 1024;

@@ -21,6 +21,15 @@ export const ArchiveSchema = z.strictObject({
   /** bytes of the image, or of the file contents of a tree */
   size: z.number().int().nonnegative(),
   indexes: z.array(IndexFileSchema).min(1).max(2),
+  /** image files: the source's identity at backup time; unchanged, the next backup reuses the index */
+  source: z
+    .strictObject({
+      ino: z.string().regex(/^\d{1,20}$/),
+      size: z.number().int().nonnegative(),
+      mtimeNs: z.string().regex(/^-?\d{1,20}$/),
+      ctimeNs: z.string().regex(/^-?\d{1,20}$/),
+    })
+    .optional(),
 });
 
 export const VerifyStateSchema = z.strictObject({

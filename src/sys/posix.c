@@ -549,6 +549,37 @@ static napi_value js_syncfs(napi_env env, napi_callback_info info) {
   return undefined_value(env);
 }
 
+/* seekData(fd, offset, hole): lseek with SEEK_DATA (hole false) or SEEK_HOLE (hole
+ * true): the next data or hole at or after offset; -1 when there is no more data
+ * (ENXIO). File systems without support report all data, which is still correct. */
+static napi_value js_seek_data(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t fd;
+  int64_t offset;
+  bool hole;
+  napi_value result;
+
+  if (!get_args(env, info, 3, argv) || !get_int32(env, argv[0], "fd", &fd)) return NULL;
+  if (napi_get_value_int64(env, argv[1], &offset) != napi_ok || offset < 0) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "offset must be a non-negative integer");
+    return NULL;
+  }
+  if (napi_get_value_bool(env, argv[2], &hole) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "hole must be a boolean");
+    return NULL;
+  }
+  off_t r = lseek(fd, (off_t)offset, hole ? SEEK_HOLE : SEEK_DATA);
+  if (r < 0) {
+    if (errno == ENXIO) r = -1;
+    else {
+      throw_errno(env, errno, "lseek", NULL);
+      return NULL;
+    }
+  }
+  if (napi_create_int64(env, (int64_t)r, &result) != napi_ok) return NULL;
+  return result;
+}
+
 /* mallocTrim(): returns free heap memory of every malloc arena to the system. Buffers
  * that move between threads leave glibc's per-thread arenas holding freed memory. */
 static napi_value js_malloc_trim(napi_env env, napi_callback_info info) {
@@ -567,6 +598,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"flock", NULL, js_flock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"syncfs", NULL, js_syncfs, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mallocTrim", NULL, js_malloc_trim, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"seekData", NULL, js_seek_data, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) {
     throw_api_failure(env);

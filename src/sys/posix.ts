@@ -30,6 +30,7 @@ interface Native {
   flock(fd: number, op: FlockOp, wait: boolean): boolean;
   syncfs(fd: number): undefined;
   mallocTrim(): undefined;
+  seekData(fd: number, offset: number, hole: boolean): number;
 }
 
 /** Absolute path of the compiled module, e.g. for child processes that load it directly. */
@@ -77,6 +78,23 @@ export function flock(fd: number, op: FlockOp, wait: boolean): boolean {
 /** Flushes the whole filesystem that holds fd to stable storage. */
 export function syncfs(fd: number): void {
   native.syncfs(fd);
+}
+
+/**
+ * The data ranges of a file, from lseek(SEEK_DATA/SEEK_HOLE): everything outside them
+ * reads as zeros. A file system that cannot tell reports the whole file as data.
+ */
+export function dataExtents(fd: number, size: number): [start: number, end: number][] {
+  const out: [number, number][] = [];
+  let pos = 0;
+  while (pos < size) {
+    const start = native.seekData(fd, pos, false);
+    if (start < 0 || start >= size) break;
+    const end = Math.min(native.seekData(fd, start, true), size);
+    out.push([start, end]);
+    pos = end;
+  }
+  return out;
 }
 
 /** Returns freed heap memory of every malloc arena to the system (glibc malloc_trim). */
