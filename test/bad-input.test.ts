@@ -485,7 +485,7 @@ void describe("bad input", () => {
     });
 
     /** One chunk per stream, stored as a backup would; returns its dynamic index file. */
-    const storeStream = async (data: Buffer): Promise<Buffer> => {
+    const storeStream = (data: Buffer): Buffer => {
       const b = new DynamicIndexBuilder();
       if (data.length > 0) {
         const digest = createHash("sha256").update(data).digest();
@@ -516,7 +516,7 @@ void describe("bad input", () => {
         ["payload", payload],
       ] as const) {
         const file = `data.tree.${suffix}.didx`;
-        const bytes = await storeStream(data);
+        const bytes = storeStream(data);
         fs.writeFileSync(path.join(dir, file), bytes);
         indexes.push({ file, csum: sha256Hex(bytes), size: bytes.length });
       }
