@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 const major = Number(process.versions.node.split(".")[0]);
 const main = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
 if (major >= 24) {
-  process.env.UV_THREADPOOL_SIZE ??= "16";
+  process.env.UV_THREADPOOL_SIZE ??= "8";
   const { main: run } = await import(main);
   process.exitCode = await run(process.argv.slice(2));
 } else {

@@ -496,7 +496,7 @@ void describe("bad input", () => {
     };
 
     /** Writes a finished snapshot host/evil/<time> whose data.tree has these entries and payload. */
-    const writeArchive = async (entries: TreeEntry[], payload: Buffer): Promise<string> => {
+    const writeArchive = (entries: TreeEntry[], payload: Buffer): string => {
       const all = [entry("dir", ""), ...entries];
       const parts: Buffer[] = [streamHeader()];
       let prevEnd = 0;
@@ -553,7 +553,7 @@ void describe("bad input", () => {
 
     void it("a well-formed archive built the same way restores (the builder is sound)", async () => {
       const payload = Buffer.from("contents of f\n");
-      const s = await writeArchive(
+      const s = writeArchive(
         [entry("dir", "d"), entry("file", "d/f", { size: payload.length, offset: 0 }), entry("symlink", "l", { link: Buffer.from("d/f") })],
         payload,
       );
@@ -565,7 +565,7 @@ void describe("bad input", () => {
 
     void it("an entry ../evil", async () => {
       const payload = Buffer.from("evil\n");
-      const s = await writeArchive([entry("file", "../evil", { size: payload.length })], payload);
+      const s = writeArchive([entry("file", "../evil", { size: payload.length })], payload);
       const { beside } = place();
       await refusedRestore(s, /unsafe path "\.\.\/evil"/, [path.join(beside, "evil"), path.join(tmp, "evil")]);
     });
@@ -573,7 +573,7 @@ void describe("bad input", () => {
     void it("an entry with an absolute path", async () => {
       const abs = path.join(tmp, "absolute-evil");
       const payload = Buffer.from("evil\n");
-      const s = await writeArchive([entry("file", abs, { size: payload.length })], payload);
+      const s = writeArchive([entry("file", abs, { size: payload.length })], payload);
       await refusedRestore(s, /unsafe path/, [abs]);
     });
 
@@ -581,7 +581,7 @@ void describe("bad input", () => {
       const outside = path.join(tmp, "outside");
       fs.mkdirSync(outside, { recursive: true });
       const payload = Buffer.from("evil\n");
-      const s = await writeArchive(
+      const s = writeArchive(
         [entry("symlink", "a", { link: Buffer.from(outside) }), entry("file", "a/x", { size: payload.length })],
         payload,
       );
@@ -591,12 +591,12 @@ void describe("bad input", () => {
 
     void it("a file whose contents lie past the payload stream", async () => {
       const payload = Buffer.from("short\n");
-      const s = await writeArchive([entry("file", "f", { size: 100, offset: 0 }), entry("file", "g", { size: 10, offset: 1000 })], payload);
+      const s = writeArchive([entry("file", "f", { size: 100, offset: 0 }), entry("file", "g", { size: 10, offset: 1000 })], payload);
       await refusedRestore(s, /places "f" outside the payload stream/, []);
     });
 
     void it("a hard link to a file outside the archive", async () => {
-      const s = await writeArchive([entry("hardlink", "h", { link: Buffer.from("/etc/passwd") })], Buffer.alloc(0));
+      const s = writeArchive([entry("hardlink", "h", { link: Buffer.from("/etc/passwd") })], Buffer.alloc(0));
       await refusedRestore(s, /hard link "h" to something that is not an earlier file/, []);
     });
   });

@@ -1,6 +1,6 @@
 // gorde's command line. Only this file prints and exits; commands parse, call one
 // library function and format its result.
-process.env.UV_THREADPOOL_SIZE ??= "16"; // chunk writes fsync in parallel on the threadpool
+process.env.UV_THREADPOOL_SIZE ??= "8"; // chunk writes fsync in parallel on the threadpool
 
 import { parseArgs } from "node:util";
 import { GordeError, type ErrorCode } from "../errors.ts";

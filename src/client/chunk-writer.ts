@@ -89,15 +89,15 @@ export class ChunkWriter {
    * processed: fresh memory costs page faults, which here cost more than hashing.
    */
   buffer(size: number): Buffer {
-    const b = this.spare.get(size)?.pop();
-    return b ?? Buffer.allocUnsafeSlow(size);
+    let list = this.spare.get(size);
+    if (!list) this.spare.set(size, (list = []));
+    return list.pop() ?? Buffer.allocUnsafeSlow(size);
   }
 
+  /** Keeps a chunk's memory for `buffer()`: only sizes asked for, a few of each. */
   private recycle(b: Buffer | undefined): void {
-    if (!b) return;
-    let list = this.spare.get(b.length);
-    if (!list) this.spare.set(b.length, (list = []));
-    if (list.length < this.maxInflight + 8) list.push(b);
+    const list = b && this.spare.get(b.length);
+    if (list && list.length < this.maxInflight + 8) list.push(b);
   }
 
   /** A chunk known to be all zeros without reading it (a hole of a sparse file). */

@@ -193,7 +193,7 @@ export async function restoreImage(index: FixedIndex, target: string, opts: Imag
         opts.progress?.({ done, total: index.size });
       }
     };
-    await Promise.all(Array.from({ length: opts.inflight ?? 6 }, worker));
+    await Promise.all(Array.from({ length: opts.inflight ?? 24 }, worker));
     await fh.sync();
     ok = true;
   } finally {

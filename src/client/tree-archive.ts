@@ -49,6 +49,7 @@ interface Walked {
 }
 
 const SLASH = Buffer.from("/");
+const NO_LINK = Buffer.alloc(0);
 
 export async function backupTree(source: string, opts: TreeBackupOptions): Promise<TreeBackupResult> {
   const root = Buffer.from(source.length > 1 ? source.replace(/\/+$/, "") : source);
@@ -67,7 +68,7 @@ export async function backupTree(source: string, opts: TreeBackupOptions): Promi
       prevByPath.set(e.path.toString("latin1"), e);
     }
   }
-  const walked = walk(root, rootSt, prevByPath, opts);
+  const walked = await walk(root, rootSt, prevByPath, opts);
   const total = walked.reduce((n, w) => n + (w.entry.kind === "file" ? w.entry.size : 0), 0);
 
   const entries = new ChunkedStream(opts.writer, ENTRIES_AVG_CHUNK);
@@ -127,21 +128,62 @@ export async function backupTree(source: string, opts: TreeBackupOptions): Promi
   return { entries: entries.build(now), payload: payload.build(now), entryCount: walked.length, readFiles, reusedFiles };
 }
 
-function walk(root: Buffer, rootSt: fs.BigIntStats, prev: Map<string, TreeEntry>, opts: TreeOptions): Walked[] {
-  const out: Walked[] = [];
-  const links = new Map<string, Buffer>();
+/** What the walk keeps of an entry's lstat (a BigIntStats object is large; the tree has many). */
+interface Scanned {
+  abs: Buffer;
+  entry: TreeEntry;
+  dev: bigint;
+  nlink: bigint;
+  children?: Scanned[];
+}
+
+function scanned(abs: Buffer, rel: Buffer, st: fs.BigIntStats): Scanned {
+  return { abs, entry: toEntry(rel, st), dev: st.dev, nlink: st.nlink };
+}
+
+/** Outstanding directory reads and lstats: a cold cache makes one at a time latency-bound. */
+const SCAN_CONCURRENCY = 32;
+
+/**
+ * Walks the tree: first every directory is read and every entry stat'ed, many at a
+ * time; then, in depth-first order with names sorted by their bytes, entries are built
+ * (hard links are detected in that order, so the first name of an inode is stable).
+ */
+async function walk(root: Buffer, rootSt: fs.BigIntStats, prev: Map<string, TreeEntry>, opts: TreeOptions): Promise<Walked[]> {
   const plain: string[] = [];
   const anchored: string[] = [];
   for (const p of opts.excludes ?? []) (p.includes("/") ? anchored : plain).push(p.replace(/^\/+/, ""));
   const excludeName = plain.length ? picomatch(plain, { dot: true }) : undefined;
   const excludePath = anchored.length ? picomatch(anchored, { dot: true }) : undefined;
+  const limit = new Limiter(SCAN_CONCURRENCY);
 
-  const visit = (abs: Buffer, rel: Buffer, st: fs.BigIntStats): void => {
-    const entry = toEntry(rel, st);
+  const scan = async (node: Scanned): Promise<void> => {
+    if (node.entry.kind !== "dir" || (opts.oneFileSystem && node.dev !== rootSt.dev)) return;
+    const names = await limit.run(() => readdirBuffer(node.abs));
+    names.sort(Buffer.compare);
+    const kids = await Promise.all(
+      names.map(async (name): Promise<Scanned | undefined> => {
+        const rel = node.entry.path.length ? Buffer.concat([node.entry.path, SLASH, name]) : name;
+        if (excludeName?.(name.toString("utf8")) || excludePath?.(rel.toString("utf8"))) return undefined;
+        const abs = Buffer.concat([node.abs, SLASH, name]);
+        const st = await limit.run(() => lstatBigint(abs));
+        return st && scanned(abs, rel, st);
+      }),
+    );
+    node.children = kids.filter((k) => k !== undefined);
+    await Promise.all(node.children.map(scan));
+  };
+  const top = scanned(root, Buffer.alloc(0), rootSt);
+  await scan(top);
+
+  const out: Walked[] = [];
+  const links = new Map<string, Buffer>();
+  const visit = (n: Scanned): void => {
+    const { abs, entry } = n;
+    const rel = entry.path;
     const w: Walked = { entry, abs };
-    const key = rel.toString("latin1");
-    if (entry.kind === "file" && st.nlink > 1n) {
-      const id = `${st.dev}:${st.ino}`;
+    if (entry.kind === "file" && n.nlink > 1n) {
+      const id = `${n.dev}:${entry.ino}`;
       const first = links.get(id);
       if (first) {
         entry.kind = "hardlink";
@@ -149,7 +191,7 @@ function walk(root: Buffer, rootSt: fs.BigIntStats, prev: Map<string, TreeEntry>
         entry.size = 0;
       } else links.set(id, rel);
     }
-    const p = prev.get(key);
+    const p = prev.get(rel.toString("latin1"));
     if (entry.kind === "file" && p && p.kind === "file" && unchanged(p, entry)) {
       w.same = p;
       entry.xattrs = p.xattrs; // ctime unchanged: so are the xattrs
@@ -158,30 +200,54 @@ function walk(root: Buffer, rootSt: fs.BigIntStats, prev: Map<string, TreeEntry>
     }
     if (entry.kind === "symlink") entry.link = fs.readlinkSync(abs, { encoding: "buffer" });
     out.push(w);
-    if (entry.kind !== "dir" || (opts.oneFileSystem && st.dev !== rootSt.dev)) return;
-    let names: Buffer[];
-    try {
-      names = fs.readdirSync(abs, { encoding: "buffer" });
-    } catch (err) {
-      throw new GordeError("io", `cannot read directory ${abs.toString()}: ${(err as Error).message}.`, { cause: err });
-    }
-    names.sort(Buffer.compare);
-    for (const name of names) {
-      const childRel = rel.length ? Buffer.concat([rel, SLASH, name]) : name;
-      if (excludeName?.(name.toString("utf8")) || excludePath?.(childRel.toString("utf8"))) continue;
-      const childAbs = Buffer.concat([abs, SLASH, name]);
-      let cst: fs.BigIntStats;
-      try {
-        cst = fs.lstatSync(childAbs, { bigint: true });
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === "ENOENT") continue; // removed meanwhile
-        throw err;
-      }
-      visit(childAbs, childRel, cst);
-    }
+    const children = n.children ?? [];
+    n.children = undefined;
+    for (const c of children) visit(c);
   };
-  visit(root, Buffer.alloc(0), rootSt);
+  visit(top);
   return out;
+}
+
+function readdirBuffer(abs: Buffer): Promise<Buffer[]> {
+  return new Promise((resolve, reject) =>
+    fs.readdir(abs, { encoding: "buffer" }, (err, names) => {
+      if (err) reject(new GordeError("io", `cannot read directory ${abs.toString()}: ${err.message}.`, { cause: err }));
+      else resolve(names);
+    }),
+  );
+}
+
+/** lstat with nanosecond times; undefined when the entry vanished meanwhile. */
+function lstatBigint(abs: Buffer): Promise<fs.BigIntStats | undefined> {
+  return new Promise((resolve, reject) =>
+    fs.lstat(abs, { bigint: true }, (err, st) => {
+      if (err?.code === "ENOENT") resolve(undefined);
+      else if (err) reject(err);
+      else resolve(st);
+    }),
+  );
+}
+
+/** Runs at most `max` tasks at once. */
+class Limiter {
+  private active = 0;
+  private queue: (() => void)[] = [];
+  private readonly max: number;
+
+  constructor(max: number) {
+    this.max = max;
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.active >= this.max) await new Promise<void>((r) => this.queue.push(r));
+    this.active++;
+    try {
+      return await task();
+    } finally {
+      this.active--;
+      this.queue.shift()?.();
+    }
+  }
 }
 
 function toEntry(rel: Buffer, st: fs.BigIntStats): TreeEntry {
@@ -206,7 +272,7 @@ function toEntry(rel: Buffer, st: fs.BigIntStats): TreeEntry {
     size: kind === "file" ? Number(st.size) : 0,
     offset: 0,
     rdev: dev ? st.rdev : 0n,
-    link: Buffer.alloc(0),
+    link: NO_LINK,
     xattrs: [],
   };
 }
@@ -348,23 +414,32 @@ async function openNoFollow(abs: Buffer): Promise<fsp.FileHandle> {
   }
 }
 
-async function readSmall(abs: Buffer, size: number): Promise<Buffer> {
-  const fh = await openNoFollow(abs);
-  try {
-    // One read of the expected size (+1 to notice growth), more only if the file grew.
-    const chunks: Buffer[] = [];
-    let total = 0;
-    let want = size + 1;
-    while (true) {
-      const buf = Buffer.allocUnsafe(want);
-      const { bytesRead } = await fh.read(buf, 0, want, total);
-      if (bytesRead === 0) break;
-      chunks.push(buf.subarray(0, bytesRead));
-      total += bytesRead;
-      want = 64 * 1024;
-    }
-    return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-  } finally {
-    await fh.close();
-  }
+/**
+ * Reads a whole small file with plain callback calls: the promise-based FileHandle
+ * costs more than the read itself for tens of thousands of small files.
+ */
+function readSmall(abs: Buffer, size: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const fail = (err: Error): void =>
+      reject(new GordeError("io", `cannot read ${abs.toString()}: ${err.message}.`, { cause: err }));
+    fs.open(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW, (err, fd) => {
+      if (err) return fail(err);
+      const chunks: Buffer[] = [];
+      let total = 0;
+      // One read of the expected size (+1 to notice growth), more only if the file grew.
+      const step = (want: number): void => {
+        const buf = Buffer.allocUnsafe(want);
+        fs.read(fd, buf, 0, want, total, (rerr, n) => {
+          if (rerr) return fs.close(fd, () => fail(rerr));
+          if (n === 0) {
+            return fs.close(fd, () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
+          }
+          chunks.push(buf.subarray(0, n));
+          total += n;
+          step(64 * 1024);
+        });
+      };
+      step(size + 1);
+    });
+  });
 }
