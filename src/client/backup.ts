@@ -124,6 +124,7 @@ export async function backup(store: Datastore, opts: BackupOptions): Promise<Bac
         const tree = await backupTree(s.source, {
           ...opts,
           writer,
+          pool,
           reader,
           prev: prev?.kind === "tree" ? prev : undefined,
           signal: opts.signal,

@@ -169,3 +169,39 @@ void describe("incremental file archives stay exact over many rounds", () => {
   });
 });
 
+void describe("--one-file-system", () => {
+  void it("keeps a mount point but not what is mounted on it", async (t) => {
+    if (!isRoot) {
+      t.skip("SKIPPED: mounting a tmpfs needs root");
+      return;
+    }
+    const tmp = tempDir();
+    const src = path.join(tmp.dir, "src");
+    const mnt = path.join(src, "mnt");
+    fs.mkdirSync(mnt, { recursive: true });
+    fs.writeFileSync(path.join(src, "here"), "on the source file system");
+    const { spawnSync } = await import("node:child_process");
+    const mount = spawnSync("mount", ["-t", "tmpfs", "-o", "size=4m", "gorde-test", mnt]);
+    if (mount.status !== 0) {
+      t.skip(`SKIPPED: cannot mount a tmpfs here: ${mount.stderr.toString().trim()}`);
+      tmp.cleanup();
+      return;
+    }
+    const store = await Datastore.init(path.join(tmp.dir, "repo"));
+    try {
+      fs.writeFileSync(path.join(mnt, "elsewhere"), "on another file system");
+      const group = { type: "host", id: "x" } as const;
+      await backup(store, { group, sources: [{ archive: "a.tree", source: src }], oneFileSystem: true });
+      await backup(store, { group: { type: "host", id: "y" }, sources: [{ archive: "a.tree", source: src }] });
+      const one = await listArchive(store, { snapshot: { ...group, time: "latest" }, archive: "a.tree", recursive: true });
+      assert.deepEqual(one.map((e) => e.path.toString()), ["here", "mnt"]);
+      const all = await listArchive(store, { snapshot: { type: "host", id: "y", time: "latest" }, archive: "a.tree", recursive: true });
+      assert.deepEqual(all.map((e) => e.path.toString()), ["here", "mnt", "mnt/elsewhere"]);
+    } finally {
+      store.close();
+      spawnSync("umount", [mnt]);
+      tmp.cleanup();
+    }
+  });
+});
+

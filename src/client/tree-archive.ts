@@ -5,6 +5,7 @@ import fs from "node:fs";
 import fsp from "node:fs/promises";
 import picomatch from "picomatch";
 import { GordeError } from "../errors.ts";
+import type { ChunkPool } from "../datastore/chunk-pool.ts";
 import type { ChunkReader } from "../datastore/chunk-reader.ts";
 import type { DynamicIndex } from "../format/dynamic-index.ts";
 import { type TreeEntry, type Xattr, encodeEnd, encodeEntry, encodedSize, streamHeader } from "../format/tree-entry.ts";
@@ -27,6 +28,7 @@ export interface TreeOptions {
 
 export interface TreeBackupOptions extends TreeOptions {
   writer: ChunkWriter;
+  pool: ChunkPool;
   reader: ChunkReader;
   prev?: { entries: DynamicIndex; payload: DynamicIndex };
   signal?: AbortSignal;
@@ -76,7 +78,10 @@ export async function backupTree(source: string, opts: TreeBackupOptions): Promi
   const recs = new RecordBuffer(entries);
   await recs.push(streamHeader());
 
-  const prefetch = new Prefetcher(walked.filter((w) => w.entry.kind === "file" && !w.same && w.entry.size > 0));
+  const prefetch = new Prefetcher(
+    walked.filter((w) => w.entry.kind === "file" && !w.same && w.entry.size > 0),
+    opts.pool,
+  );
   // The last chunk spliced from the previous snapshot: its index there, where it starts
   // in the new stream, and where the new stream ended right after it.
   let spliced = { prevIdx: -1, newStart: 0, endPos: -1 };
@@ -338,36 +343,57 @@ const SMALL_FILE = 4 * 1024 * 1024;
 const PIECE = 4 * 1024 * 1024;
 
 /**
- * Reads the files to back up ahead of the chunker, many at a time (a cold cache makes
- * one-at-a-time reading latency-bound). Small files are read whole; large ones in pieces.
+ * Reads the files to back up ahead of the chunker. Small files are read whole, in
+ * batches, by the worker threads (blocking reads there are much cheaper than one
+ * asynchronous call per file here); large ones are streamed in pieces.
  */
 class Prefetcher {
   private readonly files: Walked[];
+  private readonly pool: ChunkPool;
   private next = 0;
   private inflight = new Map<Walked, Promise<Buffer | undefined>>();
   private bufferedBytes = 0;
-  private static readonly MAX_FILES = 32;
-  private static readonly MAX_BYTES = 16 * 1024 * 1024;
+  private batches = 0;
+  private static readonly MAX_BATCHES = 6;
+  private static readonly BATCH_FILES = 64;
+  private static readonly BATCH_BYTES = 4 * 1024 * 1024;
+  private static readonly MAX_BYTES = 32 * 1024 * 1024;
 
-  constructor(files: Walked[]) {
+  constructor(files: Walked[], pool: ChunkPool) {
     this.files = files;
+    this.pool = pool;
   }
 
   private fill(): void {
-    while (
-      this.next < this.files.length &&
-      this.inflight.size < Prefetcher.MAX_FILES &&
-      this.bufferedBytes < Prefetcher.MAX_BYTES
-    ) {
-      const w = this.files[this.next++]!;
-      if (w.entry.size > SMALL_FILE) {
-        this.inflight.set(w, Promise.resolve(undefined));
-        continue;
+    while (this.next < this.files.length && this.batches < Prefetcher.MAX_BATCHES && this.bufferedBytes < Prefetcher.MAX_BYTES) {
+      const batch: Walked[] = [];
+      let bytes = 0;
+      while (this.next < this.files.length && batch.length < Prefetcher.BATCH_FILES && bytes < Prefetcher.BATCH_BYTES) {
+        const w = this.files[this.next]!;
+        if (w.entry.size > SMALL_FILE) {
+          if (batch.length > 0) break;
+          this.next++;
+          this.inflight.set(w, Promise.resolve(undefined)); // streamed when its turn comes
+          continue;
+        }
+        this.next++;
+        batch.push(w);
+        bytes += w.entry.size;
       }
-      this.bufferedBytes += w.entry.size;
-      const p = readSmall(w.abs, w.entry.size);
-      p.catch(() => undefined);
-      this.inflight.set(w, p);
+      if (batch.length === 0) continue;
+      this.batches++;
+      this.bufferedBytes += bytes;
+      const read = this.pool.readFiles(batch.map((w) => w.abs));
+      void read.finally(() => this.batches--).catch(() => undefined);
+      batch.forEach((w, i) => {
+        const p = read.then((datas) => {
+          const d = datas[i]!;
+          if (typeof d === "string") throw new GordeError("io", `cannot read ${w.abs.toString()}: ${d.replace(/\.$/, "")}.`);
+          return d;
+        });
+        p.catch(() => undefined);
+        this.inflight.set(w, p);
+      });
     }
   }
 
@@ -412,34 +438,4 @@ async function openNoFollow(abs: Buffer): Promise<fsp.FileHandle> {
   } catch (err) {
     throw new GordeError("io", `cannot read ${abs.toString()}: ${(err as Error).message}.`, { cause: err });
   }
-}
-
-/**
- * Reads a whole small file with plain callback calls: the promise-based FileHandle
- * costs more than the read itself for tens of thousands of small files.
- */
-function readSmall(abs: Buffer, size: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const fail = (err: Error): void =>
-      reject(new GordeError("io", `cannot read ${abs.toString()}: ${err.message}.`, { cause: err }));
-    fs.open(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW, (err, fd) => {
-      if (err) return fail(err);
-      const chunks: Buffer[] = [];
-      let total = 0;
-      // One read of the expected size (+1 to notice growth), more only if the file grew.
-      const step = (want: number): void => {
-        const buf = Buffer.allocUnsafe(want);
-        fs.read(fd, buf, 0, want, total, (rerr, n) => {
-          if (rerr) return fs.close(fd, () => fail(rerr));
-          if (n === 0) {
-            return fs.close(fd, () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
-          }
-          chunks.push(buf.subarray(0, n));
-          total += n;
-          step(64 * 1024);
-        });
-      };
-      step(size + 1);
-    });
-  });
 }

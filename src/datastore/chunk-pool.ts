@@ -9,12 +9,14 @@ export type WorkerRequest =
   | { id: number; op: "encode"; data: ArrayBuffer; offset: number; length: number; force: boolean }
   | { id: number; op: "decode"; blob: ArrayBuffer; hex: string }
   | { id: number; op: "load"; hex: string }
-  | { id: number; op: "commit"; batch: PendingChunk[] };
+  | { id: number; op: "commit"; batch: PendingChunk[] }
+  | { id: number; op: "readFiles"; paths: Uint8Array[] };
 
 export type WorkerReply =
   | { id: number; op: "init" }
   | { id: number; op: "encode"; hex: string; state: "known" | "exists" | "new"; stored?: number; pending?: PendingChunk; data?: ArrayBuffer }
   | { id: number; op: "commit" }
+  | { id: number; op: "files"; datas: (ArrayBuffer | string)[] }
   | { id: number; op: "decode"; data: ArrayBuffer }
   | { id: number; op: "error"; code: string; message: string };
 
@@ -112,6 +114,17 @@ export class ChunkPool {
   /** Makes written chunks durable (one syncfs) and gives them their names. */
   async commit(batch: PendingChunk[]): Promise<void> {
     await this.call({ id: this.nextId++, op: "commit", batch }, []);
+  }
+
+  /**
+   * Reads whole files (never through a symlink) in a worker: for many small files,
+   * blocking reads there cost far less than asynchronous ones on the main thread.
+   * Each result is the content, or the error message for that file.
+   */
+  async readFiles(paths: Uint8Array[]): Promise<(Buffer | string)[]> {
+    const r = await this.call({ id: this.nextId++, op: "readFiles", paths }, []);
+    if (r.op !== "files") throw new Error("unexpected worker reply");
+    return r.datas.map((d) => (typeof d === "string" ? d : Buffer.from(d)));
   }
 
   /** Reads, decodes and checks a stored chunk. */

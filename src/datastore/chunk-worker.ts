@@ -45,6 +45,29 @@ function decodeChecked(blob: Buffer, hex: string): Buffer {
   return data;
 }
 
+/** A whole file, opened without following a symlink. */
+function readWhole(file: Buffer): Buffer {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  try {
+    const size = fs.fstatSync(fd).size;
+    const parts: Buffer[] = [];
+    let total = 0;
+    let want = size + 1; // +1 notices a file that grew
+    while (true) {
+      const buf = Buffer.allocUnsafeSlow(want);
+      const n = fs.readSync(fd, buf, 0, want, total);
+      if (n === 0) break;
+      parts.push(buf.subarray(0, n));
+      total += n;
+      if (n < want) break;
+      want = 64 * 1024;
+    }
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 function transferable(b: Buffer): ArrayBuffer {
   return b.byteOffset === 0 && b.buffer.byteLength === b.length
     ? (b.buffer as ArrayBuffer)
@@ -82,6 +105,21 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
     case "commit": {
       commitChunks(chunkDir, msg.batch);
       return { reply: { id: msg.id, op: "commit" }, transfer: [] };
+    }
+    case "readFiles": {
+      const datas: (ArrayBuffer | string)[] = [];
+      const transfer: ArrayBuffer[] = [];
+      for (const p of msg.paths) {
+        try {
+          const ab = transferable(readWhole(Buffer.from(p.buffer, p.byteOffset, p.byteLength)));
+          account(ab.byteLength);
+          datas.push(ab);
+          transfer.push(ab);
+        } catch (err) {
+          datas.push((err as Error).message);
+        }
+      }
+      return { reply: { id: msg.id, op: "files", datas }, transfer };
     }
     case "decode": {
       const data = decodeChecked(Buffer.from(msg.blob), msg.hex);

@@ -1,0 +1,91 @@
+// The command-line contract of ../shared/design.md, end to end through real processes.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { after, describe, it } from "node:test";
+import { tempDir } from "./helpers.ts";
+
+const MAIN = new URL("../src/cli/main.ts", import.meta.url).pathname;
+const tmp = tempDir("gorde-cli-");
+const cache = path.join(tmp.dir, "compile-cache");
+
+function gorde(...args: string[]): { code: number; out: string; err: string } {
+  const r = spawnSync(process.execPath, [MAIN, ...args], { env: { ...process.env, NODE_COMPILE_CACHE: cache } });
+  return { code: r.status ?? -1, out: r.stdout.toString(), err: r.stderr.toString() };
+}
+
+function json<T>(...args: string[]): T {
+  const r = gorde(...args, "--json");
+  assert.equal(r.code, 0, r.err);
+  return JSON.parse(r.out) as T;
+}
+
+void describe("gorde command line", () => {
+  after(() => tmp.cleanup());
+  const repo = path.join(tmp.dir, "repo");
+  const src = path.join(tmp.dir, "src");
+  fs.mkdirSync(path.join(src, "etc"), { recursive: true });
+  fs.writeFileSync(path.join(src, "etc/hostname"), "web\n");
+
+  void it("help, version and unknown commands", () => {
+    assert.equal(gorde("--help").code, 0);
+    assert.match(gorde("--help").out, /Exit codes/);
+    const r = gorde("frobnicate");
+    assert.equal(r.code, 2);
+    assert.match(r.err, /unknown command/);
+  });
+
+  void it("namespaces keep groups apart", () => {
+    assert.equal(gorde("init", repo).code, 0);
+    const times = ["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z", "2026-01-03T06:00:00Z"];
+    for (const t of times) assert.equal(gorde("backup", repo, "ct/101", `root.tree=${src}`, "--time", t).code, 0);
+    assert.equal(gorde("backup", repo, "ct/101", `root.tree=${src}`, "--ns", "site-a/rack1", "--time", times[0]!).code, 0);
+    const inNs = json<{ snapshot: string }[]>("snapshots", repo, "--ns", "site-a/rack1");
+    assert.deepEqual(inNs.map((s) => s.snapshot), ["ct/101/2026-01-01T00:00:00Z"]);
+    const root = json<{ snapshot: string; time: string; size: number; protected: boolean; finished: boolean }[]>("snapshots", repo);
+    assert.equal(root.length, 4);
+    for (const s of root) {
+      assert.equal(s.finished, true);
+      assert.equal(s.protected, false);
+      assert.ok(s.size > 0);
+      assert.match(s.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+    }
+  });
+
+  void it("notes, protect, ls and forget", () => {
+    assert.equal(gorde("notes", repo, "ct/101/latest", "before the upgrade").code, 0);
+    assert.equal(gorde("notes", repo, "ct/101/latest").out, "before the upgrade\n");
+    assert.equal(gorde("protect", repo, "ct/101/2026-01-01T00:00:00Z").code, 0);
+    const refused = gorde("forget", repo, "ct/101/2026-01-01T00:00:00Z");
+    assert.equal(refused.code, 2);
+    assert.match(refused.err, /protected/);
+    const ls = json<{ path: string; kind: string; size: number }[]>("ls", repo, "ct/101/latest", "root.tree", "etc");
+    assert.deepEqual(ls.map((e) => [e.path, e.kind, e.size]), [["etc/hostname", "file", 4]]);
+  });
+
+  void it("prune --dry-run --json lists every snapshot and removes nothing; prune removes", () => {
+    const plan = json<{ snapshot: string; action: string }[]>("prune", repo, "ct/101", "--keep-daily", "2", "--dry-run");
+    assert.deepEqual(plan, [
+      { snapshot: "ct/101/2026-01-03T06:00:00Z", action: "keep" },
+      { snapshot: "ct/101/2026-01-03T00:00:00Z", action: "remove" },
+      { snapshot: "ct/101/2026-01-02T00:00:00Z", action: "keep" },
+      { snapshot: "ct/101/2026-01-01T00:00:00Z", action: "protected" },
+    ]);
+    assert.equal(json<unknown[]>("snapshots", repo, "ct/101").length, 4);
+    json("prune", repo, "ct/101", "--keep-daily", "2");
+    assert.deepEqual(
+      json<{ snapshot: string }[]>("snapshots", repo, "ct/101").map((s) => s.snapshot),
+      ["ct/101/2026-01-01T00:00:00Z", "ct/101/2026-01-02T00:00:00Z", "ct/101/2026-01-03T06:00:00Z"],
+    );
+    const gc = json<{ removedChunks: number; missingChunks: number }>("gc", repo, "--cutoff", "0");
+    assert.equal(gc.missingChunks, 0);
+    assert.equal(gorde("verify", repo).code, 0);
+  });
+
+  void it("restore --path brings back one file", () => {
+    const out = path.join(tmp.dir, "one");
+    assert.equal(gorde("restore", repo, "ct/101/latest", "root.tree", out, "--path", "etc/hostname").code, 0);
+    assert.equal(fs.readFileSync(path.join(out, "etc/hostname"), "utf8"), "web\n");
+  });
+});
