@@ -9,7 +9,7 @@ import type { ChunkPool } from "../datastore/chunk-pool.ts";
 import type { ChunkReader } from "../datastore/chunk-reader.ts";
 import type { DynamicIndex } from "../format/dynamic-index.ts";
 import { type TreeEntry, type Xattr, encodeEnd, encodeEntry, encodedSize, streamHeader } from "../format/tree-entry.ts";
-import { lgetxattr, llistxattr } from "../sys/posix.ts";
+import { SCAN_FIELDS, lgetxattr, llistxattr, scanDir } from "../sys/posix.ts";
 import type { ChunkWriter } from "./chunk-writer.ts";
 import { ChunkedStream } from "./chunked-stream.ts";
 import type { ProgressFn } from "./progress.ts";
@@ -142,12 +142,12 @@ interface Scanned {
   children?: Scanned[];
 }
 
-function scanned(abs: Buffer, rel: Buffer, st: fs.BigIntStats): Scanned {
-  return { abs, entry: toEntry(rel, st), dev: st.dev, nlink: st.nlink };
+function scanned(abs: Buffer, rel: Buffer, st: StatFields & { dev: bigint; nlink: bigint }): Scanned {
+  return { abs, entry: toEntry(rel, st), dev: BigInt.asUintN(64, st.dev), nlink: st.nlink };
 }
 
-/** Outstanding directory reads and lstats: a cold cache makes one at a time latency-bound. */
-const SCAN_CONCURRENCY = 32;
+/** Directories scanned at once: a cold cache makes one at a time latency-bound. */
+const SCAN_CONCURRENCY = 16;
 
 /**
  * Walks the tree: first every directory is read and every entry stat'ed, many at a
@@ -163,20 +163,32 @@ async function walk(root: Buffer, rootSt: fs.BigIntStats, prev: Map<string, Tree
   const limit = new Limiter(SCAN_CONCURRENCY);
 
   const scan = async (node: Scanned): Promise<void> => {
-    if (node.entry.kind !== "dir" || (opts.oneFileSystem && node.dev !== rootSt.dev)) return;
-    const names = await limit.run(() => readdirBuffer(node.abs));
-    names.sort(Buffer.compare);
-    const kids = await Promise.all(
-      names.map(async (name): Promise<Scanned | undefined> => {
-        const rel = node.entry.path.length ? Buffer.concat([node.entry.path, SLASH, name]) : name;
-        if (excludeName?.(name.toString("utf8")) || excludePath?.(rel.toString("utf8"))) return undefined;
-        const abs = Buffer.concat([node.abs, SLASH, name]);
-        const st = await limit.run(() => lstatBigint(abs));
-        return st && scanned(abs, rel, st);
-      }),
-    );
-    node.children = kids.filter((k) => k !== undefined);
-    await Promise.all(node.children.map(scan));
+    if (node.entry.kind !== "dir" || (opts.oneFileSystem && node.dev !== BigInt.asUintN(64, rootSt.dev))) return;
+    const { names, stats } = await limit.run(() => scanDirChecked(node.abs));
+    const order = names.map((_, i) => i).sort((a, b) => Buffer.compare(names[a]!, names[b]!));
+    const kids: Scanned[] = [];
+    for (const i of order) {
+      const name = names[i]!;
+      const rel = node.entry.path.length ? Buffer.concat([node.entry.path, SLASH, name]) : Buffer.from(name);
+      if (excludeName?.(name.toString("utf8")) || excludePath?.(rel.toString("utf8"))) continue;
+      const f = i * SCAN_FIELDS.length;
+      kids.push(
+        scanned(Buffer.concat([node.abs, SLASH, name]), rel, {
+          mode: stats[f]!,
+          uid: stats[f + 1]!,
+          gid: stats[f + 2]!,
+          size: stats[f + 3]!,
+          mtimeNs: stats[f + 4]!,
+          ctimeNs: stats[f + 5]!,
+          ino: stats[f + 6]!,
+          dev: stats[f + 7]!,
+          nlink: stats[f + 8]!,
+          rdev: stats[f + 9]!,
+        }),
+      );
+    }
+    node.children = kids;
+    await Promise.all(kids.map(scan));
   };
   const top = scanned(root, Buffer.alloc(0), rootSt);
   await scan(top);
@@ -213,24 +225,12 @@ async function walk(root: Buffer, rootSt: fs.BigIntStats, prev: Map<string, Tree
   return out;
 }
 
-function readdirBuffer(abs: Buffer): Promise<Buffer[]> {
-  return new Promise((resolve, reject) =>
-    fs.readdir(abs, { encoding: "buffer" }, (err, names) => {
-      if (err) reject(new GordeError("io", `cannot read directory ${abs.toString()}: ${err.message}.`, { cause: err }));
-      else resolve(names);
-    }),
-  );
-}
-
-/** lstat with nanosecond times; undefined when the entry vanished meanwhile. */
-function lstatBigint(abs: Buffer): Promise<fs.BigIntStats | undefined> {
-  return new Promise((resolve, reject) =>
-    fs.lstat(abs, { bigint: true }, (err, st) => {
-      if (err?.code === "ENOENT") resolve(undefined);
-      else if (err) reject(err);
-      else resolve(st);
-    }),
-  );
+async function scanDirChecked(abs: Buffer): Promise<{ names: Buffer[]; stats: BigInt64Array }> {
+  try {
+    return await scanDir(abs);
+  } catch (err) {
+    throw new GordeError("io", `cannot read directory ${abs.toString()}: ${(err as Error).message}.`, { cause: err });
+  }
 }
 
 /** Runs at most `max` tasks at once. */
@@ -255,28 +255,44 @@ class Limiter {
   }
 }
 
-function toEntry(rel: Buffer, st: fs.BigIntStats): TreeEntry {
-  let kind: TreeEntry["kind"];
-  if (st.isDirectory()) kind = "dir";
-  else if (st.isFile()) kind = "file";
-  else if (st.isSymbolicLink()) kind = "symlink";
-  else if (st.isCharacterDevice()) kind = "chardev";
-  else if (st.isBlockDevice()) kind = "blockdev";
-  else if (st.isFIFO()) kind = "fifo";
-  else kind = "socket";
+/** The lstat fields an entry needs, as bigints (BigIntStats has them too). */
+interface StatFields {
+  mode: bigint;
+  uid: bigint;
+  gid: bigint;
+  size: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+  ino: bigint;
+  rdev: bigint;
+}
+
+const KIND_BY_TYPE: Record<number, TreeEntry["kind"]> = {
+  0o040000: "dir",
+  0o100000: "file",
+  0o120000: "symlink",
+  0o020000: "chardev",
+  0o060000: "blockdev",
+  0o010000: "fifo",
+  0o140000: "socket",
+};
+
+function toEntry(rel: Buffer, st: StatFields): TreeEntry {
+  const mode = Number(st.mode);
+  const kind = KIND_BY_TYPE[mode & 0o170000] ?? "socket";
   const dev = kind === "chardev" || kind === "blockdev";
   return {
     kind,
     path: rel,
-    mode: Number(st.mode),
+    mode,
     uid: Number(st.uid),
     gid: Number(st.gid),
     mtimeNs: st.mtimeNs,
     ctimeNs: st.ctimeNs,
-    ino: st.ino,
+    ino: BigInt.asUintN(64, st.ino),
     size: kind === "file" ? Number(st.size) : 0,
     offset: 0,
-    rdev: dev ? st.rdev : 0n,
+    rdev: dev ? BigInt.asUintN(64, st.rdev) : 0n,
     link: NO_LINK,
     xattrs: [],
   };

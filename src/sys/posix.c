@@ -13,6 +13,7 @@
 #define NAPI_VERSION 8
 #include <node_api.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -115,8 +116,8 @@ static bool set_string_prop(napi_env env, napi_value obj, const char *key, const
          napi_set_named_property(env, obj, key, v) == napi_ok;
 }
 
-/* Throws the Node-style error for errno `err` from `syscall`, with `path` when given. */
-static void throw_errno(napi_env env, int err, const char *syscall, const struct cstr *path) {
+/* The Node-style error for errno `err` from `syscall`, with `path` when given; NULL on failure. */
+static napi_value errno_error(napi_env env, int err, const char *syscall, const struct cstr *path) {
   const char *code = "UNKNOWN";
   const char *desc = strerror(err);
   for (size_t i = 0; i < sizeof errno_table / sizeof errno_table[0]; i++) {
@@ -129,10 +130,7 @@ static void throw_errno(napi_env env, int err, const char *syscall, const struct
 
   size_t cap = strlen(code) + strlen(desc) + strlen(syscall) + (path ? path->len : 0) + 16;
   char *msg = malloc(cap);
-  if (msg == NULL) {
-    napi_throw_error(env, code, desc);
-    return;
-  }
+  if (msg == NULL) return NULL;
   int n = path ? snprintf(msg, cap, "%s: %s, %s '%s'", code, desc, syscall, path->data)
                : snprintf(msg, cap, "%s: %s, %s", code, desc, syscall);
   if (n < 0) n = 0;
@@ -146,7 +144,13 @@ static void throw_errno(napi_env env, int err, const char *syscall, const struct
             set_string_prop(env, error, "syscall", syscall, NAPI_AUTO_LENGTH) &&
             (path == NULL || set_string_prop(env, error, "path", path->data, path->len));
   free(msg);
-  if (!ok || napi_throw(env, error) != napi_ok) throw_api_failure(env);
+  return ok ? error : NULL;
+}
+
+/* Throws the Node-style error for errno `err` from `syscall`, with `path` when given. */
+static void throw_errno(napi_env env, int err, const char *syscall, const struct cstr *path) {
+  napi_value error = errno_error(env, err, syscall, path);
+  if (error == NULL || napi_throw(env, error) != napi_ok) throw_api_failure(env);
 }
 
 static void throw_arg_type(napi_env env, const char *name, const char *expected) {
@@ -580,6 +584,165 @@ static napi_value js_seek_data(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * scanDir(path): reads a directory and lstat()s every entry in one job on the libuv
+ * thread pool. Resolves to [names, stats]: the names as one buffer of NUL-terminated
+ * byte strings, and SCAN_FIELDS int64 values per name (mode, uid, gid, size, mtime ns,
+ * ctime ns, ino, dev, nlink, rdev). Entries that vanish meanwhile are left out. One
+ * call per directory instead of one per entry: for a tree of many small files, the
+ * per-call cost of asynchronous file system calls is most of a metadata scan.
+ */
+#define SCAN_FIELDS 10
+
+struct scan_work {
+  napi_async_work work;
+  napi_deferred deferred;
+  struct cstr path;
+  int err;
+  const char *syscall;
+  char *names;
+  size_t names_len, names_cap;
+  int64_t *stats;
+  size_t count, cap;
+};
+
+static bool scan_grow(struct scan_work *w, size_t name_len) {
+  if (w->names_len + name_len + 1 > w->names_cap) {
+    size_t cap = w->names_cap ? w->names_cap * 2 : 4096;
+    while (cap < w->names_len + name_len + 1) cap *= 2;
+    char *p = realloc(w->names, cap);
+    if (p == NULL) return false;
+    w->names = p;
+    w->names_cap = cap;
+  }
+  if (w->count == w->cap) {
+    size_t cap = w->cap ? w->cap * 2 : 64;
+    int64_t *p = realloc(w->stats, cap * SCAN_FIELDS * sizeof(int64_t));
+    if (p == NULL) return false;
+    w->stats = p;
+    w->cap = cap;
+  }
+  return true;
+}
+
+static void scan_execute(napi_env env, void *data) {
+  struct scan_work *w = data;
+  (void)env;
+  int dfd = open(w->path.data, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dfd < 0) {
+    w->err = errno;
+    w->syscall = "scandir";
+    return;
+  }
+  DIR *d = fdopendir(dfd);
+  if (d == NULL) {
+    w->err = errno;
+    w->syscall = "scandir";
+    close(dfd);
+    return;
+  }
+  for (;;) {
+    errno = 0;
+    struct dirent *de = readdir(d);
+    if (de == NULL) {
+      if (errno != 0) {
+        w->err = errno;
+        w->syscall = "scandir";
+      }
+      break;
+    }
+    const char *n = de->d_name;
+    if (n[0] == '.' && (n[1] == 0 || (n[1] == '.' && n[2] == 0))) continue;
+    struct stat st;
+    if (fstatat(dfd, n, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) continue;
+      w->err = errno;
+      w->syscall = "lstat";
+      break;
+    }
+    size_t len = strlen(n);
+    if (!scan_grow(w, len)) {
+      w->err = ENOMEM;
+      w->syscall = "scandir";
+      break;
+    }
+    memcpy(w->names + w->names_len, n, len + 1);
+    w->names_len += len + 1;
+    int64_t *f = w->stats + w->count * SCAN_FIELDS;
+    f[0] = (int64_t)st.st_mode;
+    f[1] = (int64_t)st.st_uid;
+    f[2] = (int64_t)st.st_gid;
+    f[3] = (int64_t)st.st_size;
+    f[4] = (int64_t)st.st_mtim.tv_sec * 1000000000LL + (int64_t)st.st_mtim.tv_nsec;
+    f[5] = (int64_t)st.st_ctim.tv_sec * 1000000000LL + (int64_t)st.st_ctim.tv_nsec;
+    f[6] = (int64_t)st.st_ino;
+    f[7] = (int64_t)st.st_dev;
+    f[8] = (int64_t)st.st_nlink;
+    f[9] = (int64_t)st.st_rdev;
+    w->count++;
+  }
+  closedir(d);
+}
+
+static void scan_complete(napi_env env, napi_status status, void *data) {
+  struct scan_work *w = data;
+  napi_value result = NULL;
+  if (status == napi_ok && w->err == 0) {
+    napi_value names, ab, stats;
+    void *abdata = NULL;
+    size_t bytes = w->count * SCAN_FIELDS * sizeof(int64_t);
+    if (napi_create_buffer_copy(env, w->names_len, w->names_len ? w->names : "", NULL, &names) == napi_ok &&
+        napi_create_arraybuffer(env, bytes, &abdata, &ab) == napi_ok &&
+        napi_create_typedarray(env, napi_bigint64_array, w->count * SCAN_FIELDS, ab, 0, &stats) == napi_ok &&
+        napi_create_array_with_length(env, 2, &result) == napi_ok) {
+      if (bytes) memcpy(abdata, w->stats, bytes);
+      if (napi_set_element(env, result, 0, names) != napi_ok || napi_set_element(env, result, 1, stats) != napi_ok)
+        result = NULL;
+    } else {
+      result = NULL;
+    }
+    if (result != NULL) napi_resolve_deferred(env, w->deferred, result);
+  }
+  if (result == NULL) {
+    napi_value error = w->err ? errno_error(env, w->err, w->syscall, &w->path) : NULL;
+    if (error == NULL) {
+      napi_value msg;
+      napi_create_string_utf8(env, "scanDir failed", NAPI_AUTO_LENGTH, &msg);
+      napi_create_error(env, NULL, msg, &error);
+    }
+    napi_reject_deferred(env, w->deferred, error);
+  }
+  napi_delete_async_work(env, w->work);
+  cstr_free(&w->path);
+  free(w->names);
+  free(w->stats);
+  free(w);
+}
+
+static napi_value js_scan_dir(napi_env env, napi_callback_info info) {
+  napi_value argv[1], promise, name;
+  if (!get_args(env, info, 1, argv)) return NULL;
+  struct scan_work *w = calloc(1, sizeof *w);
+  if (w == NULL) {
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  if (!get_cstr(env, argv[0], "path", &w->path)) {
+    free(w);
+    return NULL;
+  }
+  if (napi_create_promise(env, &w->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "gorde.scanDir", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, scan_execute, scan_complete, w, &w->work) != napi_ok ||
+      napi_queue_async_work(env, w->work) != napi_ok) {
+    cstr_free(&w->path);
+    free(w);
+    throw_api_failure(env);
+    return NULL;
+  }
+  return promise;
+}
+
 /* mallocTrim(): returns free heap memory of every malloc arena to the system. Buffers
  * that move between threads leave glibc's per-thread arenas holding freed memory. */
 static napi_value js_malloc_trim(napi_env env, napi_callback_info info) {
@@ -599,6 +762,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"syncfs", NULL, js_syncfs, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mallocTrim", NULL, js_malloc_trim, NULL, NULL, NULL, napi_enumerable, NULL},
       {"seekData", NULL, js_seek_data, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"scanDir", NULL, js_scan_dir, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) {
     throw_api_failure(env);

@@ -31,6 +31,7 @@ interface Native {
   syncfs(fd: number): undefined;
   mallocTrim(): undefined;
   seekData(fd: number, offset: number, hole: boolean): number;
+  scanDir(path: PathLike): Promise<[Buffer, BigInt64Array]>;
 }
 
 /** Absolute path of the compiled module, e.g. for child processes that load it directly. */
@@ -95,6 +96,25 @@ export function dataExtents(fd: number, size: number): [start: number, end: numb
     pos = end;
   }
   return out;
+}
+
+/** lstat fields per entry of scanDir, in this order. */
+export const SCAN_FIELDS = ["mode", "uid", "gid", "size", "mtimeNs", "ctimeNs", "ino", "dev", "nlink", "rdev"] as const;
+
+/**
+ * Reads a directory (never through a symlink) and lstats each entry, in one job on
+ * the thread pool: names as raw bytes, and SCAN_FIELDS.length values per name.
+ * Entries that vanish meanwhile are left out.
+ */
+export async function scanDir(path: PathLike): Promise<{ names: Buffer[]; stats: BigInt64Array }> {
+  const [blob, stats] = await native.scanDir(path);
+  const names: Buffer[] = [];
+  let start = 0;
+  for (let i = blob.indexOf(0); i >= 0; i = blob.indexOf(0, start)) {
+    names.push(blob.subarray(start, i));
+    start = i + 1;
+  }
+  return { names, stats };
 }
 
 /** Returns freed heap memory of every malloc arena to the system (glibc malloc_trim). */
