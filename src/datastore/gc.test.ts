@@ -1,106 +1,21 @@
 import assert from "node:assert/strict";
-import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { GordeError } from "../errors.ts";
-import { decodeBlob, encodeBlob } from "../format/blob.ts";
-import { DynamicIndexBuilder, encodeDynamicIndex } from "../format/dynamic-index.ts";
-import { encodeFixedIndex } from "../format/fixed-index.ts";
-import { FORMAT_VERSION } from "../format/magic.ts";
-import { type ArchiveEntry, encodeManifest, sha256Hex } from "../format/manifest.ts";
-import type { Group } from "../format/names.ts";
-import { Datastore, MANIFEST_FILE, type SnapshotInfo } from "./datastore.ts";
+import { decodeBlob } from "../format/blob.ts";
+import { Datastore, type SnapshotInfo } from "./datastore.ts";
 import { garbageCollect, type GcResult } from "./gc.ts";
 import { loadArchiveIndexes } from "./snapshot-indexes.ts";
+import { CHUNK, T, VM, data, hexOf, makeSnapshot, newStore, put, removeStores } from "../../test/store-fixture.ts";
 
-const CHUNK = 64 * 1024;
 const DAY = 24 * 3600 * 1000;
-const T = Date.parse("2024-06-01T00:00:00Z") / 1000;
-const VM: Group = { type: "vm", id: "100" };
 
-const roots: string[] = [];
 after(async () => {
-  for (const r of roots) await fsp.rm(r, { recursive: true, force: true });
+  await removeStores();
 });
 
-async function newStore(): Promise<Datastore> {
-  const root = await fsp.mkdtemp(path.join(os.tmpdir(), "gorde-gc-"));
-  roots.push(root);
-  return Datastore.init(path.join(root, "store"));
-}
-
-/** A chunk's data: random (stored plain) or a repeated pattern (stored compressed). */
-function data(compressible = false): Buffer {
-  if (!compressible) return randomBytes(CHUNK);
-  const b = Buffer.alloc(CHUNK);
-  b.fill(randomBytes(16).toString("hex"));
-  return b;
-}
-
-const hexOf = (d: Buffer): string => createHash("sha256").update(d).digest("hex");
-
-function put(store: Datastore, d: Buffer): Promise<string> {
-  const hex = hexOf(d);
-  if (!store.chunks.exists(hex)) store.chunks.insert(hex, encodeBlob(d));
-  return Promise.resolve(hex);
-}
-
-interface Content {
-  img?: Buffer[];
-  tree?: { entries: Buffer[]; payload: Buffer[] };
-}
-
-/** Writes a snapshot by hand: chunks, index files and (when finished) a manifest. */
-async function makeSnapshot(
-  store: Datastore,
-  time: number,
-  content: Content,
-  { ns = [] as string[], group = VM, finished = true } = {},
-): Promise<SnapshotInfo> {
-  const dir = store.snapshotDir(ns, { ...group, time });
-  await fsp.mkdir(dir, { recursive: true });
-  const archives: ArchiveEntry[] = [];
-  const write = async (file: string, bytes: Buffer) => {
-    await fsp.writeFile(path.join(dir, file), bytes);
-    return { file, csum: sha256Hex(bytes), size: bytes.length };
-  };
-  if (content.img) {
-    const digests: Buffer[] = [];
-    for (const d of content.img) digests.push(Buffer.from(await put(store, d), "hex"));
-    const size = content.img.length * CHUNK;
-    const bytes = encodeFixedIndex({ ctime: time, size, chunkSize: CHUNK, digests: Buffer.concat(digests) });
-    archives.push({ name: "disk.img", kind: "img", size, indexes: [await write("disk.img.fidx", bytes)] });
-  }
-  if (content.tree) {
-    const indexes = [];
-    let size = 0;
-    for (const part of ["entries", "payload"] as const) {
-      const b = new DynamicIndexBuilder();
-      for (const d of content.tree[part]) b.add(d.length, Buffer.from(await put(store, d), "hex"));
-      const idx = b.build(time);
-      if (part === "payload") size = idx.size;
-      indexes.push(await write(`files.tree.${part}.didx`, encodeDynamicIndex(idx)));
-    }
-    archives.push({ name: "files.tree", kind: "tree", size, indexes });
-  }
-  if (finished) {
-    const manifest = encodeManifest({
-      format: FORMAT_VERSION,
-      type: group.type,
-      id: group.id,
-      time,
-      archives,
-      cryptMode: "none",
-      keyFingerprint: null,
-      unprotected: {},
-    });
-    await fsp.writeFile(path.join(dir, MANIFEST_FILE), manifest);
-  }
-  return store.snapshotInfo(ns, { ...group, time });
-}
 
 /** Every file in the chunk shards, by name. */
 function chunkFiles(store: Datastore): string[] {
@@ -133,7 +48,7 @@ async function assertReadable(store: Datastore, snap: SnapshotInfo): Promise<voi
 
 void describe("garbageCollect", () => {
   void it("removes the chunks only a forgotten snapshot used and keeps shared ones", async () => {
-    const store = await newStore();
+    const store = await newStore("gorde-gc-");
     const shared = [data(), data(true)];
     const onlyOld = [data(), data(true), data()];
     const onlyNew = [data()];
@@ -173,7 +88,7 @@ void describe("garbageCollect", () => {
   });
 
   void it("keeps the chunks of an unfinished snapshot", async () => {
-    const store = await newStore();
+    const store = await newStore("gorde-gc-");
     const chunks = [data(), data()];
     await makeSnapshot(store, T, { img: chunks, tree: { entries: [data()], payload: [data()] } }, { finished: false });
     age(store, 2 * DAY);
@@ -185,7 +100,7 @@ void describe("garbageCollect", () => {
   });
 
   void it("leaves a fresh unreferenced chunk pending under the default cutoff", async () => {
-    const store = await newStore();
+    const store = await newStore("gorde-gc-");
     await makeSnapshot(store, T, { img: [data()] });
     age(store, 2 * DAY);
     const oldOrphan = await put(store, data());
@@ -202,7 +117,7 @@ void describe("garbageCollect", () => {
   });
 
   void it("a running backup moves the cutoff before its start", async () => {
-    const store = await newStore();
+    const store = await newStore("gorde-gc-");
     const ancient = await put(store, data());
     const recent = await put(store, data());
     age(store, 2 * DAY, [ancient]);
@@ -225,7 +140,7 @@ void describe("garbageCollect", () => {
   });
 
   void it("refuses a second garbage collection while one runs", async () => {
-    const store = await newStore();
+    const store = await newStore("gorde-gc-");
     const other = await Datastore.open(store.dir);
     await makeSnapshot(store, T, { img: [data(), data()] });
     let second: Promise<GcResult> | undefined;
@@ -252,7 +167,7 @@ void describe("garbageCollect", () => {
   });
 
   void it("fails on a corrupt index and removes nothing", async () => {
-    const store = await newStore();
+    const store = await newStore("gorde-gc-");
     const a = await makeSnapshot(store, T, { img: [data(), data()] });
     await makeSnapshot(store, T + 60, { tree: { entries: [data()], payload: [data(), data()] } });
     age(store, 2 * DAY);
@@ -275,7 +190,7 @@ void describe("garbageCollect", () => {
   });
 
   void it("counts missing chunks, keeps their .bad copies and removes stale .bad and temporary files", async () => {
-    const store = await newStore();
+    const store = await newStore("gorde-gc-");
     const lost = data();
     const staleBad = data();
     await makeSnapshot(store, T, { img: [lost, data()] });
@@ -301,7 +216,7 @@ void describe("garbageCollect", () => {
   });
 
   void it("stops when aborted, before sweeping", async () => {
-    const store = await newStore();
+    const store = await newStore("gorde-gc-");
     const s = await makeSnapshot(store, T, { img: [data()] });
     age(store, 2 * DAY);
     await store.forget(s);

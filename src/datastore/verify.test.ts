@@ -1,107 +1,22 @@
 import assert from "node:assert/strict";
-import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
-import fsp from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { encodeBlob } from "../format/blob.ts";
-import { DynamicIndexBuilder, encodeDynamicIndex } from "../format/dynamic-index.ts";
-import { encodeFixedIndex } from "../format/fixed-index.ts";
-import { FORMAT_VERSION } from "../format/magic.ts";
-import { type ArchiveEntry, encodeManifest, sha256Hex } from "../format/manifest.ts";
-import type { Group } from "../format/names.ts";
 import { ChunkPool } from "./chunk-pool.ts";
 import { Datastore, MANIFEST_FILE, type SnapshotInfo } from "./datastore.ts";
 import { verifyAll, verifySnapshots } from "./verify.ts";
+import { T, data, hexOf, makeSnapshot, newStore, removeStores } from "../../test/store-fixture.ts";
 
-const CHUNK = 64 * 1024;
-const T = Date.parse("2024-06-01T00:00:00Z") / 1000;
 const NOW = T + 86400;
-const VM: Group = { type: "vm", id: "100" };
 
-const roots: string[] = [];
 const pool = new ChunkPool();
 after(async () => {
   await pool.close();
-  for (const r of roots) await fsp.rm(r, { recursive: true, force: true });
+  await removeStores();
 });
 
-async function newStore(): Promise<Datastore> {
-  const root = await fsp.mkdtemp(path.join(os.tmpdir(), "gorde-verify-"));
-  roots.push(root);
-  return Datastore.init(path.join(root, "store"));
-}
 
-/** A chunk's data: random (stored plain) or a repeated pattern (stored compressed). */
-function data(compressible = false): Buffer {
-  if (!compressible) return randomBytes(CHUNK);
-  const b = Buffer.alloc(CHUNK);
-  b.fill(randomBytes(16).toString("hex"));
-  return b;
-}
-
-const hexOf = (d: Buffer): string => createHash("sha256").update(d).digest("hex");
-
-function put(store: Datastore, d: Buffer): Promise<string> {
-  const hex = hexOf(d);
-  if (!store.chunks.exists(hex)) store.chunks.insert(hex, encodeBlob(d));
-  return Promise.resolve(hex);
-}
-
-interface Content {
-  img?: Buffer[];
-  tree?: { entries: Buffer[]; payload: Buffer[] };
-}
-
-/** Writes a snapshot by hand: chunks, index files and (when finished) a manifest. */
-async function makeSnapshot(
-  store: Datastore,
-  time: number,
-  content: Content,
-  { ns = [] as string[], group = VM, finished = true } = {},
-): Promise<SnapshotInfo> {
-  const dir = store.snapshotDir(ns, { ...group, time });
-  await fsp.mkdir(dir, { recursive: true });
-  const archives: ArchiveEntry[] = [];
-  const write = async (file: string, bytes: Buffer) => {
-    await fsp.writeFile(path.join(dir, file), bytes);
-    return { file, csum: sha256Hex(bytes), size: bytes.length };
-  };
-  if (content.img) {
-    const digests: Buffer[] = [];
-    for (const d of content.img) digests.push(Buffer.from(await put(store, d), "hex"));
-    const size = content.img.length * CHUNK;
-    const bytes = encodeFixedIndex({ ctime: time, size, chunkSize: CHUNK, digests: Buffer.concat(digests) });
-    archives.push({ name: "disk.img", kind: "img", size, indexes: [await write("disk.img.fidx", bytes)] });
-  }
-  if (content.tree) {
-    const indexes = [];
-    let size = 0;
-    for (const part of ["entries", "payload"] as const) {
-      const b = new DynamicIndexBuilder();
-      for (const d of content.tree[part]) b.add(d.length, Buffer.from(await put(store, d), "hex"));
-      const idx = b.build(time);
-      if (part === "payload") size = idx.size;
-      indexes.push(await write(`files.tree.${part}.didx`, encodeDynamicIndex(idx)));
-    }
-    archives.push({ name: "files.tree", kind: "tree", size, indexes });
-  }
-  if (finished) {
-    const manifest = encodeManifest({
-      format: FORMAT_VERSION,
-      type: group.type,
-      id: group.id,
-      time,
-      archives,
-      cryptMode: "none",
-      keyFingerprint: null,
-      unprotected: {},
-    });
-    await fsp.writeFile(path.join(dir, MANIFEST_FILE), manifest);
-  }
-  return store.snapshotInfo(ns, { ...group, time });
-}
 
 async function verifyState(store: Datastore, snap: SnapshotInfo) {
   return (await store.snapshotInfo(snap.ns, snap)).manifest?.unprotected.verify;
@@ -115,7 +30,7 @@ function flipLastByte(file: string): void {
 
 void describe("verifySnapshots", () => {
   void it("a good snapshot is ok and its state is stored", async () => {
-    const store = await newStore();
+    const store = await newStore("gorde-verify-");
     const snap = await makeSnapshot(store, T, {
       img: [data(), data(true), data()],
       tree: { entries: [data(true)], payload: [data(), data(true)] },
@@ -133,7 +48,7 @@ void describe("verifySnapshots", () => {
   });
 
   void it("reads a chunk shared by several snapshots once", async () => {
-    const store = await newStore();
+    const store = await newStore("gorde-verify-");
     const shared = [data(), data()];
     const a = await makeSnapshot(store, T, { img: shared });
     const b = await makeSnapshot(store, T + 60, { img: [...shared, data()] });
@@ -147,7 +62,7 @@ void describe("verifySnapshots", () => {
   });
 
   void it("a corrupt chunk fails its snapshot and is renamed to .0.bad", async () => {
-    const store = await newStore();
+    const store = await newStore("gorde-verify-");
     const broken = data(true);
     const a = await makeSnapshot(store, T, { img: [data(), broken] });
     const b = await makeSnapshot(store, T, { img: [data(), data(true)] }, { group: { type: "ct", id: "200" } });
@@ -169,7 +84,7 @@ void describe("verifySnapshots", () => {
   });
 
   void it("a chunk whose data does not match its digest is renamed to the next free .bad name", async () => {
-    const store = await newStore();
+    const store = await newStore("gorde-verify-");
     const good = data();
     const snap = await makeSnapshot(store, T, { img: [good] });
     const hex = hexOf(good);
@@ -187,7 +102,7 @@ void describe("verifySnapshots", () => {
   });
 
   void it("a missing chunk is reported and fails its snapshot", async () => {
-    const store = await newStore();
+    const store = await newStore("gorde-verify-");
     const gone = data();
     const snap = await makeSnapshot(store, T, { tree: { entries: [data(true)], payload: [gone, data()] } });
     const hex = hexOf(gone);
@@ -204,7 +119,7 @@ void describe("verifySnapshots", () => {
   });
 
   void it("a corrupt index fails its snapshot with the reason", async () => {
-    const store = await newStore();
+    const store = await newStore("gorde-verify-");
     const snap = await makeSnapshot(store, T, { img: [data()], tree: { entries: [data()], payload: [data()] } });
     flipLastByte(path.join(snap.dir, "disk.img.fidx"));
 
@@ -219,7 +134,7 @@ void describe("verifySnapshots", () => {
   });
 
   void it("skips an unfinished snapshot", async () => {
-    const store = await newStore();
+    const store = await newStore("gorde-verify-");
     const snap = await makeSnapshot(store, T, { img: [data()] }, { finished: false });
     const r = await verifySnapshots(store, [snap], { pool, now: NOW });
     assert.equal(r.snapshots[0]!.state, "skipped");
@@ -233,7 +148,7 @@ void describe("verifySnapshots", () => {
 
 void describe("verifyAll", () => {
   void it("verifies every namespace below the one given and skips recently verified snapshots", async () => {
-    const store = await newStore();
+    const store = await newStore("gorde-verify-");
     await makeSnapshot(store, T, { img: [data()] });
     await makeSnapshot(store, T, { img: [data()] }, { ns: ["a"] });
     await makeSnapshot(store, T + 60, { img: [data()] }, { ns: ["a", "b"], group: { type: "host", id: "h1" } });
@@ -266,7 +181,7 @@ void describe("verifyAll", () => {
   });
 
   void it("reports a snapshot whose manifest is unreadable as failed", async () => {
-    const store = await newStore();
+    const store = await newStore("gorde-verify-");
     await makeSnapshot(store, T, { img: [data()] });
     const bad = await makeSnapshot(store, T + 60, { img: [data()] });
     fs.writeFileSync(path.join(bad.dir, MANIFEST_FILE), "{ not json");

@@ -6,7 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 
-import { flock, lgetxattr, llistxattr, lsetxattr, lutimes, mknod, nativePath, syncfs } from "./posix.ts";
+import { SCAN_FIELDS, dataExtents, flock, lgetxattr, llistxattr, lsetxattr, lutimes, mknod, nativePath, scanDir, syncfs } from "./posix.ts";
 import type { PathLike, SysError } from "./posix.ts";
 
 let dir = "";
@@ -387,4 +387,45 @@ void test("errors look like Node's fs errors", () => {
 
 void test("llistxattr gives [] where the filesystem has no xattrs", () => {
   assert.deepEqual(llistxattr("/proc/self/status"), []);
+});
+
+void test("scanDir reads a directory and lstats each entry, raw names included", async () => {
+  const d = fs.mkdtempSync(path.join(dir, "scan-"));
+  fs.writeFileSync(path.join(d, "file"), "12345");
+  fs.mkdirSync(path.join(d, "sub"));
+  fs.symlinkSync("file", path.join(d, "link"));
+  const odd = Buffer.concat([Buffer.from(d + "/"), Buffer.from([0x61, 0xff])]);
+  fs.writeFileSync(odd, "");
+  const { names, stats } = await scanDir(d);
+  assert.equal(stats.length, names.length * SCAN_FIELDS.length);
+  const byName = new Map(names.map((n, i) => [n.toString("hex"), i]));
+  assert.equal(names.length, 4);
+  for (const n of names) {
+    const i = byName.get(n.toString("hex"))!;
+    const st = fs.lstatSync(Buffer.concat([Buffer.from(d + "/"), n]), { bigint: true });
+    const got = Object.fromEntries(SCAN_FIELDS.map((k, j) => [k, stats[i * SCAN_FIELDS.length + j]]));
+    assert.equal(got.mode, st.mode);
+    assert.equal(got.size, st.size);
+    assert.equal(got.mtimeNs, st.mtimeNs);
+    assert.equal(got.ctimeNs, st.ctimeNs);
+    assert.equal(BigInt.asUintN(64, got.ino!), st.ino);
+    assert.equal(got.nlink, st.nlink);
+  }
+  await assert.rejects(scanDir(path.join(d, "missing")), (e: SysError) => e.code === "ENOENT" && e.syscall === "scandir");
+  // a symlink to a directory is not followed
+  fs.symlinkSync("sub", path.join(d, "sublink"));
+  await assert.rejects(scanDir(path.join(d, "sublink")), (e: SysError) => e.code === "ENOTDIR" || e.code === "ELOOP");
+});
+
+void test("dataExtents finds the data of a sparse file", () => {
+  const f = path.join(dir, "sparse");
+  fs.writeFileSync(f, "");
+  fs.truncateSync(f, 64 * 1024 * 1024);
+  const fd = fs.openSync(f, "r+");
+  fs.writeSync(fd, Buffer.alloc(4096, 1), 0, 4096, 16 * 1024 * 1024);
+  const ext = dataExtents(fd, 64 * 1024 * 1024);
+  fs.closeSync(fd);
+  const covered = ext.reduce((n, [a, b]) => n + b - a, 0);
+  assert.ok(ext.some(([a, b]) => a <= 16 * 1024 * 1024 && b >= 16 * 1024 * 1024 + 4096), JSON.stringify(ext));
+  assert.ok(covered < 8 * 1024 * 1024, `only the written part is data (${covered} bytes)`);
 });
