@@ -54,9 +54,11 @@ const SLASH = Buffer.from("/");
 const NO_LINK = Buffer.alloc(0);
 
 export async function backupTree(source: string, opts: TreeBackupOptions): Promise<TreeBackupResult> {
-  const root = Buffer.from(source.length > 1 ? source.replace(/\/+$/, "") : source);
+  // The source itself may be reached through a symlink; nothing below it is followed.
+  let root: Buffer;
   let rootSt: fs.BigIntStats;
   try {
+    root = fs.realpathSync(source, { encoding: "buffer" });
     rootSt = fs.lstatSync(root, { bigint: true });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new GordeError("not-found", `${source} does not exist.`);

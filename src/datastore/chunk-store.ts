@@ -74,12 +74,12 @@ export class ChunkStore {
 
   /**
    * Makes the names of chunks inserted since the last call durable (their contents
-   * already are): a few directories are fsync'ed one by one, many with one syncfs.
+   * already are): a few shard directories are fsync'ed one by one, many with one syncfs.
    */
   async sync(): Promise<void> {
     const dirs = [...this.dirty];
     this.dirty.clear();
-    if (dirs.length > 256) {
+    if (dirs.length > 32) {
       const fd = fs.openSync(this.dir, "r");
       try {
         syncfs(fd);
