@@ -8,7 +8,6 @@ import { garbageCollect } from "../datastore/gc.ts";
 import { computePrune } from "../datastore/prune.ts";
 import { verifyAll, verifySnapshots } from "../datastore/verify.ts";
 import {
-  formatGroup,
   formatSnapshot,
   formatTime,
   parseArchiveName,
@@ -387,4 +386,3 @@ function modeString(e: TreeEntry): string {
   return s;
 }
 
-export { formatGroup };

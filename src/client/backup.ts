@@ -9,7 +9,7 @@ import { encodeFixedIndex, isValidFixedChunkSize } from "../format/fixed-index.t
 import { type ArchiveEntry, type Manifest, encodeManifest, sha256Hex } from "../format/manifest.ts";
 import { DEFAULT_ZSTD_LEVEL } from "../format/blob.ts";
 import { FORMAT_VERSION } from "../format/magic.ts";
-import { type Group, type SnapshotRef, formatGroup, formatSnapshot, formatTime, parseArchiveName } from "../format/names.ts";
+import { type Group, type SnapshotRef, formatSnapshot, formatTime, parseArchiveName } from "../format/names.ts";
 import { ChunkPool } from "../datastore/chunk-pool.ts";
 import { ChunkReader } from "../datastore/chunk-reader.ts";
 import { ChunkWriter, type WriteStats } from "./chunk-writer.ts";
@@ -195,4 +195,3 @@ async function baseDigests(store: Datastore, base: SnapshotInfo): Promise<Buffer
   return Buffer.concat(parts);
 }
 
-export { formatGroup };

@@ -6,7 +6,7 @@ import path from "node:path";
 import { GordeError, corrupt } from "../errors.ts";
 import type { ChunkReader } from "../datastore/chunk-reader.ts";
 import type { DynamicIndex } from "../format/dynamic-index.ts";
-import { type TreeEntry, comparePaths, isSafeRelativePath } from "../format/tree-entry.ts";
+import { type TreeEntry, isSafeRelativePath } from "../format/tree-entry.ts";
 import { isZero } from "../format/zero-chunk.ts";
 import { lsetxattr, lutimes, mknod } from "../sys/posix.ts";
 import type { ProgressFn } from "./progress.ts";
@@ -210,4 +210,3 @@ class ChunkPlan {
   }
 }
 
-export { comparePaths };

@@ -94,14 +94,6 @@ export class ChunkStore {
     if (dirs.length > 0) await fsyncDir(this.dir); // new shard directories
   }
 
-  async read(hex: string): Promise<Buffer> {
-    try {
-      return await fsp.readFile(this.chunkPath(hex));
-    } catch (err) {
-      throw readError(err, hex);
-    }
-  }
-
   close(): void {
     if (this.sweepLockFd !== undefined) fs.closeSync(this.sweepLockFd);
     this.sweepLockFd = undefined;

@@ -17,7 +17,6 @@ import {
   formatGroup,
   formatSnapshot,
   formatTime,
-  isBackupType,
   parseSnapshotTime,
 } from "../format/names.ts";
 import { flock } from "../sys/posix.ts";
@@ -345,4 +344,3 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-export { isBackupType };
