@@ -352,7 +352,8 @@ export const COMMANDS: Record<string, Command> = {
         for (const m of report.missingChunks) ctx.out(`missing chunk ${m}\n`);
         ctx.out(`${report.chunksChecked} chunks checked: ${report.ok ? "all good" : "DAMAGE FOUND"}\n`);
       }
-      return report.ok ? 0 : 5;
+      // Damage first; then snapshots only a newer gorde can read (exit codes in --help).
+      return !report.ok ? 5 : report.snapshots.some((s) => s.newer) ? 6 : 0;
     },
   },
 

@@ -180,7 +180,11 @@ export async function backup(store: Datastore, opts: BackupOptions): Promise<Bac
     };
   } finally {
     await pool.close();
-    if (!finished && snapDir !== undefined) await fsp.rm(snapDir, { recursive: true, force: true });
+    if (!finished && snapDir !== undefined) {
+      await fsp.rm(snapDir, { recursive: true, force: true });
+      // A group whose first backup failed leaves no empty directory behind.
+      await fsp.rmdir(path.dirname(snapDir)).catch(() => undefined);
+    }
     for (const l of locks.reverse()) l.release();
   }
 }

@@ -44,6 +44,8 @@ export interface SnapshotVerifyResult {
   ns: string[];
   state: "ok" | "failed" | "skipped";
   errors: string[];
+  /** skipped because a newer gorde wrote it */
+  newer?: true;
 }
 
 export interface BadChunk {
@@ -105,6 +107,8 @@ async function verifyOne(run: Run, snap: SnapshotInfo, index: number, count: num
     state,
     errors,
   });
+  // A snapshot a newer gorde wrote is not damage: this gorde cannot read it, so it says so.
+  if (snap.error?.code === "unsupported") return { ...result("skipped", [snap.error.message]), newer: true };
   if (snap.error) return result("failed", [snap.error.message]);
   if (!snap.finished || !snap.manifest) return result("skipped", [`snapshot ${name} is unfinished.`]);
 
