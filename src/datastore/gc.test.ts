@@ -227,3 +227,21 @@ void describe("garbageCollect", () => {
     store.close();
   });
 });
+
+void describe("leftovers of a crashed forget", () => {
+  void it("GC removes an old .removing-* directory and leaves a fresh one", async () => {
+    const store = await newStore("gorde-gc-");
+    const snap = await makeSnapshot(store, T, { img: [data()] });
+    const group = path.dirname(snap.dir);
+    const old = path.join(group, ".removing-2024-01-01T00:00:00Z-00000000");
+    const fresh = path.join(group, ".removing-2024-01-02T00:00:00Z-00000000");
+    for (const d of [old, fresh]) fs.mkdirSync(path.join(d, "x"), { recursive: true });
+    const hourAgo = new Date(Date.now() - 2 * 3600 * 1000);
+    fs.utimesSync(old, hourAgo, hourAgo);
+    await garbageCollect(store, { cutoffMs: 0 });
+    assert.equal(fs.existsSync(old), false);
+    assert.equal(fs.existsSync(fresh), true);
+    assert.equal(fs.existsSync(snap.dir), true);
+    store.close();
+  });
+});

@@ -258,6 +258,7 @@ async function listIndexFiles(root: string): Promise<string[]> {
     for (const type of BACKUP_TYPES) {
       for (const id of await subdirs(path.join(nsDir, type))) {
         const groupDir = path.join(nsDir, type, id);
+        await removeForgottenLeftovers(groupDir);
         for (const snap of await subdirs(groupDir)) {
           const snapDir = path.join(groupDir, snap);
           for (const e of await readdir(snapDir)) {
@@ -271,6 +272,22 @@ async function listIndexFiles(root: string): Promise<string[]> {
   };
   await walkNs(root);
   return out;
+}
+
+/** How old a `.removing-*` directory must be before GC finishes its removal. */
+const LEFTOVER_AGE_MS = 60 * 60 * 1000;
+
+/**
+ * A forget that crashed leaves its snapshot renamed to `.removing-*` (never read by
+ * anything). Once it has not changed for an hour, no forget is still removing it.
+ */
+async function removeForgottenLeftovers(groupDir: string): Promise<void> {
+  for (const e of await readdir(groupDir)) {
+    if (!e.isDirectory() || !e.name.startsWith(".removing-")) continue;
+    const p = path.join(groupDir, e.name);
+    const st = await fsp.lstat(p).catch(() => undefined);
+    if (st && Date.now() - st.mtimeMs > LEFTOVER_AGE_MS) await fsp.rm(p, { recursive: true, force: true }).catch(() => undefined);
+  }
 }
 
 /** Names of the subdirectories of `dir` that do not start with a dot (so not `.removing-*`). */
