@@ -83,6 +83,21 @@ void describe("gorde command line", () => {
     assert.equal(gorde("verify", repo).code, 0);
   });
 
+  void it("refuses a bad chunk size or compression level before writing anything", () => {
+    for (const [flag, value, phrase] of [
+      ["--chunk-size", "1000", /chunk size 1000 is not a power of two/],
+      ["--chunk-size", "8388608", /between 64 KiB and 4 MiB/],
+      ["--compression-level", "42", /compression level 42/],
+      ["--compression-level", "-1", /argument is ambiguous; see gorde --help/],
+      ["--compression-level", "x", /non-negative whole number/],
+    ] as const) {
+      const r = gorde("backup", repo, "host/bad", `root.tree=${src}`, flag, value);
+      assert.equal(r.code, 2, r.err);
+      assert.match(r.err, phrase);
+    }
+    assert.equal(fs.existsSync(path.join(repo, "host", "bad")), false);
+  });
+
   void it("restore --path brings back one file", () => {
     const out = path.join(tmp.dir, "one");
     assert.equal(gorde("restore", repo, "ct/101/latest", "root.tree", out, "--path", "etc/hostname").code, 0);

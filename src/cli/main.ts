@@ -81,7 +81,7 @@ export async function main(argv: string[]): Promise<number> {
     try {
       parsed = parseArgs({ args: rest, options: cmd.options, allowPositionals: true, strict: true });
     } catch (err) {
-      throw new GordeError("usage", `${(err as Error).message.replace(/\.$/, "")}; see gorde --help.`);
+      throw new GordeError("usage", `${(err as Error).message.split("\n")[0]!.replace(/\.$/, "")}; see gorde --help.`);
     }
     const ctx: CommandContext = {
       values: parsed.values as Record<string, string | boolean | string[] | undefined>,
