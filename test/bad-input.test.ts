@@ -17,6 +17,7 @@ import { type Manifest, encodeManifest, sha256Hex } from "../src/format/manifest
 import { formatTime } from "../src/format/names.ts";
 import { type TreeEntry, encodeEnd, encodeEntry, encodedSize, streamHeader } from "../src/format/tree-entry.ts";
 import { zeroDigestHex } from "../src/format/zero-chunk.ts";
+import { treeEntry } from "./helpers.ts";
 
 const MAIN = path.resolve(import.meta.dirname, "../src/cli/main.ts");
 const KiB = 1024;
@@ -467,22 +468,7 @@ void describe("bad input", () => {
     });
     after(() => store?.close());
 
-    const entry = (kind: TreeEntry["kind"], p: string, extra: Partial<TreeEntry> = {}): TreeEntry => ({
-      kind,
-      path: Buffer.from(p),
-      mode: (kind === "dir" ? 0o040755 : kind === "symlink" ? 0o120777 : 0o100644) >>> 0,
-      uid: process.getuid?.() ?? 0,
-      gid: process.getgid?.() ?? 0,
-      mtimeNs: 1_700_000_000_000_000_000n,
-      ctimeNs: 1_700_000_000_000_000_000n,
-      ino: 0n,
-      size: 0,
-      offset: 0,
-      rdev: 0n,
-      link: Buffer.alloc(0),
-      xattrs: [],
-      ...extra,
-    });
+    const entry = treeEntry;
 
     /** One chunk per stream, stored as a backup would; returns its dynamic index file. */
     const storeStream = (data: Buffer): Buffer => {

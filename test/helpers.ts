@@ -3,6 +3,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { createHash } from "node:crypto";
+import type { TreeEntry } from "../src/format/tree-entry.ts";
 import { lgetxattr, llistxattr } from "../src/sys/posix.ts";
 
 export function tempDir(prefix = "gorde-test-"): { dir: string; cleanup(): void } {
@@ -49,4 +50,24 @@ export function describeTree(root: string): Map<string, string> {
   };
   visit(rootBuf, "");
   return out;
+}
+
+/** A file-archive entry for hand-built archives: owned by the current user, typical modes. */
+export function treeEntry(kind: TreeEntry["kind"], p: string, extra: Partial<TreeEntry> = {}): TreeEntry {
+  return {
+    kind,
+    path: Buffer.from(p),
+    mode: (kind === "dir" ? 0o040755 : kind === "symlink" ? 0o120777 : 0o100644) >>> 0,
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0,
+    mtimeNs: 1_700_000_000_000_000_000n,
+    ctimeNs: 1_700_000_000_000_000_000n,
+    ino: 0n,
+    size: 0,
+    offset: 0,
+    rdev: 0n,
+    link: Buffer.alloc(0),
+    xattrs: [],
+    ...extra,
+  };
 }

@@ -112,7 +112,6 @@ export async function backup(store: Datastore, opts: BackupOptions): Promise<Bac
         const prevSource = base?.manifest?.archives.find((a) => a.name === s.archive)?.source;
         const { index, source } = await backupImage(s.source, {
           store: store.chunks,
-          pool,
           writer,
           chunkSize,
           prev: prevIdx?.kind === "img" ? { index: prevIdx.index, source: prevSource } : undefined,

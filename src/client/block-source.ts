@@ -2,11 +2,12 @@
 import fs from "node:fs";
 import { GordeError } from "../errors.ts";
 
-export function sourceSize(file: string, st: fs.Stats): number {
-  if (st.isFile()) return st.size;
+export function sourceSize(file: string, st: fs.BigIntStats): number {
+  if (st.isFile()) return Number(st.size);
   if (st.isBlockDevice()) {
-    const major = Math.floor(st.rdev / 256) & 0xfff;
-    const minor = (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00);
+    const rdev = Number(st.rdev);
+    const major = Math.floor(rdev / 256) & 0xfff;
+    const minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
     const sectors = fs.readFileSync(`/sys/dev/block/${major}:${minor}/size`, "utf8").trim();
     return Number(sectors) * 512;
   }

@@ -20,7 +20,6 @@ const READ_AHEAD = 8;
 
 export interface ImageBackupOptions {
   store: ChunkStore;
-  pool: ChunkPool;
   writer: ChunkWriter;
   chunkSize: number;
   /** the same archive in the base snapshot, with the stat of its source then */
@@ -47,7 +46,7 @@ export async function backupImage(
     const stat: SourceStat | undefined = st.isFile()
       ? { ino: String(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs) }
       : undefined; // a block device is always read: its times say nothing about its content
-    const size = sourceSize(source, await fh.stat());
+    const size = sourceSize(source, st);
     const { chunkSize, writer } = opts;
     const prev = opts.prev;
     if (stat && prev?.source && prev.index.chunkSize === chunkSize && sameStat(prev.source, stat) && allStored(prev.index, opts.store)) {
@@ -149,7 +148,6 @@ async function readFully(fh: fsp.FileHandle, buf: Buffer, pos: number, what: str
 }
 
 export interface ImageRestoreOptions {
-  store: ChunkStore;
   pool: ChunkPool;
   signal?: AbortSignal;
   progress?: ProgressFn;

@@ -67,7 +67,7 @@ export async function restore(store: Datastore, opts: RestoreOptions): Promise<R
       if (!fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
         throw new GordeError("not-found", `directory ${dir} does not exist; create it before restoring an image into it.`);
       }
-      await restoreImage(idx.index, opts.target, { store: store.chunks, pool, signal: opts.signal, progress: opts.progress });
+      await restoreImage(idx.index, opts.target, { pool, signal: opts.signal, progress: opts.progress });
       return { snapshot: formatSnapshot(snap), archive: opts.archive, bytes: idx.index.size, durationMs: Date.now() - started };
     }
     const entries = await readTreeEntries(idx.entries, idx.payload.size, reader);

@@ -140,7 +140,8 @@ parentPort!.on("message", (msg: WorkerRequest) => {
     parentPort!.postMessage(reply, transfer);
   } catch (err) {
     const e = err as { code?: string; message: string };
-    const code = e.code === "corrupt" || e.code === "unsupported" || e.code === "io" ? e.code : e.code === "ENOSPC" ? "io" : "io";
+    // gorde's own codes pass through; system errors (ENOSPC, EIO, …) are I/O failures.
+    const code = e.code === "corrupt" || e.code === "unsupported" ? e.code : "io";
     parentPort!.postMessage({ id: msg.id, op: "error", code, message: e.message } satisfies WorkerReply);
   }
 });

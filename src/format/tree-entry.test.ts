@@ -1,25 +1,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { treeEntry } from "../../test/helpers.ts";
 import { type TreeEntry, comparePaths, decodeEntries, encodeEnd, encodeEntry, encodedSize, isSafeRelativePath, streamHeader } from "./tree-entry.ts";
 
-function entry(kind: TreeEntry["kind"], path: string, extra: Partial<TreeEntry> = {}): TreeEntry {
-  return {
-    kind,
-    path: Buffer.from(path),
-    mode: kind === "dir" ? 0o40755 : 0o100644,
-    uid: 0,
-    gid: 0,
-    mtimeNs: 1n,
-    ctimeNs: 2n,
-    ino: 3n,
-    size: 0,
-    offset: 0,
-    rdev: 0n,
-    link: Buffer.alloc(0),
-    xattrs: [],
-    ...extra,
-  };
-}
+const entry = treeEntry;
 
 function stream(entries: TreeEntry[], count = entries.length): Buffer {
   const parts = [streamHeader()];
