@@ -1,23 +1,23 @@
-// One backup: lock the group, find the base snapshot, write every archive's chunks and
-// indexes, then the manifest (the snapshot becomes visible only then).
-import fsp from "node:fs/promises";
+// One backup: open a session on the target (a local datastore or a server), write every
+// archive's chunks and indexes, then the manifest (the snapshot becomes visible only then).
 import os from "node:os";
-import path from "node:path";
 import { GordeError } from "../errors.ts";
-import { type Datastore, type Lock, MANIFEST_FILE, type SnapshotInfo, lockDir, writeFileAtomic } from "../datastore/datastore.ts";
-import { encodeDynamicIndex } from "../format/dynamic-index.ts";
-import { encodeFixedIndex, isValidFixedChunkSize } from "../format/fixed-index.ts";
-import { type ArchiveEntry, type Manifest, encodeManifest, sha256Hex } from "../format/manifest.ts";
-import { DEFAULT_ZSTD_LEVEL } from "../format/blob.ts";
-import { FORMAT_VERSION } from "../format/magic.ts";
-import { type Group, type SnapshotRef, formatSnapshot, formatTime, parseArchiveName } from "../format/names.ts";
 import { ChunkPool } from "../datastore/chunk-pool.ts";
-import { ChunkReader } from "../datastore/chunk-reader.ts";
-import { ChunkWriter, type WriteStats } from "./chunk-writer.ts";
+import { type ChunkLoader, ChunkReader } from "../datastore/chunk-reader.ts";
+import type { ArchiveIndexes } from "../datastore/snapshot-indexes.ts";
+import { DEFAULT_ZSTD_LEVEL } from "../format/blob.ts";
+import type { ChunkKey } from "../format/crypt.ts";
+import { encodeDynamicIndex } from "../format/dynamic-index.ts";
+import { type FixedIndex, encodeFixedIndex, isValidFixedChunkSize } from "../format/fixed-index.ts";
+import { FORMAT_VERSION } from "../format/magic.ts";
+import { type ArchiveEntry, type Manifest, sha256Hex } from "../format/manifest.ts";
+import { type Group, type SnapshotRef, formatSnapshot, parseArchiveName } from "../format/names.ts";
+import { ChunkWriter, type ChunkTarget, type WriteStats } from "./chunk-writer.ts";
 import { DEFAULT_IMAGE_CHUNK_SIZE, backupImage } from "./image-archive.ts";
 import type { ProgressFn } from "./progress.ts";
-import { loadArchiveIndexes } from "../datastore/snapshot-indexes.ts";
 import { type TreeOptions, backupTree } from "./tree-archive.ts";
+import type { Datastore } from "../datastore/datastore.ts";
+import { openLocalBackup } from "./local-backup.ts";
 
 export interface BackupSource {
   archive: string;
@@ -35,6 +35,8 @@ export interface BackupOptions extends TreeOptions {
   compressionLevel?: number;
   notes?: string;
   config?: Record<string, unknown>;
+  /** encrypts every chunk on this side; the manifest records the key's fingerprint */
+  key?: { master: Uint8Array; chunkKey: ChunkKey };
   signal?: AbortSignal;
   progress?: ProgressFn;
 }
@@ -48,9 +50,37 @@ export interface BackupResult {
   durationMs: number;
 }
 
-export async function backup(store: Datastore, opts: BackupOptions): Promise<BackupResult> {
-  const started = Date.now();
-  const ns = opts.ns ?? [];
+/**
+ * A snapshot being written: the group is locked, the snapshot is invisible until
+ * `finish`, and `abort` (or a dropped connection) leaves nothing behind.
+ */
+export interface BackupSession {
+  readonly ref: SnapshotRef;
+  /** the snapshot the backup is incremental to: finished, not failed verification */
+  readonly base: { name: string; manifest: Manifest } | null;
+  readonly target: ChunkTarget;
+  /** chunk directory the workers write into; null when chunks are uploaded */
+  readonly chunkDir: string | null;
+  baseIndexes(archive: string): Promise<ArchiveIndexes | undefined>;
+  /** reads chunks of the base snapshot (a file archive's previous entries) */
+  baseLoader(pool: ChunkPool): ChunkLoader;
+  /** every chunk of a reused index is still stored */
+  allStored(index: FixedIndex): Promise<boolean>;
+  writeIndex(file: string, bytes: Buffer): Promise<void>;
+  finish(manifest: Manifest): Promise<void>;
+  abort(): Promise<void>;
+}
+
+export interface SessionRequest {
+  ns: string[];
+  group: Group;
+  time?: number;
+  startedMs: number;
+  keyFingerprint: string | null;
+}
+
+/** Checks the options that do not depend on the target. */
+export function checkBackupOptions(opts: BackupOptions): void {
   const chunkSize = opts.chunkSize ?? DEFAULT_IMAGE_CHUNK_SIZE;
   const level = opts.compressionLevel ?? DEFAULT_ZSTD_LEVEL;
   if (!Number.isInteger(level) || level < 0 || level > 19) {
@@ -66,64 +96,57 @@ export async function backup(store: Datastore, opts: BackupOptions): Promise<Bac
     names.add(s.archive);
   }
   if (opts.sources.length === 0) throw new GordeError("usage", "a backup needs at least one <archive>=<source>.");
+}
 
-  const groupLock = store.lockGroup(ns, opts.group);
-  const locks: Lock[] = [groupLock];
-  let snapDir: string | undefined;
+/** A backup into a local datastore. */
+export function backup(store: Datastore, opts: BackupOptions): Promise<BackupResult> {
+  return runBackup(opts, (req) => openLocalBackup(store, req));
+}
+
+/** Runs a backup through a session opened by `open` (local or remote). */
+export async function runBackup(
+  opts: BackupOptions,
+  open: (req: SessionRequest) => Promise<BackupSession>,
+): Promise<BackupResult> {
+  const started = Date.now();
+  checkBackupOptions(opts);
+  const chunkSize = opts.chunkSize ?? DEFAULT_IMAGE_CHUNK_SIZE;
+  const level = opts.compressionLevel ?? DEFAULT_ZSTD_LEVEL;
+  const keyFingerprint = opts.key?.chunkKey.fingerprint ?? null;
+  const session = await open({ ns: opts.ns ?? [], group: opts.group, time: opts.time, startedMs: started, keyFingerprint });
   let finished = false;
   // Block images keep two workers as busy as three (measured), with ~70 MiB less memory;
   // file archives gain from a third, which reads small files while the others compress.
   const imagesOnly = opts.sources.every((s) => parseArchiveName(s.archive).kind === "img");
   const pool = new ChunkPool(imagesOnly ? Math.max(1, Math.min(4, os.availableParallelism())) : undefined);
   try {
-    const existing = await store.listSnapshots(ns, opts.group);
-    const last = existing.at(-1);
-    let time = opts.time ?? Math.floor(Date.now() / 1000);
-    if (last && time <= last.time) {
-      if (opts.time !== undefined) {
-        throw new GordeError(
-          "usage",
-          `snapshot time ${formatTime(time)} is not newer than the group's last snapshot ${formatTime(last.time)}.`,
-        );
-      }
-      time = last.time + 1; // two backups within one second
-    }
-    // The base is the newest finished snapshot whose last verification did not fail.
-    const base = existing.filter((s) => s.finished && s.manifest?.unprotected.verify?.state !== "failed").at(-1);
-    if (base) locks.push(lockDir(base.dir, "sh", `snapshot ${formatSnapshot(base)}`));
-    locks.push(store.registerBackup(started));
-
-    const ref: SnapshotRef = { ...opts.group, time };
-    snapDir = store.snapshotDir(ns, ref);
-    await fsp.mkdir(snapDir);
-    // Held until the end: forget and prune cannot remove a snapshot being written.
-    locks.push(lockDir(snapDir, "sh", `snapshot ${formatSnapshot(ref)}`));
-
-    const known = base ? await baseDigests(store, base) : Buffer.alloc(0);
-    await pool.init(store.chunks.dir, level, known);
-    const writer = new ChunkWriter(store.chunks, pool);
-    const reader = new ChunkReader(pool);
+    const baseManifest = session.base?.manifest;
+    // A base written with another key (or none) shares no chunks with this backup.
+    const base = baseManifest && baseManifest.keyFingerprint === keyFingerprint ? session.base : null;
+    const known = base ? await baseDigests(session, base.manifest) : Buffer.alloc(0);
+    await pool.init(session.chunkDir, level, known, opts.key?.master);
+    const writer = new ChunkWriter(session.target, pool, { key: opts.key?.chunkKey, level });
+    const reader = new ChunkReader(session.baseLoader(pool));
     const archives: ArchiveEntry[] = [];
     for (const s of opts.sources) {
       const { kind } = parseArchiveName(s.archive);
       const progress: ProgressFn | undefined = opts.progress && ((e) => opts.progress!({ ...e, item: s.archive }));
+      const prev = base ? await session.baseIndexes(s.archive).catch(() => undefined) : undefined;
       if (kind === "img") {
-        const prevIdx = base ? await loadArchiveIndexes(store, base, s.archive).catch(() => undefined) : undefined;
-        const prevSource = base?.manifest?.archives.find((a) => a.name === s.archive)?.source;
+        const prevSource = base?.manifest.archives.find((a) => a.name === s.archive)?.source;
         const { index, source } = await backupImage(s.source, {
-          store: store.chunks,
+          allStored: (idx) => session.allStored(idx),
           writer,
           chunkSize,
-          prev: prevIdx?.kind === "img" ? { index: prevIdx.index, source: prevSource } : undefined,
+          prev: prev?.kind === "img" ? { index: prev.index, source: prevSource } : undefined,
           signal: opts.signal,
           progress,
         });
         const file = `${s.archive}.fidx`;
         const bytes = encodeFixedIndex(index);
-        await writeFileAtomic(path.join(snapDir, file), bytes);
+        await session.writeIndex(file, bytes);
         archives.push({ name: s.archive, kind, size: index.size, indexes: [{ file, csum: sha256Hex(bytes), size: bytes.length }], source });
       } else {
-        const prev = base ? await loadArchiveIndexes(store, base, s.archive).catch(() => undefined) : undefined;
         const tree = await backupTree(s.source, {
           ...opts,
           writer,
@@ -140,24 +163,21 @@ export async function backup(store: Datastore, opts: BackupOptions): Promise<Bac
         ] as const) {
           const file = `${s.archive}.${suffix}.didx`;
           const bytes = encodeDynamicIndex(idx);
-          await writeFileAtomic(path.join(snapDir, file), bytes);
+          await session.writeIndex(file, bytes);
           indexes.push({ file, csum: sha256Hex(bytes), size: bytes.length });
         }
         archives.push({ name: s.archive, kind, size: tree.payload.size, indexes });
       }
     }
     await writer.drain();
-    // Chunks were fdatasync'ed one by one; this makes their directory entries durable
-    // before the manifest can name them.
-    await store.chunks.sync();
     const manifest: Manifest = {
       format: FORMAT_VERSION,
-      type: ref.type,
-      id: ref.id,
-      time,
+      type: session.ref.type,
+      id: session.ref.id,
+      time: session.ref.time,
       archives,
-      cryptMode: "none",
-      keyFingerprint: null,
+      cryptMode: opts.key ? "encrypt" : "none",
+      keyFingerprint,
       config: opts.config,
       stats: {
         newBytes: writer.stats.newBytes,
@@ -167,32 +187,28 @@ export async function backup(store: Datastore, opts: BackupOptions): Promise<Bac
       },
       unprotected: opts.notes !== undefined ? { notes: opts.notes } : {},
     };
-    await writeFileAtomic(path.join(snapDir, MANIFEST_FILE), encodeManifest(manifest));
+    await session.finish(manifest);
     finished = true;
     return {
-      snapshot: formatSnapshot(ref),
-      time,
-      base: base ? formatSnapshot(base) : null,
+      snapshot: formatSnapshot(session.ref),
+      time: session.ref.time,
+      base: base?.name ?? null,
       archives: archives.map((a) => ({ name: a.name, kind: a.kind, size: a.size })),
       stats: writer.stats,
       durationMs: Date.now() - started,
     };
   } finally {
     await pool.close();
-    if (!finished && snapDir !== undefined) {
-      await fsp.rm(snapDir, { recursive: true, force: true });
-      // A group whose first backup failed leaves no empty directory behind.
-      await fsp.rmdir(path.dirname(snapDir)).catch(() => undefined);
-    }
-    for (const l of locks.reverse()) l.release();
+    if (!finished) await session.abort();
   }
 }
 
 /** Every digest the base snapshot references: chunks the workers need not compress. */
-async function baseDigests(store: Datastore, base: SnapshotInfo): Promise<Buffer> {
+async function baseDigests(session: BackupSession, manifest: Manifest): Promise<Buffer> {
   const parts: Buffer[] = [];
-  for (const a of base.manifest!.archives) {
-    const idx = await loadArchiveIndexes(store, base, a.name);
+  for (const a of manifest.archives) {
+    const idx = await session.baseIndexes(a.name);
+    if (!idx) continue;
     if (idx.kind === "img") parts.push(idx.index.digests);
     else
       for (const d of [idx.entries, idx.payload]) {
@@ -201,4 +217,3 @@ async function baseDigests(store: Datastore, base: SnapshotInfo): Promise<Buffer
   }
   return Buffer.concat(parts);
 }
-

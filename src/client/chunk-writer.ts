@@ -1,10 +1,20 @@
-// Sends chunks through the worker pool and into the chunk store, many in flight,
-// and tells the caller each chunk's digest. Known chunks are neither compressed nor written.
+// Sends chunks through the worker pool and into the chunk store (or up to a server), many
+// in flight, and tells the caller each chunk's digest. Known chunks are neither compressed
+// nor written.
 import path from "node:path";
 import type { ChunkStore, PendingChunk } from "../datastore/chunk-store.ts";
 import { encodeBlob } from "../format/blob.ts";
+import type { ChunkKey } from "../format/crypt.ts";
 import type { ChunkPool } from "../datastore/chunk-pool.ts";
 import { isZero, zeroDigestHex } from "../format/zero-chunk.ts";
+
+/**
+ * Where new chunks go: a local chunk store (the workers write temp files that are named
+ * in batches), or a server (the workers hand back encoded chunks to upload).
+ */
+export type ChunkTarget =
+  | { kind: "local"; store: ChunkStore }
+  | { kind: "remote"; upload(hex: string, blob: Buffer, size: number): Promise<void> };
 
 /** Written chunks are made durable and named in batches of this many files or bytes. */
 const COMMIT_FILES = 1024;
@@ -40,14 +50,18 @@ export class ChunkWriter {
   private pending: PendingChunk[] = [];
   private spare = new Map<number, Buffer[]>();
   private pendingBytes = 0;
-  private readonly store: ChunkStore;
+  private readonly target: ChunkTarget;
   private readonly pool: ChunkPool;
   private readonly maxInflight: number;
+  private readonly key: ChunkKey | undefined;
+  private readonly level: number;
 
-  constructor(store: ChunkStore, pool: ChunkPool, maxInflight = 12) {
-    this.store = store;
+  constructor(target: ChunkTarget, pool: ChunkPool, opts: { maxInflight?: number; key?: ChunkKey; level?: number } = {}) {
+    this.target = target;
     this.pool = pool;
-    this.maxInflight = maxInflight;
+    this.maxInflight = opts.maxInflight ?? 12;
+    this.key = opts.key;
+    this.level = opts.level ?? 1;
   }
 
   /** Resolves once the chunk is admitted; `done` gets its digest later. `data` is handed over. */
@@ -81,7 +95,7 @@ export class ChunkWriter {
     this.pending = [];
     this.pendingBytes = 0;
     await this.pool.commit(batch);
-    for (const c of batch) this.store.markWritten(path.dirname(c.final));
+    if (this.target.kind === "local") for (const c of batch) this.target.store.markWritten(path.dirname(c.final));
   }
 
   /**
@@ -100,6 +114,11 @@ export class ChunkWriter {
     if (list && list.length < this.maxInflight + 8) list.push(b);
   }
 
+  /** The digest of a zero chunk of `size` bytes in this backup (keyed when encrypted). */
+  zeroHex(size: number): string {
+    return zeroDigestHex(size, this.key);
+  }
+
   /** A chunk known to be all zeros without reading it (a hole of a sparse file). */
   addZero(size: number, done: (hex: string) => void): void {
     this.stats.bytes += size;
@@ -108,11 +127,25 @@ export class ChunkWriter {
   }
 
   private storeZero(size: number): string {
-    const hex = zeroDigestHex(size);
+    const hex = zeroDigestHex(size, this.key);
     if (!this.written.has(hex)) {
       this.written.add(hex);
-      // touch: a GC running now must not remove the zero chunk this snapshot uses
-      if (!this.store.touch(hex)) this.store.insert(hex, encodeBlob(Buffer.alloc(size)));
+      const t = this.target;
+      if (t.kind === "local") {
+        // touch: a GC running now must not remove the zero chunk this snapshot uses
+        if (!t.store.touch(hex)) t.store.insert(hex, encodeBlob(Buffer.alloc(size), this.level, this.key));
+      } else {
+        // Uploaded once per backup (the server keeps one copy); failures surface in drain().
+        this.inflight++;
+        t.upload(hex, encodeBlob(Buffer.alloc(size), this.level, this.key), size)
+          .catch((e: unknown) => {
+            this.error ??= e instanceof Error ? e : new Error(String(e));
+          })
+          .finally(() => {
+            this.inflight--;
+            this.waiters.shift()?.();
+          });
+      }
     }
     return hex;
   }
@@ -132,17 +165,22 @@ export class ChunkWriter {
       this.recycle(data);
       return this.storeZero(size);
     }
+    const t = this.target;
     let enc = await this.pool.encode(data);
-    if (enc.state === "exists" && !this.written.has(enc.hex) && !this.store.touch(enc.hex)) {
+    if (t.kind === "local" && enc.state === "exists" && !this.written.has(enc.hex) && !t.store.touch(enc.hex)) {
       // Removed between the check and the touch (a concurrent GC): store it again.
       enc = await this.pool.encode(enc.data!, true);
     }
     this.recycle(enc.data);
     if (enc.state === "new") {
-      // Two equal chunks in flight at once are both written: harmless, counted once.
-      this.pending.push(enc.pending!);
-      this.pendingBytes += enc.stored!;
-      if (this.pending.length >= COMMIT_FILES || this.pendingBytes >= COMMIT_BYTES) await this.commit();
+      // Two equal chunks in flight at once are both stored: harmless, counted once.
+      if (t.kind === "remote") {
+        if (!this.written.has(enc.hex)) await t.upload(enc.hex, enc.blob!, size);
+      } else {
+        this.pending.push(enc.pending!);
+        this.pendingBytes += enc.stored!;
+        if (this.pending.length >= COMMIT_FILES || this.pendingBytes >= COMMIT_BYTES) await this.commit();
+      }
       if (!this.written.has(enc.hex)) {
         this.written.add(enc.hex);
         this.stats.newChunks++;

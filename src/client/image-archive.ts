@@ -4,22 +4,21 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { GordeError } from "../errors.ts";
-import type { ChunkStore } from "../datastore/chunk-store.ts";
 import { type FixedIndex, fixedChunkCount } from "../format/fixed-index.ts";
 import { DIGEST_SIZE } from "../format/magic.ts";
 import { dataExtents } from "../sys/posix.ts";
 import { sourceSize } from "./block-source.ts";
-import type { ChunkPool } from "../datastore/chunk-pool.ts";
+import type { ChunkLoader } from "../datastore/chunk-reader.ts";
 import { ChunkWriter } from "./chunk-writer.ts";
 import type { ProgressFn } from "./progress.ts";
-import { zeroDigestHex } from "../format/zero-chunk.ts";
 
 /** Default chunk size for block images; bench/chunk-size.md has the measurements behind it. */
 export const DEFAULT_IMAGE_CHUNK_SIZE = 256 * 1024;
 const READ_AHEAD = 8;
 
 export interface ImageBackupOptions {
-  store: ChunkStore;
+  /** every chunk of the index is still stored (the index can be reused as it is) */
+  allStored(index: FixedIndex): Promise<boolean>;
   writer: ChunkWriter;
   chunkSize: number;
   /** the same archive in the base snapshot, with the stat of its source then */
@@ -49,7 +48,7 @@ export async function backupImage(
     const size = sourceSize(source, st);
     const { chunkSize, writer } = opts;
     const prev = opts.prev;
-    if (stat && prev?.source && prev.index.chunkSize === chunkSize && sameStat(prev.source, stat) && allStored(prev.index, opts.store)) {
+    if (stat && prev?.source && prev.index.chunkSize === chunkSize && sameStat(prev.source, stat) && (await opts.allStored(prev.index))) {
       writer.reuse(size);
       opts.progress?.({ done: size, total: size, stats: writer.stats });
       return { index: { ...prev.index, ctime: Math.floor(Date.now() / 1000) }, source: stat };
@@ -116,16 +115,6 @@ function sameStat(a: SourceStat, b: SourceStat): boolean {
 }
 
 /** Every chunk of the index is still in the store (verify may have moved one aside). */
-function allStored(index: FixedIndex, store: ChunkStore): boolean {
-  const seen = new Set<string>();
-  for (let o = 0; o < index.digests.length; o += DIGEST_SIZE) {
-    const hex = index.digests.toString("hex", o, o + DIGEST_SIZE);
-    if (seen.has(hex)) continue;
-    seen.add(hex);
-    if (!store.exists(hex)) return false;
-  }
-  return true;
-}
 
 async function openSource(source: string): Promise<fsp.FileHandle> {
   try {
@@ -148,7 +137,9 @@ async function readFully(fh: fsp.FileHandle, buf: Buffer, pos: number, what: str
 }
 
 export interface ImageRestoreOptions {
-  pool: ChunkPool;
+  loader: ChunkLoader;
+  /** digest of a zero chunk of `size` bytes (keyed when encrypted) */
+  zeroHex(size: number): string;
   signal?: AbortSignal;
   progress?: ProgressFn;
   inflight?: number;
@@ -180,10 +171,10 @@ export async function restoreImage(index: FixedIndex, target: string, opts: Imag
         const hex = index.digests.toString("hex", i * DIGEST_SIZE, (i + 1) * DIGEST_SIZE);
         const len = Math.min(index.chunkSize, index.size - i * index.chunkSize);
         const pos = i * index.chunkSize;
-        if (hex === zeroDigestHex(len)) {
+        if (hex === opts.zeroHex(len)) {
           if (isDevice) await fh.write(Buffer.alloc(len), 0, len, pos);
         } else {
-          const data = await opts.pool.load(hex);
+          const data = await opts.loader.load(hex);
           if (data.length !== len) throw new GordeError("corrupt", `chunk ${hex} has ${data.length} bytes where the index expects ${len}.`);
           await fh.write(data, 0, len, pos);
         }

@@ -1,11 +1,15 @@
 // Restore and browse: the reverse of backup, every chunk checked against its digest.
 import fs from "node:fs";
+import fsp from "node:fs/promises";
 import path from "node:path";
-import { GordeError } from "../errors.ts";
+import { GordeError, corrupt } from "../errors.ts";
 import { ChunkPool } from "../datastore/chunk-pool.ts";
-import { ChunkReader } from "../datastore/chunk-reader.ts";
+import { type ChunkLoader, ChunkReader } from "../datastore/chunk-reader.ts";
 import { type Datastore, type SnapshotInfo, lockDir } from "../datastore/datastore.ts";
-import { type ArchiveIndexes, loadArchiveIndexes } from "../datastore/snapshot-indexes.ts";
+import { type ArchiveIndexes, readArchiveIndexes } from "../datastore/snapshot-indexes.ts";
+import type { ChunkKey } from "../format/crypt.ts";
+import type { Manifest } from "../format/manifest.ts";
+import { zeroDigestHex } from "../format/zero-chunk.ts";
 import { type Group, formatSnapshot } from "../format/names.ts";
 import type { TreeEntry } from "../format/tree-entry.ts";
 import { restoreImage } from "./image-archive.ts";
@@ -20,6 +24,7 @@ export interface RestoreOptions {
   target: string;
   /** file archives: a file or subtree to restore */
   path?: string;
+  key?: RestoreKey;
   signal?: AbortSignal;
   progress?: ProgressFn;
 }
@@ -32,32 +37,108 @@ export interface RestoreResult {
   durationMs: number;
 }
 
-/** Opens a snapshot for reading: shared lock (no prune or forget meanwhile) and its indexes. */
-async function openArchive<T>(
-  store: Datastore,
-  ns: string[],
-  ref: Group & { time: number | "latest" },
-  archive: string,
-  fn: (snap: SnapshotInfo, idx: ArchiveIndexes, reader: ChunkReader, pool: ChunkPool) => Promise<T>,
-): Promise<T> {
+/** A finished snapshot opened for reading, locally or on a server. */
+export interface SnapshotReader {
+  readonly name: string;
+  readonly manifest: Manifest;
+  /** chunk directory the workers read from; null when chunks are fetched */
+  readonly chunkDir: string | null;
+  readFile(file: string): Promise<Buffer>;
+  loader(pool: ChunkPool): ChunkLoader;
+  close(): Promise<void>;
+}
+
+/** Opens a local snapshot: shared lock (no prune or forget meanwhile). */
+export async function openLocalReader(store: Datastore, ns: string[], ref: Group & { time: number | "latest" }): Promise<SnapshotReader> {
   const snap = await store.findSnapshot(ns, ref);
   if (snap.error) throw snap.error;
-  if (!snap.finished) throw new GordeError("usage", `snapshot ${formatSnapshot(snap)} is unfinished and cannot be read.`);
+  if (!snap.finished || !snap.manifest) throw new GordeError("usage", `snapshot ${formatSnapshot(snap)} is unfinished and cannot be read.`);
   const lock = lockDir(snap.dir, "sh", `snapshot ${formatSnapshot(snap)}`);
+  return {
+    name: formatSnapshot(snap),
+    manifest: snap.manifest,
+    chunkDir: store.chunks.dir,
+    readFile: (file) => readSnapshotFile(snap, file),
+    loader: (pool) => pool,
+    close: () => Promise.resolve(lock.release()),
+  };
+}
+
+async function readSnapshotFile(snap: SnapshotInfo, file: string): Promise<Buffer> {
+  try {
+    return await fsp.readFile(path.join(snap.dir, file));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") throw corrupt(`index ${file} of ${formatSnapshot(snap)} is missing.`);
+    throw err;
+  }
+}
+
+/** Refuses a wrong or missing key before any chunk is read. */
+export function checkKey(manifest: Manifest, name: string, key: RestoreKey | undefined): void {
+  if (manifest.cryptMode !== "encrypt") return;
+  if (!key) throw new GordeError("usage", `snapshot ${name} is encrypted; give its key with --keyfile.`);
+  if (manifest.keyFingerprint !== key.chunkKey.fingerprint) {
+    throw new GordeError(
+      "usage",
+      `snapshot ${name} was encrypted with key ${manifest.keyFingerprint}, not with the key given (${key.chunkKey.fingerprint}).`,
+    );
+  }
+}
+
+export interface RestoreKey {
+  master: Uint8Array;
+  chunkKey: ChunkKey;
+}
+
+/** Runs `fn` on a snapshot's archive with a worker pool that decodes (and decrypts) chunks. */
+export async function withArchive<T>(
+  reader: SnapshotReader,
+  archive: string,
+  key: RestoreKey | undefined,
+  fn: (idx: ArchiveIndexes, chunks: ChunkReader, loader: ChunkLoader) => Promise<T>,
+): Promise<T> {
   const pool = new ChunkPool();
   try {
-    const idx = await loadArchiveIndexes(store, snap, archive);
-    await pool.init(store.chunks.dir, 0, Buffer.alloc(0));
-    return await fn(snap, idx, new ChunkReader(pool, 16), pool);
+    checkKey(reader.manifest, reader.name, key);
+    const idx = await readArchiveIndexes(reader.manifest, archive, reader.name, (f) => reader.readFile(f));
+    await pool.init(reader.chunkDir, 0, Buffer.alloc(0), key?.master);
+    const loader = reader.loader(pool);
+    return await fn(idx, new ChunkReader(loader, 16), loader);
   } finally {
     await pool.close();
-    lock.release();
+  }
+}
+
+async function withLocal<T>(store: Datastore, opts: { ns?: string[]; snapshot: Group & { time: number | "latest" } }, fn: (r: SnapshotReader) => Promise<T>): Promise<T> {
+  const reader = await openLocalReader(store, opts.ns ?? [], opts.snapshot);
+  try {
+    return await fn(reader);
+  } finally {
+    await reader.close();
   }
 }
 
 export async function restore(store: Datastore, opts: RestoreOptions): Promise<RestoreResult> {
+  return withLocal(store, opts, (r) => restoreArchive(r, opts));
+}
+
+/** Entries of a file archive at `path` (a directory's children, or the entry itself). */
+export async function listArchive(store: Datastore, opts: ListOptions): Promise<TreeEntry[]> {
+  return withLocal(store, opts, (r) => listEntries(r, opts));
+}
+
+export interface ListOptions {
+  ns?: string[];
+  snapshot: Group & { time: number | "latest" };
+  archive: string;
+  path?: string;
+  recursive?: boolean;
+  key?: RestoreKey;
+}
+
+export async function restoreArchive(snap: SnapshotReader, opts: RestoreOptions): Promise<RestoreResult> {
   const started = Date.now();
-  return openArchive(store, opts.ns ?? [], opts.snapshot, opts.archive, async (snap, idx, reader, pool) => {
+  return withArchive(snap, opts.archive, opts.key, async (idx, reader, loader) => {
     if (idx.kind === "img") {
       if (opts.path !== undefined) throw new GordeError("usage", "--path applies to file archives (.tree), not to block images.");
       if (fs.existsSync(opts.target) && !fs.statSync(opts.target).isBlockDevice()) {
@@ -67,8 +148,9 @@ export async function restore(store: Datastore, opts: RestoreOptions): Promise<R
       if (!fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
         throw new GordeError("not-found", `directory ${dir} does not exist; create it before restoring an image into it.`);
       }
-      await restoreImage(idx.index, opts.target, { pool, signal: opts.signal, progress: opts.progress });
-      return { snapshot: formatSnapshot(snap), archive: opts.archive, bytes: idx.index.size, durationMs: Date.now() - started };
+      const zeroHex = (n: number): string => zeroDigestHex(n, opts.key?.chunkKey);
+      await restoreImage(idx.index, opts.target, { loader, zeroHex, signal: opts.signal, progress: opts.progress });
+      return { snapshot: snap.name, archive: opts.archive, bytes: idx.index.size, durationMs: Date.now() - started };
     }
     const entries = await readTreeEntries(idx.entries, idx.payload.size, reader);
     const r = await restoreTree(entries, idx.payload, opts.target, {
@@ -77,16 +159,12 @@ export async function restore(store: Datastore, opts: RestoreOptions): Promise<R
       signal: opts.signal,
       progress: opts.progress,
     });
-    return { snapshot: formatSnapshot(snap), archive: opts.archive, bytes: r.bytes, entries: r.entries, durationMs: Date.now() - started };
+    return { snapshot: snap.name, archive: opts.archive, bytes: r.bytes, entries: r.entries, durationMs: Date.now() - started };
   });
 }
 
-/** Entries of a file archive at `path` (a directory's children, or the entry itself). */
-export async function listArchive(
-  store: Datastore,
-  opts: { ns?: string[]; snapshot: Group & { time: number | "latest" }; archive: string; path?: string; recursive?: boolean },
-): Promise<TreeEntry[]> {
-  return openArchive(store, opts.ns ?? [], opts.snapshot, opts.archive, async (_snap, idx, reader) => {
+export async function listEntries(snap: SnapshotReader, opts: ListOptions): Promise<TreeEntry[]> {
+  return withArchive(snap, opts.archive, opts.key, async (idx, reader) => {
     if (idx.kind !== "tree") throw new GordeError("usage", `${opts.archive} is a block image; only file archives can be listed.`);
     const all = await readTreeEntries(idx.entries, idx.payload.size, reader);
     const sub = (opts.path ?? "").replace(/^\/+|\/+$/g, "");

@@ -5,16 +5,27 @@ import { GordeError, type ErrorCode } from "../errors.ts";
 import type { PendingChunk } from "./chunk-store.ts";
 
 export type WorkerRequest =
-  | { id: number; op: "init"; chunkDir: string; level: number; known: ArrayBuffer }
+  | { id: number; op: "init"; chunkDir: string | null; level: number; known: ArrayBuffer; master: ArrayBuffer | null }
   | { id: number; op: "encode"; data: ArrayBuffer; offset: number; length: number; force: boolean }
   | { id: number; op: "decode"; blob: ArrayBuffer; hex: string }
   | { id: number; op: "load"; hex: string }
   | { id: number; op: "commit"; batch: PendingChunk[] }
-  | { id: number; op: "readFiles"; paths: Uint8Array[] };
+  | { id: number; op: "readFiles"; paths: Uint8Array[] }
+  | { id: number; op: "store"; blob: ArrayBuffer; hex: string; size: number | null };
 
 export type WorkerReply =
   | { id: number; op: "init" }
-  | { id: number; op: "encode"; hex: string; state: "known" | "exists" | "new"; stored?: number; pending?: PendingChunk; data?: ArrayBuffer }
+  | {
+      id: number;
+      op: "encode";
+      hex: string;
+      state: "known" | "exists" | "new";
+      stored?: number;
+      pending?: PendingChunk;
+      data?: ArrayBuffer;
+      blob?: ArrayBuffer;
+    }
+  | { id: number; op: "store"; state: "exists" | "new"; pending?: PendingChunk; encrypted: boolean; size: number | null }
   | { id: number; op: "commit" }
   | { id: number; op: "files"; datas: (ArrayBuffer | string)[] }
   | { id: number; op: "decode"; data: ArrayBuffer }
@@ -29,6 +40,16 @@ export interface Encoded {
   pending?: PendingChunk;
   /** the submitted data, returned for chunks that were not written */
   data?: Buffer;
+  /** upload mode (no chunk directory): the encoded chunk to send */
+  blob?: Buffer;
+}
+
+export interface Stored {
+  state: "exists" | "new";
+  pending?: PendingChunk;
+  encrypted: boolean;
+  /** plain size, when the blob could be decoded (not encrypted) */
+  size: number | null;
 }
 
 interface Pending {
@@ -81,12 +102,16 @@ export class ChunkPool {
     });
   }
 
-  /** Sets the chunk directory and the digests of the previous snapshot for every worker. */
-  async init(chunkDir: string, level: number, known: Buffer): Promise<void> {
+  /**
+   * Sets, for every worker, the chunk directory (null: chunks are uploaded, not written),
+   * the digests of the previous snapshot and the master key of an encrypted backup.
+   */
+  async init(chunkDir: string | null, level: number, known: Buffer, master?: Uint8Array): Promise<void> {
     await Promise.all(
       this.workers.map((_, i) => {
         const copy = new Uint8Array(known).buffer;
-        return this.call({ id: this.nextId++, op: "init", chunkDir, level, known: copy }, [copy], i);
+        const key = master ? new Uint8Array(master).buffer : null;
+        return this.call({ id: this.nextId++, op: "init", chunkDir, level, known: copy, master: key }, [copy], i);
       }),
     );
   }
@@ -100,7 +125,25 @@ export class ChunkPool {
     const ab = ownsBuffer(data) ? (data.buffer as ArrayBuffer) : (new Uint8Array(data).buffer as ArrayBuffer);
     const r = await this.call({ id: this.nextId++, op: "encode", data: ab, offset: 0, length: ab.byteLength, force }, [ab]);
     if (r.op !== "encode") throw new Error("unexpected worker reply");
-    return { hex: r.hex, state: r.state, stored: r.stored, pending: r.pending, data: r.data ? Buffer.from(r.data) : undefined };
+    return {
+      hex: r.hex,
+      state: r.state,
+      stored: r.stored,
+      pending: r.pending,
+      data: r.data ? Buffer.from(r.data) : undefined,
+      blob: r.blob ? Buffer.from(r.blob) : undefined,
+    };
+  }
+
+  /**
+   * Checks an uploaded blob (CRC; unless encrypted, its digest and `size`) and writes it
+   * to a temp file that `commit` names; a chunk already stored is left as it is.
+   */
+  async store(blob: Buffer, hex: string, size: number | null): Promise<Stored> {
+    const ab = ownsBuffer(blob) ? (blob.buffer as ArrayBuffer) : (new Uint8Array(blob).buffer as ArrayBuffer);
+    const r = await this.call({ id: this.nextId++, op: "store", blob: ab, hex, size }, [ab]);
+    if (r.op !== "store") throw new Error("unexpected worker reply");
+    return { state: r.state, pending: r.pending, encrypted: r.encrypted, size: r.size };
   }
 
   /** Decodes a blob and checks its digest; the blob's buffer is transferred. */

@@ -1,12 +1,17 @@
-// Reads chunks back: blob from the store, decoded and checked against its digest in a worker.
-import type { ChunkPool } from "./chunk-pool.ts";
+// Reads chunks back through a small cache: from the store (a worker reads, decodes and
+// checks each against its digest) or from a server.
+
+/** Where chunks come from: a ChunkPool on a local store, or a remote reader. */
+export interface ChunkLoader {
+  load(hex: string): Promise<Buffer>;
+}
 
 export class ChunkReader {
-  private readonly pool: ChunkPool;
+  private readonly pool: ChunkLoader;
   private cache = new Map<string, Promise<Buffer>>();
   private readonly cacheSize: number;
 
-  constructor(pool: ChunkPool, cacheSize = 8) {
+  constructor(pool: ChunkLoader, cacheSize = 8) {
     this.pool = pool;
     this.cacheSize = cacheSize;
   }

@@ -1,5 +1,7 @@
 // Worker thread: the CPU and the blocking file work of chunks, off the main thread.
-// encode: hash, skip if stored, compress, write the chunk's temp file.
+// encode: hash, skip if stored, compress (and encrypt), write the chunk's temp file or,
+//   when uploading, hand the encoded chunk back.
+// store: check an uploaded chunk (CRC, digest unless encrypted) and write its temp file.
 // commit: one syncfs for a batch of temp files, then rename them to their names.
 // load: read a chunk file, check its CRC, decompress, check its digest.
 // The main thread only reads the source and hands out work; with one more worker
@@ -8,14 +10,16 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { parentPort } from "node:worker_threads";
-import { decodeBlob, encodeBlob } from "../format/blob.ts";
+import { checkBlob, decodeBlob, encodeBlob } from "../format/blob.ts";
+import { type ChunkKey, deriveChunkKey, keyedDigest } from "../format/crypt.ts";
 import { SHARD_HEX } from "../format/magic.ts";
 import { mallocTrim } from "../sys/posix.ts";
 import type { WorkerReply, WorkerRequest } from "./chunk-pool.ts";
 import { commitChunks, readChunkFile, writeChunkTemp } from "./chunk-store.ts";
 
-let chunkDir = "";
+let chunkDir: string | null = null;
 let level = 1;
+let key: ChunkKey | undefined;
 let known = new Set<string>();
 const shards = new Set<string>();
 
@@ -32,13 +36,24 @@ function account(bytes: number): void {
   }
 }
 
+/** Stored already: in the chunk directory, or (uploading) in the previous snapshot. */
 function chunkExists(hex: string): boolean {
+  if (chunkDir === null) return known.has(hex);
   return fs.existsSync(path.join(chunkDir, hex.slice(0, SHARD_HEX), hex));
 }
 
+function digestHex(data: Uint8Array): string {
+  return key ? keyedDigest(key, data).toString("hex") : createHash("sha256").update(data).digest("hex");
+}
+
+function needDir(): string {
+  if (chunkDir === null) throw new Error("no chunk directory: this pool uploads chunks");
+  return chunkDir;
+}
+
 function decodeChecked(blob: Buffer, hex: string): Buffer {
-  const data = decodeBlob(blob, `chunk ${hex}`);
-  if (createHash("sha256").update(data).digest("hex") !== hex) {
+  const data = decodeBlob(blob, `chunk ${hex}`, undefined, key);
+  if (digestHex(data) !== hex) {
     throw Object.assign(new Error(`chunk ${hex} does not match its digest.`), { code: "corrupt" });
   }
   account(data.length);
@@ -79,6 +94,7 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
     case "init": {
       chunkDir = msg.chunkDir;
       level = msg.level;
+      key = msg.master ? deriveChunkKey(new Uint8Array(msg.master)) : undefined;
       known = new Set();
       const k = Buffer.from(msg.known);
       for (let o = 0; o + 32 <= k.length; o += 32) known.add(k.toString("hex", o, o + 32));
@@ -86,24 +102,54 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
     }
     case "encode": {
       const data = Buffer.from(msg.data, msg.offset, msg.length);
-      const hex = createHash("sha256").update(data).digest("hex");
+      const hex = digestHex(data);
       // Chunks already stored (known from the base snapshot or not) are not compressed.
       // The data goes back: the caller stores it again if the chunk vanishes before it is touched.
       if (!msg.force && chunkExists(hex)) {
         const state = known.has(hex) ? "known" : "exists";
         return { reply: { id: msg.id, op: "encode", hex, state, data: msg.data }, transfer: [msg.data] };
       }
-      const blob = encodeBlob(data, level);
-      const pending = writeChunkTemp(chunkDir, hex, blob, shards, false);
+      const blob = encodeBlob(data, level, key);
       account(data.length);
+      if (chunkDir === null) {
+        const b = transferable(blob);
+        return {
+          reply: { id: msg.id, op: "encode", hex, state: "new", stored: blob.length, blob: b, data: msg.data },
+          transfer: [msg.data, b],
+        };
+      }
+      const pending = writeChunkTemp(chunkDir, hex, blob, shards, false);
       // The data goes back too, for the caller to reuse its memory.
       return {
         reply: { id: msg.id, op: "encode", hex, state: "new", stored: blob.length, pending, data: msg.data },
         transfer: [msg.data],
       };
     }
+    case "store": {
+      const blob = Buffer.from(msg.blob);
+      const what = `chunk ${msg.hex}`;
+      const { encrypted } = checkBlob(blob, what);
+      let size: number | null = null;
+      if (!encrypted) {
+        // The server has no key: it checks what it can, the digest of plain chunks.
+        const data = decodeBlob(blob, what);
+        if (createHash("sha256").update(data).digest("hex") !== msg.hex) {
+          throw Object.assign(new Error(`${what} does not match its digest.`), { code: "invalid" });
+        }
+        if (msg.size !== null && data.length !== msg.size) {
+          throw Object.assign(new Error(`${what} has ${data.length} bytes, not the ${msg.size} it was declared with.`), {
+            code: "invalid",
+          });
+        }
+        size = data.length;
+        account(data.length);
+      }
+      if (chunkExists(msg.hex)) return { reply: { id: msg.id, op: "store", state: "exists", encrypted, size }, transfer: [] };
+      const pending = writeChunkTemp(needDir(), msg.hex, blob, shards, false);
+      return { reply: { id: msg.id, op: "store", state: "new", pending, encrypted, size }, transfer: [] };
+    }
     case "commit": {
-      commitChunks(chunkDir, msg.batch);
+      commitChunks(needDir(), msg.batch);
       return { reply: { id: msg.id, op: "commit" }, transfer: [] };
     }
     case "readFiles": {
@@ -127,7 +173,7 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
       return { reply: { id: msg.id, op: "decode", data: ab }, transfer: [ab] };
     }
     case "load": {
-      const data = decodeChecked(readChunkFile(chunkDir, msg.hex), msg.hex);
+      const data = decodeChecked(readChunkFile(needDir(), msg.hex), msg.hex);
       const ab = transferable(data);
       return { reply: { id: msg.id, op: "decode", data: ab }, transfer: [ab] };
     }
@@ -141,7 +187,7 @@ parentPort!.on("message", (msg: WorkerRequest) => {
   } catch (err) {
     const e = err as { code?: string; message: string };
     // gorde's own codes pass through; system errors (ENOSPC, EIO, …) are I/O failures.
-    const code = e.code === "corrupt" || e.code === "unsupported" ? e.code : "io";
+    const code = e.code === "corrupt" || e.code === "unsupported" || e.code === "invalid" ? e.code : "io";
     parentPort!.postMessage({ id: msg.id, op: "error", code, message: e.message } satisfies WorkerReply);
   }
 });

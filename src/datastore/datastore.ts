@@ -25,6 +25,8 @@ import { ChunkStore } from "./chunk-store.ts";
 export const MARKER_FILE = ".gorde-datastore";
 export const MANIFEST_FILE = "manifest.json";
 export const PROTECTED_FILE = ".protected";
+/** In a group directory: the auth id (user or user!token) that owns the group on a server. */
+export const OWNER_FILE = "owner";
 
 export interface SnapshotInfo extends SnapshotRef {
   ns: string[];
@@ -173,6 +175,24 @@ export class Datastore {
       protected: fs.existsSync(path.join(dir, PROTECTED_FILE)),
       manifest,
     };
+  }
+
+  /** The group's owner, or null when none is recorded (a group made by a local backup). */
+  async groupOwner(ns: string[], g: Group): Promise<string | null> {
+    try {
+      const owner = (await fsp.readFile(path.join(this.groupDir(ns, g), OWNER_FILE), "utf8")).trim();
+      return owner === "" ? null : owner;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+      throw err;
+    }
+  }
+
+  /** Records the group's owner, creating the group directory when needed. */
+  async setGroupOwner(ns: string[], g: Group, owner: string): Promise<void> {
+    const dir = this.groupDir(ns, g);
+    await fsp.mkdir(dir, { recursive: true });
+    await writeFileAtomic(path.join(dir, OWNER_FILE), Buffer.from(owner + "\n"));
   }
 
   /** Resolves `<group>/latest` (newest finished) or checks that a snapshot exists. */

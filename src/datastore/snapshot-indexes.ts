@@ -5,7 +5,7 @@ import { GordeError, corrupt } from "../errors.ts";
 import type { Datastore, SnapshotInfo } from "./datastore.ts";
 import { type DynamicIndex, decodeDynamicIndex } from "../format/dynamic-index.ts";
 import { type FixedIndex, decodeFixedIndex } from "../format/fixed-index.ts";
-import { sha256Hex } from "../format/manifest.ts";
+import { type Manifest, sha256Hex } from "../format/manifest.ts";
 import { formatSnapshot } from "../format/names.ts";
 
 export type ArchiveIndexes =
@@ -15,20 +15,31 @@ export type ArchiveIndexes =
 export async function loadArchiveIndexes(_store: Datastore, snap: SnapshotInfo, archive: string): Promise<ArchiveIndexes> {
   const where = formatSnapshot(snap);
   if (!snap.manifest) throw new GordeError("usage", `snapshot ${where} is unfinished.`);
-  const entry = snap.manifest.archives.find((a) => a.name === archive);
+  return readArchiveIndexes(snap.manifest, archive, where, async (file) => {
+    try {
+      return await fsp.readFile(path.join(snap.dir, file));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") throw corrupt(`index ${file} of ${where} is missing.`);
+      throw err;
+    }
+  });
+}
+
+/** An archive's indexes, read by `read` (a file of the snapshot, local or fetched) and checked against the manifest. */
+export async function readArchiveIndexes(
+  manifest: Manifest,
+  archive: string,
+  where: string,
+  read: (file: string) => Promise<Buffer>,
+): Promise<ArchiveIndexes> {
+  const entry = manifest.archives.find((a) => a.name === archive);
   if (!entry) {
-    const have = snap.manifest.archives.map((a) => a.name).join(", ");
+    const have = manifest.archives.map((a) => a.name).join(", ");
     throw new GordeError("not-found", `snapshot ${where} has no archive ${archive} (it has: ${have || "none"}).`);
   }
   const files: Buffer[] = [];
   for (const f of entry.indexes) {
-    let bytes: Buffer;
-    try {
-      bytes = await fsp.readFile(path.join(snap.dir, f.file));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") throw corrupt(`index ${f.file} of ${where} is missing.`);
-      throw err;
-    }
+    const bytes = await read(f.file);
     if (bytes.length !== f.size || sha256Hex(bytes) !== f.csum) {
       throw corrupt(`index ${f.file} of ${where} does not match the checksum in its manifest.`);
     }

@@ -1,5 +1,6 @@
 // All-zero chunks are recognised by a memcmp, not by hashing: their digest per size is cached.
 import { createHash } from "node:crypto";
+import { type ChunkKey, keyedDigest } from "./crypt.ts";
 
 let zeros = Buffer.alloc(0);
 const digests = new Map<number, string>();
@@ -9,11 +10,20 @@ export function isZero(data: Uint8Array): boolean {
   return Buffer.compare(data, zeros.subarray(0, data.length)) === 0;
 }
 
-export function zeroDigestHex(size: number): string {
-  let d = digests.get(size);
+const keyed = new WeakMap<ChunkKey, Map<number, string>>();
+
+/** The digest of `size` zero bytes: SHA-256, or the keyed digest of an encrypted backup. */
+export function zeroDigestHex(size: number, key?: ChunkKey): string {
+  let cache = digests;
+  if (key) {
+    cache = keyed.get(key) ?? new Map<number, string>();
+    keyed.set(key, cache);
+  }
+  let d = cache.get(size);
   if (d === undefined) {
-    d = createHash("sha256").update(Buffer.alloc(size)).digest("hex");
-    digests.set(size, d);
+    const zeros = Buffer.alloc(size);
+    d = key ? keyedDigest(key, zeros).toString("hex") : createHash("sha256").update(zeros).digest("hex");
+    cache.set(size, d);
   }
   return d;
 }

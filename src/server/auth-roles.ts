@@ -1,0 +1,197 @@
+// Privileges, roles, auth ids and ACL paths of `gorde server`, modelled on Proxmox Backup
+// Server. Everything here is pure: the store (auth.ts) does the I/O.
+import { GordeError } from "../errors.ts";
+
+export const PRIVILEGES = [
+  "Sys.Audit",
+  "Sys.Modify",
+  "Permissions.Modify",
+  "Datastore.Audit",
+  "Datastore.Read",
+  "Datastore.Backup",
+  "Datastore.Prune",
+  "Datastore.Modify",
+  "Datastore.Verify",
+] as const;
+export type Privilege = (typeof PRIVILEGES)[number];
+
+export const ROLE_NAMES = [
+  "Admin",
+  "NoAccess",
+  "DatastoreAdmin",
+  "DatastorePowerUser",
+  "DatastoreBackup",
+  "DatastoreReader",
+  "DatastoreAudit",
+] as const;
+export type RoleName = (typeof ROLE_NAMES)[number];
+
+/** The role table, as PBS defines it. */
+export const ROLES: Readonly<Record<RoleName, readonly Privilege[]>> = Object.freeze({
+  Admin: PRIVILEGES,
+  NoAccess: [],
+  DatastoreAdmin: [
+    "Datastore.Audit",
+    "Datastore.Modify",
+    "Datastore.Read",
+    "Datastore.Verify",
+    "Datastore.Backup",
+    "Datastore.Prune",
+  ],
+  DatastorePowerUser: ["Datastore.Prune", "Datastore.Backup"],
+  DatastoreBackup: ["Datastore.Backup"],
+  DatastoreReader: ["Datastore.Audit", "Datastore.Read", "Datastore.Verify"],
+  DatastoreAudit: ["Datastore.Audit"],
+});
+
+export function isRoleName(s: string): s is RoleName {
+  return (ROLE_NAMES as readonly string[]).includes(s);
+}
+
+/** User names, token names, datastore and namespace names. */
+export const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/;
+/** Namespace depth limit, the same as the datastore's. */
+export const MAX_NS_DEPTH = 8;
+
+function usage(message: string): GordeError {
+  return new GordeError("usage", message);
+}
+
+/** `user` or `user!token`. */
+export type AuthId = { user: string; token?: string };
+
+export function parseAuthId(s: string): AuthId {
+  const bang = s.indexOf("!");
+  const user = bang < 0 ? s : s.slice(0, bang);
+  const token = bang < 0 ? undefined : s.slice(bang + 1);
+  if (!NAME_RE.test(user)) {
+    throw usage(`"${s}" is not a valid user name: use letters, digits, '.', '_' and '-' (not first), at most 64.`);
+  }
+  if (token === undefined) return { user };
+  if (!NAME_RE.test(token)) {
+    throw usage(`"${s}" is not a valid token id: expected <user>!<token name> with letters, digits, '.', '_', '-'.`);
+  }
+  return { user, token };
+}
+
+export function isValidAuthId(s: string): boolean {
+  try {
+    parseAuthId(s);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Validates an ACL path and returns its components: `/` → [], `/datastore` → ["datastore"],
+ * `/datastore/<store>/<ns>...`. Only the canonical spelling is accepted (no trailing or
+ * doubled slash, no `.` or `..`), so one place in the tree has exactly one name.
+ */
+export function parseAclPath(s: string): string[] {
+  if (s === "/") return [];
+  const bad = (why: string): GordeError => usage(`"${s}" is not a valid ACL path: ${why}.`);
+  if (!s.startsWith("/")) throw bad("it must start with '/'");
+  const parts = s.slice(1).split("/");
+  if (parts[0] !== "datastore") throw bad("expected /, /datastore or /datastore/<store>[/<namespace>...]");
+  if (parts.length > 2 + MAX_NS_DEPTH) throw bad(`namespaces are at most ${MAX_NS_DEPTH} levels deep`);
+  for (const p of parts.slice(1)) {
+    if (p === "") throw bad("it has an empty component");
+    // NAME_RE refuses "." and ".." already (no leading dot); say why when it happens.
+    if (p.startsWith(".")) throw bad(`"${p}" may not start with '.'`);
+    if (!NAME_RE.test(p)) throw bad(`"${p}" is not a valid datastore or namespace name`);
+  }
+  return parts;
+}
+
+/** The ACL path of a datastore or of a namespace in it. */
+export function datastoreAclPath(store: string, ns: readonly string[] = []): string {
+  const p = ["", "datastore", store, ...ns].join("/");
+  parseAclPath(p);
+  return p;
+}
+
+export interface AclEntry {
+  path: string;
+  authId: string;
+  role: RoleName;
+  propagate: boolean;
+}
+
+/**
+ * The roles `authId` has on `path` (the components from parseAclPath), by the PBS rule:
+ * walk from `/` down the path; at each level the entries of this auth id that apply there
+ * (propagating ones, or any on the target itself) replace what was inherited; NoAccess at a
+ * level wins over the other roles of that level.
+ */
+export function effectiveRoles(entries: readonly AclEntry[], authId: string, path: readonly string[]): Set<RoleName> {
+  const mine = entries.filter((e) => e.authId === authId);
+  let roles = new Set<RoleName>();
+  for (let depth = 0; depth <= path.length; depth++) {
+    const here = depth === 0 ? "/" : `/${path.slice(0, depth).join("/")}`;
+    const last = depth === path.length;
+    const level = new Set<RoleName>();
+    let noAccess = false;
+    for (const e of mine) {
+      if (e.path !== here || !(e.propagate || last)) continue;
+      if (e.role === "NoAccess") noAccess = true;
+      level.add(e.role);
+    }
+    if (noAccess) roles = new Set(["NoAccess"]);
+    else if (level.size > 0) roles = level;
+  }
+  return roles;
+}
+
+export function rolePrivileges(roles: Iterable<RoleName>): Set<Privilege> {
+  const out = new Set<Privilege>();
+  for (const r of roles) for (const p of ROLES[r]) out.add(p);
+  return out;
+}
+
+/**
+ * Whether `authId` owns a group whose owner is `owner` (PBS's check_backup_owner): the owner
+ * itself, or the user whose token owns the group.
+ */
+export function ownsGroup(authId: string, owner: string): boolean {
+  if (owner === authId) return true;
+  const bang = owner.indexOf("!");
+  return bang >= 0 && !authId.includes("!") && owner.slice(0, bang) === authId;
+}
+
+export interface GroupAccess {
+  /** see the group and its snapshots */
+  list: boolean;
+  /** read and restore its snapshots */
+  read: boolean;
+  /** add snapshots to it */
+  backup: boolean;
+  /** prune it and forget its snapshots */
+  prune: boolean;
+  /** edit notes, protect and unprotect snapshots */
+  notes: boolean;
+  verify: boolean;
+  changeOwner: boolean;
+}
+
+/**
+ * What privileges on a group's datastore/namespace allow on that group. `owned` comes from
+ * ownsGroup; a group that does not exist yet counts as owned (a backup creates it for its
+ * caller).
+ */
+export function groupAccess(privs: ReadonlySet<Privilege>, owned: boolean): GroupAccess {
+  const modify = privs.has("Datastore.Modify");
+  const ownBackup = owned && privs.has("Datastore.Backup");
+  const ownPrune = owned && privs.has("Datastore.Prune");
+  const read = modify || privs.has("Datastore.Read") || ownBackup;
+  return {
+    list: read || privs.has("Datastore.Audit") || ownPrune,
+    read,
+    // as in PBS, even Modify does not allow adding to someone else's group: change its owner first
+    backup: ownBackup,
+    prune: modify || ownPrune,
+    notes: modify || ownBackup,
+    verify: privs.has("Datastore.Verify") || ownBackup,
+    changeOwner: modify,
+  };
+}

@@ -1,0 +1,720 @@
+// Users, API tokens and ACLs of `gorde server`, modelled on Proxmox Backup Server.
+//
+// State: <state>/users.json (scrypt password hashes), <state>/tokens.json (SHA-256 of token
+// secrets), <state>/acl.json. Each file is validated on load and rewritten atomically (mode
+// 0600) on every change; the in-memory copy is replaced only once its file is on disk, and
+// changes run one at a time, so memory and files never disagree.
+import { createHash, createHmac, randomBytes, scrypt, timingSafeEqual } from "node:crypto";
+import * as fsp from "node:fs/promises";
+import * as path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { z } from "zod";
+import { GordeError } from "../errors.ts";
+import {
+  type AclEntry,
+  type Privilege,
+  type RoleName,
+  NAME_RE,
+  ROLE_NAMES,
+  effectiveRoles,
+  isRoleName,
+  isValidAuthId,
+  parseAclPath,
+  parseAuthId,
+  rolePrivileges,
+} from "./auth-roles.ts";
+
+export * from "./auth-roles.ts";
+
+export interface UserInfo {
+  name: string;
+  comment?: string;
+  /** unix seconds; absent = never */
+  expire?: number;
+  enable: boolean;
+}
+
+export interface TokenInfo {
+  /** `user!name` */
+  tokenId: string;
+  user: string;
+  name: string;
+  comment?: string;
+  /** unix seconds; absent = never */
+  expire?: number;
+  enable: boolean;
+}
+
+export interface AuthStoreOptions {
+  /** Delay before answering a failed authentication, to slow guessing. Default 500 ms. */
+  failureDelayMs?: number;
+  /** How long a successful verification is remembered. Default 60 s. */
+  cacheTtlMs?: number;
+  /** Clock in milliseconds (tests). */
+  now?: () => number;
+  /** scrypt cost for new password hashes; stored with each hash. Default N=2^15, r=8, p=1. */
+  scryptCost?: { n: number; r: number; p: number };
+}
+
+const MIN_PASSWORD = 5;
+const MAX_SECRET = 1024;
+const MAX_COMMENT = 256;
+const CACHE_MAX = 4096;
+const DEFAULT_SCRYPT = { n: 2 ** 15, r: 8, p: 1 };
+const SCRYPT_KEYLEN = 32;
+const TOKEN_SECRET_BYTES = 32;
+
+// ---- file schemas
+
+const Name = z.string().regex(NAME_RE);
+const Comment = z
+  .string()
+  .max(MAX_COMMENT)
+  // eslint-disable-next-line no-control-regex
+  .regex(/^[^\x00-\x1f\x7f]*$/, "must be one line without control characters");
+const Expire = z.int().min(1).max(Number.MAX_SAFE_INTEGER);
+const Base64 = z.string().regex(/^[A-Za-z0-9+/]+={0,2}$/, "must be base64");
+
+const PasswordHashSchema = z
+  .strictObject({
+    kdf: z.literal("scrypt"),
+    n: z.int().min(2).max(2 ** 20),
+    r: z.int().min(1).max(32),
+    p: z.int().min(1).max(16),
+    salt: Base64,
+    hash: Base64,
+  })
+  .refine((h) => (h.n & (h.n - 1)) === 0, "n must be a power of two")
+  // bounds the memory a tampered file can make verification allocate
+  .refine((h) => 128 * h.n * h.r <= 256 * 2 ** 20, "n and r need more than 256 MiB");
+type PasswordHash = z.infer<typeof PasswordHashSchema>;
+
+const UserRecordSchema = z.strictObject({
+  name: Name,
+  password: PasswordHashSchema,
+  comment: Comment.optional(),
+  expire: Expire.optional(),
+  enable: z.boolean(),
+});
+type UserRecord = z.infer<typeof UserRecordSchema>;
+
+const TokenRecordSchema = z.strictObject({
+  tokenId: z.string().refine((s) => s.includes("!") && isValidAuthId(s), "must be <user>!<token name>"),
+  /** hex SHA-256 of the secret */
+  hash: z.string().regex(/^[0-9a-f]{64}$/),
+  comment: Comment.optional(),
+  expire: Expire.optional(),
+  enable: z.boolean(),
+});
+type TokenRecord = z.infer<typeof TokenRecordSchema>;
+
+const AclEntrySchema = z.strictObject({
+  path: z.string().refine((s) => {
+    try {
+      parseAclPath(s);
+      return true;
+    } catch {
+      return false;
+    }
+  }, "must be /, /datastore or /datastore/<store>[/<namespace>...]"),
+  authId: z.string().refine(isValidAuthId, "must be <user> or <user>!<token name>"),
+  role: z.enum(ROLE_NAMES),
+  propagate: z.boolean(),
+});
+
+const UsersFileSchema = z.strictObject({ version: z.literal(1), users: z.array(UserRecordSchema) });
+const TokensFileSchema = z.strictObject({ version: z.literal(1), tokens: z.array(TokenRecordSchema) });
+const AclFileSchema = z.strictObject({ version: z.literal(1), acl: z.array(AclEntrySchema) });
+
+// ---- helpers
+
+function usage(message: string): GordeError {
+  return new GordeError("usage", message);
+}
+
+function notFound(message: string): GordeError {
+  return new GordeError("not-found", message);
+}
+
+function checkUserName(name: string): void {
+  if (typeof name !== "string" || !NAME_RE.test(name)) {
+    throw usage(`"${String(name)}" is not a valid user name: use letters, digits, '.', '_' and '-' (not first), at most 64.`);
+  }
+}
+
+function checkPassword(password: string): void {
+  if (typeof password !== "string" || password.length < MIN_PASSWORD) {
+    throw usage(`the password must have at least ${MIN_PASSWORD} characters.`);
+  }
+  if (Buffer.byteLength(password) > MAX_SECRET) throw usage(`the password is longer than ${MAX_SECRET} bytes.`);
+}
+
+function checkComment(comment: string | undefined): void {
+  if (comment !== undefined && !Comment.safeParse(comment).success) {
+    throw usage(`the comment must be one line of at most ${MAX_COMMENT} characters.`);
+  }
+}
+
+/** 0 means never, as in PBS. */
+function checkExpire(expire: number | undefined): void {
+  if (expire !== undefined && !(Number.isSafeInteger(expire) && expire >= 0)) {
+    throw usage(`expire must be a unix time in seconds, or 0 for never.`);
+  }
+}
+
+function scryptAsync(password: string, salt: Buffer, cost: { n: number; r: number; p: number }, keylen: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const maxmem = 128 * cost.n * cost.r * 2 + 2 ** 20;
+    scrypt(password, salt, keylen, { N: cost.n, r: cost.r, p: cost.p, maxmem }, (err, key) => {
+      if (err) reject(err);
+      else resolve(key);
+    });
+  });
+}
+
+async function hashPassword(password: string, cost: { n: number; r: number; p: number }): Promise<PasswordHash> {
+  const salt = randomBytes(16);
+  const hash = await scryptAsync(password, salt, cost, SCRYPT_KEYLEN);
+  return { kdf: "scrypt", n: cost.n, r: cost.r, p: cost.p, salt: salt.toString("base64"), hash: hash.toString("base64") };
+}
+
+async function verifyPassword(password: string, stored: PasswordHash): Promise<boolean> {
+  const expected = Buffer.from(stored.hash, "base64");
+  const got = await scryptAsync(password, Buffer.from(stored.salt, "base64"), stored, expected.length);
+  return timingSafeEqual(got, expected);
+}
+
+// Token secrets are 256 random bits: a fast hash is as safe as a slow one for them.
+function hashToken(secret: string): string {
+  return createHash("sha256").update(secret).digest("hex");
+}
+
+async function readState<T>(file: string, schema: z.ZodType<T>, what: string): Promise<T | undefined> {
+  let text: string;
+  try {
+    text = await fsp.readFile(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new GordeError("io", `cannot read ${file}: ${(err as Error).message}.`, { cause: err });
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new GordeError("invalid", `${file} is not a valid ${what} file: it is not JSON.`, { cause: err });
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue ? `${issue.path.join(".") || "(root)"}: ${issue.message}` : "invalid";
+    throw new GordeError("invalid", `${file} is not a valid ${what} file: ${where}.`);
+  }
+  return parsed.data;
+}
+
+/** temp file (0600), fsync, rename, fsync directory. */
+async function writeState(file: string, data: unknown): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+  const text = `${JSON.stringify(data, null, 2)}\n`;
+  try {
+    const fh = await fsp.open(tmp, "wx", 0o600);
+    try {
+      await fh.writeFile(text);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, file);
+    const dir = await fsp.open(path.dirname(file), "r");
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+  } catch (err) {
+    await fsp.rm(tmp, { force: true });
+    throw new GordeError("io", `cannot write ${file}: ${(err as Error).message}.`, { cause: err });
+  }
+}
+
+function userOf(authId: string): string {
+  const bang = authId.indexOf("!");
+  return bang < 0 ? authId : authId.slice(0, bang);
+}
+
+function belongsTo(authId: string, user: string): boolean {
+  return authId === user || authId.startsWith(`${user}!`);
+}
+
+function aclKey(e: { path: string; authId: string; role: string }): string {
+  return `${e.path}\0${e.authId}\0${e.role}`;
+}
+
+// ---- the store
+
+export class AuthStore {
+  readonly stateDir: string;
+  private users: ReadonlyMap<string, UserRecord>;
+  private tokens: ReadonlyMap<string, TokenRecord>;
+  private acl: readonly AclEntry[];
+
+  private readonly failureDelayMs: number;
+  private readonly cacheTtlMs: number;
+  private readonly now: () => number;
+  private readonly scryptCost: { n: number; r: number; p: number };
+  /** hashes compared against when the auth id is unknown, so timing does not tell */
+  private readonly dummyPassword: Promise<PasswordHash>;
+
+  /** per-process key: the cache holds HMACs of credentials, never secrets */
+  private readonly cacheKey = randomBytes(32);
+  private readonly cache = new Map<string, { authId: string; until: number }>();
+  private readonly inflight = new Map<string, Promise<boolean>>();
+  /** bumped on every credential or account change; verifications started before are not cached */
+  private epoch = 0;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    stateDir: string,
+    state: { users: Map<string, UserRecord>; tokens: Map<string, TokenRecord>; acl: AclEntry[] },
+    options: AuthStoreOptions,
+  ) {
+    this.stateDir = stateDir;
+    this.users = state.users;
+    this.tokens = state.tokens;
+    this.acl = state.acl;
+    this.failureDelayMs = options.failureDelayMs ?? 500;
+    this.cacheTtlMs = options.cacheTtlMs ?? 60_000;
+    this.now = options.now ?? Date.now;
+    this.scryptCost = options.scryptCost ?? DEFAULT_SCRYPT;
+    this.dummyPassword = hashPassword(randomBytes(16).toString("hex"), this.scryptCost);
+    // opening never fails because of the dummy hash; a failure shows at the first use
+    this.dummyPassword.catch(() => undefined);
+  }
+
+  static async open(stateDir: string, options: AuthStoreOptions = {}): Promise<AuthStore> {
+    const dir = path.resolve(stateDir);
+    try {
+      await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      throw new GordeError("io", `cannot create the state directory ${dir}: ${(err as Error).message}.`, { cause: err });
+    }
+    const usersFile = await readState(path.join(dir, "users.json"), UsersFileSchema, "users");
+    const tokensFile = await readState(path.join(dir, "tokens.json"), TokensFileSchema, "tokens");
+    const aclFile = await readState(path.join(dir, "acl.json"), AclFileSchema, "ACL");
+
+    const users = new Map<string, UserRecord>();
+    for (const u of usersFile?.users ?? []) {
+      if (users.has(u.name)) throw new GordeError("invalid", `${path.join(dir, "users.json")} lists user "${u.name}" twice.`);
+      users.set(u.name, u);
+    }
+    const tokens = new Map<string, TokenRecord>();
+    let orphans = false;
+    for (const t of tokensFile?.tokens ?? []) {
+      if (tokens.has(t.tokenId)) throw new GordeError("invalid", `${path.join(dir, "tokens.json")} lists token "${t.tokenId}" twice.`);
+      // left behind when removing a user was interrupted: must not come back with a new user of that name
+      if (!users.has(userOf(t.tokenId))) orphans = true;
+      else tokens.set(t.tokenId, t);
+    }
+    const seen = new Set<string>();
+    const acl: AclEntry[] = [];
+    for (const e of aclFile?.acl ?? []) {
+      if (seen.has(aclKey(e))) continue;
+      seen.add(aclKey(e));
+      const known = e.authId.includes("!") ? tokens.has(e.authId) : users.has(e.authId);
+      if (!known) orphans = true;
+      else acl.push(e);
+    }
+    const store = new AuthStore(dir, { users, tokens, acl }, options);
+    if (orphans) {
+      await store.serial(async () => {
+        await store.writeTokens(store.tokens);
+        await store.writeAcl(store.acl);
+      });
+    }
+    return store;
+  }
+
+  /** No users yet: the server's first start. */
+  isEmpty(): boolean {
+    return this.users.size === 0;
+  }
+
+  /** Creates the first user with the Admin role on `/`; refused once any user exists. */
+  async createFirstAdmin(name: string, password: string): Promise<void> {
+    if (!this.isEmpty()) throw new GordeError("exists", "users exist already: the first admin is created only on an empty state directory.");
+    await this.addUser(name, password, { comment: "administrator" });
+    await this.setAcl({ path: "/", authId: name, role: "Admin", propagate: true });
+  }
+
+  // ---- users
+
+  async addUser(name: string, password: string, opts: { comment?: string; expire?: number; enable?: boolean } = {}): Promise<void> {
+    checkUserName(name);
+    checkPassword(password);
+    checkComment(opts.comment);
+    checkExpire(opts.expire);
+    if (this.users.has(name)) throw new GordeError("exists", `user "${name}" exists already.`);
+    const hash = await hashPassword(password, this.scryptCost);
+    await this.serial(async () => {
+      if (this.users.has(name)) throw new GordeError("exists", `user "${name}" exists already.`);
+      const rec: UserRecord = { name, password: hash, enable: opts.enable ?? true };
+      if (opts.comment) rec.comment = opts.comment;
+      if (opts.expire) rec.expire = opts.expire;
+      const next = new Map(this.users).set(name, rec);
+      await this.writeUsers(next);
+      this.invalidate((id) => belongsTo(id, name));
+    });
+  }
+
+  async setPassword(name: string, password: string): Promise<void> {
+    checkPassword(password);
+    this.user(name);
+    const hash = await hashPassword(password, this.scryptCost);
+    await this.serial(async () => {
+      const rec = this.user(name);
+      const next = new Map(this.users).set(name, { ...rec, password: hash });
+      await this.writeUsers(next);
+      // tokens have their own secrets: only the user's own cached logins go
+      this.invalidate((id) => id === name);
+    });
+  }
+
+  /** comment "" and expire 0 clear those fields. */
+  async updateUser(name: string, patch: { comment?: string; expire?: number; enable?: boolean }): Promise<void> {
+    checkComment(patch.comment);
+    checkExpire(patch.expire);
+    await this.serial(async () => {
+      const rec = { ...this.user(name) };
+      if (patch.comment !== undefined) {
+        if (patch.comment) rec.comment = patch.comment;
+        else delete rec.comment;
+      }
+      if (patch.expire !== undefined) {
+        if (patch.expire) rec.expire = patch.expire;
+        else delete rec.expire;
+      }
+      if (patch.enable !== undefined) rec.enable = patch.enable;
+      await this.writeUsers(new Map(this.users).set(name, rec));
+      this.invalidate((id) => belongsTo(id, name));
+    });
+  }
+
+  /** Removes the user, its tokens and every ACL entry of either. */
+  async removeUser(name: string): Promise<void> {
+    await this.serial(async () => {
+      this.user(name);
+      const users = new Map(this.users);
+      users.delete(name);
+      // the user first: if a later write fails, its tokens are orphans open() discards
+      await this.writeUsers(users);
+      this.invalidate((id) => belongsTo(id, name));
+      await this.writeTokens(new Map([...this.tokens].filter(([id]) => !belongsTo(id, name))));
+      await this.writeAcl(this.acl.filter((e) => !belongsTo(e.authId, name)));
+    });
+  }
+
+  listUsers(): UserInfo[] {
+    return [...this.users.values()]
+      .map((u) => {
+        const info: UserInfo = { name: u.name, enable: u.enable };
+        if (u.comment !== undefined) info.comment = u.comment;
+        if (u.expire !== undefined) info.expire = u.expire;
+        return info;
+      })
+      .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  // ---- tokens
+
+  /** Creates `user!tokenName`; the secret is returned here and never again. */
+  async addToken(
+    user: string,
+    tokenName: string,
+    opts: { comment?: string; expire?: number; enable?: boolean } = {},
+  ): Promise<{ tokenId: string; secret: string }> {
+    const tokenId = `${user}!${tokenName}`;
+    parseAuthId(tokenId);
+    checkComment(opts.comment);
+    checkExpire(opts.expire);
+    return this.serial(async () => {
+      this.user(user);
+      if (this.tokens.has(tokenId)) throw new GordeError("exists", `token "${tokenId}" exists already.`);
+      const secret = randomBytes(TOKEN_SECRET_BYTES).toString("base64url");
+      const rec: TokenRecord = { tokenId, hash: hashToken(secret), enable: opts.enable ?? true };
+      if (opts.comment) rec.comment = opts.comment;
+      if (opts.expire) rec.expire = opts.expire;
+      await this.writeTokens(new Map(this.tokens).set(tokenId, rec));
+      this.invalidate((id) => id === tokenId);
+      return { tokenId, secret };
+    });
+  }
+
+  /** comment "" and expire 0 clear those fields. */
+  async updateToken(tokenId: string, patch: { comment?: string; expire?: number; enable?: boolean }): Promise<void> {
+    checkComment(patch.comment);
+    checkExpire(patch.expire);
+    await this.serial(async () => {
+      const rec = { ...this.token(tokenId) };
+      if (patch.comment !== undefined) {
+        if (patch.comment) rec.comment = patch.comment;
+        else delete rec.comment;
+      }
+      if (patch.expire !== undefined) {
+        if (patch.expire) rec.expire = patch.expire;
+        else delete rec.expire;
+      }
+      if (patch.enable !== undefined) rec.enable = patch.enable;
+      await this.writeTokens(new Map(this.tokens).set(tokenId, rec));
+      this.invalidate((id) => id === tokenId);
+    });
+  }
+
+  /** Revokes a token and removes its ACL entries. */
+  async removeToken(tokenId: string): Promise<void> {
+    await this.serial(async () => {
+      this.token(tokenId);
+      const tokens = new Map(this.tokens);
+      tokens.delete(tokenId);
+      await this.writeTokens(tokens);
+      this.invalidate((id) => id === tokenId);
+      await this.writeAcl(this.acl.filter((e) => e.authId !== tokenId));
+    });
+  }
+
+  listTokens(user?: string): TokenInfo[] {
+    return [...this.tokens.values()]
+      .filter((t) => user === undefined || userOf(t.tokenId) === user)
+      .map((t) => {
+        const u = userOf(t.tokenId);
+        const info: TokenInfo = { tokenId: t.tokenId, user: u, name: t.tokenId.slice(u.length + 1), enable: t.enable };
+        if (t.comment !== undefined) info.comment = t.comment;
+        if (t.expire !== undefined) info.expire = t.expire;
+        return info;
+      })
+      .sort((a, b) => a.tokenId.localeCompare(b.tokenId));
+  }
+
+  // ---- ACL
+
+  /**
+   * Grants `role` to `authId` on `path` (propagate defaults to true), or with `remove`
+   * takes that role away again. Granting to an unknown user or token is refused.
+   */
+  async setAcl(entry: { path: string; authId: string; role: RoleName; propagate?: boolean; remove?: boolean }): Promise<void> {
+    parseAclPath(entry.path);
+    parseAuthId(entry.authId);
+    if (!isRoleName(entry.role)) throw usage(`"${String(entry.role)}" is not a role: expected one of ${ROLE_NAMES.join(", ")}.`);
+    await this.serial(async () => {
+      const key = aclKey(entry);
+      const rest = this.acl.filter((e) => aclKey(e) !== key);
+      if (entry.remove) {
+        if (rest.length === this.acl.length) {
+          throw notFound(`${entry.authId} has no role ${entry.role} on ${entry.path}.`);
+        }
+        await this.writeAcl(rest);
+        return;
+      }
+      if (!this.exists(entry.authId)) throw notFound(`no user or token "${entry.authId}".`);
+      await this.writeAcl([...rest, { path: entry.path, authId: entry.authId, role: entry.role, propagate: entry.propagate ?? true }]);
+    });
+  }
+
+  listAcl(): AclEntry[] {
+    return this.acl
+      .map((e) => ({ ...e }))
+      .sort((a, b) => a.path.localeCompare(b.path) || a.authId.localeCompare(b.authId) || a.role.localeCompare(b.role));
+  }
+
+  /**
+   * The privileges of `authId` on `path`; a token gets at most its user's. An unknown,
+   * disabled or expired user or token has none.
+   */
+  privileges(authId: string, aclPath: string): Set<Privilege> {
+    const comps = parseAclPath(aclPath);
+    if (!isValidAuthId(authId) || !this.active(authId)) return new Set();
+    const own = rolePrivileges(effectiveRoles(this.acl, authId, comps));
+    const user = userOf(authId);
+    if (user === authId) return own;
+    const userPrivs = rolePrivileges(effectiveRoles(this.acl, user, comps));
+    return new Set([...own].filter((p) => userPrivs.has(p)));
+  }
+
+  can(authId: string, aclPath: string, priv: Privilege): boolean {
+    return this.privileges(authId, aclPath).has(priv);
+  }
+
+  /**
+   * Whether `authId` has some privilege on `aclPath` or an entry granting a role below it
+   * (PBS's any_privs_below): decides which datastores and namespaces a listing shows.
+   */
+  anyPrivilegesBelow(authId: string, aclPath: string): boolean {
+    if (this.privileges(authId, aclPath).size > 0) return true;
+    if (!isValidAuthId(authId) || !this.active(authId)) return false;
+    // a token's privileges can start below wherever its own or its user's entries are
+    const user = userOf(authId);
+    return this.acl.some(
+      (e) =>
+        (e.authId === authId || e.authId === user) &&
+        (aclPath === "/" ? e.path !== "/" : e.path.startsWith(`${aclPath}/`)) &&
+        this.privileges(authId, e.path).size > 0,
+    );
+  }
+
+  // ---- authentication
+
+  /**
+   * Checks a user's password or a token's secret. Returns the auth id, or undefined on any
+   * failure (unknown, wrong secret, disabled, expired) so callers answer 401 without saying
+   * which. Successful checks are remembered for a short time: scrypt is slow on purpose
+   * and every HTTP request is authenticated.
+   */
+  async authenticate(authId: string, secret: string): Promise<string | undefined> {
+    let ok = false;
+    try {
+      ok = await this.check(authId, secret);
+    } catch {
+      ok = false;
+    }
+    if (ok) return authId;
+    if (this.failureDelayMs > 0) await sleep(this.failureDelayMs);
+    return undefined;
+  }
+
+  private async check(authId: string, secret: string): Promise<boolean> {
+    if (typeof authId !== "string" || typeof secret !== "string") return false;
+    if (secret === "" || secret.length > MAX_SECRET || !isValidAuthId(authId) || !this.active(authId)) {
+      // the same work as a real check, so the answer's timing does not reveal who exists
+      if (!authId.includes("!")) await verifyPassword(secret.slice(0, MAX_SECRET), await this.dummyPassword);
+      return false;
+    }
+    const key = createHmac("sha256", this.cacheKey).update(authId).update("\0").update(secret).digest("base64");
+    const now = this.now();
+    const hit = this.cache.get(key);
+    if (hit !== undefined) {
+      if (hit.until > now && hit.authId === authId) return true;
+      this.cache.delete(key);
+    }
+    const running = this.inflight.get(key);
+    if (running) return running;
+    const epoch = this.epoch;
+    const pending = this.verify(authId, secret).then((ok) => {
+      if (ok && epoch === this.epoch) this.remember(key, authId, now);
+      return ok;
+    });
+    this.inflight.set(key, pending);
+    try {
+      return await pending;
+    } finally {
+      if (this.inflight.get(key) === pending) this.inflight.delete(key);
+    }
+  }
+
+  private async verify(authId: string, secret: string): Promise<boolean> {
+    if (authId.includes("!")) {
+      const rec = this.tokens.get(authId);
+      if (!rec) return false;
+      return timingSafeEqual(Buffer.from(hashToken(secret), "hex"), Buffer.from(rec.hash, "hex"));
+    }
+    const rec = this.users.get(authId);
+    if (!rec) return false;
+    return verifyPassword(secret, rec.password);
+  }
+
+  private remember(key: string, authId: string, now: number): void {
+    if (this.cache.size >= CACHE_MAX) {
+      for (const [k, v] of this.cache) if (v.until <= now) this.cache.delete(k);
+      // still full: drop the oldest (a Map iterates in insertion order)
+      while (this.cache.size >= CACHE_MAX) {
+        const first = this.cache.keys().next();
+        if (first.done === true) break;
+        this.cache.delete(first.value);
+      }
+    }
+    this.cache.set(key, { authId, until: now + this.cacheTtlMs });
+  }
+
+  private invalidate(matches: (authId: string) => boolean): void {
+    this.epoch++;
+    for (const [k, v] of this.cache) if (matches(v.authId)) this.cache.delete(k);
+    // checks already running compare against the old state; new ones must not join them
+    this.inflight.clear();
+  }
+
+  // ---- state
+
+  private expired(expire: number | undefined): boolean {
+    return expire !== undefined && expire * 1000 <= this.now();
+  }
+
+  /** The auth id exists, is enabled and has not expired, and so is its user. */
+  private active(authId: string): boolean {
+    const user = this.users.get(userOf(authId));
+    if (!user || !user.enable || this.expired(user.expire)) return false;
+    if (!authId.includes("!")) return true;
+    const token = this.tokens.get(authId);
+    return token !== undefined && token.enable && !this.expired(token.expire);
+  }
+
+  private exists(authId: string): boolean {
+    return authId.includes("!") ? this.tokens.has(authId) : this.users.has(authId);
+  }
+
+  private user(name: string): UserRecord {
+    const rec = typeof name === "string" ? this.users.get(name) : undefined;
+    if (!rec) throw notFound(`no user "${String(name)}".`);
+    return rec;
+  }
+
+  private token(tokenId: string): TokenRecord {
+    const rec = typeof tokenId === "string" ? this.tokens.get(tokenId) : undefined;
+    if (!rec) throw notFound(`no token "${String(tokenId)}".`);
+    return rec;
+  }
+
+  /** Runs changes one after another, each seeing the state the previous one left. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async writeUsers(users: ReadonlyMap<string, UserRecord>): Promise<void> {
+    await writeState(path.join(this.stateDir, "users.json"), { version: 1, users: [...users.values()] });
+    this.users = users;
+  }
+
+  private async writeTokens(tokens: ReadonlyMap<string, TokenRecord>): Promise<void> {
+    await writeState(path.join(this.stateDir, "tokens.json"), { version: 1, tokens: [...tokens.values()] });
+    this.tokens = tokens;
+  }
+
+  private async writeAcl(acl: readonly AclEntry[]): Promise<void> {
+    await writeState(path.join(this.stateDir, "acl.json"), { version: 1, acl });
+    this.acl = acl;
+  }
+}
+
+// ---- the wire
+
+/**
+ * Parses `Authorization: Basic base64(authId:secret)`, authId being `user` or `user!token`.
+ * Undefined when absent or malformed.
+ */
+export function parseAuthorization(header: string | undefined): { authId: string; secret: string } | undefined {
+  if (typeof header !== "string") return undefined;
+  const m = /^basic[ ]+([A-Za-z0-9+/]+={0,2})[ ]*$/i.exec(header);
+  const b64 = m?.[1];
+  if (b64 === undefined) return undefined;
+  const text = Buffer.from(b64, "base64").toString("utf8");
+  const colon = text.indexOf(":");
+  if (colon < 0) return undefined;
+  const authId = text.slice(0, colon);
+  const secret = text.slice(colon + 1);
+  if (!isValidAuthId(authId) || secret === "" || secret.length > MAX_SECRET) return undefined;
+  return { authId, secret };
+}
+
+/** The `Authorization` header value for `authId` and its password or token secret. */
+export function formatAuthorization(authId: string, secret: string): string {
+  return `Basic ${Buffer.from(`${authId}:${secret}`, "utf8").toString("base64")}`;
+}

@@ -1,0 +1,200 @@
+// The server's TLS identity: a self-signed certificate made on first start and kept in
+// <state>/tls/. Clients pin its SHA-256 fingerprint (as PBS clients do) instead of
+// trusting a CA, so the certificate only has to be stable, not signed by anyone.
+import "reflect-metadata";
+import * as x509 from "@peculiar/x509";
+import crypto from "node:crypto";
+import fsp from "node:fs/promises";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { GordeError } from "../errors.ts";
+
+x509.cryptoProvider.set(crypto.webcrypto);
+
+const VALID_YEARS = 10;
+const EC_KEY = { name: "ECDSA", namedCurve: "P-256" } as const;
+const SIGNING = { name: "ECDSA", hash: "SHA-256" } as const;
+
+export interface CertificateOptions {
+  /** Subject CN; the host name by default. */
+  commonName?: string;
+  /** Extra subjectAltNames: IP addresses become IP entries, anything else a DNS entry. */
+  altNames?: string[];
+}
+
+export interface ServerCertificate {
+  key: string; // PKCS#8 PEM
+  cert: string; // PEM
+  fingerprint: string; // aa:bb:… (SHA-256 of the DER)
+  created: boolean; // true when this call made the pair
+}
+
+/**
+ * Loads `<stateDir>/tls/{cert,key}.pem`, or creates them when the certificate does not
+ * exist yet. Options only matter on creation: an existing certificate is never replaced,
+ * since clients have pinned it.
+ */
+export async function ensureCertificate(stateDir: string, opts: CertificateOptions = {}): Promise<ServerCertificate> {
+  const dir = path.join(stateDir, "tls");
+  const certFile = path.join(dir, "cert.pem");
+  const keyFile = path.join(dir, "key.pem");
+
+  const certPem = await readIfExists(certFile);
+  if (certPem !== undefined) {
+    const keyPem = await readIfExists(keyFile);
+    if (keyPem === undefined) {
+      throw new GordeError("not-found", `The TLS key ${keyFile} is missing although its certificate exists.`);
+    }
+    return { ...checkPair(certPem, certFile, keyPem, keyFile), created: false };
+  }
+
+  // No certificate: nobody can have pinned this identity yet, so a key left alone by a
+  // crash between the two writes below is simply replaced.
+  const made = await createSelfSigned(opts);
+  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  // The key first: a certificate on disk always has its key beside it.
+  await writeAtomic(keyFile, made.key, 0o600);
+  await writeAtomic(certFile, made.cert, 0o644);
+  return { ...made, fingerprint: certificateFingerprint(made.cert), created: true };
+}
+
+/** SHA-256 of the certificate's DER as lower-case hex pairs joined by colons. */
+export function certificateFingerprint(certPem: string): string {
+  let cert: crypto.X509Certificate;
+  try {
+    cert = new crypto.X509Certificate(certPem);
+  } catch (err) {
+    throw new GordeError("invalid", "The certificate is not a valid PEM X.509 certificate.", { cause: err });
+  }
+  return colonHex(crypto.createHash("sha256").update(cert.raw).digest("hex"));
+}
+
+/**
+ * The canonical form (lower case, colon-separated pairs) of a SHA-256 fingerprint typed
+ * in upper or lower case, with or without colons.
+ */
+export function normalizeFingerprint(fp: string): string {
+  const trimmed = fp.trim();
+  // Colons either between every pair or nowhere, so a mistyped pair is not silently accepted.
+  const ok = /^[0-9a-f]{64}$/i.test(trimmed) || /^[0-9a-f]{2}(?::[0-9a-f]{2}){31}$/i.test(trimmed);
+  if (!ok) {
+    throw new GordeError("usage", `The fingerprint "${fp}" is not a SHA-256 fingerprint (32 bytes of hex, optionally colon-separated).`);
+  }
+  return colonHex(trimmed.replaceAll(":", "").toLowerCase());
+}
+
+function colonHex(hex: string): string {
+  return hex.match(/../g)!.join(":");
+}
+
+async function createSelfSigned(opts: CertificateOptions): Promise<{ key: string; cert: string }> {
+  const keys = await crypto.webcrypto.subtle.generateKey(EC_KEY, true, ["sign", "verify"]);
+  const notBefore = new Date(Date.now() - 60_000); // a little slack for clocks behind ours
+  const notAfter = new Date(notBefore);
+  notAfter.setUTCFullYear(notAfter.getUTCFullYear() + VALID_YEARS);
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: serialNumber(),
+    name: [{ CN: [commonName(opts.commonName)] }, { O: ["gorde"] }],
+    notBefore,
+    notAfter,
+    signingAlgorithm: SIGNING,
+    keys,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+      new x509.SubjectAlternativeNameExtension(altNames(opts.altNames ?? [])),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  const pkcs8 = await crypto.webcrypto.subtle.exportKey("pkcs8", keys.privateKey);
+  return { key: x509.PemConverter.encode(pkcs8, "PRIVATE KEY"), cert: cert.toString("pem") };
+}
+
+function commonName(name: string | undefined): string {
+  const cn = (name ?? os.hostname()).trim();
+  if (cn === "" || cn.length > 64) {
+    throw new GordeError("usage", `The certificate common name "${cn}" must be 1 to 64 characters long.`);
+  }
+  return cn;
+}
+
+/** A positive 128-bit serial: the top bit clear so DER does not read it as negative. */
+function serialNumber(): string {
+  const bytes = crypto.randomBytes(16);
+  bytes[0] = bytes[0]! & 0x7f | 0x01;
+  return bytes.toString("hex");
+}
+
+function altNames(extra: string[]): x509.JsonGeneralName[] {
+  const seen = new Set<string>();
+  const out: x509.JsonGeneralName[] = [];
+  for (const raw of ["localhost", "127.0.0.1", "::1", ...extra]) {
+    const name = raw.trim();
+    if (name === "") continue;
+    const type = net.isIP(name) !== 0 ? "ip" : "dns";
+    if (type === "dns" && !/^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$/.test(name)) {
+      throw new GordeError("usage", `The certificate name "${name}" is neither an IP address nor a DNS name.`);
+    }
+    const keyOf = `${type}:${type === "dns" ? name.toLowerCase() : name}`;
+    if (seen.has(keyOf)) continue;
+    seen.add(keyOf);
+    out.push({ type, value: name });
+  }
+  return out;
+}
+
+/** Parses both files and checks that the key belongs to the certificate. */
+function checkPair(certPem: string, certFile: string, keyPem: string, keyFile: string): Omit<ServerCertificate, "created"> {
+  let cert: crypto.X509Certificate;
+  try {
+    cert = new crypto.X509Certificate(certPem);
+  } catch (err) {
+    throw new GordeError("invalid", `The TLS certificate ${certFile} is not a valid PEM certificate.`, { cause: err });
+  }
+  let key: crypto.KeyObject;
+  try {
+    key = crypto.createPrivateKey(keyPem);
+  } catch (err) {
+    throw new GordeError("invalid", `The TLS key ${keyFile} is not a valid PEM private key.`, { cause: err });
+  }
+  if (!cert.checkPrivateKey(key)) {
+    throw new GordeError("invalid", `The TLS key ${keyFile} does not belong to the certificate ${certFile}.`);
+  }
+  return { key: keyPem, cert: certPem, fingerprint: certificateFingerprint(certPem) };
+}
+
+async function readIfExists(file: string): Promise<string | undefined> {
+  try {
+    return await fsp.readFile(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new GordeError("io", `Cannot read ${file}: ${(err as Error).message}.`, { cause: err });
+  }
+}
+
+/** temp file, fsync, rename, fsync directory: the file is either absent, old or whole. */
+async function writeAtomic(file: string, text: string, mode: number): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString("hex")}`;
+  try {
+    const fh = await fsp.open(tmp, "wx", mode);
+    try {
+      await fh.chmod(mode); // exactly `mode`, whatever the umask took away
+      await fh.writeFile(text);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, file);
+    const dir = await fsp.open(path.dirname(file), "r");
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+  } catch (err) {
+    await fsp.rm(tmp, { force: true });
+    throw new GordeError("io", `Cannot write ${file}: ${(err as Error).message}.`, { cause: err });
+  }
+}
