@@ -9,6 +9,7 @@ export type ErrorCode =
   | "exists"
   | "locked" // another operation holds the lock
   | "unsupported" // e.g. a newer format version
+  | "denied" // authentication failed or permission refused (a server's 401/403)
   | "io";
 
 export class GordeError extends Error {

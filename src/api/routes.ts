@@ -63,6 +63,7 @@ const TaskInfoSchema = z.object({
 const Ok = z.object({ ok: z.literal(true) });
 const Role = z.enum(["Admin", "NoAccess", "DatastoreAdmin", "DatastorePowerUser", "DatastoreBackup", "DatastoreReader", "DatastoreAudit"]);
 export const MaintenanceMode = z.enum(["none", "read-only", "offline"]);
+export type MaintenanceMode = z.infer<typeof MaintenanceMode>;
 
 /** Who may call a route (checked by the server; documented in the OpenAPI document). */
 export type Access =

@@ -1,15 +1,16 @@
 // One function per command: parse, validate, one library call, print.
 import type { ParseArgsOptionsConfig } from "node:util";
 import { GordeError } from "../errors.ts";
-import { backup } from "../client/backup.ts";
-import { listArchive, restore } from "../client/restore.ts";
-import { Datastore, type SnapshotInfo } from "../datastore/datastore.ts";
+import { type BackupOptions, backup, runBackup } from "../client/backup.ts";
+import { loadMasterKey } from "../client/key-file.ts";
+import { RemoteRepository } from "../client/remote.ts";
+import { type ListOptions, type RestoreOptions, type SnapshotReader, listArchive, listEntries, restore, restoreArchive } from "../client/restore.ts";
+import { Datastore } from "../datastore/datastore.ts";
 import { garbageCollect } from "../datastore/gc.ts";
-import { computePrune } from "../datastore/prune.ts";
+import { pruneGroup, snapshotJson } from "../datastore/group-ops.ts";
 import { verifyAll, verifySnapshots } from "../datastore/verify.ts";
 import {
   formatSnapshot,
-  formatTime,
   parseArchiveName,
   parseGroup,
   parseNamespace,
@@ -18,6 +19,9 @@ import {
 } from "../format/names.ts";
 import type { TreeEntry } from "../format/tree-entry.ts";
 import { runDemo } from "./demo.ts";
+import { keyCommand } from "./key-command.ts";
+import { ACCESS_COMMANDS } from "./access-commands.ts";
+import { serverCommand } from "./server-command.ts";
 import { formatBytes, progressBar } from "./progress-bar.ts";
 
 export interface CommandContext {
@@ -28,7 +32,7 @@ export interface CommandContext {
   err(s: string): void;
 }
 
-interface Command {
+export interface Command {
   options: ParseArgsOptionsConfig;
   run(ctx: CommandContext): Promise<number | void>;
 }
@@ -40,13 +44,6 @@ function args(ctx: CommandContext, min: number, max: number, usage: string): str
   const p = ctx.positionals;
   if (p.length < min || p.length > max) throw new GordeError("usage", `usage: gorde ${usage}`);
   return p;
-}
-
-async function openRepo(repo: string): Promise<Datastore> {
-  if (/^https?:\/\//.test(repo)) {
-    throw new GordeError("unsupported", `${repo} is a remote repository; this build of gorde reaches local datastores only.`);
-  }
-  return Datastore.open(repo);
 }
 
 function str(ctx: CommandContext, name: string): string | undefined {
@@ -65,27 +62,70 @@ function printJson(ctx: CommandContext, v: unknown): void {
   ctx.out(JSON.stringify(v, null, 2) + "\n");
 }
 
-async function withStore<T>(repo: string, fn: (s: Datastore) => Promise<T>): Promise<T> {
-  const store = await openRepo(repo);
+/** A repository: a local datastore directory or a datastore on a server. */
+export type Repo = { kind: "local"; store: Datastore } | { kind: "remote"; remote: RemoteRepository };
+
+/** Options of every command that may reach a server. */
+export const remoteOptions = {
+  fingerprint: { type: "string" },
+  rate: { type: "string" },
+} as const;
+
+export function isRemote(repo: string): boolean {
+  return /^https?:\/\//.test(repo);
+}
+
+/** Opens a repository for `fn` and closes it afterwards. */
+export async function withRepo<T>(ctx: CommandContext, repo: string, fn: (r: Repo) => Promise<T>): Promise<T> {
+  if (isRemote(repo)) {
+    const remote = await RemoteRepository.connect(repo, {
+      secret: process.env.GORDE_PASSWORD,
+      fingerprint: str(ctx, "fingerprint") ?? process.env.GORDE_FINGERPRINT,
+      rate: rate(ctx),
+      signal: ctx.signal,
+    });
+    try {
+      return await fn({ kind: "remote", remote });
+    } finally {
+      remote.close();
+    }
+  }
+  if (str(ctx, "fingerprint") !== undefined) throw new GordeError("usage", "--fingerprint applies to https:// repositories only.");
+  const store = await Datastore.open(repo);
   try {
-    return await fn(store);
+    return await fn({ kind: "local", store });
   } finally {
     store.close();
   }
 }
 
-function snapshotJson(s: SnapshotInfo) {
-  return {
-    snapshot: formatSnapshot(s),
-    time: formatTime(s.time),
-    size: s.manifest?.archives.reduce((n, a) => n + a.size, 0) ?? 0,
-    protected: s.protected,
-    finished: s.finished,
-    archives: s.manifest?.archives.map((a) => ({ name: a.name, kind: a.kind, size: a.size })) ?? [],
-    notes: s.manifest?.unprotected.notes ?? null,
-    verify: s.manifest?.unprotected.verify ?? null,
-    error: s.error?.message ?? null,
-  };
+/** `--rate 10M`: bytes per second with an optional K, M or G (powers of 1024). */
+function rate(ctx: CommandContext): number | undefined {
+  const v = str(ctx, "rate");
+  if (v === undefined) return undefined;
+  const m = /^(\d+(?:\.\d+)?)([KMG]?)(?:i?B)?(?:\/s)?$/i.exec(v);
+  if (!m) throw new GordeError("usage", `--rate takes bytes per second like 500K, 20M or 1G, not "${v}".`);
+  const n = Number(m[1]) * 1024 ** " KMG".indexOf((m[2] || " ").toUpperCase());
+  if (n < 1024) throw new GordeError("usage", "--rate must be at least 1K (1024 bytes per second).");
+  return Math.floor(n);
+}
+
+/** The key of `--keyfile`, opened with GORDE_KEY_PASSPHRASE. */
+async function keyOption(ctx: CommandContext): Promise<BackupOptions["key"]> {
+  const file = str(ctx, "keyfile");
+  if (file === undefined) return undefined;
+  const pass = process.env.GORDE_KEY_PASSPHRASE;
+  if (!pass) throw new GordeError("usage", "set GORDE_KEY_PASSPHRASE to the passphrase of the key file.");
+  return loadMasterKey(file, pass);
+}
+
+async function withReader<T>(ctx: CommandContext, remote: RemoteRepository, snap: string, fn: (reader: SnapshotReader) => Promise<T>): Promise<T> {
+  const reader = await remote.openReader(parseNamespace(str(ctx, "ns")), parseSnapshotRef(snap), snap);
+  try {
+    return await fn(reader);
+  } finally {
+    await reader.close();
+  }
 }
 
 export const COMMANDS: Record<string, Command> = {
@@ -110,6 +150,9 @@ export const COMMANDS: Record<string, Command> = {
       "chunk-size": { type: "string" },
       "compression-level": { type: "string" },
       notes: { type: "string" },
+      keyfile: { type: "string" },
+      concurrency: { type: "string" },
+      ...remoteOptions,
     },
     async run(ctx) {
       const [repo, groupArg, ...specs] = args(ctx, 3, 64, "backup <repo> <group> <archive>=<source>...");
@@ -122,8 +165,9 @@ export const COMMANDS: Record<string, Command> = {
       });
       const time = str(ctx, "time");
       const bar = ctx.values.json ? { fn: undefined, end() {} } : progressBar(process.stderr, "backup");
-      const result = await withStore(repo!, (store) =>
-        backup(store, {
+      const key = await keyOption(ctx);
+      const result = await withRepo(ctx, repo!, (r) => {
+        const opts: BackupOptions = {
           ns: parseNamespace(str(ctx, "ns")),
           group,
           sources,
@@ -133,10 +177,13 @@ export const COMMANDS: Record<string, Command> = {
           excludes: (ctx.values.exclude as string[] | undefined) ?? [],
           oneFileSystem: ctx.values["one-file-system"] === true,
           notes: str(ctx, "notes"),
+          key,
+          concurrency: int(ctx, "concurrency"),
           signal: ctx.signal,
           progress: bar.fn,
-        }),
-      ).finally(() => bar.end());
+        };
+        return r.kind === "local" ? backup(r.store, opts) : runBackup(opts, (req) => r.remote.openBackup(req));
+      }).finally(() => bar.end());
       if (ctx.values.json) return printJson(ctx, result);
       const s = result.stats;
       const mbs = result.durationMs > 0 ? (s.bytes / 1e6 / (result.durationMs / 1000)).toFixed(0) : "-";
@@ -150,21 +197,22 @@ export const COMMANDS: Record<string, Command> = {
   },
 
   snapshots: {
-    options: { ...json, ...ns },
+    options: { ...json, ...ns, ...remoteOptions },
     async run(ctx) {
       const [repo, groupArg] = args(ctx, 1, 2, "snapshots <repo> [<group>]");
       const nsv = parseNamespace(str(ctx, "ns"));
-      const list = await withStore(repo!, async (store) => {
-        const groups = groupArg ? [parseGroup(groupArg)] : await store.listGroups(nsv);
-        const out: SnapshotInfo[] = [];
-        for (const g of groups) out.push(...(await store.listSnapshots(nsv, g)));
+      const group = groupArg ? parseGroup(groupArg) : undefined;
+      const list = await withRepo(ctx, repo!, async (r) => {
+        if (r.kind === "remote") return r.remote.snapshots(nsv, group);
+        const groups = group ? [group] : await r.store.listGroups(nsv);
+        const out = [];
+        for (const g of groups) out.push(...(await r.store.listSnapshots(nsv, g)).map((s) => snapshotJson(s)));
         return out;
       });
-      if (ctx.values.json) return printJson(ctx, list.map(snapshotJson));
+      if (ctx.values.json) return printJson(ctx, list);
       if (list.length === 0) return ctx.out("no snapshots\n");
-      for (const s of list) {
-        const j = snapshotJson(s);
-        const flags = [s.error ? `damaged: ${s.error.message}` : s.finished ? "" : "unfinished", s.protected ? "protected" : "", j.verify ? `verify ${j.verify.state}` : ""]
+      for (const j of list) {
+        const flags = [j.error ? `damaged: ${j.error}` : j.finished ? "" : "unfinished", j.protected ? "protected" : "", j.encrypted ? "encrypted" : "", j.verify ? `verify ${j.verify.state}` : ""]
           .filter(Boolean)
           .join(", ");
         ctx.out(`${j.snapshot}  ${formatBytes(j.size).padStart(10)}  ${j.archives.map((a) => a.name).join(" ")}${flags ? `  (${flags})` : ""}\n`);
@@ -173,21 +221,24 @@ export const COMMANDS: Record<string, Command> = {
   },
 
   restore: {
-    options: { ...json, ...ns, path: { type: "string" } },
+    options: { ...json, ...ns, path: { type: "string" }, keyfile: { type: "string" }, ...remoteOptions },
     async run(ctx) {
       const [repo, snap, archive, target] = args(ctx, 4, 4, "restore <repo> <snapshot> <archive> <target>");
       parseArchiveName(archive!);
+      const key = await keyOption(ctx);
       const bar = ctx.values.json ? { fn: undefined, end() {} } : progressBar(process.stderr, "restore");
-      const r = await withStore(repo!, (store) =>
-        restore(store, {
-          ns: parseNamespace(str(ctx, "ns")),
-          snapshot: parseSnapshotRef(snap!),
-          archive: archive!,
-          target: target!,
-          path: str(ctx, "path"),
-          signal: ctx.signal,
-          progress: bar.fn,
-        }),
+      const opts: RestoreOptions = {
+        ns: parseNamespace(str(ctx, "ns")),
+        snapshot: parseSnapshotRef(snap!),
+        archive: archive!,
+        target: target!,
+        path: str(ctx, "path"),
+        key,
+        signal: ctx.signal,
+        progress: bar.fn,
+      };
+      const r = await withRepo(ctx, repo!, (rp) =>
+        rp.kind === "local" ? restore(rp.store, opts) : withReader(ctx, rp.remote, snap!, (reader) => restoreArchive(reader, opts)),
       ).finally(() => bar.end());
       if (ctx.values.json) return printJson(ctx, r);
       ctx.out(`restored ${r.archive} of ${r.snapshot} to ${target}: ${formatBytes(r.bytes)} in ${(r.durationMs / 1000).toFixed(2)} s\n`);
@@ -195,17 +246,19 @@ export const COMMANDS: Record<string, Command> = {
   },
 
   ls: {
-    options: { ...json, ...ns, recursive: { type: "boolean", short: "r" } },
+    options: { ...json, ...ns, recursive: { type: "boolean", short: "r" }, keyfile: { type: "string" }, ...remoteOptions },
     async run(ctx) {
       const [repo, snap, archive, p] = args(ctx, 3, 4, "ls <repo> <snapshot> <archive> [<path>]");
-      const entries = await withStore(repo!, (store) =>
-        listArchive(store, {
-          ns: parseNamespace(str(ctx, "ns")),
-          snapshot: parseSnapshotRef(snap!),
-          archive: archive!,
-          path: p,
-          recursive: ctx.values.recursive === true,
-        }),
+      const opts: ListOptions = {
+        ns: parseNamespace(str(ctx, "ns")),
+        snapshot: parseSnapshotRef(snap!),
+        archive: archive!,
+        path: p,
+        recursive: ctx.values.recursive === true,
+        key: await keyOption(ctx),
+      };
+      const entries = await withRepo(ctx, repo!, (r) =>
+        r.kind === "local" ? listArchive(r.store, opts) : withReader(ctx, r.remote, snap!, (reader) => listEntries(reader, opts)),
       );
       if (ctx.values.json) return printJson(ctx, entries.map(entryJson));
       for (const e of entries) {
@@ -216,13 +269,18 @@ export const COMMANDS: Record<string, Command> = {
   },
 
   forget: {
-    options: { ...ns, ...json },
+    options: { ...ns, ...json, ...remoteOptions },
     async run(ctx) {
       const [repo, snap] = args(ctx, 2, 2, "forget <repo> <snapshot>");
       const ref = parseSnapshotRef(snap!);
-      const name = await withStore(repo!, async (store) => {
-        const s = await store.findSnapshot(parseNamespace(str(ctx, "ns")), ref);
-        await store.forget(s);
+      const nsv = parseNamespace(str(ctx, "ns"));
+      const name = await withRepo(ctx, repo!, async (r) => {
+        if (r.kind === "remote") {
+          await r.remote.forget(nsv, snap!);
+          return snap!;
+        }
+        const s = await r.store.findSnapshot(nsv, ref);
+        await r.store.forget(s);
         return formatSnapshot(s);
       });
       if (ctx.values.json) printJson(ctx, { removed: name });
@@ -231,13 +289,19 @@ export const COMMANDS: Record<string, Command> = {
   },
 
   protect: {
-    options: { ...ns, off: { type: "boolean" } },
+    options: { ...ns, off: { type: "boolean" }, ...remoteOptions },
     async run(ctx) {
       const [repo, snap] = args(ctx, 2, 2, "protect <repo> <snapshot> [--off]");
       const on = ctx.values.off !== true;
-      const name = await withStore(repo!, async (store) => {
-        const s = await store.findSnapshot(parseNamespace(str(ctx, "ns")), parseSnapshotRef(snap!));
-        await store.setProtected(s, on);
+      const nsv = parseNamespace(str(ctx, "ns"));
+      const ref = parseSnapshotRef(snap!);
+      const name = await withRepo(ctx, repo!, async (r) => {
+        if (r.kind === "remote") {
+          await r.remote.setProtected(nsv, snap!, on);
+          return snap!;
+        }
+        const s = await r.store.findSnapshot(nsv, ref);
+        await r.store.setProtected(s, on);
         return formatSnapshot(s);
       });
       ctx.out(`${name} is ${on ? "protected" : "no longer protected"}\n`);
@@ -245,11 +309,21 @@ export const COMMANDS: Record<string, Command> = {
   },
 
   notes: {
-    options: { ...ns },
+    options: { ...ns, ...remoteOptions },
     async run(ctx) {
       const [repo, snap, text] = args(ctx, 2, 3, "notes <repo> <snapshot> [<text>]");
-      await withStore(repo!, async (store) => {
-        const s = await store.findSnapshot(parseNamespace(str(ctx, "ns")), parseSnapshotRef(snap!));
+      const nsv = parseNamespace(str(ctx, "ns"));
+      await withRepo(ctx, repo!, async (r) => {
+        if (r.kind === "remote") {
+          if (text !== undefined) return r.remote.setNotes(nsv, snap!, text);
+          const ref = parseSnapshotRef(snap!);
+          const list = await r.remote.snapshots(nsv, ref);
+          const j = ref.time === "latest" ? list.filter((x) => x.finished).at(-1) : list.find((x) => x.snapshot === snap);
+          if (!j) throw new GordeError("not-found", `snapshot ${snap} does not exist.`);
+          return ctx.out((j.notes ?? "") + "\n");
+        }
+        const store = r.store;
+        const s = await store.findSnapshot(nsv, parseSnapshotRef(snap!));
         if (!s.finished) throw new GordeError("usage", `snapshot ${formatSnapshot(s)} is unfinished.`);
         if (text === undefined) return ctx.out((s.manifest!.unprotected.notes ?? "") + "\n");
         if (text.length > 64 * 1024) throw new GordeError("usage", "notes are limited to 64 KiB.");
@@ -271,6 +345,7 @@ export const COMMANDS: Record<string, Command> = {
       "keep-monthly": { type: "string" },
       "keep-yearly": { type: "string" },
       "dry-run": { type: "boolean", short: "n" },
+      ...remoteOptions,
     },
     async run(ctx) {
       const [repo, groupArg] = args(ctx, 2, 2, "prune <repo> <group> [--keep-… N] [--dry-run]");
@@ -285,33 +360,16 @@ export const COMMANDS: Record<string, Command> = {
         keepYearly: int(ctx, "keep-yearly"),
       };
       const dry = ctx.values["dry-run"] === true;
-      const { plan, failed } = await withStore(repo!, async (store) => {
-        const all = await store.listSnapshots(nsv, group);
-        // A snapshot whose manifest is damaged or from a newer gorde is never pruned
-        // (and not counted): it needs an operator's look, not an automatic removal.
-        const damaged = all.filter((s) => s.error);
-        for (const d of damaged) ctx.err(`gorde prune: keeping ${formatSnapshot(d)}: ${d.error!.message}\n`);
-        const plan = [
-          ...computePrune(all.filter((s) => !s.error), keep),
-          ...damaged.map((snapshot) => ({ snapshot, action: "keep" as const })),
-        ].sort((a, b) => b.snapshot.time - a.snapshot.time);
-        const failed: string[] = [];
-        if (!dry) {
-          for (const p of plan) {
-            if (p.action !== "remove") continue;
-            try {
-              await store.forget(p.snapshot);
-            } catch (err) {
-              failed.push(`${formatSnapshot(p.snapshot)}: ${(err as Error).message}`);
-            }
-          }
-        }
-        return { plan, failed };
+      const { plan, failed } = await withRepo(ctx, repo!, async (r) => {
+        if (r.kind === "remote") return { plan: await r.remote.prune(nsv, groupArg!, keep, dry), failed: [] as string[] };
+        const res = await pruneGroup(r.store, nsv, group, keep, dry);
+        for (const d of res.damaged) ctx.err(`gorde prune: keeping ${d}\n`);
+        return res;
       });
       if (ctx.values.json) {
-        printJson(ctx, plan.map((p) => ({ snapshot: formatSnapshot(p.snapshot), action: p.action })));
+        printJson(ctx, plan.map((p) => ({ snapshot: p.snapshot, action: p.action })));
       } else {
-        for (const p of plan) ctx.out(`${formatSnapshot(p.snapshot)}  ${p.action}${dry && p.action === "remove" ? " (dry run)" : ""}\n`);
+        for (const p of plan) ctx.out(`${p.snapshot}  ${p.action}${dry && p.action === "remove" ? " (dry run)" : ""}\n`);
       }
       for (const f of failed) ctx.err(`gorde prune: could not remove ${f}\n`);
       return failed.length ? 1 : 0;
@@ -319,12 +377,14 @@ export const COMMANDS: Record<string, Command> = {
   },
 
   gc: {
-    options: { ...json, cutoff: { type: "string" } },
+    options: { ...json, cutoff: { type: "string" }, ...remoteOptions },
     async run(ctx) {
       const [repo] = args(ctx, 1, 1, "gc <repo> [--cutoff <seconds>]");
       const cutoff = int(ctx, "cutoff");
-      const r = await withStore(repo!, (store) =>
-        garbageCollect(store, { cutoffMs: cutoff === undefined ? undefined : cutoff * 1000, signal: ctx.signal }),
+      const r = await withRepo(ctx, repo!, (rp) =>
+        rp.kind === "local"
+          ? garbageCollect(rp.store, { cutoffMs: cutoff === undefined ? undefined : cutoff * 1000, signal: ctx.signal })
+          : (rp.remote.runTask("gc", { cutoffSeconds: cutoff }, taskEcho(ctx), ctx.signal) as ReturnType<typeof garbageCollect>),
       );
       if (ctx.values.json) return printJson(ctx, r);
       ctx.out(
@@ -336,11 +396,16 @@ export const COMMANDS: Record<string, Command> = {
   },
 
   verify: {
-    options: { ...json, ...ns },
+    options: { ...json, ...ns, ...remoteOptions },
     async run(ctx) {
       const [repo, snap] = args(ctx, 1, 2, "verify <repo> [<snapshot>]");
       const nsv = parseNamespace(str(ctx, "ns"));
-      const report = await withStore(repo!, async (store) => {
+      const report = await withRepo(ctx, repo!, async (r) => {
+        if (r.kind === "remote") {
+          const body = { ns: nsv.join("/") || undefined, snapshot: snap };
+          return (await r.remote.runTask("verify", body, taskEcho(ctx), ctx.signal)) as Awaited<ReturnType<typeof verifyAll>>;
+        }
+        const store = r.store;
         if (snap === undefined) return verifyAll(store, { ns: nsv });
         const s = await store.findSnapshot(nsv, parseSnapshotRef(snap));
         return verifySnapshots(store, [s]);
@@ -357,6 +422,10 @@ export const COMMANDS: Record<string, Command> = {
     },
   },
 
+  key: keyCommand,
+  server: serverCommand,
+  ...ACCESS_COMMANDS,
+
   demo: {
     options: { keep: { type: "boolean" } },
     async run(ctx) {
@@ -365,6 +434,14 @@ export const COMMANDS: Record<string, Command> = {
     },
   },
 };
+
+/** Prints a server task's log lines on stderr while it runs (not with --json). */
+function taskEcho(ctx: CommandContext): ((e: { type: string; line?: string }) => void) | undefined {
+  if (ctx.values.json) return undefined;
+  return (e) => {
+    if (e.type === "log" && e.line) ctx.err(`${e.line}\n`);
+  };
+}
 
 function entryJson(e: TreeEntry) {
   return {

@@ -25,6 +25,7 @@ export const EXIT_CODES: Record<ErrorCode | "ok" | "failed", number> = {
   corrupt: 5,
   invalid: 5,
   unsupported: 6,
+  denied: 7,
 };
 
 const HELP = `gorde — backup and recovery for small virtualization clusters
@@ -54,7 +55,7 @@ or <group>/latest. --ns <a/b> selects a namespace.
 
 Exit codes: 0 success; 1 the operation failed; 2 bad usage; 3 not found or already
 exists; 4 locked by another operation; 5 corrupt or malformed data (verify found
-damage); 6 written by a newer gorde.
+damage); 6 written by a newer gorde; 7 authentication failed or permission denied.
 `;
 
 export async function main(argv: string[]): Promise<number> {

@@ -37,6 +37,8 @@ export interface BackupOptions extends TreeOptions {
   config?: Record<string, unknown>;
   /** encrypts every chunk on this side; the manifest records the key's fingerprint */
   key?: { master: Uint8Array; chunkKey: ChunkKey };
+  /** chunks processed (and, to a server, uploaded) at once; default 12 */
+  concurrency?: number;
   signal?: AbortSignal;
   progress?: ProgressFn;
 }
@@ -125,7 +127,7 @@ export async function runBackup(
     const base = baseManifest && baseManifest.keyFingerprint === keyFingerprint ? session.base : null;
     const known = base ? await baseDigests(session, base.manifest) : Buffer.alloc(0);
     await pool.init(session.chunkDir, level, known, opts.key?.master);
-    const writer = new ChunkWriter(session.target, pool, { key: opts.key?.chunkKey, level });
+    const writer = new ChunkWriter(session.target, pool, { key: opts.key?.chunkKey, level, maxInflight: opts.concurrency || undefined });
     const reader = new ChunkReader(session.baseLoader(pool));
     const archives: ArchiveEntry[] = [];
     for (const s of opts.sources) {

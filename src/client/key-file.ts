@@ -254,8 +254,14 @@ export async function createKeyFile(file: string, passphrase: string, options: K
 
 /** Opens a key file with its passphrase. */
 export async function loadKey(file: string, passphrase: string): Promise<ChunkKey> {
+  return (await loadMasterKey(file, passphrase)).chunkKey;
+}
+
+/** The master key (what worker threads derive their keys from) and its derived keys. */
+export async function loadMasterKey(file: string, passphrase: string): Promise<{ master: Buffer; chunkKey: ChunkKey }> {
   const { data } = await readKeyFile(file);
-  return (await openKey(data, passphrase, `key file ${file}`)).key;
+  const { master, key } = await openKey(data, passphrase, `key file ${file}`);
+  return { master: Buffer.from(master), chunkKey: key };
 }
 
 /** Re-wraps the master key under a new passphrase (new salt, current KDF cost); the key itself stays. */

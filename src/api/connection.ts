@@ -1,0 +1,309 @@
+// The client side of the API: one HTTP/2 connection to a gorde server over TLS, the
+// server's certificate pinned by its SHA-256 fingerprint (it is self-signed), Basic
+// credentials on every request, many requests in flight, an optional bandwidth limit,
+// and retries of transient failures (requests are idempotent: chunks are named by digest).
+import http2 from "node:http2";
+import { setTimeout as sleep } from "node:timers/promises";
+import { GordeError, type ErrorCode } from "../errors.ts";
+
+export interface ServerAddress {
+  host: string;
+  port: number;
+  /** user or user!token; absent: the caller must supply one */
+  authId?: string;
+  /** "" when the URL names only the server */
+  store: string;
+}
+
+const DEFAULT_PORT = 8007;
+
+/** `https://[<user>@]<host>[:<port>]/<store>` */
+export function parseServerUrl(url: string): ServerAddress {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new GordeError("usage", `"${url}" is not a repository URL: expected https://[<user>@]<host>[:<port>]/<store>.`);
+  }
+  if (u.protocol !== "https:") throw new GordeError("usage", `"${url}" is not an https:// URL; gorde servers speak only HTTPS.`);
+  if (u.password) throw new GordeError("usage", "put the password in GORDE_PASSWORD, not in the URL.");
+  const store = decodeURIComponent(u.pathname.replace(/^\/+|\/+$/g, ""));
+  if (store !== "" && !/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/.test(store)) {
+    throw new GordeError("usage", `"${url}" names no valid datastore: expected https://<host>[:<port>]/<store>.`);
+  }
+  if (u.search || u.hash) throw new GordeError("usage", `"${url}" has a query or fragment; a repository URL has neither.`);
+  const authId = u.username ? decodeURIComponent(u.username) : undefined;
+  return { host: u.hostname.replace(/^\[|\]$/g, ""), port: u.port ? Number(u.port) : DEFAULT_PORT, authId, store };
+}
+
+/** "aa:bb:…" lower case; accepts upper case and no colons. */
+export function normalizeFingerprint(fp: string): string {
+  const hex = fp.trim().toLowerCase().replace(/:/g, "");
+  if (!/^[0-9a-f]{64}$/.test(hex)) throw new GordeError("usage", `"${fp}" is not a SHA-256 fingerprint (32 bytes of hex, like aa:bb:…).`);
+  return hex.match(/../g)!.join(":");
+}
+
+export interface ConnectOptions {
+  host: string;
+  port: number;
+  authId: string;
+  secret: string;
+  /** pinned certificate fingerprint */
+  fingerprint: string;
+  /** bytes per second for request and response bodies together; 0 or absent: no limit */
+  rate?: number;
+  /** attempts for a request that fails transiently (default 4) */
+  attempts?: number;
+  signal?: AbortSignal;
+}
+
+export interface Response {
+  status: number;
+  body: Buffer;
+}
+
+export interface RequestOptions {
+  query?: Record<string, string | number | boolean | undefined>;
+  json?: unknown;
+  binary?: Buffer;
+  signal?: AbortSignal;
+  /** do not retry (the request is not idempotent) */
+  once?: boolean;
+}
+
+/** A token bucket: `take(n)` waits until n bytes may pass. */
+class RateLimiter {
+  private readonly rate: number;
+  private tokens: number;
+  private last = Date.now();
+  private queue: Promise<void> = Promise.resolve();
+
+  constructor(rate: number) {
+    this.rate = rate;
+    this.tokens = rate / 4;
+  }
+
+  take(n: number): Promise<void> {
+    const run = async (): Promise<void> => {
+      const now = Date.now();
+      this.tokens = Math.min(this.rate / 4, this.tokens + ((now - this.last) / 1000) * this.rate);
+      this.last = now;
+      this.tokens -= n;
+      if (this.tokens < 0) await sleep((-this.tokens / this.rate) * 1000);
+    };
+    this.queue = this.queue.then(run);
+    return this.queue;
+  }
+}
+
+const TRANSIENT_STATUS = new Set([502, 503, 504]);
+
+export class ServerConnection {
+  readonly opts: ConnectOptions;
+  private session: http2.ClientHttp2Session | undefined;
+  private readonly auth: string;
+  private readonly limiter: RateLimiter | undefined;
+  /** the connection that a backup or reader session is bound to was lost */
+  private lostHandlers: (() => void)[] = [];
+
+  private constructor(opts: ConnectOptions) {
+    this.opts = opts;
+    this.auth = "Basic " + Buffer.from(`${opts.authId}:${opts.secret}`).toString("base64");
+    this.limiter = opts.rate ? new RateLimiter(opts.rate) : undefined;
+  }
+
+  static async connect(opts: ConnectOptions): Promise<ServerConnection> {
+    const c = new ServerConnection({ ...opts, fingerprint: normalizeFingerprint(opts.fingerprint) });
+    await c.open();
+    return c;
+  }
+
+  /** Called once when the current connection closes (sessions bound to it are gone). */
+  onLost(fn: () => void): void {
+    this.lostHandlers.push(fn);
+  }
+
+  private open(): Promise<http2.ClientHttp2Session> {
+    const { host, port } = this.opts;
+    const where = `${host.includes(":") ? `[${host}]` : host}:${port}`;
+    return new Promise((resolve, reject) => {
+      const session = http2.connect(`https://${where}`, {
+        // The certificate is self-signed: trust comes from the pinned fingerprint below.
+        rejectUnauthorized: false,
+        settings: { initialWindowSize: 8 * 1024 * 1024, enablePush: false },
+        maxSessionMemory: 256,
+      });
+      const fail = (err: Error & { code?: string }): void => {
+        session.destroy();
+        if (err instanceof GordeError) reject(err);
+        else if (err.code === "ECONNREFUSED") reject(new GordeError("io", `no gorde server answers at ${where} (connection refused).`));
+        else reject(new GordeError("io", `cannot connect to ${where}: ${err.message}.`));
+      };
+      session.once("error", fail);
+      session.once("connect", () => {
+        const socket = session.socket as unknown as { getPeerCertificate(): { fingerprint256?: string } };
+        const got = socket.getPeerCertificate().fingerprint256;
+        const fp = got ? normalizeFingerprint(got) : "none";
+        if (fp !== this.opts.fingerprint) {
+          fail(
+            new GordeError(
+              "denied",
+              `the server at ${where} presents certificate fingerprint ${fp}, not the pinned ${this.opts.fingerprint}; refusing to connect.`,
+            ),
+          );
+          return;
+        }
+        session.off("error", fail);
+        session.on("error", () => undefined);
+        session.setLocalWindowSize(64 * 1024 * 1024);
+        session.once("close", () => {
+          if (this.session === session) this.session = undefined;
+          const handlers = this.lostHandlers;
+          this.lostHandlers = [];
+          for (const h of handlers) h();
+        });
+        this.session = session;
+        resolve(session);
+      });
+    });
+  }
+
+  private async live(): Promise<http2.ClientHttp2Session> {
+    if (this.session && !this.session.destroyed && !this.session.closed) return this.session;
+    return this.open();
+  }
+
+  /** One request; transient failures are retried on the same connection, or a new one. */
+  async request(method: string, path: string, opts: RequestOptions = {}): Promise<Response> {
+    const attempts = opts.once ? 1 : (this.opts.attempts ?? 4);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const r = await this.once(method, path, opts);
+        if (TRANSIENT_STATUS.has(r.status) && attempt < attempts && !isMaintenance(r)) {
+          await sleep(100 * 2 ** attempt);
+          continue;
+        }
+        return r;
+      } catch (err) {
+        if (!(err instanceof TransientError) || attempt >= attempts) throw err instanceof TransientError ? err.cause : err;
+        await sleep(100 * 2 ** attempt);
+      }
+    }
+  }
+
+  /** A request whose answer must be 2xx: JSON decoded, or the server's error thrown. */
+  async json<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
+    const r = await this.request(method, path, opts);
+    if (r.status >= 300) throw responseError(r, `${method} ${path}`);
+    return JSON.parse(r.body.toString("utf8")) as T;
+  }
+
+  async binary(method: string, path: string, opts: RequestOptions = {}): Promise<Buffer> {
+    const r = await this.request(method, path, opts);
+    if (r.status >= 300) throw responseError(r, `${method} ${path}`);
+    return r.body;
+  }
+
+  /** A streamed answer of JSON lines; `onLine` gets each until the server ends it. */
+  async lines(path: string, onLine: (v: unknown) => void, signal?: AbortSignal): Promise<void> {
+    const session = await this.live();
+    const stream = session.request({ ":method": "GET", ":path": path, authorization: this.auth }, { endStream: true, signal });
+    await new Promise<void>((resolve, reject) => {
+      let status = 0;
+      let buf = "";
+      const errParts: Buffer[] = [];
+      stream.on("response", (h) => (status = Number(h[":status"])));
+      stream.on("data", (b: Buffer) => {
+        if (status >= 300) return void errParts.push(b);
+        buf += b.toString("utf8");
+        let i;
+        while ((i = buf.indexOf("\n")) >= 0) {
+          const line = buf.slice(0, i);
+          buf = buf.slice(i + 1);
+          if (line) onLine(JSON.parse(line));
+        }
+      });
+      stream.on("end", () => (status >= 300 ? reject(responseError({ status, body: Buffer.concat(errParts) }, `GET ${path}`)) : resolve()));
+      stream.on("error", (e: Error) => reject(new GordeError("io", `the connection to the server failed: ${e.message}.`)));
+    });
+  }
+
+  private async once(method: string, path: string, opts: RequestOptions): Promise<Response> {
+    let full = path;
+    if (opts.query) {
+      const q = new URLSearchParams();
+      for (const [k, v] of Object.entries(opts.query)) if (v !== undefined) q.set(k, String(v));
+      const s = q.toString();
+      if (s) full += `?${s}`;
+    }
+    let body: Buffer | undefined = opts.binary;
+    const headers: http2.OutgoingHttpHeaders = { ":method": method, ":path": full, authorization: this.auth };
+    if (opts.json !== undefined) {
+      body = Buffer.from(JSON.stringify(opts.json));
+      headers["content-type"] = "application/json";
+    } else if (body) {
+      headers["content-type"] = "application/octet-stream";
+    }
+    if (body) headers["content-length"] = body.length;
+    if (this.limiter && body) await this.limiter.take(body.length);
+    let session: http2.ClientHttp2Session;
+    try {
+      session = await this.live();
+    } catch (err) {
+      throw new TransientError(err as Error);
+    }
+    opts.signal?.throwIfAborted();
+    return new Promise<Response>((resolve, reject) => {
+      const stream = session.request(headers, { endStream: !body, signal: opts.signal });
+      let status = 0;
+      const parts: Buffer[] = [];
+      stream.on("response", (h) => (status = Number(h[":status"])));
+      stream.on("data", (b: Buffer) => parts.push(b));
+      stream.on("end", () => {
+        const out = Buffer.concat(parts);
+        if (this.limiter) void this.limiter.take(out.length);
+        resolve({ status, body: out });
+      });
+      stream.on("error", (e: Error & { code?: string }) => {
+        if (e.name === "AbortError") return reject(e);
+        // A reset stream (the server is busy, or the connection dropped) may succeed again.
+        reject(new TransientError(new GordeError("io", `the connection to ${this.opts.host}:${this.opts.port} failed: ${e.message}.`)));
+      });
+      if (body) stream.end(body);
+    });
+  }
+
+  close(): void {
+    this.session?.close();
+    this.session = undefined;
+  }
+}
+
+class TransientError extends Error {
+  override readonly cause: Error;
+  constructor(cause: Error) {
+    super(cause.message);
+    this.cause = cause;
+  }
+}
+
+function isMaintenance(r: Response): boolean {
+  return r.status === 503 && r.body.toString("utf8").includes("maintenance");
+}
+
+const BY_STATUS: Record<number, ErrorCode> = { 400: "usage", 401: "denied", 403: "denied", 404: "not-found", 409: "locked", 413: "usage", 507: "io" };
+
+/** The server's error as a GordeError with the server's code and sentence. */
+export function responseError(r: Response, what: string): GordeError {
+  let message = `${what} failed with HTTP status ${r.status}.`;
+  let code: ErrorCode = BY_STATUS[r.status] ?? "io";
+  try {
+    const j = JSON.parse(r.body.toString("utf8")) as { error?: unknown; code?: unknown };
+    if (typeof j.error === "string") message = j.error;
+    if (typeof j.code === "string") code = j.code as ErrorCode;
+  } catch {
+    // not JSON: keep the generic sentence
+  }
+  if (r.status === 401 || r.status === 403) code = "denied";
+  return new GordeError(code, message);
+}

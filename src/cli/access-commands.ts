@@ -1,0 +1,176 @@
+// Commands that only make sense against a server: users, tokens, ACLs, group owners,
+// datastore status and maintenance mode.
+import { ROUTES, routePath } from "../api/routes.ts";
+import { GordeError } from "../errors.ts";
+import { RemoteRepository } from "../client/remote.ts";
+import { formatGroup, parseGroup, parseNamespace, parseTimeOption } from "../format/names.ts";
+import { formatBytes } from "./progress-bar.ts";
+import type { Command, CommandContext } from "./commands.ts";
+
+const common = { json: { type: "boolean" }, fingerprint: { type: "string" } } as const;
+
+async function withServer<T>(ctx: CommandContext, url: string, serverOnly: boolean, fn: (r: RemoteRepository) => Promise<T>): Promise<T> {
+  if (!/^https:\/\//.test(url)) throw new GordeError("usage", `"${url}" is not a server URL (https://<user>@<host>[:<port>]); this command needs a gorde server.`);
+  const remote = await RemoteRepository.connect(
+    url,
+    { secret: process.env.GORDE_PASSWORD, fingerprint: (ctx.values.fingerprint as string | undefined) ?? process.env.GORDE_FINGERPRINT, signal: ctx.signal },
+    serverOnly,
+  );
+  try {
+    return await fn(remote);
+  } finally {
+    remote.close();
+  }
+}
+
+function print(ctx: CommandContext, v: unknown, human: () => string): void {
+  ctx.out(ctx.values.json ? JSON.stringify(v, null, 2) + "\n" : human());
+}
+
+function usage(text: string): never {
+  throw new GordeError("usage", `usage: gorde ${text}`);
+}
+
+function newPassword(): string {
+  const p = process.env.GORDE_NEW_PASSWORD;
+  if (!p) throw new GordeError("usage", "set GORDE_NEW_PASSWORD to the new user's password.");
+  return p;
+}
+
+function expireOption(ctx: CommandContext): number | undefined {
+  const v = ctx.values.expire as string | undefined;
+  return v === undefined ? undefined : parseTimeOption(v);
+}
+
+const USER_USAGE = "user list|add|passwd|update|remove <server> [<name>] (password in GORDE_NEW_PASSWORD)";
+const TOKEN_USAGE = "token list|add|remove <server> <user> [<token name>]";
+const ACL_USAGE = "acl list|set|remove <server> [<path> <user or token> <role>]";
+
+export const ACCESS_COMMANDS: Record<string, Command> = {
+  user: {
+    options: { ...common, comment: { type: "string" }, expire: { type: "string" }, enable: { type: "boolean" }, disable: { type: "boolean" } },
+    async run(ctx) {
+      const [sub, url, name] = ctx.positionals;
+      if (!sub || !url) usage(USER_USAGE);
+      await withServer(ctx, url, true, async (r) => {
+        const c = r.conn;
+        if (sub === "list") {
+          const users = await c.json<{ name: string; enable: boolean; comment?: string; expire?: number }[]>("GET", ROUTES.listUsers.path);
+          return print(ctx, users, () => users.map((u) => `${u.name}${u.enable ? "" : " (disabled)"}${u.comment ? `  ${u.comment}` : ""}\n`).join(""));
+        }
+        if (!name) usage(USER_USAGE);
+        if (sub === "add") {
+          await c.json("POST", ROUTES.addUser.path, { json: { name, password: newPassword(), comment: ctx.values.comment, expire: expireOption(ctx) }, once: true });
+          return print(ctx, { created: name }, () => `created user ${name}\n`);
+        }
+        const path = routePath(ROUTES.updateUser, { user: name });
+        if (sub === "passwd") {
+          await c.json("PUT", path, { json: { password: newPassword() } });
+          return print(ctx, { updated: name }, () => `changed the password of ${name}\n`);
+        }
+        if (sub === "update") {
+          const enable = ctx.values.enable ? true : ctx.values.disable ? false : undefined;
+          await c.json("PUT", path, { json: { comment: ctx.values.comment, expire: expireOption(ctx), enable } });
+          return print(ctx, { updated: name }, () => `updated user ${name}\n`);
+        }
+        if (sub === "remove") {
+          await c.json("DELETE", routePath(ROUTES.removeUser, { user: name }));
+          return print(ctx, { removed: name }, () => `removed user ${name} with its tokens and permissions\n`);
+        }
+        usage(USER_USAGE);
+      });
+    },
+  },
+
+  token: {
+    options: { ...common, comment: { type: "string" }, expire: { type: "string" } },
+    async run(ctx) {
+      const [sub, url, user, token] = ctx.positionals;
+      if (!sub || !url || !user) usage(TOKEN_USAGE);
+      await withServer(ctx, url, true, async (r) => {
+        const c = r.conn;
+        if (sub === "list") {
+          const list = await c.json<{ tokenId: string; enable: boolean; expire?: number; comment?: string }[]>("GET", routePath(ROUTES.listTokens, { user }));
+          return print(ctx, list, () => list.map((t) => `${t.tokenId}${t.enable ? "" : " (disabled)"}${t.expire ? `  expires ${new Date(t.expire * 1000).toISOString()}` : ""}\n`).join(""));
+        }
+        if (!token) usage(TOKEN_USAGE);
+        const path = routePath(ROUTES.addToken, { user, token });
+        if (sub === "add") {
+          const res = await c.json<{ tokenId: string; secret: string }>("POST", path, { json: { comment: ctx.values.comment, expire: expireOption(ctx) }, once: true });
+          return print(ctx, res, () => `token ${res.tokenId}\nsecret ${res.secret}\n(the secret is shown only now; it has no permissions until an ACL grants some)\n`);
+        }
+        if (sub === "remove") {
+          await c.json("DELETE", path);
+          return print(ctx, { removed: `${user}!${token}` }, () => `revoked token ${user}!${token}\n`);
+        }
+        usage(TOKEN_USAGE);
+      });
+    },
+  },
+
+  acl: {
+    options: { ...common, "no-propagate": { type: "boolean" } },
+    async run(ctx) {
+      const [sub, url, path, authId, role] = ctx.positionals;
+      if (!sub || !url) usage(ACL_USAGE);
+      await withServer(ctx, url, true, async (r) => {
+        const c = r.conn;
+        if (sub === "list") {
+          const list = await c.json<{ path: string; authId: string; role: string; propagate: boolean }[]>("GET", ROUTES.listAcl.path);
+          return print(ctx, list, () => list.map((a) => `${a.path}  ${a.authId}  ${a.role}${a.propagate ? "" : "  (no propagate)"}\n`).join(""));
+        }
+        if (!path || !authId || !role || (sub !== "set" && sub !== "remove")) usage(ACL_USAGE);
+        await c.json("PUT", ROUTES.setAcl.path, { json: { path, authId, role, propagate: !ctx.values["no-propagate"], remove: sub === "remove" } });
+        print(ctx, { path, authId, role, removed: sub === "remove" }, () => `${sub === "remove" ? "removed" : "granted"} ${role} on ${path} ${sub === "remove" ? "from" : "to"} ${authId}\n`);
+      });
+    },
+  },
+
+  owner: {
+    options: { ...common, ns: { type: "string" } },
+    async run(ctx) {
+      const [url, groupArg, owner] = ctx.positionals;
+      if (!url || !groupArg || ctx.positionals.length > 3) usage("owner <repo> <group> [<new owner>]");
+      const group = formatGroup(parseGroup(groupArg));
+      const ns = parseNamespace(ctx.values.ns as string | undefined);
+      await withServer(ctx, url, false, async (r) => {
+        if (owner !== undefined) {
+          await r.setOwner(ns, group, owner);
+          return print(ctx, { group, owner }, () => `${group} now belongs to ${owner}\n`);
+        }
+        const g = (await r.groups(ns)).find((x) => x.group === group);
+        if (!g) throw new GordeError("not-found", `group ${group} does not exist or is not visible to you.`);
+        print(ctx, { group, owner: g.owner }, () => `${g.owner ?? "(no owner)"}\n`);
+      });
+    },
+  },
+
+  status: {
+    options: { ...common },
+    async run(ctx) {
+      const [url] = ctx.positionals;
+      if (!url || ctx.positionals.length > 1) usage("status <repo>");
+      await withServer(ctx, url, false, async (r) => {
+        const s = (await r.status()) as { total: number; used: number; available: number; chunks: number; chunkBytes: number; logicalBytes: number; dedupFactor: number; snapshots: number; maintenance: string; warning: string | null };
+        print(ctx, s, () =>
+          `${r.store}: ${formatBytes(s.used)} used of ${formatBytes(s.total)}, ${formatBytes(s.available)} available\n` +
+            `  ${s.snapshots} snapshots, ${s.chunks} chunks (${formatBytes(s.chunkBytes)}) for ${formatBytes(s.logicalBytes)} of data: dedup factor ${s.dedupFactor.toFixed(2)}\n` +
+            (s.maintenance !== "none" ? `  maintenance: ${s.maintenance}\n` : "") +
+            (s.warning ? `  warning: ${s.warning}\n` : ""),
+        );
+      });
+    },
+  },
+
+  maintenance: {
+    options: { ...common },
+    async run(ctx) {
+      const [url, mode] = ctx.positionals;
+      if (!url || (mode !== "none" && mode !== "read-only" && mode !== "offline")) usage("maintenance <repo> none|read-only|offline");
+      await withServer(ctx, url, false, async (r) => {
+        await r.setMaintenance(mode);
+        print(ctx, { maintenance: mode }, () => `datastore ${r.store}: maintenance mode ${mode}\n`);
+      });
+    },
+  },
+};

@@ -1,0 +1,213 @@
+// A datastore on a gorde server: backup and reader sessions over the API, and every
+// administrative command (snapshots, forget, prune, GC, verify, users, tokens, ACLs).
+import { ROUTES, type RouteName, type SnapshotJson, routePath } from "../api/routes.ts";
+import { ServerConnection, parseServerUrl } from "../api/connection.ts";
+import { GordeError } from "../errors.ts";
+import type { ChunkPool } from "../datastore/chunk-pool.ts";
+import { readArchiveIndexes } from "../datastore/snapshot-indexes.ts";
+import { type Manifest, ManifestSchema } from "../format/manifest.ts";
+import { type Group, formatGroup, parseSnapshotRef } from "../format/names.ts";
+import type { BackupSession, SessionRequest } from "./backup.ts";
+import type { SnapshotReader } from "./restore.ts";
+
+export interface RemoteOptions {
+  /** password or token secret (GORDE_PASSWORD) */
+  secret?: string;
+  /** pinned certificate fingerprint (--fingerprint, GORDE_FINGERPRINT) */
+  fingerprint?: string;
+  /** bytes per second, 0: unlimited */
+  rate?: number;
+  signal?: AbortSignal;
+}
+
+export interface TaskProgressEvent {
+  type: "log" | "progress" | "end";
+  line?: string;
+  progress?: Record<string, unknown>;
+  task?: { state: string; error?: string; result?: unknown };
+}
+
+function parseManifest(raw: unknown, what: string): Manifest {
+  const r = ManifestSchema.safeParse(raw);
+  if (!r.success) throw new GordeError("corrupt", `the server sent an invalid manifest for ${what}.`);
+  return r.data;
+}
+
+export class RemoteRepository {
+  readonly conn: ServerConnection;
+  readonly store: string;
+  readonly url: string;
+
+  private constructor(conn: ServerConnection, store: string, url: string) {
+    this.conn = conn;
+    this.store = store;
+    this.url = url;
+  }
+
+  /** Connects to the server of `url`; unless `serverOnly`, the URL must name a datastore. */
+  static async connect(url: string, opts: RemoteOptions, serverOnly = false): Promise<RemoteRepository> {
+    const addr = parseServerUrl(url);
+    if (!serverOnly && addr.store === "") throw new GordeError("usage", `"${url}" names no datastore: expected https://<user>@<host>[:<port>]/<store>.`);
+    if (!addr.authId) throw new GordeError("usage", `${url} names no user: use https://<user>@<host>/<store> (or <user>!<token>@).`);
+    if (!opts.secret) throw new GordeError("usage", "set GORDE_PASSWORD to the password or token secret of the repository's user.");
+    if (!opts.fingerprint) {
+      throw new GordeError("usage", "the server's certificate is not pinned: give its fingerprint with --fingerprint or GORDE_FINGERPRINT (gorde server prints it when it starts).");
+    }
+    const conn = await ServerConnection.connect({
+      host: addr.host,
+      port: addr.port,
+      authId: addr.authId,
+      secret: opts.secret,
+      fingerprint: opts.fingerprint,
+      rate: opts.rate,
+      signal: opts.signal,
+    });
+    return new RemoteRepository(conn, addr.store, url);
+  }
+
+  close(): void {
+    this.conn.close();
+  }
+
+  private path(name: RouteName, params: Record<string, string> = {}): string {
+    return routePath(ROUTES[name], { store: this.store, ...params });
+  }
+
+  private call<T>(name: RouteName, opts: { params?: Record<string, string>; query?: Record<string, string | number | undefined>; json?: unknown } = {}): Promise<T> {
+    const r = ROUTES[name];
+    return this.conn.json<T>(r.method, this.path(name, opts.params), { query: opts.query, json: opts.json, once: r.method === "POST" });
+  }
+
+  // ---- backup
+
+  async openBackup(req: SessionRequest): Promise<BackupSession> {
+    const started = await this.call<{ session: string; snapshot: string; time: number; base: { name: string; manifest: unknown } | null }>("startBackup", {
+      json: { ns: req.ns.join("/") || undefined, group: formatGroup(req.group), time: req.time, keyFingerprint: req.keyFingerprint },
+    });
+    const sid = started.session;
+    const base = started.base ? { name: started.base.name, manifest: parseManifest(started.base.manifest, started.base.name) } : null;
+    const ref = parseSnapshotRef(started.snapshot);
+    if (ref.time === "latest") throw new GordeError("corrupt", "the server named no snapshot time.");
+    let lost = false;
+    this.conn.onLost(() => (lost = true));
+    const files = new Map<string, Promise<Buffer>>();
+    const baseFile = (file: string): Promise<Buffer> => {
+      let p = files.get(file);
+      if (!p) files.set(file, (p = this.conn.binary("GET", this.path("backupBaseFile", { session: sid, file }))));
+      return p;
+    };
+    const alive = (): void => {
+      if (lost) throw new GordeError("io", "the connection to the server was lost; the backup was abandoned and nothing of it was kept.");
+    };
+    return {
+      ref: { type: ref.type, id: ref.id, time: ref.time },
+      base,
+      chunkDir: null,
+      target: {
+        kind: "remote",
+        upload: async (hex, blob, size) => {
+          alive();
+          await this.conn.json("PUT", this.path("uploadChunk", { session: sid, digest: hex }), { query: { size }, binary: blob });
+        },
+      },
+      baseIndexes: async (archive) => (base ? readArchiveIndexes(base.manifest, archive, base.name, baseFile) : undefined),
+      baseLoader: (pool: ChunkPool) => ({
+        load: async (hex: string) => pool.decode(await this.conn.binary("GET", this.path("backupBaseChunk", { session: sid, digest: hex })), hex),
+      }),
+      // The server checks, when the index arrives, that every chunk it names is stored.
+      allStored: () => Promise.resolve(true),
+      writeIndex: async (file, bytes) => {
+        alive();
+        await this.conn.json("PUT", this.path("uploadIndex", { session: sid, file }), { binary: bytes });
+      },
+      finish: async (manifest) => {
+        alive();
+        await this.conn.json("POST", this.path("finishBackup", { session: sid }), { json: manifest, once: true });
+      },
+      abort: async () => {
+        if (!lost) await this.conn.request("DELETE", this.path("abortBackup", { session: sid }), { once: true }).catch(() => undefined);
+      },
+    };
+  }
+
+  // ---- restore
+
+  async openReader(ns: string[], snapshot: Group & { time: number | "latest" }, name: string): Promise<SnapshotReader> {
+    const r = await this.call<{ session: string; snapshot: string; manifest: unknown }>("openReader", {
+      json: { ns: ns.join("/") || undefined, snapshot: name },
+    });
+    void snapshot;
+    const sid = r.session;
+    return {
+      name: r.snapshot,
+      manifest: parseManifest(r.manifest, r.snapshot),
+      chunkDir: null,
+      readFile: (file) => this.conn.binary("GET", this.path("readerFile", { session: sid, file })),
+      loader: (pool) => ({
+        load: async (hex) => pool.decode(await this.conn.binary("GET", this.path("readerChunk", { session: sid, digest: hex })), hex),
+      }),
+      close: async () => {
+        await this.conn.request("DELETE", this.path("closeReader", { session: sid }), { once: true }).catch(() => undefined);
+      },
+    };
+  }
+
+  // ---- administration
+
+  snapshots(ns: string[], group?: Group): Promise<SnapshotJson[]> {
+    return this.call("listSnapshots", { query: { ns: ns.join("/") || undefined, group: group ? formatGroup(group) : undefined } });
+  }
+
+  groups(ns: string[]): Promise<{ group: string; owner: string | null; count: number; last: string | null }[]> {
+    return this.call("listGroups", { query: { ns: ns.join("/") || undefined } });
+  }
+
+  async forget(ns: string[], snapshot: string): Promise<void> {
+    await this.call("forgetSnapshot", { query: { ns: ns.join("/") || undefined, snapshot } });
+  }
+
+  async setProtected(ns: string[], snapshot: string, on: boolean): Promise<void> {
+    await this.call("setProtected", { json: { ns: ns.join("/") || undefined, snapshot, protected: on } });
+  }
+
+  async setNotes(ns: string[], snapshot: string, notes: string): Promise<void> {
+    await this.call("setNotes", { json: { ns: ns.join("/") || undefined, snapshot, notes } });
+  }
+
+  async setOwner(ns: string[], group: string, owner: string): Promise<void> {
+    await this.call("setOwner", { json: { ns: ns.join("/") || undefined, group, owner } });
+  }
+
+  prune(ns: string[], group: string, keep: Record<string, number | undefined>, dryRun: boolean): Promise<{ snapshot: string; action: string }[]> {
+    const k = Object.fromEntries(Object.entries(keep).filter(([, v]) => v !== undefined && v > 0));
+    return this.call("prune", { json: { ns: ns.join("/") || undefined, group, keep: k, dryRun } });
+  }
+
+  status(): Promise<Record<string, unknown>> {
+    return this.call("datastoreStatus");
+  }
+
+  async setMaintenance(mode: "none" | "read-only" | "offline"): Promise<void> {
+    await this.call("setMaintenance", { json: { mode } });
+  }
+
+  /** Starts a task (GC, verify) and follows it to its end; throws when it failed. */
+  async runTask(name: "gc" | "verify", body: unknown, onEvent?: (e: TaskProgressEvent) => void, signal?: AbortSignal): Promise<unknown> {
+    const { task } = await this.call<{ task: string }>(name, { json: body });
+    let end: TaskProgressEvent["task"] | undefined;
+    const abort = (): void => void this.conn.request("DELETE", routePath(ROUTES.abortTask, { id: task }), { once: true }).catch(() => undefined);
+    signal?.addEventListener("abort", abort, { once: true });
+    try {
+      await this.conn.lines(routePath(ROUTES.taskEvents, { id: task }), (v) => {
+        const e = v as TaskProgressEvent;
+        if (e.type === "end") end = e.task;
+        onEvent?.(e);
+      });
+    } finally {
+      signal?.removeEventListener("abort", abort);
+    }
+    if (!end) throw new GordeError("io", `task ${task} did not report its end; see its log on the server.`);
+    if (end.state !== "ok") throw new GordeError(name === "verify" && end.state === "failed" ? "corrupt" : "io", end.error ?? `task ${task} ${end.state}.`);
+    return end.result;
+  }
+}

@@ -1,0 +1,156 @@
+// The HTTP/2 plumbing of the server: matching a request to a route of the API table,
+// validating it with the route's schemas, reading a bounded body, answering, and turning
+// every error into one status code and a one-sentence message.
+import type http2 from "node:http2";
+import type { z } from "zod";
+import { GordeError, type ErrorCode } from "../errors.ts";
+import { ROUTES, type Route, type RouteName } from "../api/routes.ts";
+
+export class HttpError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+const STATUS: Record<ErrorCode, number> = {
+  usage: 400,
+  invalid: 400,
+  corrupt: 400,
+  "not-found": 404,
+  exists: 409,
+  locked: 409,
+  unsupported: 400,
+  denied: 403,
+  io: 500,
+};
+
+/** Status and message of any error thrown by a handler. */
+export function errorStatus(err: unknown): { status: number; message: string; code?: ErrorCode } {
+  if (err instanceof HttpError) return { status: err.status, message: err.message };
+  if (err instanceof GordeError) {
+    if (/ENOSPC|no space left/i.test(err.message)) return { status: 507, message: "the datastore is out of space; the backup was not stored.", code: "io" };
+    return { status: STATUS[err.code], message: err.message, code: err.code };
+  }
+  const e = err as NodeJS.ErrnoException;
+  if (e?.code === "ENOSPC") return { status: 507, message: "the datastore is out of space; the backup was not stored.", code: "io" };
+  return { status: 500, message: `internal error: ${e?.message ?? String(err)}` };
+}
+
+export interface CompiledRoute {
+  name: RouteName;
+  route: Route;
+  regex: RegExp;
+  keys: string[];
+}
+
+export function compileRoutes(): CompiledRoute[] {
+  return (Object.entries(ROUTES) as [RouteName, Route][]).map(([name, route]) => {
+    const keys: string[] = [];
+    const pattern = route.path.replace(/[.]/g, "\\.").replace(/\{(\w+)\}/g, (_, k: string) => {
+      keys.push(k);
+      return "([^/]+)";
+    });
+    return { name, route, regex: new RegExp(`^${pattern}$`), keys };
+  });
+}
+
+/** The route for a method and path; 404 or 405 otherwise. */
+export function matchRoute(
+  routes: CompiledRoute[],
+  method: string,
+  pathname: string,
+): { compiled: CompiledRoute; params: Record<string, string> } {
+  let pathMatched = false;
+  for (const c of routes) {
+    const m = c.regex.exec(pathname);
+    if (!m) continue;
+    pathMatched = true;
+    if (c.route.method !== method) continue;
+    const params: Record<string, string> = {};
+    for (let i = 0; i < c.keys.length; i++) {
+      let v: string;
+      try {
+        v = decodeURIComponent(m[i + 1]!);
+      } catch {
+        throw new HttpError(400, `the request path has a malformed escape in parameter ${c.keys[i]}.`);
+      }
+      params[c.keys[i]!] = v;
+    }
+    return { compiled: c, params };
+  }
+  if (pathMatched) throw new HttpError(405, `method ${method} is not allowed on ${pathname}.`);
+  throw new HttpError(404, `no API endpoint ${pathname}.`);
+}
+
+/** Parses with a route schema; the first issue becomes a 400 naming the field. */
+export function validate<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0]!;
+  const field = issue.path.length > 0 ? ` ${issue.path.join(".")}` : "";
+  throw new HttpError(400, `${what}${field} is invalid: ${issue.message.replace(/\.$/, "")}.`);
+}
+
+/** Reads a request body of at most `limit` bytes; a larger one (declared or sent) is 413. */
+export function readBody(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, limit: number): Promise<Buffer> {
+  const declared = headers["content-length"];
+  if (declared !== undefined) {
+    const n = Number(declared);
+    if (!Number.isSafeInteger(n) || n < 0) return Promise.reject(new HttpError(400, `content-length ${declared} is not a size.`));
+    if (n > limit) return Promise.reject(new HttpError(413, `the request body of ${n} bytes exceeds the limit of ${limit} bytes.`));
+  }
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let total = 0;
+    const onData = (b: Buffer): void => {
+      total += b.length;
+      if (total > limit) {
+        stream.off("data", onData);
+        reject(new HttpError(413, `the request body exceeds the limit of ${limit} bytes.`));
+        return;
+      }
+      parts.push(b);
+    };
+    stream.on("data", onData);
+    stream.once("end", () => {
+      if (total > limit) return;
+      if (declared !== undefined && total !== Number(declared)) {
+        reject(new HttpError(400, `the request body has ${total} bytes, not the ${declared} its content-length declares.`));
+        return;
+      }
+      resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total));
+    });
+    stream.once("error", reject);
+    stream.once("close", () => reject(new HttpError(400, "the request was cancelled.")));
+  });
+}
+
+export function sendJson(stream: http2.ServerHttp2Stream, status: number, value: unknown): void {
+  if (stream.destroyed || stream.closed) return;
+  const body = Buffer.from(JSON.stringify(value));
+  if (!stream.headersSent) stream.respond({ ":status": status, "content-type": "application/json", "content-length": body.length });
+  stream.end(body);
+}
+
+export function sendBinary(stream: http2.ServerHttp2Stream, body: Buffer): void {
+  if (stream.destroyed || stream.closed) return;
+  stream.respond({ ":status": 200, "content-type": "application/octet-stream", "content-length": body.length });
+  stream.end(body);
+}
+
+export function sendError(stream: http2.ServerHttp2Stream, err: unknown): number {
+  const { status, message, code } = errorStatus(err);
+  if (stream.destroyed || stream.closed) return status;
+  if (stream.headersSent) {
+    stream.close();
+    return status;
+  }
+  const headers: Record<string, string | number> = {};
+  if (status === 401) headers["www-authenticate"] = 'Basic realm="gorde"';
+  const body = Buffer.from(JSON.stringify({ error: message, code }));
+  stream.respond({ ":status": status, "content-type": "application/json", "content-length": body.length, ...headers });
+  stream.end(body);
+  return status;
+}

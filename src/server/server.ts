@@ -1,0 +1,627 @@
+// `gorde server`: datastores over HTTPS (HTTP/2, TLS with a pinned self-signed
+// certificate), users and tokens with ACLs, backup and reader sessions, long operations
+// as tasks, Prometheus metrics and an OpenAPI document of the whole API.
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import http2 from "node:http2";
+import os from "node:os";
+import path from "node:path";
+import { z } from "zod";
+import { API_VERSION, type MaintenanceMode, type RouteName } from "../api/routes.ts";
+import { GordeError } from "../errors.ts";
+import { ChunkPool } from "../datastore/chunk-pool.ts";
+import { Datastore, type SnapshotInfo, writeFileAtomic } from "../datastore/datastore.ts";
+import { garbageCollect } from "../datastore/gc.ts";
+import { pruneGroup, snapshotJson } from "../datastore/group-ops.ts";
+import { verifyAll, verifySnapshots } from "../datastore/verify.ts";
+import { MAX_CHUNK_SIZE, ENCRYPTED_BLOB_HEADER_SIZE } from "../format/magic.ts";
+import { type Group, formatGroup, formatSnapshot, parseGroup, parseNamespace, parseSnapshotRef } from "../format/names.ts";
+import { AuthStore, type Privilege, datastoreAclPath, groupAccess, ownsGroup, parseAuthorization } from "./auth.ts";
+import { HttpError, compileRoutes, matchRoute, readBody, sendBinary, sendError, sendJson, validate } from "./http.ts";
+import { ServerMetrics } from "./metrics.ts";
+import { openApiDocument } from "./openapi.ts";
+import { BackupSession, ReaderSession, SessionTable } from "./sessions.ts";
+import { TaskManager } from "./tasks.ts";
+import { ensureCertificate } from "./tls.ts";
+import { datastoreStatus } from "./status.ts";
+
+export const DEFAULT_PORT = 8007;
+const JSON_LIMIT = 1024 * 1024;
+const CHUNK_LIMIT = MAX_CHUNK_SIZE + ENCRYPTED_BLOB_HEADER_SIZE + 1024;
+const INDEX_LIMIT = 256 * 1024 * 1024;
+
+export interface ServerOptions {
+  stateDir: string;
+  host?: string;
+  port?: number;
+  /** datastore name → directory; a missing or empty directory is initialised */
+  datastores: Record<string, string>;
+  /** password of user admin, needed on the first start (empty state directory) */
+  adminPassword?: string;
+  /** a backup or reader session without a request for this long is aborted (default 5 min) */
+  sessionIdleMs?: number;
+  /** delay after a failed login (default 500 ms) */
+  authFailureDelayMs?: number;
+  log?: (line: string) => void;
+}
+
+export interface GordeServer {
+  readonly host: string;
+  readonly port: number;
+  readonly fingerprint: string;
+  close(): Promise<void>;
+}
+
+interface StoreEntry {
+  name: string;
+  store: Datastore;
+  pool: ChunkPool | undefined;
+}
+
+interface Ctx {
+  authId: string;
+  params: Record<string, string>;
+  query: Record<string, unknown>;
+  body: unknown;
+  stream: http2.ServerHttp2Stream;
+  connection: object;
+}
+
+type Result = { json: unknown } | { binary: Buffer } | { file: string } | { text: string } | { handled: true };
+type Handler = (ctx: Ctx) => Result | Promise<Result>;
+
+export async function startServer(opts: ServerOptions): Promise<GordeServer> {
+  await fsp.mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
+  const log = opts.log ?? (() => undefined);
+  const auth = await AuthStore.open(opts.stateDir, { failureDelayMs: opts.authFailureDelayMs });
+  if (auth.isEmpty()) {
+    if (!opts.adminPassword) {
+      throw new GordeError("usage", "the state directory is new: set GORDE_ADMIN_PASSWORD to the password of the first user, admin.");
+    }
+    await auth.createFirstAdmin("admin", opts.adminPassword);
+    log("created user admin with the role Admin on /");
+  }
+  const stores = new Map<string, StoreEntry>();
+  for (const [name, dir] of Object.entries(opts.datastores)) {
+    if (!/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/.test(name)) throw new GordeError("usage", `datastore name "${name}" may use only letters, digits, '.', '_' and '-'.`);
+    stores.set(name, { name, store: await openOrInit(dir), pool: undefined });
+  }
+  if (stores.size === 0) throw new GordeError("usage", "the server needs at least one --datastore <name>=<dir>.");
+  const maintenanceFile = path.join(opts.stateDir, "maintenance.json");
+  const maintenance = await loadMaintenance(maintenanceFile);
+  const tasks = await TaskManager.open(path.join(opts.stateDir, "tasks"));
+  const cert = await ensureCertificate(opts.stateDir);
+  const sessions = new SessionTable(opts.sessionIdleMs ?? 5 * 60_000);
+  const metrics = new ServerMetrics(() => [...stores.values()].map((e) => ({ name: e.name, store: e.store })), tasks);
+  const routes = compileRoutes();
+
+  const poolOf = async (e: StoreEntry): Promise<ChunkPool> => {
+    if (!e.pool) {
+      const pool = new ChunkPool(Math.max(1, Math.min(4, os.availableParallelism())));
+      await pool.init(e.store.chunks.dir, 0, Buffer.alloc(0));
+      e.pool ??= pool;
+      if (e.pool !== pool) await pool.close();
+    }
+    return e.pool;
+  };
+
+  // ---- permissions
+  const privs = (authId: string, store: string, ns: string[]): Set<Privilege> => auth.privileges(authId, datastoreAclPath(store, ns));
+  const deny = (authId: string, what: string): never => {
+    throw new HttpError(403, `permission denied: ${authId} may not ${what}.`);
+  };
+  const storeFor = (authId: string, name: string, access: "read" | "write" | "admin"): StoreEntry => {
+    const e = stores.get(name);
+    // An unknown store and a store the caller may not see answer alike.
+    if (!e || !auth.anyPrivilegesBelow(authId, datastoreAclPath(name))) throw new HttpError(404, `no datastore ${name}.`);
+    const mode = maintenance[name] ?? "none";
+    if (mode === "offline" && access !== "admin") throw new HttpError(503, `datastore ${name} is offline for maintenance.`);
+    if (mode === "read-only" && access === "write") throw new HttpError(503, `datastore ${name} is read-only for maintenance; no backups or changes now.`);
+    return e;
+  };
+  const groupAcc = async (authId: string, e: StoreEntry, ns: string[], g: Group) => {
+    const owner = await e.store.groupOwner(ns, g);
+    return { owner, acc: groupAccess(privs(authId, e.name, ns), owner !== null && ownsGroup(authId, owner)) };
+  };
+  const ownTask = (authId: string, id: string) => {
+    const t = tasks.get(id);
+    if (!t || (t.authId !== authId && !auth.can(authId, "/", "Sys.Audit"))) throw new HttpError(404, `no task ${id}.`);
+    return t;
+  };
+  const needSys = (authId: string, priv: Privilege, what: string): void => {
+    if (!auth.can(authId, "/", priv)) deny(authId, what);
+  };
+  const selfOrAdmin = (authId: string, user: string, what: string): void => {
+    if (authId !== user && !auth.can(authId, "/", "Permissions.Modify")) deny(authId, what);
+  };
+
+  const findSnap = async (e: StoreEntry, ns: string[], name: string): Promise<SnapshotInfo> => e.store.findSnapshot(ns, parseSnapshotRef(name));
+
+  const handlers: Record<RouteName, Handler> = {
+    version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
+    openapi: () => ({ json: openApiDocument() }),
+    metrics: async ({ authId }) => {
+      needSys(authId, "Sys.Audit", "read the metrics");
+      return { text: await metrics.render() };
+    },
+    listDatastores: ({ authId }) => ({
+      json: [...stores.values()]
+        .filter((e) => auth.anyPrivilegesBelow(authId, datastoreAclPath(e.name)))
+        .map((e) => ({ name: e.name, maintenance: maintenance[e.name] ?? "none" })),
+    }),
+    datastoreStatus: async ({ authId, params }) => {
+      const e = storeFor(authId, params.store!, "read");
+      const p = privs(authId, e.name, []);
+      if (!p.has("Datastore.Audit") && !p.has("Datastore.Backup")) deny(authId, `see the status of ${e.name}`);
+      return { json: { name: e.name, maintenance: maintenance[e.name] ?? "none", ...(await datastoreStatus(e.store)) } };
+    },
+    setMaintenance: async ({ authId, params, body }) => {
+      const e = storeFor(authId, params.store!, "admin");
+      if (!privs(authId, e.name, []).has("Datastore.Modify")) deny(authId, `change the maintenance mode of ${e.name}`);
+      const { mode } = body as { mode: MaintenanceMode };
+      maintenance[e.name] = mode;
+      await writeFileAtomic(maintenanceFile, Buffer.from(JSON.stringify(maintenance, null, 2) + "\n"));
+      log(`datastore ${e.name}: maintenance mode ${mode}`);
+      return { json: { ok: true } };
+    },
+    listGroups: async ({ authId, params, query }) => {
+      const e = storeFor(authId, params.store!, "read");
+      const ns = parseNamespace(query.ns as string | undefined);
+      const out = [];
+      for (const g of await e.store.listGroups(ns)) {
+        const { owner, acc } = await groupAcc(authId, e, ns, g);
+        if (!acc.list) continue;
+        const snaps = await e.store.listSnapshots(ns, g);
+        const last = snaps.filter((s) => s.finished).at(-1);
+        out.push({ group: formatGroup(g), owner, count: snaps.length, last: last ? formatSnapshot(last) : null });
+      }
+      return { json: out };
+    },
+    listSnapshots: async ({ authId, params, query }) => {
+      const e = storeFor(authId, params.store!, "read");
+      const ns = parseNamespace(query.ns as string | undefined);
+      const groups = query.group ? [parseGroup(query.group as string)] : await e.store.listGroups(ns);
+      const out = [];
+      for (const g of groups) {
+        const { owner, acc } = await groupAcc(authId, e, ns, g);
+        if (!acc.list) {
+          if (query.group) deny(authId, `list the snapshots of ${formatGroup(g)}`);
+          continue;
+        }
+        for (const s of await e.store.listSnapshots(ns, g)) out.push(snapshotJson(s, owner));
+      }
+      return { json: out };
+    },
+    forgetSnapshot: async ({ authId, params, query }) => {
+      const e = storeFor(authId, params.store!, "write");
+      const ns = parseNamespace(query.ns as string | undefined);
+      const s = await findSnap(e, ns, query.snapshot as string);
+      if (!(await groupAcc(authId, e, ns, s)).acc.prune) deny(authId, `forget ${formatSnapshot(s)}`);
+      await e.store.forget(s);
+      log(`${authId} forgot ${e.name}:${formatSnapshot(s)}`);
+      return { json: { ok: true } };
+    },
+    setNotes: async ({ authId, params, body }) => {
+      const b = body as { ns?: string; snapshot: string; notes: string };
+      const e = storeFor(authId, params.store!, "write");
+      const ns = parseNamespace(b.ns);
+      const s = await findSnap(e, ns, b.snapshot);
+      if (!(await groupAcc(authId, e, ns, s)).acc.notes) deny(authId, `change the notes of ${formatSnapshot(s)}`);
+      if (!s.finished) throw new HttpError(400, `snapshot ${formatSnapshot(s)} is unfinished.`);
+      await e.store.updateUnprotected(s, (u) => {
+        u.notes = b.notes;
+      });
+      return { json: { ok: true } };
+    },
+    setProtected: async ({ authId, params, body }) => {
+      const b = body as { ns?: string; snapshot: string; protected: boolean };
+      const e = storeFor(authId, params.store!, "write");
+      const ns = parseNamespace(b.ns);
+      const s = await findSnap(e, ns, b.snapshot);
+      if (!(await groupAcc(authId, e, ns, s)).acc.notes) deny(authId, `protect ${formatSnapshot(s)}`);
+      await e.store.setProtected(s, b.protected);
+      return { json: { ok: true } };
+    },
+    setOwner: async ({ authId, params, body }) => {
+      const b = body as { ns?: string; group: string; owner: string };
+      const e = storeFor(authId, params.store!, "write");
+      const ns = parseNamespace(b.ns);
+      const g = parseGroup(b.group);
+      if (!(await groupAcc(authId, e, ns, g)).acc.changeOwner) deny(authId, `change the owner of ${b.group}`);
+      if ((await e.store.listSnapshots(ns, g)).length === 0) throw new HttpError(404, `group ${b.group} does not exist.`);
+      await e.store.setGroupOwner(ns, g, b.owner);
+      log(`${authId} gave ${e.name}:${b.group} to ${b.owner}`);
+      return { json: { ok: true } };
+    },
+    prune: async ({ authId, params, body }) => {
+      const b = body as { ns?: string; group: string; keep: Record<string, number>; dryRun?: boolean };
+      const e = storeFor(authId, params.store!, b.dryRun ? "read" : "write");
+      const ns = parseNamespace(b.ns);
+      const g = parseGroup(b.group);
+      if (!(await groupAcc(authId, e, ns, g)).acc.prune) deny(authId, `prune ${b.group}`);
+      const r = await pruneGroup(e.store, ns, g, b.keep, b.dryRun === true);
+      if (r.failed.length) throw new HttpError(409, `could not remove ${r.failed.join("; ")}`);
+      return { json: r.plan.map((p) => ({ snapshot: p.snapshot, action: p.action })) };
+    },
+    gc: ({ authId, params, body }) => {
+      const e = storeFor(authId, params.store!, "write");
+      if (!privs(authId, e.name, []).has("Datastore.Modify")) deny(authId, `run garbage collection on ${e.name}`);
+      const { cutoffSeconds } = body as { cutoffSeconds?: number };
+      const t = tasks.start({ type: "gc", authId, store: e.name }, async (task) => {
+        let last = 0;
+        const r = await garbageCollect(e.store, {
+          cutoffMs: cutoffSeconds === undefined ? undefined : cutoffSeconds * 1000,
+          signal: task.signal,
+          progress: (p) => {
+            if (Date.now() - last < 200 && p.done < p.total) return;
+            last = Date.now();
+            task.progress({ ...p });
+          },
+        });
+        task.log(`removed ${r.removedChunks} chunks (${r.removedBytes} bytes), ${r.pendingChunks} pending, dedup factor ${r.dedupFactor.toFixed(2)}`);
+        for (const w of r.warnings) task.log(`warning: ${w}`);
+        return r;
+      });
+      return { json: { task: t.id } };
+    },
+    verify: async ({ authId, params, body }) => {
+      const b = body as { ns?: string; snapshot?: string; outdatedDays?: number };
+      const e = storeFor(authId, params.store!, "read");
+      const ns = parseNamespace(b.ns);
+      let snaps: SnapshotInfo[] | undefined;
+      if (b.snapshot !== undefined) {
+        const s = await findSnap(e, ns, b.snapshot);
+        if (!(await groupAcc(authId, e, ns, s)).acc.verify) deny(authId, `verify ${formatSnapshot(s)}`);
+        snaps = [s];
+      } else if (!privs(authId, e.name, ns).has("Datastore.Verify")) {
+        deny(authId, `verify datastore ${e.name}`);
+      }
+      const t = tasks.start({ type: "verify", authId, store: e.name, target: b.snapshot }, async (task) => {
+        let last = 0;
+        const progress = (p: object & { done: number; total: number }): void => {
+          if (Date.now() - last < 200 && p.done < p.total) return;
+          last = Date.now();
+          task.progress({ ...p });
+        };
+        const pool = await poolOf(e);
+        const r = snaps
+          ? await verifySnapshots(e.store, snaps, { pool, signal: task.signal, progress })
+          : await verifyAll(e.store, { ns, pool, signal: task.signal, progress, skipVerifiedWithinDays: b.outdatedDays });
+        for (const s of r.snapshots) task.log(`${s.snapshot}: ${s.state}${s.errors.length ? ` (${s.errors.join("; ")})` : ""}`);
+        if (!r.ok) throw new GordeError("corrupt", `verification found damage: ${r.badChunks.length} bad and ${r.missingChunks.length} missing chunks.`);
+        return r;
+      });
+      return { json: { task: t.id } };
+    },
+    startBackup: async ({ authId, params, body, connection }) => {
+      const b = body as { ns?: string; group: string; time?: number; keyFingerprint: string | null };
+      const e = storeFor(authId, params.store!, "write");
+      const ns = parseNamespace(b.ns);
+      const g = parseGroup(b.group);
+      const p = privs(authId, e.name, ns);
+      if (!p.has("Datastore.Backup")) deny(authId, `back up into ${e.name}`);
+      const { owner, acc } = await groupAcc(authId, e, ns, g);
+      if (owner !== null && !acc.backup) deny(authId, `back up into ${b.group}, which belongs to ${owner}`);
+      if (owner === null && (await e.store.listSnapshots(ns, g)).length > 0) deny(authId, `back up into ${b.group}, which has no owner; an admin must set one`);
+      const s = await BackupSession.open({
+        authId,
+        storeName: e.name,
+        store: e.store,
+        pool: await poolOf(e),
+        ns,
+        group: g,
+        time: b.time,
+        keyFingerprint: b.keyFingerprint,
+        newGroup: owner === null,
+        connection,
+      });
+      sessions.backups.set(s.id, s);
+      log(`${authId} started backup ${e.name}:${formatSnapshot(s.ref)}`);
+      const base = s.base?.manifest && s.base.manifest.keyFingerprint === b.keyFingerprint ? { name: formatSnapshot(s.base), manifest: s.base.manifest } : null;
+      return { json: { session: s.id, snapshot: formatSnapshot(s.ref), time: s.ref.time, base } };
+    },
+    backupBaseFile: async ({ authId, params }) => ({ binary: await sessions.backup(params.session!, authId).baseFile(params.file!) }),
+    backupBaseChunk: ({ authId, params }) => ({ file: sessions.backup(params.session!, authId).baseChunkPath(params.digest!) }),
+    uploadChunk: async ({ authId, params, query, body }) => {
+      const s = sessions.backup(params.session!, authId);
+      const stored = await s.putChunk(params.digest!, query.size as number, body as Buffer);
+      metrics.chunkReceived(s.storeName, stored, (body as Buffer).length);
+      return { json: { stored } };
+    },
+    uploadIndex: async ({ authId, params, body }) => {
+      await sessions.backup(params.session!, authId).putIndex(params.file!, body as Buffer);
+      return { json: { ok: true } };
+    },
+    finishBackup: async ({ authId, params, body }) => {
+      const s = sessions.backup(params.session!, authId);
+      try {
+        const name = await s.finish(body);
+        sessions.backups.delete(s.id);
+        metrics.backupDone(s.storeName, "ok", s.stats.newBytes);
+        log(`${authId} finished backup ${s.storeName}:${name} (${s.stats.newChunks} new chunks)`);
+        return { json: { snapshot: name } };
+      } catch (err) {
+        if (!(err instanceof HttpError && err.status === 400)) {
+          await sessions.abortBackup(s);
+          metrics.backupDone(s.storeName, "failed", 0);
+        }
+        throw err;
+      }
+    },
+    abortBackup: async ({ authId, params }) => {
+      const s = sessions.backup(params.session!, authId);
+      await sessions.abortBackup(s);
+      metrics.backupDone(s.storeName, "failed", 0);
+      log(`${authId} aborted backup ${s.storeName}:${formatSnapshot(s.ref)}`);
+      return { json: { ok: true } };
+    },
+    openReader: async ({ authId, params, body, connection }) => {
+      const b = body as { ns?: string; snapshot: string };
+      const e = storeFor(authId, params.store!, "read");
+      const ns = parseNamespace(b.ns);
+      const ref = parseSnapshotRef(b.snapshot);
+      if (!(await groupAcc(authId, e, ns, ref)).acc.read) deny(authId, `read ${b.snapshot}`);
+      const snap = await e.store.findSnapshot(ns, ref);
+      if (snap.error) throw snap.error;
+      if (!snap.finished) throw new HttpError(400, `snapshot ${formatSnapshot(snap)} is unfinished and cannot be read.`);
+      const r = new ReaderSession({ authId, storeName: e.name, store: e.store, ns, snap, connection });
+      sessions.readers.set(r.id, r);
+      return { json: { session: r.id, snapshot: formatSnapshot(snap), manifest: snap.manifest } };
+    },
+    readerFile: async ({ authId, params }) => ({ binary: await sessions.reader(params.session!, authId).file(params.file!) }),
+    readerChunk: ({ authId, params }) => {
+      const s = sessions.reader(params.session!, authId);
+      const file = s.chunkPath(params.digest!);
+      metrics.chunkServed(s.storeName);
+      return { file };
+    },
+    closeReader: ({ authId, params }) => {
+      sessions.closeReader(sessions.reader(params.session!, authId));
+      return { json: { ok: true } };
+    },
+    listTasks: ({ authId, query }) => {
+      const all = auth.can(authId, "/", "Sys.Audit");
+      const list = tasks.list({
+        running: query.running === undefined ? undefined : query.running === "true",
+        store: query.store as string | undefined,
+        limit: (query.limit as number | undefined) ?? 100,
+        authId: all ? undefined : authId,
+      });
+      return { json: list };
+    },
+    getTask: ({ authId, params }) => ({ json: ownTask(authId, params.id!) }),
+    taskLog: async ({ authId, params, query }) => {
+      ownTask(authId, params.id!);
+      return { json: await tasks.readLog(params.id!, { offset: query.offset as number | undefined, limit: query.limit as number | undefined }) };
+    },
+    taskEvents: async ({ authId, params, stream }) => {
+      ownTask(authId, params.id!);
+      stream.respond({ ":status": 200, "content-type": "application/x-ndjson" });
+      await new Promise<void>((resolve) => {
+        const stop = tasks.subscribe(params.id!, (ev) => {
+          if (stream.destroyed) return;
+          stream.write(JSON.stringify(ev) + "\n");
+          if (ev.type === "end") {
+            stream.end();
+            resolve();
+          }
+        });
+        stream.once("close", () => {
+          stop();
+          resolve();
+        });
+      });
+      return { handled: true };
+    },
+    abortTask: ({ authId, params }) => {
+      const t = ownTask(authId, params.id!);
+      if (t.authId !== authId && !auth.can(authId, "/", "Sys.Modify")) deny(authId, `abort task ${t.id}`);
+      if (!tasks.abort(t.id)) throw new HttpError(409, `task ${t.id} is not running.`);
+      return { json: { ok: true } };
+    },
+    listUsers: ({ authId }) => {
+      if (!auth.can(authId, "/", "Permissions.Modify") && !auth.can(authId, "/", "Sys.Audit")) deny(authId, "list users");
+      return { json: auth.listUsers() };
+    },
+    addUser: async ({ authId, body }) => {
+      needSys(authId, "Permissions.Modify", "create users");
+      const b = body as { name: string; password: string; comment?: string; expire?: number };
+      await auth.addUser(b.name, b.password, { comment: b.comment, expire: b.expire });
+      log(`${authId} created user ${b.name}`);
+      return { json: { ok: true } };
+    },
+    updateUser: async ({ authId, params, body }) => {
+      const b = body as { password?: string; comment?: string; expire?: number; enable?: boolean };
+      const admin = auth.can(authId, "/", "Permissions.Modify");
+      const onlyPassword = b.comment === undefined && b.expire === undefined && b.enable === undefined;
+      if (!admin && !(authId === params.user && onlyPassword)) deny(authId, `change user ${params.user}`);
+      if (!auth.listUsers().some((u) => u.name === params.user)) throw new HttpError(404, `no user ${params.user}.`);
+      if (b.password !== undefined) await auth.setPassword(params.user!, b.password);
+      if (!onlyPassword) await auth.updateUser(params.user!, { comment: b.comment, expire: b.expire, enable: b.enable });
+      return { json: { ok: true } };
+    },
+    removeUser: async ({ authId, params }) => {
+      needSys(authId, "Permissions.Modify", "remove users");
+      if (params.user === authId) throw new HttpError(400, "a user cannot remove itself.");
+      await auth.removeUser(params.user!);
+      log(`${authId} removed user ${params.user}`);
+      return { json: { ok: true } };
+    },
+    listTokens: ({ authId, params }) => {
+      selfOrAdmin(authId, params.user!, `list the tokens of ${params.user}`);
+      return { json: auth.listTokens(params.user) };
+    },
+    addToken: async ({ authId, params, body }) => {
+      selfOrAdmin(authId, params.user!, `create tokens for ${params.user}`);
+      const b = body as { comment?: string; expire?: number };
+      const r = await auth.addToken(params.user!, params.token!, b);
+      log(`${authId} created token ${r.tokenId}`);
+      return { json: r };
+    },
+    removeToken: async ({ authId, params }) => {
+      selfOrAdmin(authId, params.user!, `revoke tokens of ${params.user}`);
+      await auth.removeToken(`${params.user}!${params.token}`);
+      log(`${authId} revoked token ${params.user}!${params.token}`);
+      return { json: { ok: true } };
+    },
+    listAcl: ({ authId }) => {
+      if (!auth.can(authId, "/", "Permissions.Modify") && !auth.can(authId, "/", "Sys.Audit")) deny(authId, "read the ACL");
+      return { json: auth.listAcl() };
+    },
+    setAcl: async ({ authId, body }) => {
+      needSys(authId, "Permissions.Modify", "change the ACL");
+      const b = body as { path: string; authId: string; role: "Admin"; propagate?: boolean; remove?: boolean };
+      await auth.setAcl(b);
+      log(`${authId} ${b.remove ? "removed" : "granted"} ${b.role} on ${b.path} ${b.remove ? "from" : "to"} ${b.authId}`);
+      return { json: { ok: true } };
+    },
+    sync: ({ authId, params }) => {
+      storeFor(authId, params.store!, "write");
+      throw new HttpError(501, "sync is not available in this build.");
+    },
+  };
+
+  const dispatch = async (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, connection: object): Promise<void> => {
+    const started = Date.now();
+    const method = String(headers[":method"] ?? "GET");
+    let url: URL;
+    let status = 200;
+    let routeName = "unknown";
+    try {
+      url = new URL(String(headers[":path"] ?? "/"), "https://gorde");
+    } catch {
+      sendError(stream, new HttpError(400, "the request path is malformed."));
+      return;
+    }
+    try {
+      const { compiled, params: rawParams } = matchRoute(routes, method, url.pathname);
+      const route = compiled.route;
+      routeName = compiled.name;
+      let authId = "";
+      if (route.access !== "public") {
+        const cred = parseAuthorization(headers.authorization);
+        const who = cred && (await auth.authenticate(cred.authId, cred.secret));
+        if (!who) throw new HttpError(401, "authentication failed: give a valid user and password or API token.");
+        authId = who;
+      }
+      const params = route.params ? (validate(route.params, rawParams, "path parameter") as Record<string, string>) : {};
+      const rawQuery: Record<string, string> = {};
+      for (const [k, v] of url.searchParams) {
+        if (k in rawQuery) throw new HttpError(400, `query parameter ${k} is given twice.`);
+        rawQuery[k] = v;
+      }
+      const query = route.query ? validate(route.query, rawQuery, "query parameter") : (Object.keys(rawQuery).length ? validate(z.strictObject({}), rawQuery, "query parameter") : {});
+      let body: unknown;
+      if (route.body === "binary") {
+        body = await readBody(stream, headers, routeName === "uploadChunk" ? CHUNK_LIMIT : INDEX_LIMIT);
+      } else if (route.body) {
+        const raw = await readBody(stream, headers, JSON_LIMIT);
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(raw.toString("utf8") || "null");
+        } catch {
+          throw new HttpError(400, "the request body is not valid JSON.");
+        }
+        body = validate(route.body, parsed, "request body");
+      }
+      const result = await handlers[compiled.name]({ authId, params, query: query as Record<string, unknown>, body, stream, connection });
+      if ("json" in result) sendJson(stream, 200, result.json);
+      else if ("binary" in result) sendBinary(stream, result.binary);
+      else if ("text" in result) {
+        const b = Buffer.from(result.text);
+        stream.respond({ ":status": 200, "content-type": "text/plain; version=0.0.4", "content-length": b.length });
+        stream.end(b);
+      } else if ("file" in result) {
+        await sendFile(stream, result.file);
+      }
+    } catch (err) {
+      status = sendError(stream, err);
+      if (status >= 500) log(`${method} ${url.pathname}: ${(err as Error).message}`);
+    } finally {
+      metrics.request(routeName, status, Date.now() - started);
+    }
+  };
+
+  const server = http2.createSecureServer({
+    key: cert.key,
+    cert: cert.cert,
+    allowHTTP1: false,
+    // Large windows: chunks of up to 4 MiB stream without waiting for window updates.
+    settings: { initialWindowSize: 8 * 1024 * 1024, maxConcurrentStreams: 256 },
+    maxSessionMemory: 256,
+  });
+  const connections = new Set<http2.ServerHttp2Session>();
+  server.on("session", (session) => {
+    connections.add(session);
+    session.setLocalWindowSize(64 * 1024 * 1024);
+    session.once("close", () => {
+      connections.delete(session);
+      void sessions.connectionClosed(session);
+    });
+    session.on("error", () => undefined);
+  });
+  server.on("stream", (stream, headers) => {
+    stream.on("error", () => undefined);
+    void dispatch(stream, headers, stream.session!);
+  });
+  const host = opts.host ?? "0.0.0.0";
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EADDRINUSE") reject(new GordeError("usage", `port ${opts.port ?? DEFAULT_PORT} on ${host} is in use by another program.`));
+      else if (err.code === "EADDRNOTAVAIL") reject(new GordeError("usage", `address ${host} is not an address of this machine.`));
+      else reject(err);
+    });
+    server.listen(opts.port ?? DEFAULT_PORT, host, () => resolve());
+  });
+  const port = (server.address() as { port: number }).port;
+
+  return {
+    host,
+    port,
+    fingerprint: cert.fingerprint,
+    async close() {
+      await sessions.close();
+      for (const c of connections) c.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await tasks.close();
+      for (const e of stores.values()) {
+        await e.pool?.close();
+        e.store.close();
+      }
+    },
+  };
+}
+
+/** Streams a file (a chunk) as the answer; 404 when it vanished. */
+function sendFile(stream: http2.ServerHttp2Stream, file: string): Promise<void> {
+  return new Promise((resolve) => {
+    stream.respondWithFile(
+      file,
+      { "content-type": "application/octet-stream" },
+      {
+        onError: (err) => {
+          sendError(stream, (err as NodeJS.ErrnoException).code === "ENOENT" ? new HttpError(404, `chunk ${path.basename(file)} is missing from the datastore.`) : err);
+          resolve();
+        },
+      },
+    );
+    stream.once("close", () => resolve());
+  });
+}
+
+async function openOrInit(dir: string): Promise<Datastore> {
+  const names = await fsp.readdir(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOENT") return [] as string[];
+    throw err;
+  });
+  if (names.length === 0) return Datastore.init(dir);
+  return Datastore.open(dir);
+}
+
+async function loadMaintenance(file: string): Promise<Record<string, MaintenanceMode>> {
+  if (!fs.existsSync(file)) return {};
+  const schema = z.record(z.string(), z.enum(["none", "read-only", "offline"]));
+  const r = schema.safeParse(JSON.parse(await fsp.readFile(file, "utf8")));
+  if (!r.success) throw new GordeError("invalid", `${file} is not a valid maintenance file.`);
+  return r.data;
+}

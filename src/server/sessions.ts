@@ -1,0 +1,368 @@
+// Backup and reader sessions of the server. A backup session holds its group's lock and
+// an invisible snapshot directory until `finish` writes the manifest; a session whose
+// connection closes, or that stays idle too long, is aborted and leaves nothing behind.
+// A reader session holds a shared lock on a finished snapshot and serves only the chunks
+// its opened indexes name.
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import path from "node:path";
+import { GordeError } from "../errors.ts";
+import type { ChunkPool } from "../datastore/chunk-pool.ts";
+import type { PendingChunk } from "../datastore/chunk-store.ts";
+import { type Datastore, type Lock, MANIFEST_FILE, OWNER_FILE, type SnapshotInfo, lockDir, writeFileAtomic } from "../datastore/datastore.ts";
+import { decodeDynamicIndex } from "../format/dynamic-index.ts";
+import { decodeFixedIndex } from "../format/fixed-index.ts";
+import { DIGEST_SIZE, FORMAT_VERSION } from "../format/magic.ts";
+import { type Manifest, ManifestSchema, encodeManifest, sha256Hex } from "../format/manifest.ts";
+import { type Group, type SnapshotRef, formatSnapshot, formatTime } from "../format/names.ts";
+import { HttpError } from "./http.ts";
+
+const COMMIT_FILES = 1024;
+const COMMIT_BYTES = 64 * 1024 * 1024;
+
+/** Every digest an index file names (its kind from the file name). */
+export function indexDigests(file: string, bytes: Buffer, what: string): Set<string> {
+  const out = new Set<string>();
+  if (file.endsWith(".fidx")) {
+    const idx = decodeFixedIndex(bytes, what);
+    for (let o = 0; o < idx.digests.length; o += DIGEST_SIZE) out.add(idx.digests.toString("hex", o, o + DIGEST_SIZE));
+  } else if (file.endsWith(".didx")) {
+    const idx = decodeDynamicIndex(bytes, what);
+    for (let i = 0; i < idx.count; i++) out.add(idx.digest(i).toString("hex"));
+  } else {
+    throw new HttpError(400, `${file} is not an index file name (.fidx or .didx).`);
+  }
+  return out;
+}
+
+interface SessionBase {
+  id: string;
+  authId: string;
+  storeName: string;
+  store: Datastore;
+  ns: string[];
+  lastActivity: number;
+  /** called when the HTTP/2 connection that opened the session closes */
+  connection: object;
+}
+
+export class BackupSession implements SessionBase {
+  readonly id = randomBytes(18).toString("base64url");
+  readonly authId: string;
+  readonly storeName: string;
+  readonly store: Datastore;
+  readonly ns: string[];
+  readonly ref: SnapshotRef;
+  readonly dir: string;
+  readonly base: SnapshotInfo | undefined;
+  readonly keyFingerprint: string | null;
+  readonly connection: object;
+  lastActivity = Date.now();
+  /** chunks uploaded (or found stored) in this session */
+  readonly chunks = new Set<string>();
+  readonly indexes = new Map<string, { csum: string; size: number }>();
+  private baseChunks: Set<string> | undefined;
+  private pending: PendingChunk[] = [];
+  private pendingBytes = 0;
+  private readonly locks: Lock[];
+  private readonly groupCreated: boolean;
+  private readonly pool: ChunkPool;
+  stats = { newChunks: 0, newBytes: 0, receivedBytes: 0, existingChunks: 0 };
+  done = false;
+
+  private constructor(init: {
+    authId: string;
+    storeName: string;
+    store: Datastore;
+    pool: ChunkPool;
+    ns: string[];
+    ref: SnapshotRef;
+    base: SnapshotInfo | undefined;
+    keyFingerprint: string | null;
+    locks: Lock[];
+    groupCreated: boolean;
+    connection: object;
+  }) {
+    this.authId = init.authId;
+    this.storeName = init.storeName;
+    this.store = init.store;
+    this.pool = init.pool;
+    this.ns = init.ns;
+    this.ref = init.ref;
+    this.dir = init.store.snapshotDir(init.ns, init.ref);
+    this.base = init.base;
+    this.keyFingerprint = init.keyFingerprint;
+    this.locks = init.locks;
+    this.groupCreated = init.groupCreated;
+    this.connection = init.connection;
+  }
+
+  /** Locks the group, picks the base, creates the (invisible) snapshot directory. */
+  static async open(init: {
+    authId: string;
+    storeName: string;
+    store: Datastore;
+    pool: ChunkPool;
+    ns: string[];
+    group: Group;
+    time?: number;
+    keyFingerprint: string | null;
+    /** the group has no owner yet: record the caller */
+    newGroup: boolean;
+    connection: object;
+  }): Promise<BackupSession> {
+    const { store, ns, group } = init;
+    if (init.newGroup) await store.setGroupOwner(ns, group, init.authId);
+    const locks: Lock[] = [];
+    let dir: string | undefined;
+    try {
+      locks.push(store.lockGroup(ns, group));
+      const existing = await store.listSnapshots(ns, group);
+      const last = existing.at(-1);
+      let time = init.time ?? Math.floor(Date.now() / 1000);
+      if (last && time <= last.time) {
+        if (init.time !== undefined) {
+          throw new GordeError("usage", `snapshot time ${formatTime(time)} is not newer than the group's last snapshot ${formatTime(last.time)}.`);
+        }
+        time = last.time + 1;
+      }
+      const base = existing.filter((s) => s.finished && s.manifest?.unprotected.verify?.state !== "failed").at(-1);
+      if (base) locks.push(lockDir(base.dir, "sh", `snapshot ${formatSnapshot(base)}`));
+      locks.push(store.registerBackup(Date.now()));
+      const ref = { ...group, time };
+      dir = store.snapshotDir(ns, ref);
+      await fsp.mkdir(dir);
+      locks.push(lockDir(dir, "sh", `snapshot ${formatSnapshot(ref)}`));
+      return new BackupSession({ ...init, ref, base, locks, groupCreated: init.newGroup });
+    } catch (err) {
+      if (dir !== undefined) await fsp.rm(dir, { recursive: true, force: true });
+      for (const l of locks.reverse()) l.release();
+      if (init.newGroup) await removeEmptyGroup(store.groupDir(ns, group));
+      throw err;
+    }
+  }
+
+  /** A file of the base snapshot (its indexes), for the client's incremental backup. */
+  async baseFile(file: string): Promise<Buffer> {
+    const entry = this.base?.manifest?.archives.flatMap((a) => a.indexes).find((i) => i.file === file);
+    if (!this.base || !entry) throw new HttpError(404, `the base snapshot has no index ${file}.`);
+    const bytes = await fsp.readFile(path.join(this.base.dir, file));
+    this.baseChunks ??= new Set();
+    for (const d of indexDigests(file, bytes, `index ${file} of ${formatSnapshot(this.base)}`)) this.baseChunks.add(d);
+    return bytes;
+  }
+
+  /** A chunk of the base: only those named by a base index the client fetched. */
+  baseChunkPath(hex: string): string {
+    if (!this.baseChunks?.has(hex)) throw new HttpError(403, `chunk ${hex} is not named by an index of the base snapshot fetched in this session.`);
+    return this.store.chunks.chunkPath(hex);
+  }
+
+  async putChunk(hex: string, size: number, blob: Buffer): Promise<boolean> {
+    this.stats.receivedBytes += blob.length;
+    // Stored already: keep it from a GC (touch) and drop the upload without decoding it.
+    if (this.store.chunks.touch(hex)) {
+      this.chunks.add(hex);
+      this.stats.existingChunks++;
+      return false;
+    }
+    const r = await this.pool.store(blob, hex, size);
+    if (r.encrypted !== (this.keyFingerprint !== null)) {
+      throw new HttpError(400, `chunk ${hex} is ${r.encrypted ? "encrypted" : "not encrypted"} but the session was opened ${this.keyFingerprint ? "with" : "without"} a key.`);
+    }
+    if (r.state === "exists") {
+      if (!this.store.chunks.touch(hex)) throw new HttpError(503, `chunk ${hex} was removed while it was uploaded; send it again.`);
+      this.chunks.add(hex);
+      this.stats.existingChunks++;
+      return false;
+    }
+    this.pending.push(r.pending!);
+    this.pendingBytes += blob.length;
+    this.chunks.add(hex);
+    this.stats.newChunks++;
+    this.stats.newBytes += size;
+    if (this.pending.length >= COMMIT_FILES || this.pendingBytes >= COMMIT_BYTES) await this.commit();
+    return true;
+  }
+
+  private async commit(): Promise<void> {
+    const batch = this.pending;
+    if (batch.length === 0) return;
+    this.pending = [];
+    this.pendingBytes = 0;
+    await this.pool.commit(batch);
+    for (const c of batch) this.store.chunks.markWritten(path.dirname(c.final));
+  }
+
+  /** Stores an index file after checking that every chunk it names is stored. */
+  async putIndex(file: string, bytes: Buffer): Promise<void> {
+    const what = `index ${file}`;
+    const digests = indexDigests(file, bytes, what);
+    for (const hex of digests) {
+      if (!this.chunks.has(hex) && !this.store.chunks.exists(hex)) {
+        throw new HttpError(400, `${what} names chunk ${hex}, which was not uploaded and is not stored.`);
+      }
+    }
+    await writeFileAtomic(path.join(this.dir, file), bytes);
+    this.indexes.set(file, { csum: sha256Hex(bytes), size: bytes.length });
+  }
+
+  /** Checks the manifest against the session and writes it: the snapshot becomes visible. */
+  async finish(raw: unknown): Promise<string> {
+    const parsed = ManifestSchema.safeParse(raw);
+    if (!parsed.success) {
+      const i = parsed.error.issues[0]!;
+      throw new HttpError(400, `the manifest is invalid at ${i.path.join(".") || "top level"}: ${i.message.replace(/\.$/, "")}.`);
+    }
+    const m: Manifest = parsed.data;
+    const name = formatSnapshot(this.ref);
+    if (m.format !== FORMAT_VERSION) throw new HttpError(400, `the manifest has format ${m.format}; this server writes format ${FORMAT_VERSION}.`);
+    if (m.type !== this.ref.type || m.id !== this.ref.id || m.time !== this.ref.time) {
+      throw new HttpError(400, `the manifest names another snapshot than the session's ${name}.`);
+    }
+    if (m.keyFingerprint !== this.keyFingerprint || (m.cryptMode === "encrypt") !== (this.keyFingerprint !== null)) {
+      throw new HttpError(400, "the manifest's encryption does not match the session's key.");
+    }
+    if (m.unprotected.verify !== undefined) throw new HttpError(400, "a new manifest cannot carry a verify state.");
+    const named = new Set<string>();
+    for (const a of m.archives) {
+      for (const f of a.indexes) {
+        const got = this.indexes.get(f.file);
+        if (!got) throw new HttpError(400, `the manifest names index ${f.file}, which was not uploaded.`);
+        if (got.csum !== f.csum || got.size !== f.size) throw new HttpError(400, `the manifest's checksum of ${f.file} does not match the uploaded file.`);
+        named.add(f.file);
+      }
+    }
+    for (const f of this.indexes.keys()) if (!named.has(f)) throw new HttpError(400, `index ${f} was uploaded but the manifest does not name it.`);
+    await this.commit();
+    await this.store.chunks.sync();
+    await writeFileAtomic(path.join(this.dir, MANIFEST_FILE), encodeManifest(m));
+    this.done = true;
+    this.release();
+    return name;
+  }
+
+  /** Removes everything of an unfinished session. */
+  async abort(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    await fsp.rm(this.dir, { recursive: true, force: true });
+    this.release();
+    if (this.groupCreated) await removeEmptyGroup(this.store.groupDir(this.ns, this.ref));
+  }
+
+  private release(): void {
+    for (const l of this.locks.reverse()) l.release();
+    this.locks.length = 0;
+  }
+}
+
+/** A group directory that holds nothing but its owner file (its first backup failed). */
+async function removeEmptyGroup(dir: string): Promise<void> {
+  const names = await fsp.readdir(dir).catch(() => [] as string[]);
+  if (names.every((n) => n === OWNER_FILE || n.startsWith(".lock"))) {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+}
+
+export class ReaderSession implements SessionBase {
+  readonly id = randomBytes(18).toString("base64url");
+  readonly authId: string;
+  readonly storeName: string;
+  readonly store: Datastore;
+  readonly ns: string[];
+  readonly snap: SnapshotInfo;
+  readonly connection: object;
+  lastActivity = Date.now();
+  private readonly allowed = new Set<string>();
+  private lock: Lock | undefined;
+  done = false;
+
+  constructor(init: { authId: string; storeName: string; store: Datastore; ns: string[]; snap: SnapshotInfo; connection: object }) {
+    this.authId = init.authId;
+    this.storeName = init.storeName;
+    this.store = init.store;
+    this.ns = init.ns;
+    this.snap = init.snap;
+    this.connection = init.connection;
+    this.lock = lockDir(init.snap.dir, "sh", `snapshot ${formatSnapshot(init.snap)}`);
+  }
+
+  async file(file: string): Promise<Buffer> {
+    const entry = this.snap.manifest?.archives.flatMap((a) => a.indexes).find((i) => i.file === file);
+    if (!entry) throw new HttpError(404, `snapshot ${formatSnapshot(this.snap)} has no index ${file}.`);
+    const bytes = await fsp.readFile(path.join(this.snap.dir, file));
+    for (const d of indexDigests(file, bytes, `index ${file} of ${formatSnapshot(this.snap)}`)) this.allowed.add(d);
+    return bytes;
+  }
+
+  chunkPath(hex: string): string {
+    if (!this.allowed.has(hex)) throw new HttpError(403, `chunk ${hex} is not named by an index opened in this reader session.`);
+    const p = this.store.chunks.chunkPath(hex);
+    if (!fs.existsSync(p)) throw new HttpError(404, `chunk ${hex} is missing from the datastore; run verify.`);
+    return p;
+  }
+
+  close(): void {
+    this.done = true;
+    this.lock?.release();
+    this.lock = undefined;
+  }
+}
+
+/** Open sessions by id, aborted with their connection or after `idleMs` without a request. */
+export class SessionTable {
+  readonly backups = new Map<string, BackupSession>();
+  readonly readers = new Map<string, ReaderSession>();
+  private readonly timer: NodeJS.Timeout;
+  private readonly idleMs: number;
+
+  constructor(idleMs: number) {
+    this.idleMs = idleMs;
+    this.timer = setInterval(() => void this.expire(), Math.max(200, Math.min(10_000, idleMs / 4)));
+    this.timer.unref();
+  }
+
+  backup(id: string, authId: string): BackupSession {
+    const s = this.backups.get(id);
+    if (!s || s.authId !== authId) throw new HttpError(404, "no such backup session (it may have expired or been aborted).");
+    s.lastActivity = Date.now();
+    return s;
+  }
+
+  reader(id: string, authId: string): ReaderSession {
+    const s = this.readers.get(id);
+    if (!s || s.authId !== authId) throw new HttpError(404, "no such reader session (it may have expired or been closed).");
+    s.lastActivity = Date.now();
+    return s;
+  }
+
+  async abortBackup(s: BackupSession): Promise<void> {
+    this.backups.delete(s.id);
+    await s.abort();
+  }
+
+  closeReader(s: ReaderSession): void {
+    this.readers.delete(s.id);
+    s.close();
+  }
+
+  /** The connection that opened these sessions is gone. */
+  async connectionClosed(connection: object): Promise<void> {
+    for (const s of [...this.backups.values()]) if (s.connection === connection) await this.abortBackup(s);
+    for (const s of [...this.readers.values()]) if (s.connection === connection) this.closeReader(s);
+  }
+
+  private async expire(): Promise<void> {
+    const cutoff = Date.now() - this.idleMs;
+    for (const s of [...this.backups.values()]) if (s.lastActivity < cutoff) await this.abortBackup(s).catch(() => undefined);
+    for (const s of [...this.readers.values()]) if (s.lastActivity < cutoff) this.closeReader(s);
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    for (const s of [...this.backups.values()]) await this.abortBackup(s).catch(() => undefined);
+    for (const s of [...this.readers.values()]) this.closeReader(s);
+  }
+}
