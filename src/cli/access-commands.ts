@@ -1,6 +1,7 @@
 // Commands that only make sense against a server: users, tokens, ACLs, group owners,
 // datastore status and maintenance mode.
 import { ROUTES, routePath } from "../api/routes.ts";
+import { parseServerUrl } from "../api/connection.ts";
 import { GordeError } from "../errors.ts";
 import { RemoteRepository } from "../client/remote.ts";
 import { formatGroup, parseGroup, parseNamespace, parseTimeOption } from "../format/names.ts";
@@ -158,6 +159,33 @@ export const ACCESS_COMMANDS: Record<string, Command> = {
             (s.maintenance !== "none" ? `  maintenance: ${s.maintenance}\n` : "") +
             (s.warning ? `  warning: ${s.warning}\n` : ""),
         );
+      });
+    },
+  },
+
+  sync: {
+    options: { ...common, "source-fingerprint": { type: "string" }, group: { type: "string", multiple: true }, last: { type: "string" }, ns: { type: "string" } },
+    async run(ctx) {
+      const [url, source] = ctx.positionals;
+      if (!url || !source || ctx.positionals.length > 2) usage("sync <repo> <source repo> --source-fingerprint <fp> [--group <g>]... [--last N] (source password in GORDE_SOURCE_PASSWORD)");
+      const src = parseServerUrl(source);
+      if (!src.authId || src.store === "") throw new GordeError("usage", `the source ${source} must name a user and a datastore: https://<user>@<host>[:<port>]/<store>.`);
+      const secret = process.env.GORDE_SOURCE_PASSWORD;
+      if (!secret) throw new GordeError("usage", "set GORDE_SOURCE_PASSWORD to the password or token secret of the source server's user.");
+      const fingerprint = ctx.values["source-fingerprint"] as string | undefined;
+      if (!fingerprint) throw new GordeError("usage", "give the source server's certificate fingerprint with --source-fingerprint.");
+      const last = ctx.values.last === undefined ? undefined : Number(ctx.values.last);
+      if (last !== undefined && !(Number.isInteger(last) && last > 0)) throw new GordeError("usage", "--last takes a positive whole number.");
+      const remote = `https://${src.host.includes(":") ? `[${src.host}]` : src.host}:${src.port}/${src.store}`;
+      await withServer(ctx, url, false, async (r) => {
+        const body = { remote, fingerprint, authId: src.authId, secret, ns: (ctx.values.ns as string | undefined) || undefined, groups: ctx.values.group, last };
+        const res = await r.runTask("sync", body, (e) => {
+          if (!ctx.values.json && e.type === "log" && e.line) ctx.err(`${e.line}\n`);
+        }, ctx.signal);
+        print(ctx, res, () => {
+          const x = res as { snapshots: number; chunks: number; bytes: number; skipped: number };
+          return `pulled ${x.snapshots} snapshots (${x.chunks} new chunks, ${formatBytes(x.bytes)})${x.skipped ? `; skipped ${x.skipped} of groups owned by others` : ""}\n`;
+        });
       });
     },
   },

@@ -192,7 +192,7 @@ export class RemoteRepository {
   }
 
   /** Starts a task (GC, verify) and follows it to its end; throws when it failed. */
-  async runTask(name: "gc" | "verify", body: unknown, onEvent?: (e: TaskProgressEvent) => void, signal?: AbortSignal): Promise<unknown> {
+  async runTask(name: "gc" | "verify" | "sync", body: unknown, onEvent?: (e: TaskProgressEvent) => void, signal?: AbortSignal): Promise<unknown> {
     const { task } = await this.call<{ task: string }>(name, { json: body });
     let end: TaskProgressEvent["task"] | undefined;
     const abort = (): void => void this.conn.request("DELETE", routePath(ROUTES.abortTask, { id: task }), { once: true }).catch(() => undefined);

@@ -22,6 +22,7 @@ import { ServerMetrics } from "./metrics.ts";
 import { openApiDocument } from "./openapi.ts";
 import { BackupSession, ReaderSession, SessionTable } from "./sessions.ts";
 import { TaskManager } from "./tasks.ts";
+import { syncDatastore } from "./sync.ts";
 import { ensureCertificate } from "./tls.ts";
 import { datastoreStatus } from "./status.ts";
 
@@ -475,9 +476,15 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       log(`${authId} ${b.remove ? "removed" : "granted"} ${b.role} on ${b.path} ${b.remove ? "from" : "to"} ${b.authId}`);
       return { json: { ok: true } };
     },
-    sync: ({ authId, params }) => {
-      storeFor(authId, params.store!, "write");
-      throw new HttpError(501, "sync is not available in this build.");
+    sync: ({ authId, params, body }) => {
+      const b = body as { remote: string; fingerprint: string; authId: string; secret: string; ns?: string; groups?: string[]; last?: number };
+      const e = storeFor(authId, params.store!, "write");
+      const ns = parseNamespace(b.ns);
+      if (!privs(authId, e.name, ns).has("Datastore.Backup")) deny(authId, `sync into ${e.name}`);
+      const t = tasks.start({ type: "sync", authId, store: e.name, target: b.remote }, (task) =>
+        syncDatastore({ ...b, ns, store: e.store, pool: () => poolOf(e), owner: authId, task }),
+      );
+      return { json: { task: t.id } };
     },
   };
 

@@ -1,0 +1,149 @@
+// Sync (offsite copy): this server pulls finished snapshots from another gorde server,
+// downloading only the chunks its datastore lacks. Chunks are copied as they are stored
+// there, so encrypted backups stay encrypted (this server never needs the key); each chunk
+// is checked on arrival (CRC, and the digest of unencrypted ones) and each index against
+// the manifest before the snapshot is made visible, manifest last.
+import fsp from "node:fs/promises";
+import path from "node:path";
+import { ServerConnection, parseServerUrl } from "../api/connection.ts";
+import { ROUTES, type SnapshotJson, routePath } from "../api/routes.ts";
+import { GordeError } from "../errors.ts";
+import type { ChunkPool } from "../datastore/chunk-pool.ts";
+import type { PendingChunk } from "../datastore/chunk-store.ts";
+import { type Datastore, MANIFEST_FILE, type Lock, lockDir, writeFileAtomic } from "../datastore/datastore.ts";
+import { ManifestSchema, encodeManifest, sha256Hex } from "../format/manifest.ts";
+import { formatGroup, formatSnapshot, parseGroup, parseSnapshotRef } from "../format/names.ts";
+import { ownsGroup } from "./auth-roles.ts";
+import { indexDigests } from "./sessions.ts";
+import type { TaskContext } from "./tasks.ts";
+
+export interface SyncOptions {
+  /** https://<host>[:<port>]/<store> of the source server */
+  remote: string;
+  fingerprint: string;
+  authId: string;
+  secret: string;
+  ns: string[];
+  /** only these groups (`vm/100`); all when absent */
+  groups?: string[];
+  /** only the newest N finished snapshots of each group */
+  last?: number;
+  store: Datastore;
+  pool: () => Promise<ChunkPool>;
+  /** owner of groups this sync creates */
+  owner: string;
+  task: TaskContext;
+}
+
+export interface SyncResult {
+  snapshots: number;
+  skipped: number;
+  chunks: number;
+  bytes: number;
+}
+
+const PARALLEL = 8;
+
+export async function syncDatastore(o: SyncOptions): Promise<SyncResult> {
+  const addr = parseServerUrl(o.remote);
+  if (addr.store === "") throw new GordeError("usage", `${o.remote} names no datastore to pull from.`);
+  const conn = await ServerConnection.connect({ host: addr.host, port: addr.port, authId: o.authId, secret: o.secret, fingerprint: o.fingerprint, signal: o.task.signal });
+  const result: SyncResult = { snapshots: 0, skipped: 0, chunks: 0, bytes: 0 };
+  try {
+    const ns = o.ns.join("/") || undefined;
+    const list = await conn.json<SnapshotJson[]>("GET", routePath(ROUTES.listSnapshots, { store: addr.store }), { query: { ns } });
+    const wanted = new Set(o.groups?.map((g) => formatGroup(parseGroup(g))));
+    const byGroup = new Map<string, SnapshotJson[]>();
+    for (const s of list) {
+      if (!s.finished) continue;
+      const g = s.snapshot.slice(0, s.snapshot.lastIndexOf("/"));
+      if (wanted.size && !wanted.has(g)) continue;
+      (byGroup.get(g) ?? byGroup.set(g, []).get(g)!).push(s);
+    }
+    const pool = await o.pool();
+    for (const [group, snaps] of byGroup) {
+      const g = parseGroup(group);
+      const owner = await o.store.groupOwner(o.ns, g);
+      if (owner !== null && !ownsGroup(o.owner, owner)) {
+        o.task.log(`skipping ${group}: it belongs to ${owner} here, not to ${o.owner}`);
+        result.skipped += snaps.length;
+        continue;
+      }
+      const pick = o.last ? snaps.slice(-o.last) : snaps;
+      for (const s of pick) {
+        o.task.signal.throwIfAborted();
+        const ref = parseSnapshotRef(s.snapshot);
+        if (ref.time === "latest") continue;
+        const dir = o.store.snapshotDir(o.ns, { ...g, time: ref.time });
+        const have = await fsp.stat(path.join(dir, MANIFEST_FILE)).catch(() => undefined);
+        if (have) continue;
+        if (owner === null) await o.store.setGroupOwner(o.ns, g, o.owner);
+        await pullSnapshot(conn, addr.store, o, pool, s.snapshot, dir, result);
+        o.task.progress({ snapshots: result.snapshots, chunks: result.chunks, bytes: result.bytes });
+      }
+    }
+    o.task.log(`pulled ${result.snapshots} snapshots: ${result.chunks} new chunks, ${result.bytes} bytes`);
+    return result;
+  } finally {
+    conn.close();
+  }
+}
+
+async function pullSnapshot(conn: ServerConnection, remoteStore: string, o: SyncOptions, pool: ChunkPool, name: string, dir: string, result: SyncResult): Promise<void> {
+  const ref = parseSnapshotRef(name);
+  const opened = await conn.json<{ session: string; manifest: unknown }>("POST", routePath(ROUTES.openReader, { store: remoteStore }), {
+    json: { ns: o.ns.join("/") || undefined, snapshot: name },
+    once: true,
+  });
+  const parsed = ManifestSchema.safeParse(opened.manifest);
+  if (!parsed.success) throw new GordeError("corrupt", `the source server sent an invalid manifest for ${name}.`);
+  const manifest = parsed.data;
+  if (manifest.type !== ref.type || manifest.id !== ref.id || manifest.time !== ref.time) {
+    throw new GordeError("corrupt", `the source server's manifest for ${name} names another snapshot.`);
+  }
+  const sid = opened.session;
+  const locks: Lock[] = [o.store.lockGroup(o.ns, ref), o.store.registerBackup(Date.now())];
+  let created = false;
+  let done = false;
+  try {
+    await fsp.mkdir(dir);
+    created = true;
+    locks.push(lockDir(dir, "sh", `snapshot ${name}`));
+    const pending: PendingChunk[] = [];
+    for (const f of manifest.archives.flatMap((a) => a.indexes)) {
+      const bytes = await conn.binary("GET", routePath(ROUTES.readerFile, { session: sid, file: f.file }));
+      if (bytes.length !== f.size || sha256Hex(bytes) !== f.csum) throw new GordeError("corrupt", `index ${f.file} of ${name} does not match its manifest.`);
+      const missing = [...indexDigests(f.file, bytes, `index ${f.file} of ${name}`)].filter((hex) => !o.store.chunks.touch(hex));
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        while (next < missing.length) {
+          o.task.signal.throwIfAborted();
+          const hex = missing[next++]!;
+          const blob = await conn.binary("GET", routePath(ROUTES.readerChunk, { session: sid, digest: hex }));
+          const n = blob.length;
+          const r = await pool.store(blob, hex, null);
+          if (r.state === "new") {
+            pending.push(r.pending!);
+            result.chunks++;
+            result.bytes += n;
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: PARALLEL }, worker));
+      await writeFileAtomic(path.join(dir, f.file), bytes);
+    }
+    await pool.commit(pending);
+    for (const c of pending) o.store.chunks.markWritten(path.dirname(c.final));
+    await o.store.chunks.sync();
+    // A copy starts with its own verify state: none.
+    const copy = { ...manifest, unprotected: manifest.unprotected.notes !== undefined ? { notes: manifest.unprotected.notes } : {} };
+    await writeFileAtomic(path.join(dir, MANIFEST_FILE), encodeManifest(copy));
+    done = true;
+    result.snapshots++;
+    o.task.log(`pulled ${formatSnapshot(ref as typeof ref & { time: number })}`);
+  } finally {
+    for (const l of locks.reverse()) l.release();
+    if (!done && created) await fsp.rm(dir, { recursive: true, force: true });
+    await conn.request("DELETE", routePath(ROUTES.closeReader, { session: sid }), { once: true }).catch(() => undefined);
+  }
+}
