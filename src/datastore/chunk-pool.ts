@@ -8,6 +8,7 @@ export type WorkerRequest =
   | { id: number; op: "init"; chunkDir: string | null; level: number; known: ArrayBuffer; master: ArrayBuffer | null }
   | { id: number; op: "encode"; data: ArrayBuffer; offset: number; length: number; force: boolean }
   | { id: number; op: "decode"; blob: ArrayBuffer; hex: string }
+  | { id: number; op: "check"; blob: ArrayBuffer; hex: string }
   | { id: number; op: "load"; hex: string }
   | { id: number; op: "commit"; batch: PendingChunk[] }
   | { id: number; op: "readFiles"; paths: Uint8Array[] }
@@ -27,6 +28,7 @@ export type WorkerReply =
     }
   | { id: number; op: "store"; state: "exists" | "new"; pending?: PendingChunk; encrypted: boolean; size: number | null }
   | { id: number; op: "commit" }
+  | { id: number; op: "check"; encrypted: boolean }
   | { id: number; op: "files"; datas: (ArrayBuffer | string)[] }
   | { id: number; op: "decode"; data: ArrayBuffer }
   | { id: number; op: "error"; code: string; message: string };
@@ -152,6 +154,17 @@ export class ChunkPool {
     const r = await this.call({ id: this.nextId++, op: "decode", blob: ab, hex }, [ab]);
     if (r.op !== "decode") throw new Error("unexpected worker reply");
     return Buffer.from(r.data);
+  }
+
+  /**
+   * Checks a stored blob as far as this pool can: CRC always; decoded and against its
+   * digest unless it is encrypted with a key the pool does not have (a server's verify).
+   */
+  async check(blob: Buffer, hex: string): Promise<{ encrypted: boolean }> {
+    const ab = ownsBuffer(blob) ? (blob.buffer as ArrayBuffer) : (new Uint8Array(blob).buffer as ArrayBuffer);
+    const r = await this.call({ id: this.nextId++, op: "check", blob: ab, hex }, [ab]);
+    if (r.op !== "check") throw new Error("unexpected worker reply");
+    return { encrypted: r.encrypted };
   }
 
   /** Makes written chunks durable (one syncfs) and gives them their names. */

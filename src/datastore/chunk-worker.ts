@@ -167,6 +167,12 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
       }
       return { reply: { id: msg.id, op: "files", datas }, transfer };
     }
+    case "check": {
+      const blob = Buffer.from(msg.blob);
+      if (!key && checkBlob(blob, `chunk ${msg.hex}`).encrypted) return { reply: { id: msg.id, op: "check", encrypted: true }, transfer: [] };
+      decodeChecked(blob, msg.hex);
+      return { reply: { id: msg.id, op: "check", encrypted: false }, transfer: [] };
+    }
     case "decode": {
       const data = decodeChecked(Buffer.from(msg.blob), msg.hex);
       const ab = transferable(data);

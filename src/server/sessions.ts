@@ -137,8 +137,9 @@ export class BackupSession implements SessionBase {
       return new BackupSession({ ...init, ref, base, locks, groupCreated: init.newGroup });
     } catch (err) {
       if (dir !== undefined) await fsp.rm(dir, { recursive: true, force: true });
+      // Only the holder of the group lock may remove the group: a concurrent backup may own it.
+      if (init.newGroup && locks.length > 0) await removeEmptyGroup(store.groupDir(ns, group));
       for (const l of locks.reverse()) l.release();
-      if (init.newGroup) await removeEmptyGroup(store.groupDir(ns, group));
       throw err;
     }
   }
@@ -169,6 +170,7 @@ export class BackupSession implements SessionBase {
     }
     const r = await this.pool.store(blob, hex, size);
     if (r.encrypted !== (this.keyFingerprint !== null)) {
+      if (r.pending) await fsp.rm(r.pending.tmp, { force: true });
       throw new HttpError(400, `chunk ${hex} is ${r.encrypted ? "encrypted" : "not encrypted"} but the session was opened ${this.keyFingerprint ? "with" : "without"} a key.`);
     }
     if (r.state === "exists") {
@@ -247,6 +249,10 @@ export class BackupSession implements SessionBase {
   async abort(): Promise<void> {
     if (this.done) return;
     this.done = true;
+    // Chunks not yet named go too: on a full disk their space is what the next backup needs.
+    const pending = this.pending;
+    this.pending = [];
+    await Promise.all(pending.map((c) => fsp.rm(c.tmp, { force: true })));
     await fsp.rm(this.dir, { recursive: true, force: true });
     this.release();
     if (this.groupCreated) await removeEmptyGroup(this.store.groupDir(this.ns, this.ref));

@@ -1,0 +1,96 @@
+// A real `gorde server` process on loopback for tests, and the CLI run asynchronously
+// (a synchronous child would block this process's event loop).
+import { spawn, type ChildProcess } from "node:child_process";
+import net from "node:net";
+import path from "node:path";
+
+export const MAIN = new URL("../src/cli/main.ts", import.meta.url).pathname;
+
+export interface Run {
+  code: number;
+  out: string;
+  err: string;
+}
+
+/** Runs the CLI with `env` added; resolves when it exits (killed after `timeoutMs`). */
+export function gorde(args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 60_000): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [MAIN, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (b: Buffer) => (out += b.toString()));
+    child.stderr.on("data", (b: Buffer) => (err += b.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, out, err });
+    });
+  });
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface ServerProcess {
+  port: number;
+  fingerprint: string;
+  child: ChildProcess;
+  url(store: string, user?: string): string;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  stderr(): string;
+}
+
+/** Starts `gorde server` and waits for its fingerprint line (at most 20 s). */
+export async function startServerProcess(opts: { stateDir: string; datastores: Record<string, string>; adminPassword?: string; port?: number; extra?: string[] }): Promise<ServerProcess> {
+  const port = opts.port ?? (await freePort());
+  const args = [MAIN, "server", "--listen", `127.0.0.1:${port}`, "--state-dir", opts.stateDir, ...(opts.extra ?? [])];
+  for (const [name, dir] of Object.entries(opts.datastores)) args.push("--datastore", `${name}=${dir}`);
+  const child = spawn(process.execPath, args, {
+    env: { ...process.env, GORDE_ADMIN_PASSWORD: opts.adminPassword ?? "admin-pass-1" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  child.stderr.on("data", (b: Buffer) => (err += b.toString()));
+  const fingerprint = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${err}`)), 20_000);
+    child.stdout.on("data", (b: Buffer) => {
+      out += b.toString();
+      const m = /^fingerprint: (\S+)$/m.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code}: ${err}`));
+    });
+  });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  return {
+    port,
+    fingerprint,
+    child,
+    url: (store, user = "admin") => `https://${user}@127.0.0.1:${port}/${store}`,
+    stderr: () => err,
+    async stop(signal = "SIGTERM") {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      const t = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+export function stateDirs(root: string): { state: string; store: string } {
+  return { state: path.join(root, "state"), store: path.join(root, "store") };
+}
