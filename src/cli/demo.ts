@@ -1,19 +1,20 @@
 // `gorde demo`: the story on this machine, step by step, checking each step.
-// Today it is the backup engine's story on a local datastore: a disk image and a
-// directory backed up twice (the second incremental), dedup shown, retention applied,
-// garbage collected, verified and restored bit for bit.
+// Today it is the backup server's story: a server on loopback with its own certificate,
+// a cluster user with an API token, a VM disk image and a container directory (encrypted
+// on the client) backed up through HTTPS twice (the second incremental), dedup shown,
+// retention applied, garbage collected and verified as server tasks, restored bit for bit,
+// and pulled to an offsite server.
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { backup } from "../client/backup.ts";
-import { restore } from "../client/restore.ts";
-import { Datastore } from "../datastore/datastore.ts";
-import { garbageCollect } from "../datastore/gc.ts";
-import { computePrune } from "../datastore/prune.ts";
-import { verifyAll } from "../datastore/verify.ts";
-import { formatSnapshot } from "../format/names.ts";
+import { ServerConnection } from "../api/connection.ts";
+import { type BackupResult, runBackup } from "../client/backup.ts";
+import { createKeyFile, loadMasterKey } from "../client/key-file.ts";
+import { RemoteRepository } from "../client/remote.ts";
+import { restoreArchive } from "../client/restore.ts";
+import { startServer } from "../server/server.ts";
 import { formatBytes } from "./progress-bar.ts";
 
 export interface DemoOptions {
@@ -32,6 +33,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     if (!ok) throw new Error(`demo step failed: ${what}`);
   };
   const title = (s: string): void => say(`\n${++step}. ${s}`);
+  const stops: (() => Promise<void>)[] = [];
   try {
     say(`gorde demo — working in ${work}`);
     const img = path.join(work, "vm-100-disk0.raw");
@@ -39,92 +41,165 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     title("Guest data: a raw ext4 disk image and a container root file system");
     makeTree(tree);
     makeImage(img, tree, work);
+    // Only in the container (not in the disk image): the encryption check below looks for it.
+    const marker = Buffer.from(`container secret ${randomBytes(8).toString("hex")}\n`);
+    fs.writeFileSync(path.join(tree, "srv/www/secret.txt"), marker);
     say(`   disk image ${formatBytes(IMAGE_SIZE)} (ext4), directory of ${countFiles(tree)} entries`);
 
-    const store = await Datastore.init(path.join(work, "datastore"));
-    try {
-      const day = 86_400;
-      const t0 = Math.floor(Date.now() / 1000) - 4 * day;
-      const run = async (time: number) => {
-        const vm = await backup(store, { group: { type: "vm", id: "100" }, sources: [{ archive: "disk0.img", source: img }], time, signal: opts.signal });
-        const ct = await backup(store, { group: { type: "ct", id: "101" }, sources: [{ archive: "root.tree", source: tree }], time, signal: opts.signal });
-        for (const r of [vm, ct]) {
-          const s = r.stats;
-          say(
-            `   ${r.snapshot}: ${formatBytes(s.bytes)} in ${(r.durationMs / 1000).toFixed(2)} s — ` +
-              `new ${formatBytes(s.newBytes)} (${formatBytes(s.storedBytes)} after compression), reused ${formatBytes(s.reusedBytes)}` +
-              (r.base ? `, incremental from ${r.base.split("/").at(-1)}` : ", full"),
-          );
-        }
-        return [vm, ct] as const;
-      };
+    title("The backup server: HTTPS on loopback, a self-signed certificate the clients pin");
+    const adminPassword = randomBytes(12).toString("base64url");
+    const server = await startServer({
+      stateDir: path.join(work, "server-state"),
+      host: "127.0.0.1",
+      port: 0,
+      datastores: { main: path.join(work, "datastore") },
+      adminPassword,
+    });
+    stops.push(() => server.close());
+    say(`   listening on 127.0.0.1:${server.port}, fingerprint ${server.fingerprint.slice(0, 23)}…`);
+    const admin = await ServerConnection.connect({ host: "127.0.0.1", port: server.port, authId: "admin", secret: adminPassword, fingerprint: server.fingerprint });
+    await admin.json("POST", "/api/access/users", { json: { name: "cluster", password: randomBytes(12).toString("base64url") } });
+    await admin.json("PUT", "/api/access/acl", { json: { path: "/datastore/main", authId: "cluster", role: "DatastorePowerUser" } });
+    const token = await admin.json<{ tokenId: string; secret: string }>("POST", "/api/access/users/cluster/tokens/node1", { json: {} });
+    await admin.json("PUT", "/api/access/acl", { json: { path: "/datastore/main", authId: token.tokenId, role: "DatastorePowerUser" } });
+    admin.close();
+    // The operator's view, for the datastore-wide tasks (GC, verify) the cluster may not run.
+    const operator = await RemoteRepository.connect(`https://admin@127.0.0.1:${server.port}/main`, { secret: adminPassword, fingerprint: server.fingerprint });
+    stops.unshift(() => Promise.resolve(operator.close()));
+    say(`   user cluster with role DatastorePowerUser; API token ${token.tokenId} (its secret is shown once)`);
+    const url = `https://${token.tokenId}@127.0.0.1:${server.port}/main`;
+    const repo = await RemoteRepository.connect(url, { secret: token.secret, fingerprint: server.fingerprint });
+    stops.unshift(() => Promise.resolve(repo.close()));
 
-      title("First backup: full");
-      const [vm1] = await run(t0);
-      check(vm1.base === null, "the first backup is full");
+    title("A client-side encryption key for the container (the server never sees it)");
+    const keyFile = path.join(work, "ct-101.key");
+    const passphrase = randomBytes(12).toString("base64url");
+    const { fingerprint: keyFp } = await createKeyFile(keyFile, passphrase);
+    const key = await loadMasterKey(keyFile, passphrase);
+    say(`   key ${keyFp.slice(0, 23)}…, protected by a passphrase (scrypt)`);
 
-      title("The guests change: 200 scattered 4 KiB writes to the disk, a few files edited");
-      scatterWrites(img, 200);
-      editFiles(tree, 5);
-
-      title("Second backup: incremental, only changed chunks are stored");
-      const [vm2, ct2] = await run(t0 + day);
-      check(vm2.base !== null && ct2.base !== null, "the second backup is incremental");
-      check(vm2.stats.newBytes < IMAGE_SIZE / 4, "an incremental image backup stores a small part of the image");
-
-      title("Three more days of backups");
-      for (let d = 2; d <= 4; d++) {
-        scatterWrites(img, 50);
-        editFiles(tree, 2);
-        await run(t0 + d * day);
-      }
-
-      title("Retention: keep-last 3 (PBS semantics)");
-      for (const g of [{ type: "vm", id: "100" }, { type: "ct", id: "101" }] as const) {
-        const plan = computePrune(await store.listSnapshots([], g), { keepLast: 3 });
-        for (const p of plan) {
-          say(`   ${formatSnapshot(p.snapshot)}  ${p.action}`);
-          if (p.action === "remove") await store.forget(p.snapshot);
-        }
-        check((await store.listSnapshots([], g)).length === 3, "three snapshots remain");
-      }
-
-      title("Garbage collection: chunks no snapshot uses any more are removed");
-      const gc = await garbageCollect(store, { cutoffMs: 0 });
+    const day = 86_400;
+    const t0 = Math.floor(Date.now() / 1000) - 4 * day;
+    const report = (r: BackupResult): void => {
+      const s = r.stats;
       say(
-        `   removed ${gc.removedChunks} chunks (${formatBytes(gc.removedBytes)}); ` +
-          `${formatBytes(gc.logicalBytes)} of snapshots stored in ${formatBytes(gc.keptBytes)}: dedup factor ${gc.dedupFactor.toFixed(1)}`,
+        `   ${r.snapshot}: ${formatBytes(s.bytes)} in ${(r.durationMs / 1000).toFixed(2)} s — ` +
+          `sent ${formatBytes(s.storedBytes)} for ${formatBytes(s.newBytes)} of new data, reused ${formatBytes(s.reusedBytes)}` +
+          (r.base ? `, incremental from ${r.base.split("/").at(-1)}` : ", full"),
       );
-      check(gc.missingChunks === 0, "no chunk is missing");
+    };
+    const run = async (time: number) => {
+      const vm = await runBackup({ group: { type: "vm", id: "100" }, sources: [{ archive: "disk0.img", source: img }], time, signal: opts.signal }, (req) => repo.openBackup(req));
+      const ct = await runBackup(
+        { group: { type: "ct", id: "101" }, sources: [{ archive: "root.tree", source: tree }], time, key, signal: opts.signal },
+        (req) => repo.openBackup(req),
+      );
+      report(vm);
+      report(ct);
+      return [vm, ct] as const;
+    };
 
-      title("Verify: CRC and digest of every chunk");
-      const v = await verifyAll(store);
-      say(`   ${v.snapshots.length} snapshots, ${v.chunksChecked} chunks checked: ${v.ok ? "all good" : "DAMAGE"}`);
-      check(v.ok, "verify finds no damage");
+    title("First backup through the server: full");
+    const [vm1] = await run(t0);
+    check(vm1.base === null, "the first backup is full");
 
-      title("Restore the newest snapshots and compare with the originals");
-      const rimg = path.join(work, "restored.raw");
-      const rtree = path.join(work, "restored-rootfs");
-      const r1 = await restore(store, { snapshot: { type: "vm", id: "100", time: "latest" }, archive: "disk0.img", target: rimg });
-      const r2 = await restore(store, { snapshot: { type: "ct", id: "101", time: "latest" }, archive: "root.tree", target: rtree });
-      const same = hashFile(rimg) === hashFile(img);
-      say(`   disk image: ${formatBytes(r1.bytes)} in ${(r1.durationMs / 1000).toFixed(2)} s, ${same ? "identical" : "DIFFERENT"}`);
-      check(same, "the restored image is identical");
-      const treeSame = hashTree(rtree) === hashTree(tree);
-      say(`   directory: ${r2.entries} entries in ${(r2.durationMs / 1000).toFixed(2)} s, ${treeSame ? "identical" : "DIFFERENT"}`);
-      check(treeSame, "the restored directory is identical");
-    } finally {
-      store.close();
+    title("The guests change: 200 scattered 4 KiB writes to the disk, a few files edited");
+    scatterWrites(img, 200);
+    editFiles(tree, 5);
+
+    title("Second backup: incremental, only chunks the server lacks are sent");
+    const [vm2, ct2] = await run(t0 + day);
+    check(vm2.base !== null && ct2.base !== null, "the second backup is incremental");
+    check(vm2.stats.newBytes < IMAGE_SIZE / 4, "an incremental image backup sends a small part of the image");
+
+    title("Three more days of backups");
+    for (let d = 2; d <= 4; d++) {
+      scatterWrites(img, 50);
+      editFiles(tree, 2);
+      await run(t0 + d * day);
     }
+
+    title("Retention on the server: keep-last 3 (PBS semantics)");
+    for (const g of ["vm/100", "ct/101"]) {
+      const plan = await repo.prune([], g, { keepLast: 3 }, false);
+      for (const p of plan) say(`   ${p.snapshot}  ${p.action}`);
+      check(plan.filter((p) => p.action === "keep").length === 3, "three snapshots remain");
+    }
+
+    title("Garbage collection, a task on the server run by its operator");
+    const gc = (await operator.runTask("gc", { cutoffSeconds: 0 })) as { removedChunks: number; removedBytes: number; logicalBytes: number; keptBytes: number; dedupFactor: number; missingChunks: number };
+    say(
+      `   removed ${gc.removedChunks} chunks (${formatBytes(gc.removedBytes)}); ` +
+        `${formatBytes(gc.logicalBytes)} of snapshots stored in ${formatBytes(gc.keptBytes)}: dedup factor ${gc.dedupFactor.toFixed(1)}`,
+    );
+    check(gc.missingChunks === 0, "no chunk is missing");
+
+    title("Verify on the server: CRC and digest of every chunk (CRC only where encrypted)");
+    const v = (await operator.runTask("verify", {})) as { snapshots: unknown[]; chunksChecked: number; ok: boolean };
+    say(`   ${v.snapshots.length} snapshots, ${v.chunksChecked} chunks checked: ${v.ok ? "all good" : "DAMAGE"}`);
+    check(v.ok, "verify finds no damage");
+    check(!storeContains(path.join(work, "datastore"), marker), "the server holds no plaintext of the encrypted container");
+    say("   the datastore holds no plaintext of the container's files");
+
+    title("Restore the newest snapshots from the server and compare with the originals");
+    const rimg = path.join(work, "restored.raw");
+    const rtree = path.join(work, "restored-rootfs");
+    const restoreFrom = async (name: string, archive: string, target: string, withKey: boolean) => {
+      const reader = await repo.openReader([], { type: name.startsWith("vm") ? "vm" : "ct", id: name.split("/")[1]!, time: "latest" }, name);
+      try {
+        return await restoreArchive(reader, { snapshot: { type: "vm", id: "0", time: "latest" }, archive, target, key: withKey ? key : undefined, signal: opts.signal });
+      } finally {
+        await reader.close();
+      }
+    };
+    const r1 = await restoreFrom("vm/100/latest", "disk0.img", rimg, false);
+    const r2 = await restoreFrom("ct/101/latest", "root.tree", rtree, true);
+    const same = hashFile(rimg) === hashFile(img);
+    say(`   disk image: ${formatBytes(r1.bytes)} in ${(r1.durationMs / 1000).toFixed(2)} s, ${same ? "identical" : "DIFFERENT"}`);
+    check(same, "the restored image is identical");
+    const treeSame = hashTree(rtree) === hashTree(tree);
+    say(`   directory (decrypted on the client): ${r2.entries} entries in ${(r2.durationMs / 1000).toFixed(2)} s, ${treeSame ? "identical" : "DIFFERENT"}`);
+    check(treeSame, "the restored directory is identical");
+
+    title("Offsite copy: a second server pulls every snapshot, only missing chunks");
+    const offsitePassword = randomBytes(12).toString("base64url");
+    const offsite = await startServer({
+      stateDir: path.join(work, "offsite-state"),
+      host: "127.0.0.1",
+      port: 0,
+      datastores: { copy: path.join(work, "offsite-datastore") },
+      adminPassword: offsitePassword,
+    });
+    stops.unshift(() => offsite.close());
+    const off = await RemoteRepository.connect(`https://admin@127.0.0.1:${offsite.port}/copy`, { secret: offsitePassword, fingerprint: offsite.fingerprint });
+    stops.unshift(() => Promise.resolve(off.close()));
+    const source = { remote: `https://127.0.0.1:${server.port}/main`, fingerprint: server.fingerprint, authId: token.tokenId, secret: token.secret };
+    const s1 = (await off.runTask("sync", source)) as { snapshots: number; chunks: number; bytes: number };
+    say(`   pulled ${s1.snapshots} snapshots, ${s1.chunks} chunks (${formatBytes(s1.bytes)}); the container stays encrypted`);
+    check(s1.snapshots === 6, "the offsite server has every snapshot");
+    const s2 = (await off.runTask("sync", source)) as { snapshots: number; chunks: number };
+    say(`   a second sync pulls ${s2.snapshots} snapshots and ${s2.chunks} chunks`);
+    check(s2.snapshots === 0 && s2.chunks === 0, "a second sync copies nothing");
+
     say("\ndemo finished: every step worked");
     if (opts.keep) {
-      say(`--keep: the datastore stays at ${work}/datastore until Ctrl-C`);
+      say(`--keep: the server stays on https://127.0.0.1:${server.port}/main (fingerprint ${server.fingerprint}) until Ctrl-C`);
       await new Promise<void>((resolve) => opts.signal.addEventListener("abort", () => resolve(), { once: true }));
     }
     return 0;
   } finally {
+    for (const stop of stops) await stop().catch(() => undefined);
     fs.rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** True when any file under `dir` contains `needle`. */
+function storeContains(dir: string, needle: Buffer): boolean {
+  for (const f of fs.readdirSync(dir, { recursive: true, encoding: "utf8" })) {
+    const p = path.join(dir, f);
+    if (fs.statSync(p).isFile() && fs.readFileSync(p).includes(needle)) return true;
+  }
+  return false;
 }
 
 function makeTree(dir: string): void {

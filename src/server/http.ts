@@ -122,7 +122,8 @@ export function readBody(stream: http2.ServerHttp2Stream, headers: http2.Incomin
       }
       resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total));
     });
-    stream.once("error", reject);
+    // A body that breaks the protocol (more or fewer bytes than its content-length) resets the stream: the client's fault.
+    stream.once("error", (err: Error) => reject(new HttpError(400, `the request body was cut off: ${err.message.replace(/\.$/, "")}.`)));
     stream.once("close", () => reject(new HttpError(400, "the request was cancelled.")));
   });
 }

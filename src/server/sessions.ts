@@ -15,7 +15,7 @@ import { decodeDynamicIndex } from "../format/dynamic-index.ts";
 import { decodeFixedIndex } from "../format/fixed-index.ts";
 import { DIGEST_SIZE, FORMAT_VERSION } from "../format/magic.ts";
 import { type Manifest, ManifestSchema, encodeManifest, sha256Hex } from "../format/manifest.ts";
-import { type Group, type SnapshotRef, formatSnapshot, formatTime } from "../format/names.ts";
+import { type Group, type SnapshotRef, formatGroup, formatSnapshot, formatTime } from "../format/names.ts";
 import { HttpError } from "./http.ts";
 
 const COMMIT_FILES = 1024;
@@ -113,11 +113,17 @@ export class BackupSession implements SessionBase {
     connection: object;
   }): Promise<BackupSession> {
     const { store, ns, group } = init;
-    if (init.newGroup) await store.setGroupOwner(ns, group, init.authId);
     const locks: Lock[] = [];
     let dir: string | undefined;
     try {
       locks.push(store.lockGroup(ns, group));
+      if (init.newGroup) {
+        // Under the lock: two first backups of one group by different users cannot both
+        // become its owner.
+        const owner = await store.groupOwner(ns, group);
+        if (owner !== null && owner !== init.authId) throw new HttpError(409, `group ${formatGroup(group)} was just created by ${owner}.`);
+        await store.setGroupOwner(ns, group, init.authId);
+      }
       const existing = await store.listSnapshots(ns, group);
       const last = existing.at(-1);
       let time = init.time ?? Math.floor(Date.now() / 1000);
@@ -254,8 +260,9 @@ export class BackupSession implements SessionBase {
     this.pending = [];
     await Promise.all(pending.map((c) => fsp.rm(c.tmp, { force: true })));
     await fsp.rm(this.dir, { recursive: true, force: true });
-    this.release();
+    // Still under the group lock: a backup starting next must not lose its directory.
     if (this.groupCreated) await removeEmptyGroup(this.store.groupDir(this.ns, this.ref));
+    this.release();
   }
 
   private release(): void {
