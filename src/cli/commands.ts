@@ -221,7 +221,7 @@ export const COMMANDS: Record<string, Command> = {
   },
 
   restore: {
-    options: { ...json, ...ns, path: { type: "string" }, keyfile: { type: "string" }, ...remoteOptions },
+    options: { ...json, ...ns, path: { type: "string" }, keyfile: { type: "string" }, concurrency: { type: "string" }, ...remoteOptions },
     async run(ctx) {
       const [repo, snap, archive, target] = args(ctx, 4, 4, "restore <repo> <snapshot> <archive> <target>");
       parseArchiveName(archive!);
@@ -234,6 +234,7 @@ export const COMMANDS: Record<string, Command> = {
         target: target!,
         path: str(ctx, "path"),
         key,
+        concurrency: int(ctx, "concurrency"),
         signal: ctx.signal,
         progress: bar.fn,
       };

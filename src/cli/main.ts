@@ -32,14 +32,15 @@ const HELP = `gorde — backup and recovery for small virtualization clusters
 
 Usage: gorde <command> [options]
 
-Datastore commands (<repo> is a datastore directory):
+Datastore commands (<repo> is a datastore directory or https://[<user>[!<token>]@]<host>[:8007]/<store>):
   init <dir>                                   create a datastore
   backup <repo> <group> <archive>=<source>...  back up block images (<name>.img=<file|device>)
                                                and directories (<name>.tree=<dir>)
         [--time <iso>] [--ns <ns>] [--exclude <glob>]... [--one-file-system]
         [--chunk-size <bytes>] [--compression-level 0-19] [--notes <text>] [--json]
+        [--keyfile <file>] [--concurrency N]
   snapshots <repo> [<group>] [--json]          list snapshots (unfinished ones are marked)
-  restore <repo> <snapshot> <archive> <target> [--path <p>] [--json]
+  restore <repo> <snapshot> <archive> <target> [--path <p>] [--keyfile <file>] [--json]
   ls <repo> <snapshot> <archive> [<path>] [--recursive] [--json]
   forget <repo> <snapshot>                     remove one snapshot
   protect <repo> <snapshot> [--off]            protected snapshots are never pruned
@@ -49,6 +50,26 @@ Datastore commands (<repo> is a datastore directory):
   gc <repo> [--cutoff <seconds>] [--json]      remove chunks no snapshot uses
   verify <repo> [<snapshot>] [--json]          check every chunk's CRC and digest
   demo [--keep]                                the whole story on this machine
+
+Server (the password of <user> in GORDE_PASSWORD; the server's certificate pinned with
+--fingerprint <fp> or GORDE_FINGERPRINT; --rate <bytes/s> limits bandwidth):
+  server [--listen <host:port>] --state-dir <dir> --datastore <name>=<dir>... [--config <file>]
+                                               first start: user admin, password GORDE_ADMIN_PASSWORD
+  status <repo>                                usage, chunks, dedup factor, free-space warning
+  maintenance <repo> none|read-only|offline
+  owner <repo> <group> [<new owner>]
+  user list|add|passwd|update|remove <server> [<name>]   (new password in GORDE_NEW_PASSWORD)
+  token list|add|remove <server> <user> [<name>]         (the secret is shown once)
+  acl list|set|remove <server> [<path> <user or token> <role>]
+        roles: Admin DatastoreAdmin DatastorePowerUser DatastoreBackup DatastoreReader
+               DatastoreAudit NoAccess; paths: / /datastore/<store>[/<ns>]
+  sync <repo> <source repo> --source-fingerprint <fp> [--group <g>]... [--last N]
+                                               pull snapshots from another server
+                                               (source password in GORDE_SOURCE_PASSWORD)
+
+Encryption keys (passphrase in GORDE_KEY_PASSPHRASE):
+  key create|info|passwd|paper <file>          passwd takes the new one from GORDE_NEW_KEY_PASSPHRASE
+  key import <paper key text file> <file>      a key file back from its paper copy
 
 <group> is vm/<id>, ct/<id> or host/<name>; <snapshot> is <group>/<YYYY-MM-DDTHH:MM:SSZ>
 or <group>/latest. --ns <a/b> selects a namespace.

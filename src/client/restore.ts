@@ -25,6 +25,8 @@ export interface RestoreOptions {
   /** file archives: a file or subtree to restore */
   path?: string;
   key?: RestoreKey;
+  /** chunks fetched at once for a block image (default 24) */
+  concurrency?: number;
   signal?: AbortSignal;
   progress?: ProgressFn;
 }
@@ -149,7 +151,7 @@ export async function restoreArchive(snap: SnapshotReader, opts: RestoreOptions)
         throw new GordeError("not-found", `directory ${dir} does not exist; create it before restoring an image into it.`);
       }
       const zeroHex = (n: number): string => zeroDigestHex(n, opts.key?.chunkKey);
-      await restoreImage(idx.index, opts.target, { loader, zeroHex, signal: opts.signal, progress: opts.progress });
+      await restoreImage(idx.index, opts.target, { loader, zeroHex, inflight: opts.concurrency || undefined, signal: opts.signal, progress: opts.progress });
       return { snapshot: snap.name, archive: opts.archive, bytes: idx.index.size, durationMs: Date.now() - started };
     }
     const entries = await readTreeEntries(idx.entries, idx.payload.size, reader);
