@@ -172,9 +172,14 @@ void describe("gorde server", () => {
     const r = await gorde(["snapshots", srv.url("main"), "--fingerprint", wrong], env);
     assert.equal(r.code, 7);
     assert.match(r.err, /presents certificate fingerprint .* not the pinned/);
-    const none = await gorde(["snapshots", srv.url("main")], { GORDE_PASSWORD: ADMIN, GORDE_FINGERPRINT: "" });
+    const list = path.join(tmp.dir, "fingerprints");
+    const none = await gorde(["snapshots", srv.url("main")], { GORDE_PASSWORD: ADMIN, GORDE_FINGERPRINT: "", GORDE_FINGERPRINTS: list });
     assert.equal(none.code, 2);
     assert.match(none.err, /not pinned/);
+    // A trusted-fingerprints file, as PBS's client keeps one.
+    fs.writeFileSync(list, `# pinned servers\n127.0.0.1:1 ${wrong}\n127.0.0.1:${srv.port} ${srv.fingerprint.toUpperCase()}\n`);
+    const trusted = await gorde(["snapshots", srv.url("main")], { GORDE_PASSWORD: ADMIN, GORDE_FINGERPRINT: "", GORDE_FINGERPRINTS: list });
+    assert.equal(trusted.code, 0, trusted.err);
   });
 
   void it("maintenance: read-only stops backups but not restores; offline stops both", async () => {

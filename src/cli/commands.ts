@@ -22,7 +22,7 @@ import { runDemo } from "./demo.ts";
 import { keyCommand } from "./key-command.ts";
 import { ACCESS_COMMANDS } from "./access-commands.ts";
 import { serverCommand } from "./server-command.ts";
-import { formatBytes, progressBar } from "./progress-bar.ts";
+import { formatBytes, progressBar, taskProgress } from "./progress-bar.ts";
 
 export interface CommandContext {
   values: Record<string, string | boolean | string[] | undefined>;
@@ -385,7 +385,7 @@ export const COMMANDS: Record<string, Command> = {
       const r = await withRepo(ctx, repo!, (rp) =>
         rp.kind === "local"
           ? garbageCollect(rp.store, { cutoffMs: cutoff === undefined ? undefined : cutoff * 1000, signal: ctx.signal })
-          : (rp.remote.runTask("gc", { cutoffSeconds: cutoff }, taskEcho(ctx), ctx.signal) as ReturnType<typeof garbageCollect>),
+          : withTask(ctx, "gc", (echo) => rp.remote.runTask("gc", { cutoffSeconds: cutoff }, echo, ctx.signal) as ReturnType<typeof garbageCollect>),
       );
       if (ctx.values.json) return printJson(ctx, r);
       ctx.out(
@@ -404,7 +404,7 @@ export const COMMANDS: Record<string, Command> = {
       const report = await withRepo(ctx, repo!, async (r) => {
         if (r.kind === "remote") {
           const body = { ns: nsv.join("/") || undefined, snapshot: snap };
-          return (await r.remote.runTask("verify", body, taskEcho(ctx), ctx.signal)) as Awaited<ReturnType<typeof verifyAll>>;
+          return withTask(ctx, "verify", (echo) => r.remote.runTask("verify", body, echo, ctx.signal) as ReturnType<typeof verifyAll>);
         }
         const store = r.store;
         if (snap === undefined) return verifyAll(store, { ns: nsv });
@@ -436,12 +436,20 @@ export const COMMANDS: Record<string, Command> = {
   },
 };
 
-/** Prints a server task's log lines on stderr while it runs (not with --json). */
-function taskEcho(ctx: CommandContext): ((e: { type: string; line?: string }) => void) | undefined {
-  if (ctx.values.json) return undefined;
-  return (e) => {
-    if (e.type === "log" && e.line) ctx.err(`${e.line}\n`);
-  };
+async function withTask<T>(ctx: CommandContext, label: string, fn: (echo: ((e: { type: string; line?: string }) => void) | undefined) => Promise<T>): Promise<T> {
+  const t = taskEcho(ctx, label);
+  try {
+    return await fn(t.event);
+  } finally {
+    t.end();
+  }
+}
+
+/** Follows a server task on stderr: its log lines, and a progress line on a terminal. */
+function taskEcho(ctx: CommandContext, label: string): { event: ((e: { type: string; line?: string }) => void) | undefined; end(): void } {
+  if (ctx.values.json) return { event: undefined, end() {} };
+  const p = taskProgress(process.stderr, label);
+  return { event: (e) => p.event(e), end: () => p.end() };
 }
 
 function entryJson(e: TreeEntry) {

@@ -41,3 +41,39 @@ export function progressBar(stream: NodeJS.WriteStream, label: string): { fn: Pr
     },
   };
 }
+
+/**
+ * A progress line for a server task (GC, verify, sync) on a terminal: the counts the task
+ * reports, and its log lines printed above the line.
+ */
+export function taskProgress(stream: NodeJS.WriteStream, label: string): { event(e: { type: string; line?: string; progress?: Record<string, unknown> }): void; end(): void } {
+  const tty = stream.isTTY;
+  let shown = false;
+  let last = 0;
+  const clear = (): void => {
+    if (shown) stream.write("\r\x1b[K");
+    shown = false;
+  };
+  return {
+    event(e) {
+      if (e.type === "log" && e.line) {
+        clear();
+        stream.write(`${e.line}\n`);
+      } else if (e.type === "progress" && tty && e.progress) {
+        const p = e.progress;
+        const done = Number(p.done ?? p.snapshots ?? 0);
+        const total = Number(p.total ?? 0);
+        const now = Date.now();
+        if (now - last < 100) return;
+        last = now;
+        const width = 24;
+        const frac = total > 0 ? Math.min(1, done / total) : 0;
+        const what = typeof p.phase === "string" ? p.phase : typeof p.snapshot === "string" ? p.snapshot : label;
+        const line = `${label} ${what} [${"#".repeat(Math.round(frac * width)).padEnd(width, ".")}] ${done}${total ? `/${total}` : ""}`;
+        stream.write(`\r\x1b[K${line.slice(0, (stream.columns || 120) - 1)}`);
+        shown = true;
+      }
+    },
+    end: clear,
+  };
+}

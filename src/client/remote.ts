@@ -1,5 +1,8 @@
 // A datastore on a gorde server: backup and reader sessions over the API, and every
 // administrative command (snapshots, forget, prune, GC, verify, users, tokens, ACLs).
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { ROUTES, type RouteName, type SnapshotJson, routePath } from "../api/routes.ts";
 import { ServerConnection, parseServerUrl } from "../api/connection.ts";
 import { GordeError } from "../errors.ts";
@@ -27,6 +30,29 @@ export interface TaskProgressEvent {
   task?: { state: string; error?: string; result?: unknown };
 }
 
+/** The trusted-fingerprints file: GORDE_FINGERPRINTS, or ~/.config/gorde/fingerprints. */
+export function trustedFingerprintsFile(): string {
+  return process.env.GORDE_FINGERPRINTS || path.join(process.env.XDG_CONFIG_HOME || path.join(os.homedir(), ".config"), "gorde", "fingerprints");
+}
+
+/** The fingerprint trusted for `host:port` ("<host>:<port> <fingerprint>" lines, # comments). */
+export function trustedFingerprint(host: string, port: number): string | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync(trustedFingerprintsFile(), "utf8");
+  } catch {
+    return undefined;
+  }
+  const want = `${host.includes(":") ? `[${host}]` : host}:${port}`;
+  for (const raw of text.split("\n")) {
+    const line = raw.replace(/#.*/, "").trim();
+    if (!line) continue;
+    const [where, fp] = line.split(/\s+/);
+    if (where === want && fp) return fp;
+  }
+  return undefined;
+}
+
 function parseManifest(raw: unknown, what: string): Manifest {
   const r = ManifestSchema.safeParse(raw);
   if (!r.success) throw new GordeError("corrupt", `the server sent an invalid manifest for ${what}.`);
@@ -50,15 +76,19 @@ export class RemoteRepository {
     if (!serverOnly && addr.store === "") throw new GordeError("usage", `"${url}" names no datastore: expected https://<user>@<host>[:<port>]/<store>.`);
     if (!addr.authId) throw new GordeError("usage", `${url} names no user: use https://<user>@<host>/<store> (or <user>!<token>@).`);
     if (!opts.secret) throw new GordeError("usage", "set GORDE_PASSWORD to the password or token secret of the repository's user.");
-    if (!opts.fingerprint) {
-      throw new GordeError("usage", "the server's certificate is not pinned: give its fingerprint with --fingerprint or GORDE_FINGERPRINT (gorde server prints it when it starts).");
+    const fingerprint = opts.fingerprint || trustedFingerprint(addr.host, addr.port);
+    if (!fingerprint) {
+      throw new GordeError(
+        "usage",
+        `the server's certificate is not pinned: give its fingerprint with --fingerprint or GORDE_FINGERPRINT, or add "${addr.host}:${addr.port} <fingerprint>" to ${trustedFingerprintsFile()} (gorde server prints it when it starts).`,
+      );
     }
     const conn = await ServerConnection.connect({
       host: addr.host,
       port: addr.port,
       authId: addr.authId,
       secret: opts.secret,
-      fingerprint: opts.fingerprint,
+      fingerprint,
       rate: opts.rate,
       signal: opts.signal,
     });
