@@ -36,11 +36,18 @@ export function parseServerUrl(url: string): ServerAddress {
   return { host: u.hostname.replace(/^\[|\]$/g, ""), port: u.port ? Number(u.port) : DEFAULT_PORT, authId, store };
 }
 
-/** "aa:bb:…" lower case; accepts upper case and no colons. */
+/**
+ * The canonical form (lower case, colon-separated pairs) of a SHA-256 fingerprint typed
+ * in upper or lower case, with or without colons.
+ */
 export function normalizeFingerprint(fp: string): string {
-  const hex = fp.trim().toLowerCase().replace(/:/g, "");
-  if (!/^[0-9a-f]{64}$/.test(hex)) throw new GordeError("usage", `"${fp}" is not a SHA-256 fingerprint (32 bytes of hex, like aa:bb:…).`);
-  return hex.match(/../g)!.join(":");
+  const trimmed = fp.trim();
+  // Colons either between every pair or nowhere, so a mistyped pair is not silently accepted.
+  const ok = /^[0-9a-f]{64}$/i.test(trimmed) || /^[0-9a-f]{2}(?::[0-9a-f]{2}){31}$/i.test(trimmed);
+  if (!ok) {
+    throw new GordeError("usage", `The fingerprint "${fp}" is not a SHA-256 fingerprint (32 bytes of hex, optionally colon-separated).`);
+  }
+  return trimmed.replaceAll(":", "").toLowerCase().match(/../g)!.join(":");
 }
 
 export interface ConnectOptions {
@@ -260,6 +267,11 @@ export class ServerConnection {
       stream.on("response", (h) => (status = Number(h[":status"])));
       stream.on("data", (b: Buffer) => parts.push(b));
       stream.on("end", () => {
+        // A stream cut off by a lost connection ends too, with a cancel code and a truncated answer.
+        if (stream.rstCode !== undefined && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) {
+          reject(new TransientError(new GordeError("io", `the connection to ${this.opts.host}:${this.opts.port} was lost before the server answered.`)));
+          return;
+        }
         const out = Buffer.concat(parts);
         if (this.limiter) void this.limiter.take(out.length);
         resolve({ status, body: out });

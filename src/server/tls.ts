@@ -70,19 +70,7 @@ export function certificateFingerprint(certPem: string): string {
   return colonHex(crypto.createHash("sha256").update(cert.raw).digest("hex"));
 }
 
-/**
- * The canonical form (lower case, colon-separated pairs) of a SHA-256 fingerprint typed
- * in upper or lower case, with or without colons.
- */
-export function normalizeFingerprint(fp: string): string {
-  const trimmed = fp.trim();
-  // Colons either between every pair or nowhere, so a mistyped pair is not silently accepted.
-  const ok = /^[0-9a-f]{64}$/i.test(trimmed) || /^[0-9a-f]{2}(?::[0-9a-f]{2}){31}$/i.test(trimmed);
-  if (!ok) {
-    throw new GordeError("usage", `The fingerprint "${fp}" is not a SHA-256 fingerprint (32 bytes of hex, optionally colon-separated).`);
-  }
-  return colonHex(trimmed.replaceAll(":", "").toLowerCase());
-}
+export { normalizeFingerprint } from "../api/connection.ts";
 
 function colonHex(hex: string): string {
   return hex.match(/../g)!.join(":");
