@@ -196,8 +196,9 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
     forgetSnapshot: async ({ authId, params, query }) => {
       const e = storeFor(authId, params.store!, "write");
       const ns = parseNamespace(query.ns as string | undefined);
+      // Permission before existence: no probing for snapshots of groups one may not see.
+      if (!(await groupAcc(authId, e, ns, parseSnapshotRef(query.snapshot as string))).acc.prune) deny(authId, `forget ${query.snapshot as string}`);
       const s = await findSnap(e, ns, query.snapshot as string);
-      if (!(await groupAcc(authId, e, ns, s)).acc.prune) deny(authId, `forget ${formatSnapshot(s)}`);
       await e.store.forget(s);
       log(`${authId} forgot ${e.name}:${formatSnapshot(s)}`);
       return { json: { ok: true } };
@@ -206,8 +207,8 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       const b = body as { ns?: string; snapshot: string; notes: string };
       const e = storeFor(authId, params.store!, "write");
       const ns = parseNamespace(b.ns);
+      if (!(await groupAcc(authId, e, ns, parseSnapshotRef(b.snapshot))).acc.notes) deny(authId, `change the notes of ${b.snapshot}`);
       const s = await findSnap(e, ns, b.snapshot);
-      if (!(await groupAcc(authId, e, ns, s)).acc.notes) deny(authId, `change the notes of ${formatSnapshot(s)}`);
       if (!s.finished) throw new HttpError(400, `snapshot ${formatSnapshot(s)} is unfinished.`);
       await e.store.updateUnprotected(s, (u) => {
         u.notes = b.notes;
@@ -218,8 +219,8 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       const b = body as { ns?: string; snapshot: string; protected: boolean };
       const e = storeFor(authId, params.store!, "write");
       const ns = parseNamespace(b.ns);
+      if (!(await groupAcc(authId, e, ns, parseSnapshotRef(b.snapshot))).acc.notes) deny(authId, `protect ${b.snapshot}`);
       const s = await findSnap(e, ns, b.snapshot);
-      if (!(await groupAcc(authId, e, ns, s)).acc.notes) deny(authId, `protect ${formatSnapshot(s)}`);
       await e.store.setProtected(s, b.protected);
       return { json: { ok: true } };
     },
@@ -271,9 +272,8 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       const ns = parseNamespace(b.ns);
       let snaps: SnapshotInfo[] | undefined;
       if (b.snapshot !== undefined) {
-        const s = await findSnap(e, ns, b.snapshot);
-        if (!(await groupAcc(authId, e, ns, s)).acc.verify) deny(authId, `verify ${formatSnapshot(s)}`);
-        snaps = [s];
+        if (!(await groupAcc(authId, e, ns, parseSnapshotRef(b.snapshot))).acc.verify) deny(authId, `verify ${b.snapshot}`);
+        snaps = [await findSnap(e, ns, b.snapshot)];
       } else if (!privs(authId, e.name, ns).has("Datastore.Verify")) {
         deny(authId, `verify datastore ${e.name}`);
       }

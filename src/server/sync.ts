@@ -69,6 +69,12 @@ export async function syncDatastore(o: SyncOptions): Promise<SyncResult> {
         result.skipped += snaps.length;
         continue;
       }
+      // As for a backup: nobody takes over a group that has snapshots but no owner.
+      if (owner === null && (await o.store.listSnapshots(o.ns, g)).length > 0) {
+        o.task.log(`skipping ${group}: it has snapshots here but no owner; an admin must set one`);
+        result.skipped += snaps.length;
+        continue;
+      }
       const pick = o.last ? snaps.slice(-o.last) : snaps;
       for (const s of pick) {
         o.task.signal.throwIfAborted();
