@@ -167,6 +167,17 @@ void describe("gorde server", () => {
     assert.equal(wrongPw.code, 7);
   });
 
+  void it("lists tasks and shows their logs", async () => {
+    const server = `https://admin@127.0.0.1:${srv.port}`;
+    const tasks = json<{ id: string; type: string; state: string }[]>(await gorde(["task", "list", server, "--json"], env));
+    const gc = tasks.find((t) => t.type === "gc");
+    assert.equal(gc?.state, "ok");
+    const log = await gorde(["task", "log", server, gc.id], env);
+    assert.equal(log.code, 0, log.err);
+    assert.match(log.out, /TASK OK/);
+    assert.equal((await gorde(["task", "log", server, "UPID-../../etc"], env)).code, 2);
+  });
+
   void it("refuses a server whose fingerprint is not the pinned one", async () => {
     const wrong = "00:".repeat(31) + "00";
     const r = await gorde(["snapshots", srv.url("main"), "--fingerprint", wrong], env);

@@ -190,6 +190,38 @@ export const ACCESS_COMMANDS: Record<string, Command> = {
     },
   },
 
+  task: {
+    options: { ...common, running: { type: "boolean" }, limit: { type: "string" } },
+    async run(ctx) {
+      const [sub, url, id] = ctx.positionals;
+      if (!sub || !url) usage("task list|log|abort <server> [<task id>] [--running]");
+      await withServer(ctx, url, true, async (r) => {
+        const c = r.conn;
+        if (sub === "list") {
+          const limit = ctx.values.limit === undefined ? undefined : Number(ctx.values.limit);
+          const list = await c.json<{ id: string; type: string; authId: string; state: string; startTime: number; endTime?: number; error?: string }[]>("GET", ROUTES.listTasks.path, {
+            query: { running: ctx.values.running ? "true" : undefined, limit },
+          });
+          return print(ctx, list, () =>
+            list
+              .map((t) => `${t.id}  ${t.type}  ${t.authId}  ${new Date(t.startTime).toISOString()}  ${t.state}${t.error ? `: ${t.error}` : ""}\n`)
+              .join(""),
+          );
+        }
+        if (!id) usage("task log|abort <server> <task id>");
+        if (sub === "log") {
+          const log = await c.json<{ lines: string[] }>("GET", routePath(ROUTES.taskLog, { id }));
+          return print(ctx, log, () => log.lines.map((l) => `${l}\n`).join(""));
+        }
+        if (sub === "abort") {
+          await c.json("DELETE", routePath(ROUTES.abortTask, { id }));
+          return print(ctx, { aborted: id }, () => `aborted ${id}\n`);
+        }
+        usage("task list|log|abort <server> [<task id>]");
+      });
+    },
+  },
+
   maintenance: {
     options: { ...common },
     async run(ctx) {

@@ -63,6 +63,7 @@ Server (the password of <user> in GORDE_PASSWORD; the server's certificate pinne
   acl list|set|remove <server> [<path> <user or token> <role>]
         roles: Admin DatastoreAdmin DatastorePowerUser DatastoreBackup DatastoreReader
                DatastoreAudit NoAccess; paths: / /datastore/<store>[/<ns>]
+  task list|log|abort <server> [<task id>] [--running]   GC, verify and sync runs
   sync <repo> <source repo> --source-fingerprint <fp> [--group <g>]... [--last N]
                                                pull snapshots from another server
                                                (source password in GORDE_SOURCE_PASSWORD)
