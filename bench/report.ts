@@ -24,6 +24,11 @@ export interface OkMeasurement {
   /** Average number of cores other processes kept busy during the step (noise indicator). */
   otherLoad: number | null;
   repoBytes: number;
+  /**
+   * Tools with a server process (gorde-remote): the server's CPU seconds during the step (also
+   * included in cpuS) and its peak RSS during the step (not in maxRssKiB, which is the client's).
+   */
+  server?: { cpuS: number; maxRssKiB: number };
   /** Restore verification, restore step only. */
   check?: { ok: boolean; text: string; detail?: string };
 }
@@ -84,6 +89,10 @@ export function summarize(ms: Measurement[]): Summary {
     otherLoad: medianOrNull(ok.map((x) => x.otherLoad)),
     repoBytes: median(ok.map((x) => x.repoBytes)),
   };
+  const servers = ok.flatMap((x) => (x.server ? [x.server] : []));
+  if (servers.length > 0) {
+    m.server = { cpuS: median(servers.map((x) => x.cpuS)), maxRssKiB: median(servers.map((x) => x.maxRssKiB)) };
+  }
   const check = badCheck?.check ?? ok.find((x) => x.check)?.check;
   if (check) m.check = check;
   return { m, runs: ms.length, failedRuns: 0 };
@@ -100,10 +109,13 @@ export function mbps(m: OkMeasurement): number {
   return m.srcBytes / MB / (m.ms / 1000);
 }
 
+/** Tools that are gorde itself in another setup: compared with gorde in their own table, not as peers. */
+const GORDE_VARIANTS: readonly ToolName[] = ["gorde", "gorde-remote"];
+
 /** Markdown table (padded so it also reads well in a terminal) for one data set. */
 export function datasetTable(res: Results, d: DatasetName, tools: readonly ToolName[]): string {
   const byTool = res.get(d);
-  const peers = tools.filter((t) => t !== "gorde");
+  const peers = tools.filter((t) => !GORDE_VARIANTS.includes(t));
   const header = [
     "step",
     "tool",
@@ -168,11 +180,60 @@ export function datasetTable(res: Results, d: DatasetName, tools: readonly ToolN
           row.push("", "");
         }
       }
-      row.push(m.check ? m.check.text.replaceAll("|", "\\|") : "");
+      const notes = [
+        ...(m.server ? [`server: CPU ${m.server.cpuS.toFixed(1)} s, peak RSS ${(m.server.maxRssKiB / 1024).toFixed(0)} MiB`] : []),
+        ...(m.check ? [m.check.text] : []),
+      ];
+      row.push(notes.join("; ").replaceAll("|", "\\|"));
       rows.push(row);
     }
   }
   return formatTable(header, rows, header.map((_, i) => i >= 2 && i < header.length - 1));
+}
+
+/** Rounded down, so a share just under the target never reads as the target. */
+const pct = (x: number): string => `${Math.floor(x * 100)}%`;
+
+/** Throughput of gorde-remote relative to local gorde that counts as good enough. */
+export const REMOTE_TARGET = 0.6;
+
+/**
+ * gorde-remote against local gorde, per step: throughput of remote as a share of local
+ * (= local time / remote time), computed within each run and then the median over runs.
+ * Null when either tool was not run on the data set.
+ */
+export function remoteTable(res: Results, d: DatasetName, tools: readonly ToolName[]): string | null {
+  if (!tools.includes("gorde") || !tools.includes("gorde-remote")) return null;
+  const byTool = res.get(d);
+  const header = ["step", "local time ms", "remote time ms", "remote MB/s", "remote / local throughput", "per run", `target ≥ ${REMOTE_TARGET * 100}%`];
+  const rows: string[][] = [];
+  for (const step of STEPS) {
+    const local = byTool?.get("gorde")?.get(step) ?? [];
+    const remote = byTool?.get("gorde-remote")?.get(step) ?? [];
+    const shares: number[] = [];
+    for (let i = 0; i < Math.min(local.length, remote.length); i++) {
+      const l = local[i]!;
+      const r = remote[i]!;
+      if (l.ok && r.ok) shares.push(l.ms / r.ms);
+    }
+    const ls = local.length > 0 ? summarize(local) : null;
+    const rs = remote.length > 0 ? summarize(remote) : null;
+    if (shares.length === 0 || !ls?.m.ok || !rs?.m.ok) {
+      rows.push([STEP_LABEL[step], ls?.m.ok ? ls.m.ms.toFixed(0) : "—", rs?.m.ok ? rs.m.ms.toFixed(0) : "—", "", "", "", "no data"]);
+      continue;
+    }
+    const share = median(shares);
+    rows.push([
+      STEP_LABEL[step],
+      ls.m.ms.toFixed(0),
+      rs.m.ms.toFixed(0),
+      mbps(rs.m).toFixed(1),
+      pct(share),
+      shares.length > 1 ? shares.map(pct).join(" ") : "",
+      share >= REMOTE_TARGET ? "met" : "MISSED",
+    ]);
+  }
+  return formatTable(header, rows, header.map((_, i) => i >= 1 && i <= 4));
 }
 
 export function formatTable(header: string[], rows: string[][], rightAlign: boolean[] = []): string {

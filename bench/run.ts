@@ -27,7 +27,7 @@ import {
 } from "./data.ts";
 import { apparentSize, compareFiles, compareTrees, describeTreeDiff, manifest, treeDiffOk } from "./fsutil.ts";
 import { capture, type Cmd, dropCaches, errorLine, haveGnuTime, machineBusySeconds, must, run } from "./proc.ts";
-import { datasetTable, mbps, type Measurement, record, type Results, type Step, STEPS } from "./report.ts";
+import { datasetTable, mbps, type Measurement, record, REMOTE_TARGET, remoteTable, type Results, type Step, STEPS } from "./report.ts";
 import { DATASETS, type DatasetName, ROOT, type ToolCtx, TOOL_NAMES, type ToolName, TOOLS } from "./tools.ts";
 
 interface Options {
@@ -39,7 +39,8 @@ interface Options {
 }
 
 const USAGE = `usage: node bench/run.ts [options]
-  --tools LIST   comma-separated subset of ${TOOL_NAMES.join(",")} (default: all)
+  --tools LIST   comma-separated subset of ${TOOL_NAMES.join(",")} (default: all;
+                 gorde-remote is gorde against a gorde server on 127.0.0.1)
   --steps LIST   comma-separated subset of image,tree (or 1,2) (default: both)
   --runs N       repeat every tool/data set N times and report the median (default 1)
   --quick        small data (256 MiB image, ~100 MiB tree); results.md is not written
@@ -215,9 +216,12 @@ async function runDataset(
       log(note);
       cacheNoteLogged = true;
     }
+    c.server?.resetPeak();
+    const server0 = c.server?.usage() ?? null;
     const busy0 = machineBusySeconds();
     const r = await run(cmd, { logFile: logFile(step) });
     const busy1 = machineBusySeconds();
+    const server1 = c.server?.usage() ?? null;
     checkInterrupt();
     if (r.code !== 0) {
       const error = `failed: ${errorLine(r)}`;
@@ -237,20 +241,38 @@ async function runDataset(
       otherLoad: null,
       repoBytes: apparentSize(c.repo),
     };
+    if (server0 !== null && server1 !== null) {
+      m.server = { cpuS: server1.cpuS - server0.cpuS, maxRssKiB: server1.maxRssKiB };
+      // The tool's CPU is client + server (also keeps the server out of "other load").
+      if (m.cpuS !== null) m.cpuS += m.server.cpuS;
+    }
     if (busy0 !== null && busy1 !== null && m.cpuS !== null) {
       m.otherLoad = Math.max(0, busy1 - busy0 - m.cpuS) / (r.ms / 1000);
     }
     log(
       `[${d}] ${tool} ${step}: ${(r.ms / 1000).toFixed(1)} s, ${mbps(m).toFixed(1)} MB/s, ` +
         `rss ${m.maxRssKiB === null ? "?" : (m.maxRssKiB / 1024).toFixed(0)} MiB, repo ${(m.repoBytes / 1e6).toFixed(1)} MB` +
+        (m.server ? `, server CPU ${m.server.cpuS.toFixed(1)} s rss ${(m.server.maxRssKiB / 1024).toFixed(0)} MiB` : "") +
         (m.otherLoad === null ? "" : `, other load ${m.otherLoad.toFixed(2)}`),
     );
     return m;
   };
 
   try {
-    const init = await measured("init", t.init(c), 0);
-    if (!init.ok) {
+    if (t.start) {
+      checkInterrupt();
+      try {
+        c.server = await t.start(c, logFile("server"));
+        log(`[${d}] ${tool}: server ready at ${c.server.repo}`);
+      } catch (e) {
+        failed = `failed: ${(e as Error).message}`;
+        log(`[${d}] ${tool}: ${failed} (log: ${relative(ROOT, logFile("server"))})`);
+        skipRest("backup-1");
+        return;
+      }
+    }
+    const init = t.init ? await measured("init", t.init(c), 0) : null;
+    if (init && !init.ok) {
       failed = init.error.replace(/^failed: /, "failed: init: ");
       skipRest("backup-1");
       return;
@@ -300,6 +322,7 @@ async function runDataset(
     }
     record(res, d, tool, "restore", r);
   } finally {
+    await c.server?.stop();
     if (!opts.keep) rmSync(base, { recursive: true, force: true });
   }
 }
@@ -393,6 +416,14 @@ async function main(): Promise<void> {
   out.push("");
   out.push("## Settings", "");
   out.push("- gorde: `init`, `backup <repo> host/bench disk.img=<file> | data.tree=<dir> --json`, `restore <repo> host/bench/latest <archive> <target>`");
+  if (ready.tools.includes("gorde-remote")) {
+    out.push(
+      "- gorde-remote: the same gorde commands against `gorde server --listen 127.0.0.1:0 --datastore bench=<repo>` " +
+        "(repo `https://admin@127.0.0.1:<port>/bench`, TLS with a pinned fingerprint, HTTP/2); the server runs " +
+        "for the whole data set on the same machine (client and server share the cores); datastore = the server's " +
+        "directory; CPU = client + server, the server's share and peak RSS in the note column",
+    );
+  }
   out.push("- restic: `init --repository-version 2`, `backup --compression auto` (cache under bench/work), `restore latest --target`");
   out.push("- borg: `init --encryption none`, `create --compression zstd,3` (image: `--chunker-params fixed,4194304`, tree: default buzhash), `extract`");
   out.push(
@@ -406,6 +437,16 @@ async function main(): Promise<void> {
   );
   for (const d of opts.datasets) {
     out.push("", `## ${d}`, "", datasetTable(res, d, ready.tools));
+    const remote = remoteTable(res, d, ready.tools);
+    if (remote !== null) {
+      out.push(
+        "",
+        `gorde-remote vs local gorde (${d}): remote throughput as a share of local = local time / remote time, ` +
+          `within each run, median over runs; target ≥ ${REMOTE_TARGET * 100}%.`,
+        "",
+        remote,
+      );
+    }
   }
   const mismatches: string[] = [];
   for (const [d, byTool] of res) {

@@ -1,13 +1,14 @@
 // How each backup tool is driven: command lines for init, backup and restore.
 
-import { existsSync, readFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, openSync, closeSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { BENCH_DIR } from "./data.ts";
 import { capture, type Cmd } from "./proc.ts";
 
 export const ROOT = dirname(BENCH_DIR);
 
-export const TOOL_NAMES = ["gorde", "restic", "borg"] as const;
+export const TOOL_NAMES = ["gorde", "gorde-remote", "restic", "borg"] as const;
 export type ToolName = (typeof TOOL_NAMES)[number];
 export const DATASETS = ["image", "tree"] as const;
 export type DatasetName = (typeof DATASETS)[number];
@@ -25,6 +26,22 @@ export interface ToolCtx {
   workDir: string;
   /** Absolute path of the data backed up (bench/work/disk.img or bench/work/tree). */
   source: string;
+  /** Set while the tool's server runs (tools with `start`): what the client commands use. */
+  server?: ServerSession;
+}
+
+/** A server process serving `repo` (the datastore directory) for the whole data set. */
+export interface ServerSession {
+  /** Repository argument of the client commands (a URL). */
+  repo: string;
+  /** Environment of the client commands. */
+  env: Record<string, string>;
+  /** CPU seconds (user + sys) the server used so far and its peak RSS since the last `resetPeak`. */
+  usage(): { cpuS: number; maxRssKiB: number } | null;
+  /** Resets the peak RSS the kernel records for the server (so `usage` reports one step's peak). */
+  resetPeak(): void;
+  /** Stops the server; safe to call more than once. */
+  stop(): Promise<void>;
 }
 
 export type Probe = { ok: true; version: string } | { ok: false; problem: string; aptPackage?: string };
@@ -32,7 +49,13 @@ export type Probe = { ok: true; version: string } | { ok: false; problem: string
 export interface Tool {
   name: ToolName;
   probe(): Probe;
-  init(c: ToolCtx): Cmd;
+  /** Absent when the repository needs no init command (a server creates it). */
+  init?(c: ToolCtx): Cmd;
+  /**
+   * Starts a server before the first step of a data set; the harness stops it after the last
+   * (also on errors and interrupts). Its output goes to `logFile`.
+   */
+  start?(c: ToolCtx, logFile: string): Promise<ServerSession>;
   /** n = 1, 2, 3 for the successive backups. */
   backup(c: ToolCtx, n: number): Cmd;
   /** Restores the newest backup; `restored` is where the image file / tree root ends up. */
@@ -68,20 +91,183 @@ const gorde: Tool = {
     };
   },
   init: (c) => ({ argv: [process.execPath, GORDE_MAIN, "init", c.repo], cwd: ROOT }),
+  // With a server running (gorde-remote) the same commands go to its URL instead of the directory.
   backup: (c) => ({
-    argv: [process.execPath, GORDE_MAIN, "backup", c.repo, GORDE_HOST, `${gordeArchive(c.dataset)}=${c.source}`, "--json"],
+    argv: [
+      process.execPath,
+      GORDE_MAIN,
+      "backup",
+      c.server?.repo ?? c.repo,
+      GORDE_HOST,
+      `${gordeArchive(c.dataset)}=${c.source}`,
+      "--json",
+    ],
     cwd: ROOT,
+    ...(c.server ? { env: c.server.env } : {}),
   }),
   restore(c) {
     const target = c.dataset === "image" ? join(c.restoreDir, "disk.img") : c.restoreDir;
     return {
       cmd: {
-        argv: [process.execPath, GORDE_MAIN, "restore", c.repo, `${GORDE_HOST}/latest`, gordeArchive(c.dataset), target],
+        argv: [
+          process.execPath,
+          GORDE_MAIN,
+          "restore",
+          c.server?.repo ?? c.repo,
+          `${GORDE_HOST}/latest`,
+          gordeArchive(c.dataset),
+          target,
+        ],
         cwd: ROOT,
+        ...(c.server ? { env: c.server.env } : {}),
       },
       restored: target,
     };
   },
+};
+
+// ---- gorde-remote: the gorde client against `gorde server` on loopback
+
+const SERVER_PASSWORD = "gorde-bench-admin";
+const SERVER_STORE = "bench";
+const SERVER_START_MS = 60_000;
+const SERVER_STOP_MS = 10_000;
+
+/** Process groups of running servers, killed when the harness exits whatever the reason. */
+const liveServers = new Set<number>();
+process.on("exit", () => {
+  for (const pid of liveServers) killGroup(pid, "SIGKILL");
+});
+
+function killGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+/** utime + stime (seconds) and VmHWM (KiB) of a process from /proc; null when unreadable. */
+function procUsage(pid: number): { cpuS: number; maxRssKiB: number } | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const cpuS = (Number(f[11]) + Number(f[12])) / 100; // utime, stime in USER_HZ
+    const hwm = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return { cpuS, maxRssKiB: hwm ? Number(hwm[1]) : 0 };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Starts `gorde server` on 127.0.0.1 with a kernel-chosen port, serving c.repo as datastore
+ * "bench" (the server initialises the empty directory), and waits for its fingerprint.
+ */
+function startGordeServer(c: ToolCtx, logFile: string): Promise<ServerSession> {
+  writeFileSync(logFile, `$ gorde server --listen 127.0.0.1:0 --state-dir ${join(c.aux, "server-state")} --datastore ${SERVER_STORE}=${c.repo}\n`);
+  const log = openSync(logFile, "a");
+  const child = spawn(
+    process.execPath,
+    [
+      GORDE_MAIN,
+      "server",
+      "--listen",
+      "127.0.0.1:0",
+      "--state-dir",
+      join(c.aux, "server-state"),
+      "--datastore",
+      `${SERVER_STORE}=${c.repo}`,
+    ],
+    {
+      cwd: ROOT,
+      env: { ...process.env, GORDE_ADMIN_PASSWORD: SERVER_PASSWORD },
+      // Own process group: a terminal's Ctrl-C reaches only the harness, which stops the server itself.
+      detached: true,
+      stdio: ["ignore", "pipe", log],
+    },
+  );
+  closeSync(log);
+  const pid = child.pid;
+  if (pid !== undefined) liveServers.add(pid);
+  const exited = new Promise<void>((resolve) => {
+    child.once("close", () => {
+      if (pid !== undefined) liveServers.delete(pid);
+      resolve();
+    });
+  });
+  let stopping: Promise<void> | null = null;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      if (pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+      killGroup(pid, "SIGTERM");
+      const timer = setTimeout(() => killGroup(pid, "SIGKILL"), SERVER_STOP_MS);
+      await exited;
+      clearTimeout(timer);
+      // Anything left in the group (there should be nothing) goes too.
+      killGroup(pid, "SIGKILL");
+    })();
+    return stopping;
+  };
+
+  return new Promise<ServerSession>((resolve, reject) => {
+    let out = "";
+    let settled = false;
+    const fail = (why: string): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      void stop().then(() => reject(new Error(`gorde server ${why}`)));
+    };
+    const timer = setTimeout(() => fail(`printed no fingerprint within ${SERVER_START_MS / 1000} s`), SERVER_START_MS);
+    child.once("error", (e) => fail(`could not start: ${e.message}`));
+    child.once("close", (code, signal) => {
+      let tail = "";
+      try {
+        tail = readFileSync(logFile, "utf8").trim().split("\n").slice(-1)[0] ?? "";
+      } catch {
+        // no log
+      }
+      fail(`exited (${code ?? signal}) before it was ready${tail ? `: ${tail}` : ""}`);
+    });
+    child.stdout!.on("data", (chunk: Buffer) => {
+      writeFileSync(logFile, chunk, { flag: "a" });
+      if (settled) return;
+      out += chunk.toString("utf8");
+      const fp = /^fingerprint: (\S+)$/m.exec(out);
+      const port = /^listening on [^\n]*:(\d+)$/m.exec(out);
+      if (!fp || !port) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve({
+        repo: `https://admin@127.0.0.1:${port[1]}/${SERVER_STORE}`,
+        env: { GORDE_PASSWORD: SERVER_PASSWORD, GORDE_FINGERPRINT: fp[1]! },
+        usage: () => (pid === undefined ? null : procUsage(pid)),
+        resetPeak() {
+          if (pid === undefined) return;
+          try {
+            writeFileSync(`/proc/${pid}/clear_refs`, "5"); // 5: reset the peak RSS
+          } catch {
+            // not permitted: the peak then covers the data set so far
+          }
+        },
+        stop,
+      });
+    });
+  });
+}
+
+const gordeRemote: Tool = {
+  name: "gorde-remote",
+  probe() {
+    const p = gorde.probe();
+    return p.ok ? { ok: true, version: "gorde-remote: the same gorde against `gorde server` on 127.0.0.1 (TLS, HTTP/2)" } : p;
+  },
+  // No init: the server initialises the empty datastore directory.
+  start: startGordeServer,
+  backup: gorde.backup,
+  restore: gorde.restore,
 };
 
 const RESTIC_PASSWORD = "gorde-bench";
@@ -153,4 +339,4 @@ const borg: Tool = {
   }),
 };
 
-export const TOOLS: Record<ToolName, Tool> = { gorde, restic, borg };
+export const TOOLS: Record<ToolName, Tool> = { gorde, "gorde-remote": gordeRemote, restic, borg };
