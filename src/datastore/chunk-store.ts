@@ -53,8 +53,11 @@ export class ChunkStore {
     const fd = this.sweepLock();
     flock(fd, "sh", true);
     try {
-      const now = new Date();
-      fs.utimesSync(this.chunkPath(hex), now, fs.statSync(this.chunkPath(hex)).mtime);
+      const file = this.chunkPath(hex);
+      // A missing chunk is the common case for new data: no exception for it.
+      const st = fs.statSync(file, { throwIfNoEntry: false });
+      if (!st) return false;
+      fs.utimesSync(file, new Date(), st.mtime);
       return true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;

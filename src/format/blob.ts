@@ -80,6 +80,8 @@ function readHeader(blob: Uint8Array, what: string, withEncrypted: boolean): { k
   return { kind: m.kind as BlobKind, b };
 }
 
+const DECODE_BUFFER = 256 * 1024 + 1024;
+
 export type BlobEncoding = "plain" | "zstd";
 
 /** Checks magic and CRC of an unencrypted blob; returns how the data is encoded and a view of it. */
@@ -118,7 +120,9 @@ export function decodeBlob(blob: Uint8Array, what = "blob", maxSize = MAX_CHUNK_
     return payload;
   }
   try {
-    return zlib.zstdDecompressSync(payload, { maxOutputLength: maxSize });
+    // One output buffer a little larger than an image chunk: zlib's default 16 KiB pieces
+    // cost a concat (and its garbage) for every chunk.
+    return zlib.zstdDecompressSync(payload, { maxOutputLength: maxSize, chunkSize: Math.max(64, Math.min(maxSize + 1, DECODE_BUFFER)) });
   } catch (err) {
     throw corrupt(`${what} does not decompress: ${(err as Error).message}.`, err);
   }

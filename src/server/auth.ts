@@ -580,6 +580,19 @@ export class AuthStore {
     return undefined;
   }
 
+  /**
+   * Changes whenever a user, token or ACL changes: a caller caching a successful check
+   * (per connection) must check again when it moved.
+   */
+  get revision(): number {
+    return this.epoch;
+  }
+
+  /** The auth id exists, is enabled and has not expired (nor has its user). */
+  isActive(authId: string): boolean {
+    return isValidAuthId(authId) && this.active(authId);
+  }
+
   private async check(authId: string, secret: string): Promise<boolean> {
     if (typeof authId !== "string" || typeof secret !== "string") return false;
     if (secret === "" || secret.length > MAX_SECRET || !isValidAuthId(authId) || !this.active(authId)) {

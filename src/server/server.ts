@@ -4,7 +4,6 @@
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import http2 from "node:http2";
-import os from "node:os";
 import path from "node:path";
 import { z } from "zod";
 import { API_VERSION, type MaintenanceMode, type RouteName } from "../api/routes.ts";
@@ -98,7 +97,8 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
 
   const poolOf = async (e: StoreEntry): Promise<ChunkPool> => {
     if (!e.pool) {
-      const pool = new ChunkPool(Math.max(1, Math.min(4, os.availableParallelism())));
+      // One more worker than cores, as on the client: a worker waiting in syncfs leaves the cores busy.
+      const pool = new ChunkPool();
       await pool.init(e.store.chunks.dir, 0, Buffer.alloc(0));
       e.pool ??= pool;
       if (e.pool !== pool) await pool.close();
@@ -322,7 +322,10 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       return { json: { session: s.id, snapshot: formatSnapshot(s.ref), time: s.ref.time, base } };
     },
     backupBaseFile: async ({ authId, params }) => ({ binary: await sessions.backup(params.session!, authId).baseFile(params.file!) }),
-    backupBaseChunk: ({ authId, params }) => ({ file: sessions.backup(params.session!, authId).baseChunkPath(params.digest!) }),
+    backupBaseChunk: async ({ authId, params }) => {
+      const s = sessions.backup(params.session!, authId);
+      return { binary: await readChunk(await poolOf(stores.get(s.storeName)!), s.baseChunkPath(params.digest!)) };
+    },
     uploadChunk: async ({ authId, params, query, body }) => {
       const s = sessions.backup(params.session!, authId);
       const stored = await s.putChunk(params.digest!, query.size as number, body as Buffer);
@@ -370,11 +373,11 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       return { json: { session: r.id, snapshot: formatSnapshot(snap), manifest: snap.manifest } };
     },
     readerFile: async ({ authId, params }) => ({ binary: await sessions.reader(params.session!, authId).file(params.file!) }),
-    readerChunk: ({ authId, params }) => {
+    readerChunk: async ({ authId, params }) => {
       const s = sessions.reader(params.session!, authId);
       const file = s.chunkPath(params.digest!);
       metrics.chunkServed(s.storeName);
-      return { file };
+      return { binary: await readChunk(await poolOf(stores.get(s.storeName)!), file) };
     },
     closeReader: ({ authId, params }) => {
       sessions.closeReader(sessions.reader(params.session!, authId));
@@ -488,6 +491,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
     },
   };
 
+  const verified = new WeakMap<object, { header: string; authId: string; revision: number; until: number }>();
   const dispatch = async (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, connection: object): Promise<void> => {
     const started = Date.now();
     const method = String(headers[":method"] ?? "GET");
@@ -506,10 +510,19 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       routeName = compiled.name;
       let authId = "";
       if (route.access !== "public") {
-        const cred = parseAuthorization(headers.authorization);
-        const who = cred && (await auth.authenticate(cred.authId, cred.secret));
-        if (!who) throw new HttpError(401, "authentication failed: give a valid user and password or API token.");
-        authId = who;
+        // A connection sends the same credentials with every request (thousands of chunks):
+        // checked once per connection while nothing in the user, token or ACL state changed.
+        const header = headers.authorization;
+        const known = verified.get(connection);
+        if (known && known.header === header && known.revision === auth.revision && known.until > Date.now() && auth.isActive(known.authId)) {
+          authId = known.authId;
+        } else {
+          const cred = parseAuthorization(header);
+          const who = cred && (await auth.authenticate(cred.authId, cred.secret));
+          if (!who) throw new HttpError(401, "authentication failed: give a valid user and password or API token.");
+          authId = who;
+          verified.set(connection, { header: header!, authId, revision: auth.revision, until: Date.now() + 30_000 });
+        }
       }
       const params = route.params ? (validate(route.params, rawParams, "path parameter") as Record<string, string>) : {};
       const rawQuery: Record<string, string> = {};
@@ -554,7 +567,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
     cert: cert.cert,
     allowHTTP1: false,
     // Large windows: chunks of up to 4 MiB stream without waiting for window updates.
-    settings: { initialWindowSize: 8 * 1024 * 1024, maxConcurrentStreams: 256 },
+    settings: { initialWindowSize: 8 * 1024 * 1024, maxConcurrentStreams: 256, maxFrameSize: 1024 * 1024 },
     maxSessionMemory: 256,
   });
   const connections = new Set<http2.ServerHttp2Session>();
@@ -597,6 +610,16 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       }
     },
   };
+}
+
+/** A chunk file read in a worker thread: one round trip, where the thread pool takes several. */
+async function readChunk(pool: ChunkPool, file: string): Promise<Buffer> {
+  const [data] = await pool.readFiles([Buffer.from(file)]);
+  if (typeof data === "string") {
+    if (/ENOENT|no such file/.test(data)) throw new HttpError(404, `chunk ${path.basename(file)} is missing from the datastore; run verify.`);
+    throw new GordeError("io", data);
+  }
+  return data!;
 }
 
 /** Streams a file (a chunk) as the answer; 404 when it vanished. */

@@ -70,6 +70,8 @@ export class BackupSession implements SessionBase {
   private readonly pool: ChunkPool;
   stats = { newChunks: 0, newBytes: 0, receivedBytes: 0, existingChunks: 0 };
   done = false;
+  /** the commit of finish() under way: an abort waits for it instead of removing what it writes */
+  private finishing: Promise<void> | undefined;
 
   private constructor(init: {
     authId: string;
@@ -243,16 +245,21 @@ export class BackupSession implements SessionBase {
       }
     }
     for (const f of this.indexes.keys()) if (!named.has(f)) throw new HttpError(400, `index ${f} was uploaded but the manifest does not name it.`);
-    await this.commit();
-    await this.store.chunks.sync();
-    await writeFileAtomic(path.join(this.dir, MANIFEST_FILE), encodeManifest(m));
-    this.done = true;
-    this.release();
+    this.finishing = (async () => {
+      await this.commit();
+      await this.store.chunks.sync();
+      await writeFileAtomic(path.join(this.dir, MANIFEST_FILE), encodeManifest(m));
+      this.done = true;
+      this.release();
+    })();
+    await this.finishing;
     return name;
   }
 
   /** Removes everything of an unfinished session. */
   async abort(): Promise<void> {
+    // A finish that got this far completes (the snapshot is whole) or fails (then this cleans up).
+    await this.finishing?.catch(() => undefined);
     if (this.done) return;
     this.done = true;
     // Chunks not yet named go too: on a full disk their space is what the next backup needs.
@@ -330,6 +337,8 @@ export class SessionTable {
   readonly readers = new Map<string, ReaderSession>();
   private readonly timer: NodeJS.Timeout;
   private readonly idleMs: number;
+  /** set by close(): requests of the sessions it ended learn why they are gone */
+  private closing = false;
 
   constructor(idleMs: number) {
     this.idleMs = idleMs;
@@ -339,6 +348,7 @@ export class SessionTable {
 
   backup(id: string, authId: string): BackupSession {
     const s = this.backups.get(id);
+    if (this.closing) throw new HttpError(410, "the server is shutting down; the backup was aborted and nothing of it was kept.");
     if (!s || s.authId !== authId) throw new HttpError(404, "no such backup session (it may have expired or been aborted).");
     s.lastActivity = Date.now();
     return s;
@@ -363,7 +373,7 @@ export class SessionTable {
 
   /** The connection that opened these sessions is gone. */
   async connectionClosed(connection: object): Promise<void> {
-    for (const s of [...this.backups.values()]) if (s.connection === connection) await this.abortBackup(s);
+    for (const s of [...this.backups.values()]) if (s.connection === connection) await this.abortBackup(s).catch(() => undefined);
     for (const s of [...this.readers.values()]) if (s.connection === connection) this.closeReader(s);
   }
 
@@ -374,6 +384,7 @@ export class SessionTable {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     clearInterval(this.timer);
     for (const s of [...this.backups.values()]) await this.abortBackup(s).catch(() => undefined);
     for (const s of [...this.readers.values()]) this.closeReader(s);
