@@ -91,6 +91,8 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
   const maintenance = await loadMaintenance(maintenanceFile);
   const tasks = await TaskManager.open(path.join(opts.stateDir, "tasks"));
   const cert = await ensureCertificate(opts.stateDir);
+  /** finish requests whose answer is not sent yet */
+  let finishing = 0;
   const sessions = new SessionTable(opts.sessionIdleMs ?? 5 * 60_000);
   const metrics = new ServerMetrics(() => [...stores.values()].map((e) => ({ name: e.name, store: e.store })), tasks);
   const routes = compileRoutes();
@@ -336,8 +338,11 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       await sessions.backup(params.session!, authId).putIndex(params.file!, body as Buffer);
       return { json: { ok: true } };
     },
-    finishBackup: async ({ authId, params, body }) => {
+    finishBackup: async ({ authId, params, body, stream }) => {
       const s = sessions.backup(params.session!, authId);
+      // Counted until its answer is out: a graceful stop lets it arrive.
+      finishing++;
+      stream.once("close", () => finishing--);
       try {
         const name = await s.finish(body);
         sessions.backups.delete(s.id);
@@ -600,9 +605,14 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
     port,
     fingerprint: cert.fingerprint,
     async close() {
+      // No new connections; a finish already sent gets its answer (up to 5 s), then every
+      // open session is aborted and the connections closed.
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const deadline = Date.now() + 5000;
+      while (finishing > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       await sessions.close();
       for (const c of connections) c.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await closed;
       await tasks.close();
       for (const e of stores.values()) {
         await e.pool?.close();

@@ -265,11 +265,15 @@ export class BackupSession implements SessionBase {
     // Chunks not yet named go too: on a full disk their space is what the next backup needs.
     const pending = this.pending;
     this.pending = [];
-    await Promise.all(pending.map((c) => fsp.rm(c.tmp, { force: true })));
-    await fsp.rm(this.dir, { recursive: true, force: true });
-    // Still under the group lock: a backup starting next must not lose its directory.
-    if (this.groupCreated) await removeEmptyGroup(this.store.groupDir(this.ns, this.ref));
-    this.release();
+    try {
+      await Promise.all(pending.map((c) => fsp.rm(c.tmp, { force: true })));
+      await fsp.rm(this.dir, { recursive: true, force: true });
+      // Still under the group lock: a backup starting next must not lose its directory.
+      if (this.groupCreated) await removeEmptyGroup(this.store.groupDir(this.ns, this.ref));
+    } finally {
+      // Even when removal failed (the next prune removes an unfinished snapshot): never a held group.
+      this.release();
+    }
   }
 
   private release(): void {
