@@ -10,6 +10,7 @@ import http2 from "node:http2";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type Response, ServerConnection } from "../src/api/connection.ts";
+import { encodeChunkBatch } from "../src/api/chunk-batch.ts";
 import { ROUTES, type RouteName, routePath } from "../src/api/routes.ts";
 import { backup, runBackup } from "../src/client/backup.ts";
 import { RemoteRepository } from "../src/client/remote.ts";
@@ -119,6 +120,9 @@ let liveReader: ReaderFixture | undefined;
 /** a chunk no snapshot has: what an upload would add */
 const freshData = randomBytes(48 * 1024);
 const freshChunk = { digest: createHash("sha256").update(freshData).digest("hex"), blob: encodeBlob(freshData), size: freshData.length };
+// Another chunk no backup has, for the batch upload (its allowed request must write too).
+const batchData = randomBytes(4096);
+const batchBody = encodeChunkBatch([{ hex: createHash("sha256").update(batchData).digest("hex"), size: batchData.length, blob: encodeBlob(batchData) }]);
 
 function conn(who: string): ServerConnection {
   const c = conns.get(who);
@@ -392,6 +396,7 @@ const CASES: Record<RouteName, Case[]> = {
     { digest: freshChunk.digest },
     { query: { size: freshChunk.size }, binary: freshChunk.blob },
   ),
+  uploadChunks: sessionCases(async () => ({ params: { session: (await backupSession()).sid }, binary: batchBody }), {}, { binary: batchBody }),
   uploadIndex: sessionCases(
     async () => {
       const s = await backupSession();
@@ -540,6 +545,7 @@ const WRITING = new Set<RouteName>([
   "prune",
   "startBackup",
   "uploadChunk",
+  "uploadChunks",
   "uploadIndex",
   "finishBackup",
   "abortBackup",

@@ -11,6 +11,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import zlib from "node:zlib";
 import { after, before, describe, it } from "node:test";
+import { encodeChunkBatch } from "../src/api/chunk-batch.ts";
 import { ServerConnection } from "../src/api/connection.ts";
 import { runBackup } from "../src/client/backup.ts";
 import { RemoteRepository } from "../src/client/remote.ts";
@@ -323,6 +324,35 @@ void describe("hostile requests to the server", () => {
     assert.ok(!fs.existsSync(chunkFile(other)), "no chunk stored under the wrong digest");
     assert.ok(!fs.existsSync(chunkFile(sha256(data))));
     assert.deepEqual(chunkTemps(), []);
+    await abort(s);
+  });
+
+  void it("refuses malformed chunk batches and stores nothing of a refused record", async () => {
+    let s = await startBackup("host/batch");
+    const put = (body: Buffer) => call("PUT", `/api/backup/${s.session}/chunks`, { binary: body });
+    const good = randomBytes(4096);
+    const bad = randomBytes(4096);
+    const ok = { hex: sha256(good), size: good.length, blob: encodeBlob(good, 0) };
+    const wrongDigest = { hex: sha256(randomBytes(8)), size: bad.length, blob: encodeBlob(bad, 0) };
+    const body = encodeChunkBatch([ok, wrongDigest]);
+    const r1 = await put(body);
+    assert.equal(r1.status, 400, r1.body);
+    assert.match(r1.body, /digest/);
+    assert.ok(!fs.existsSync(chunkFile(wrongDigest.hex)));
+    // The good record of that batch was taken (as by a single upload); the abort removes it.
+    await abort(s);
+    assert.deepEqual(chunkTemps(), []);
+    s = await startBackup("host/batch");
+    // truncated record, a blob length running past the body, a size that lies, a duplicate
+    is4xx(await put(body.subarray(0, 30)), "truncated header");
+    const lying = Buffer.from(encodeChunkBatch([ok]));
+    lying.writeUInt32LE(1 << 30, 36);
+    is4xx(await put(lying), "blob length past the body");
+    is4xx(await put(encodeChunkBatch([{ ...ok, size: ok.size + 1 }])), "size lies");
+    is4xx(await put(encodeChunkBatch([ok, ok])), "duplicate");
+    assert.deepEqual(chunkTemps(), []);
+    const r2 = await put(encodeChunkBatch([ok]));
+    assert.equal(r2.status, 200, r2.body);
     await abort(s);
   });
 

@@ -298,6 +298,16 @@ export const ROUTES = {
     body: "binary",
     response: z.object({ stored: z.boolean() }),
   }),
+  uploadChunks: route({
+    method: "PUT",
+    path: "/api/backup/{session}/chunks",
+    summary: "Upload several encoded chunks in one body (records of digest, plain size, blob length, blob); each is checked as by uploadChunk",
+    access: "authenticated",
+    permission: "the session's owner",
+    params: z.strictObject({ session: SessionId }),
+    body: "binary",
+    response: z.object({ stored: z.number(), existing: z.number() }),
+  }),
   uploadIndex: route({
     method: "PUT",
     path: "/api/backup/{session}/index/{file}",

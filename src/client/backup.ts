@@ -127,7 +127,9 @@ export async function runBackup(
     const base = baseManifest && baseManifest.keyFingerprint === keyFingerprint ? session.base : null;
     const known = base ? await baseDigests(session, base.manifest) : Buffer.alloc(0);
     await pool.init(session.chunkDir, level, known, opts.key?.master);
-    const writer = new ChunkWriter(session.target, pool, { key: opts.key?.chunkKey, level, maxInflight: opts.concurrency || undefined });
+    // Uploads gather chunks into batches: more in flight keeps the batches full.
+    const inflight = opts.concurrency || (session.target.kind === "remote" ? 32 : undefined);
+    const writer = new ChunkWriter(session.target, pool, { key: opts.key?.chunkKey, level, maxInflight: inflight });
     const reader = new ChunkReader(session.baseLoader(pool));
     const archives: ArchiveEntry[] = [];
     for (const s of opts.sources) {

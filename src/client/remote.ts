@@ -4,6 +4,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ROUTES, type RouteName, type SnapshotJson, routePath } from "../api/routes.ts";
+import { type BatchedChunk, encodeChunkBatch } from "../api/chunk-batch.ts";
 import { ServerConnection, parseServerUrl } from "../api/connection.ts";
 import { GordeError } from "../errors.ts";
 import type { ChunkPool } from "../datastore/chunk-pool.ts";
@@ -58,6 +59,65 @@ function parseManifest(raw: unknown, what: string): Manifest {
   if (!r.success) throw new GordeError("corrupt", `the server sent an invalid manifest for ${what}.`);
   return r.data;
 }
+
+/**
+ * Gathers chunks into batch uploads: a batch leaves when it is full, or as soon as the
+ * event loop has nothing more to add (so a slow source never waits for a full batch).
+ * Each chunk's promise settles with its batch.
+ */
+class ChunkBatcher {
+  private chunks: BatchedChunk[] = [];
+  private waiters: { resolve(): void; reject(e: unknown): void }[] = [];
+  private bytes = 0;
+  private scheduled = false;
+  private readonly inflight = new Set<Promise<void>>();
+  private readonly send: (body: Buffer) => Promise<unknown>;
+
+  constructor(send: (body: Buffer) => Promise<unknown>) {
+    this.send = send;
+  }
+
+  add(c: BatchedChunk): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.chunks.push(c);
+      this.waiters.push({ resolve, reject });
+      this.bytes += c.blob.length;
+      if (this.chunks.length >= BATCH_CHUNKS || this.bytes >= BATCH_BYTES) this.dispatch();
+      else if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => {
+          this.scheduled = false;
+          this.dispatch();
+        });
+      }
+    });
+  }
+
+  private dispatch(): void {
+    if (this.chunks.length === 0) return;
+    const chunks = this.chunks;
+    const waiters = this.waiters;
+    this.chunks = [];
+    this.waiters = [];
+    this.bytes = 0;
+    const p = this.send(encodeChunkBatch(chunks)).then(
+      () => waiters.forEach((w) => w.resolve()),
+      (e: unknown) => waiters.forEach((w) => w.reject(e)),
+    );
+    this.inflight.add(p);
+    void p.finally(() => this.inflight.delete(p));
+  }
+
+  /** Sends what is gathered and waits for every batch in flight. */
+  async flush(): Promise<void> {
+    this.dispatch();
+    await Promise.all([...this.inflight]);
+  }
+}
+
+/** A batch leaves at this many chunks or bytes (whichever first). */
+const BATCH_CHUNKS = 16;
+const BATCH_BYTES = 4 * 1024 * 1024;
 
 export class RemoteRepository {
   readonly conn: ServerConnection;
@@ -126,6 +186,7 @@ export class RemoteRepository {
       if (!p) files.set(file, (p = this.conn.binary("GET", this.path("backupBaseFile", { session: sid, file }))));
       return p;
     };
+    const batcher = new ChunkBatcher((body) => this.conn.json("PUT", this.path("uploadChunks", { session: sid }), { binary: body }));
     const alive = (): void => {
       if (lost) throw new GordeError("io", "the connection to the server was lost; the backup was abandoned and nothing of it was kept.");
     };
@@ -135,9 +196,9 @@ export class RemoteRepository {
       chunkDir: null,
       target: {
         kind: "remote",
-        upload: async (hex, blob, size) => {
+        upload: (hex, blob, size) => {
           alive();
-          await this.conn.json("PUT", this.path("uploadChunk", { session: sid, digest: hex }), { query: { size }, binary: blob });
+          return batcher.add({ hex, blob, size });
         },
       },
       baseIndexes: async (archive) => (base ? readArchiveIndexes(base.manifest, archive, base.name, baseFile) : undefined),
@@ -148,6 +209,7 @@ export class RemoteRepository {
       allStored: () => Promise.resolve(true),
       writeIndex: async (file, bytes) => {
         alive();
+        await batcher.flush();
         await this.conn.json("PUT", this.path("uploadIndex", { session: sid, file }), { binary: bytes });
       },
       finish: async (manifest) => {

@@ -6,6 +6,7 @@ import fsp from "node:fs/promises";
 import http2 from "node:http2";
 import path from "node:path";
 import { z } from "zod";
+import { BATCH_RECORD_HEADER, MAX_BATCH_BYTES, MAX_BATCH_CHUNKS, decodeChunkBatch } from "../api/chunk-batch.ts";
 import { API_VERSION, type MaintenanceMode, type RouteName } from "../api/routes.ts";
 import { GordeError } from "../errors.ts";
 import { ChunkPool } from "../datastore/chunk-pool.ts";
@@ -29,6 +30,7 @@ export const DEFAULT_PORT = 8007;
 const JSON_LIMIT = 1024 * 1024;
 const CHUNK_LIMIT = MAX_CHUNK_SIZE + ENCRYPTED_BLOB_HEADER_SIZE + 1024;
 const INDEX_LIMIT = 256 * 1024 * 1024;
+const BATCH_LIMIT = MAX_BATCH_BYTES + MAX_BATCH_CHUNKS * BATCH_RECORD_HEADER;
 
 export interface ServerOptions {
   stateDir: string;
@@ -334,6 +336,25 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       metrics.chunkReceived(s.storeName, stored, (body as Buffer).length);
       return { json: { stored } };
     },
+    uploadChunks: async ({ authId, params, body }) => {
+      const s = sessions.backup(params.session!, authId);
+      const records = decodeChunkBatch(body as Buffer, CHUNK_LIMIT, MAX_CHUNK_SIZE);
+      const seen = new Set<string>();
+      for (const r of records) {
+        if (seen.has(r.hex)) throw new HttpError(400, `chunk ${r.hex} is twice in one batch.`);
+        seen.add(r.hex);
+      }
+      // Each blob gets its own buffer: it moves to a worker thread, the batch body does not.
+      const results = await Promise.allSettled(records.map((r) => s.putChunk(r.hex, r.size, Buffer.from(r.blob))));
+      let stored = 0;
+      for (let i = 0; i < results.length; i++) {
+        const res = results[i]!;
+        if (res.status === "rejected") throw res.reason;
+        if (res.value) stored++;
+        metrics.chunkReceived(s.storeName, res.value, records[i]!.blob.length);
+      }
+      return { json: { stored, existing: records.length - stored } };
+    },
     uploadIndex: async ({ authId, params, body }) => {
       await sessions.backup(params.session!, authId).putIndex(params.file!, body as Buffer);
       return { json: { ok: true } };
@@ -538,7 +559,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       const query = route.query ? validate(route.query, rawQuery, "query parameter") : (Object.keys(rawQuery).length ? validate(z.strictObject({}), rawQuery, "query parameter") : {});
       let body: unknown;
       if (route.body === "binary") {
-        body = await readBody(stream, headers, routeName === "uploadChunk" ? CHUNK_LIMIT : INDEX_LIMIT);
+        body = await readBody(stream, headers, routeName === "uploadChunk" ? CHUNK_LIMIT : routeName === "uploadChunks" ? BATCH_LIMIT : INDEX_LIMIT);
       } else if (route.body) {
         const raw = await readBody(stream, headers, JSON_LIMIT);
         let parsed: unknown;
