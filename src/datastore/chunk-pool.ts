@@ -12,7 +12,8 @@ export type WorkerRequest =
   | { id: number; op: "load"; hex: string }
   | { id: number; op: "commit"; batch: PendingChunk[] }
   | { id: number; op: "readFiles"; paths: Uint8Array[] }
-  | { id: number; op: "store"; blob: ArrayBuffer; hex: string; size: number | null };
+  | { id: number; op: "store"; blob: ArrayBuffer; hex: string; size: number | null }
+  | { id: number; op: "storeBatch"; body: ArrayBuffer; records: { hex: string; size: number; offset: number; length: number }[] };
 
 export type WorkerReply =
   | { id: number; op: "init" }
@@ -26,7 +27,8 @@ export type WorkerReply =
       data?: ArrayBuffer;
       blob?: ArrayBuffer;
     }
-  | { id: number; op: "store"; state: "exists" | "new"; pending?: PendingChunk; encrypted: boolean; size: number | null }
+  | ({ id: number; op: "store" } & StoredChunk)
+  | { id: number; op: "storeBatch"; results: StoreResult[]; body: ArrayBuffer }
   | { id: number; op: "commit" }
   | { id: number; op: "check"; encrypted: boolean }
   | { id: number; op: "files"; datas: (ArrayBuffer | string)[] }
@@ -45,6 +47,16 @@ export interface Encoded {
   /** upload mode (no chunk directory): the encoded chunk to send */
   blob?: Buffer;
 }
+
+export interface StoredChunk {
+  state: "exists" | "new";
+  pending?: PendingChunk;
+  encrypted: boolean;
+  size: number | null;
+}
+
+/** One record of a batch: stored, or the error that refused it. */
+export type StoreResult = StoredChunk | { error: { code: string; message: string } };
 
 export interface Stored {
   state: "exists" | "new";
@@ -165,6 +177,23 @@ export class ChunkPool {
     const r = await this.call({ id: this.nextId++, op: "check", blob: ab, hex }, [ab]);
     if (r.op !== "check") throw new Error("unexpected worker reply");
     return { encrypted: r.encrypted };
+  }
+
+  /**
+   * `store` for several blobs in one body (a batch upload): one message each way, and the
+   * body's memory comes back (`body` in the result) for the next batch.
+   */
+  async storeBatch(
+    body: ArrayBuffer,
+    records: { hex: string; size: number; offset: number; length: number }[],
+  ): Promise<{ results: (Stored | GordeError)[]; body: ArrayBuffer }> {
+    // `body` is transferred: the caller owns it whole (never a view into a shared pool).
+    const r = await this.call({ id: this.nextId++, op: "storeBatch", body, records }, [body]);
+    if (r.op !== "storeBatch") throw new Error("unexpected worker reply");
+    return {
+      results: r.results.map((x) => ("error" in x ? new GordeError(x.error.code as ErrorCode, x.error.message) : x)),
+      body: r.body,
+    };
   }
 
   /** Makes written chunks durable (one syncfs) and gives them their names. */

@@ -14,7 +14,7 @@ import { checkBlob, decodeBlob, encodeBlob } from "../format/blob.ts";
 import { type ChunkKey, deriveChunkKey, keyedDigest } from "../format/crypt.ts";
 import { SHARD_HEX } from "../format/magic.ts";
 import { mallocTrim } from "../sys/posix.ts";
-import type { WorkerReply, WorkerRequest } from "./chunk-pool.ts";
+import type { StoreResult, StoredChunk, WorkerReply, WorkerRequest } from "./chunk-pool.ts";
 import { commitChunks, readChunkFile, writeChunkTemp } from "./chunk-store.ts";
 
 let chunkDir: string | null = null;
@@ -89,6 +89,28 @@ function transferable(b: Buffer): ArrayBuffer {
     : (b.buffer.slice(b.byteOffset, b.byteOffset + b.length) as ArrayBuffer);
 }
 
+/** Checks an uploaded blob (CRC; unless encrypted, digest and size) and writes its temp file. */
+function storeOne(blob: Buffer, hex: string, declared: number | null): StoredChunk {
+  const what = `chunk ${hex}`;
+  const { encrypted } = checkBlob(blob, what);
+  let size: number | null = null;
+  if (!encrypted) {
+    // The server has no key: it checks what it can, the digest of plain chunks.
+    const data = decodeBlob(blob, what);
+    if (createHash("sha256").update(data).digest("hex") !== hex) {
+      throw Object.assign(new Error(`${what} does not match its digest.`), { code: "invalid" });
+    }
+    if (declared !== null && data.length !== declared) {
+      throw Object.assign(new Error(`${what} has ${data.length} bytes, not the ${declared} it was declared with.`), { code: "invalid" });
+    }
+    size = data.length;
+    account(data.length);
+  }
+  if (chunkExists(hex)) return { state: "exists", encrypted, size };
+  const pending = writeChunkTemp(needDir(), hex, blob, shards, false);
+  return { state: "new", pending, encrypted, size };
+}
+
 function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer[] } {
   switch (msg.op) {
     case "init": {
@@ -126,27 +148,22 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
       };
     }
     case "store": {
-      const blob = Buffer.from(msg.blob);
-      const what = `chunk ${msg.hex}`;
-      const { encrypted } = checkBlob(blob, what);
-      let size: number | null = null;
-      if (!encrypted) {
-        // The server has no key: it checks what it can, the digest of plain chunks.
-        const data = decodeBlob(blob, what);
-        if (createHash("sha256").update(data).digest("hex") !== msg.hex) {
-          throw Object.assign(new Error(`${what} does not match its digest.`), { code: "invalid" });
+      const r = storeOne(Buffer.from(msg.blob), msg.hex, msg.size);
+      return { reply: { id: msg.id, op: "store", ...r }, transfer: [] };
+    }
+    case "storeBatch": {
+      // The batch body comes back for the caller to reuse: allocating one per request
+      // kept the garbage collector busy.
+      const body = Buffer.from(msg.body);
+      const results: StoreResult[] = msg.records.map((rec) => {
+        try {
+          return storeOne(body.subarray(rec.offset, rec.offset + rec.length), rec.hex, rec.size);
+        } catch (err) {
+          const e = err as { code?: string; message: string };
+          return { error: { code: e.code === "corrupt" || e.code === "unsupported" || e.code === "invalid" ? e.code : "io", message: e.message } };
         }
-        if (msg.size !== null && data.length !== msg.size) {
-          throw Object.assign(new Error(`${what} has ${data.length} bytes, not the ${msg.size} it was declared with.`), {
-            code: "invalid",
-          });
-        }
-        size = data.length;
-        account(data.length);
-      }
-      if (chunkExists(msg.hex)) return { reply: { id: msg.id, op: "store", state: "exists", encrypted, size }, transfer: [] };
-      const pending = writeChunkTemp(needDir(), msg.hex, blob, shards, false);
-      return { reply: { id: msg.id, op: "store", state: "new", pending, encrypted, size }, transfer: [] };
+      });
+      return { reply: { id: msg.id, op: "storeBatch", results, body: msg.body }, transfer: [msg.body] };
     }
     case "commit": {
       commitChunks(needDir(), msg.batch);

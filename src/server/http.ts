@@ -94,7 +94,12 @@ export function validate<T>(schema: z.ZodType<T>, value: unknown, what: string):
 }
 
 /** Reads a request body of at most `limit` bytes; a larger one (declared or sent) is 413. */
-export function readBody(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, limit: number): Promise<Buffer> {
+export function readBody(
+  stream: http2.ServerHttp2Stream,
+  headers: http2.IncomingHttpHeaders,
+  limit: number,
+  alloc: (n: number) => Buffer = (n) => Buffer.allocUnsafeSlow(n),
+): Promise<Buffer> {
   const declared = headers["content-length"];
   if (declared !== undefined) {
     const n = Number(declared);
@@ -104,7 +109,7 @@ export function readBody(stream: http2.ServerHttp2Stream, headers: http2.Incomin
   return new Promise((resolve, reject) => {
     // With a declared length, one buffer filled in place: frames are small, and a chunk's
     // worth of buffers plus a concat costs the GC more than the copy.
-    const whole = declared !== undefined && Number(declared) > 0 ? Buffer.allocUnsafeSlow(Number(declared)) : undefined;
+    const whole = declared !== undefined && Number(declared) > 0 ? alloc(Number(declared)) : undefined;
     const parts: Buffer[] = [];
     let total = 0;
     const onData = (b: Buffer): void => {

@@ -68,6 +68,12 @@ export class ServerMetrics {
     this.bytesIn.inc({ store }, bytes);
   }
 
+  chunksReceived(store: string, stored: number, existing: number, bytes: number): void {
+    if (stored) this.chunksIn.inc({ store, state: "new" }, stored);
+    if (existing) this.chunksIn.inc({ store, state: "existing" }, existing);
+    this.bytesIn.inc({ store }, bytes);
+  }
+
   chunkServed(store: string): void {
     this.chunksOut.inc({ store });
   }

@@ -93,6 +93,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
   const maintenance = await loadMaintenance(maintenanceFile);
   const tasks = await TaskManager.open(path.join(opts.stateDir, "tasks"));
   const cert = await ensureCertificate(opts.stateDir);
+  const bodies = new BodyBuffers();
   /** finish requests whose answer is not sent yet */
   let finishing = 0;
   const sessions = new SessionTable(opts.sessionIdleMs ?? 5 * 60_000);
@@ -338,22 +339,21 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
     },
     uploadChunks: async ({ authId, params, body }) => {
       const s = sessions.backup(params.session!, authId);
-      const records = decodeChunkBatch(body as Buffer, CHUNK_LIMIT, MAX_CHUNK_SIZE);
+      const b = body as Buffer;
+      const bytes = b.length;
+      const records = decodeChunkBatch(b, CHUNK_LIMIT, MAX_CHUNK_SIZE);
       const seen = new Set<string>();
       for (const r of records) {
         if (seen.has(r.hex)) throw new HttpError(400, `chunk ${r.hex} is twice in one batch.`);
         seen.add(r.hex);
       }
-      // Each blob gets its own buffer: it moves to a worker thread, the batch body does not.
-      const results = await Promise.allSettled(records.map((r) => s.putChunk(r.hex, r.size, Buffer.from(r.blob))));
-      let stored = 0;
-      for (let i = 0; i < results.length; i++) {
-        const res = results[i]!;
-        if (res.status === "rejected") throw res.reason;
-        if (res.value) stored++;
-        metrics.chunkReceived(s.storeName, res.value, records[i]!.blob.length);
-      }
-      return { json: { stored, existing: records.length - stored } };
+      // The body is a recycled buffer we own whole (see bodies below): it moves to a worker and comes back.
+      const owned = b.byteOffset === 0 && bodies.owns(b.buffer as ArrayBuffer) ? (b.buffer as ArrayBuffer) : (new Uint8Array(b).buffer as ArrayBuffer);
+      const refs = records.map((r) => ({ hex: r.hex, size: r.size, offset: r.blob.byteOffset - b.byteOffset, length: r.blob.length }));
+      const res = await s.putChunks(owned, refs);
+      if (res.body) bodies.give(res.body);
+      metrics.chunksReceived(s.storeName, res.stored, res.existing, bytes);
+      return { json: { stored: res.stored, existing: res.existing } };
     },
     uploadIndex: async ({ authId, params, body }) => {
       await sessions.backup(params.session!, authId).putIndex(params.file!, body as Buffer);
@@ -559,7 +559,10 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       const query = route.query ? validate(route.query, rawQuery, "query parameter") : (Object.keys(rawQuery).length ? validate(z.strictObject({}), rawQuery, "query parameter") : {});
       let body: unknown;
       if (route.body === "binary") {
-        body = await readBody(stream, headers, routeName === "uploadChunk" ? CHUNK_LIMIT : routeName === "uploadChunks" ? BATCH_LIMIT : INDEX_LIMIT);
+        body =
+          routeName === "uploadChunks"
+            ? await readBody(stream, headers, BATCH_LIMIT, (n) => bodies.take(n))
+            : await readBody(stream, headers, routeName === "uploadChunk" ? CHUNK_LIMIT : INDEX_LIMIT);
       } else if (route.body) {
         const raw = await readBody(stream, headers, JSON_LIMIT);
         let parsed: unknown;
@@ -641,6 +644,31 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       }
     },
   };
+}
+
+/**
+ * Batch bodies are recycled: a fresh multi-megabyte buffer per request kept V8's garbage
+ * collector busy on both threads. A buffer is owned whole by one request at a time.
+ */
+class BodyBuffers {
+  private readonly free: ArrayBuffer[] = [];
+  private readonly mine = new WeakSet<ArrayBuffer>();
+
+  take(n: number): Buffer {
+    const i = this.free.findIndex((ab) => ab.byteLength >= n && ab.byteLength <= 2 * n + (1 << 20));
+    const ab = i >= 0 ? this.free.splice(i, 1)[0]! : new ArrayBuffer(Math.ceil(n / (1 << 20)) * (1 << 20));
+    this.mine.add(ab);
+    return Buffer.from(ab, 0, n);
+  }
+
+  owns(ab: ArrayBuffer): boolean {
+    return this.mine.has(ab);
+  }
+
+  give(ab: ArrayBuffer): void {
+    this.mine.add(ab);
+    if (this.free.length < 8) this.free.push(ab);
+  }
 }
 
 /** A chunk file read in a worker thread: one round trip, where the thread pool takes several. */

@@ -196,6 +196,60 @@ export class BackupSession implements SessionBase {
     return true;
   }
 
+  /**
+   * A batch of uploaded chunks in `body` (owned whole by the caller, handed over to a
+   * worker and given back for reuse). Every record is checked as by `putChunk`; the first
+   * refused one is thrown after the others are taken.
+   */
+  async putChunks(body: ArrayBuffer, records: { hex: string; size: number; offset: number; length: number }[]): Promise<{ stored: number; existing: number; body: ArrayBuffer | undefined }> {
+    let existing = 0;
+    const todo = [];
+    for (const r of records) {
+      this.stats.receivedBytes += r.length;
+      if (this.store.chunks.touch(r.hex)) {
+        this.chunks.add(r.hex);
+        existing++;
+      } else todo.push(r);
+    }
+    this.stats.existingChunks += existing;
+    if (todo.length === 0) return { stored: 0, existing, body };
+    const { results, body: back } = await this.pool.storeBatch(body, todo);
+    let stored = 0;
+    let refused: Error | undefined;
+    for (let i = 0; i < todo.length; i++) {
+      const rec = todo[i]!;
+      const r = results[i]!;
+      if (r instanceof GordeError) {
+        refused ??= r.code === "io" ? r : new HttpError(400, r.message);
+        continue;
+      }
+      if (r.encrypted !== (this.keyFingerprint !== null)) {
+        if (r.pending) await fsp.rm(r.pending.tmp, { force: true });
+        refused ??= new HttpError(400, `chunk ${rec.hex} is ${r.encrypted ? "encrypted" : "not encrypted"} but the session was opened ${this.keyFingerprint ? "with" : "without"} a key.`);
+        continue;
+      }
+      if (r.state === "exists") {
+        if (!this.store.chunks.touch(rec.hex)) {
+          refused ??= new HttpError(503, `chunk ${rec.hex} was removed while it was uploaded; send it again.`);
+          continue;
+        }
+        this.chunks.add(rec.hex);
+        this.stats.existingChunks++;
+        existing++;
+        continue;
+      }
+      this.pending.push(r.pending!);
+      this.pendingBytes += rec.length;
+      this.chunks.add(rec.hex);
+      this.stats.newChunks++;
+      this.stats.newBytes += rec.size;
+      stored++;
+    }
+    if (this.pending.length >= COMMIT_FILES || this.pendingBytes >= COMMIT_BYTES) await this.commit();
+    if (refused) throw refused;
+    return { stored, existing, body: back };
+  }
+
   private async commit(): Promise<void> {
     const batch = this.pending;
     if (batch.length === 0) return;
