@@ -438,6 +438,14 @@ const CASES: Record<RouteName, Case[]> = {
     const s = await readerSession();
     return { params: { session: s.sid, digest: s.digest } };
   }, { digest: "0".repeat(64) }),
+  readerChunks: sessionCases(
+    async () => {
+      const s = await readerSession();
+      return { params: { session: s.sid }, json: { digests: [s.digest] } };
+    },
+    {},
+    { json: { digests: ["0".repeat(64)] } },
+  ),
   closeReader: sessionCases(
     async () => ({ params: { session: (await readerSession()).sid } }),
     {},

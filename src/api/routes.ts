@@ -365,6 +365,16 @@ export const ROUTES = {
     params: z.strictObject({ session: SessionId, digest: Digest }),
     response: "binary",
   }),
+  readerChunks: route({
+    method: "POST",
+    path: "/api/reader/{session}/chunks",
+    summary: "Several chunks at once (each named by an index opened in this session), as a chunk batch (records of digest, 0, blob length, blob)",
+    access: "authenticated",
+    permission: "the session's owner",
+    params: z.strictObject({ session: SessionId }),
+    body: z.strictObject({ digests: z.array(Digest).min(1).max(64) }),
+    response: "binary",
+  }),
   closeReader: route({
     method: "DELETE",
     path: "/api/reader/{session}",

@@ -4,7 +4,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ROUTES, type RouteName, type SnapshotJson, routePath } from "../api/routes.ts";
-import { type BatchedChunk, encodeChunkBatch } from "../api/chunk-batch.ts";
+import { type BatchedChunk, decodeChunkBatch, encodeChunkBatch } from "../api/chunk-batch.ts";
+import { MAX_CHUNK_SIZE } from "../format/magic.ts";
 import { ServerConnection, parseServerUrl } from "../api/connection.ts";
 import { GordeError } from "../errors.ts";
 import type { ChunkPool } from "../datastore/chunk-pool.ts";
@@ -112,6 +113,63 @@ class ChunkBatcher {
   async flush(): Promise<void> {
     this.dispatch();
     await Promise.all([...this.inflight]);
+  }
+}
+
+/**
+ * Gathers chunk reads into batch requests, as ChunkBatcher does for uploads: a request
+ * leaves at 16 chunks or when the event loop has nothing more to ask for.
+ */
+class ChunkFetcher {
+  private wanted = new Map<string, { resolve(b: Buffer): void; reject(e: unknown): void }[]>();
+  private scheduled = false;
+  private readonly fetch: (digests: string[]) => Promise<Buffer>;
+
+  constructor(fetch: (digests: string[]) => Promise<Buffer>) {
+    this.fetch = fetch;
+  }
+
+  get(hex: string): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      const list = this.wanted.get(hex);
+      if (list) list.push({ resolve, reject });
+      else this.wanted.set(hex, [{ resolve, reject }]);
+      if (this.wanted.size >= BATCH_CHUNKS) this.dispatch();
+      else if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => {
+          this.scheduled = false;
+          this.dispatch();
+        });
+      }
+    });
+  }
+
+  private dispatch(): void {
+    if (this.wanted.size === 0) return;
+    const batch = this.wanted;
+    this.wanted = new Map();
+    const digests = [...batch.keys()];
+    this.fetch(digests).then(
+      (body) => {
+        try {
+          const got = new Map(decodeChunkBatch(body, MAX_CHUNK_SIZE + 1024, MAX_CHUNK_SIZE).map((c) => [c.hex, c.blob]));
+          for (const [hex, waiters] of batch) {
+            const blob = got.get(hex);
+            // Each waiter gets its own copy: decoding moves a buffer to a worker thread.
+            for (const w of waiters) {
+              if (blob) w.resolve(Buffer.from(blob));
+              else w.reject(new GordeError("corrupt", `the server's answer lacks chunk ${hex}.`));
+            }
+          }
+        } catch (err) {
+          for (const ws of batch.values()) for (const w of ws) w.reject(err);
+        }
+      },
+      (err: unknown) => {
+        for (const ws of batch.values()) for (const w of ws) w.reject(err);
+      },
+    );
   }
 }
 
@@ -235,9 +293,10 @@ export class RemoteRepository {
       manifest: parseManifest(r.manifest, r.snapshot),
       chunkDir: null,
       readFile: (file) => this.conn.binary("GET", this.path("readerFile", { session: sid, file })),
-      loader: (pool) => ({
-        load: async (hex) => pool.decode(await this.conn.binary("GET", this.path("readerChunk", { session: sid, digest: hex })), hex),
-      }),
+      loader: (pool) => {
+        const fetcher = new ChunkFetcher((digests) => this.conn.binary("POST", this.path("readerChunks", { session: sid }), { json: { digests } }));
+        return { load: async (hex) => pool.decode(await fetcher.get(hex), hex) };
+      },
       close: async () => {
         await this.conn.request("DELETE", this.path("closeReader", { session: sid }), { once: true }).catch(() => undefined);
       },

@@ -151,7 +151,9 @@ export async function restoreArchive(snap: SnapshotReader, opts: RestoreOptions)
         throw new GordeError("not-found", `directory ${dir} does not exist; create it before restoring an image into it.`);
       }
       const zeroHex = (n: number): string => zeroDigestHex(n, opts.key?.chunkKey);
-      await restoreImage(idx.index, opts.target, { loader, zeroHex, inflight: opts.concurrency || undefined, signal: opts.signal, progress: opts.progress });
+      // From a server, more in flight keeps its batched reads full.
+      const inflight = opts.concurrency || (snap.chunkDir === null ? 48 : undefined);
+      await restoreImage(idx.index, opts.target, { loader, zeroHex, inflight, signal: opts.signal, progress: opts.progress });
       return { snapshot: snap.name, archive: opts.archive, bytes: idx.index.size, durationMs: Date.now() - started };
     }
     const entries = await readTreeEntries(idx.entries, idx.payload.size, reader);

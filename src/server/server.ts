@@ -6,7 +6,7 @@ import fsp from "node:fs/promises";
 import http2 from "node:http2";
 import path from "node:path";
 import { z } from "zod";
-import { BATCH_RECORD_HEADER, MAX_BATCH_BYTES, MAX_BATCH_CHUNKS, decodeChunkBatch } from "../api/chunk-batch.ts";
+import { BATCH_RECORD_HEADER, MAX_BATCH_BYTES, MAX_BATCH_CHUNKS, decodeChunkBatch, encodeChunkBatch } from "../api/chunk-batch.ts";
 import { API_VERSION, type MaintenanceMode, type RouteName } from "../api/routes.ts";
 import { GordeError } from "../errors.ts";
 import { ChunkPool } from "../datastore/chunk-pool.ts";
@@ -404,6 +404,21 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       const file = s.chunkPath(params.digest!);
       metrics.chunkServed(s.storeName);
       return { binary: await readChunk(await poolOf(stores.get(s.storeName)!), file) };
+    },
+    readerChunks: async ({ authId, params, body }) => {
+      const s = sessions.reader(params.session!, authId);
+      const { digests } = body as { digests: string[] };
+      const files = digests.map((hex) => s.chunkPath(hex));
+      const datas = await (await poolOf(stores.get(s.storeName)!)).readFiles(files.map((f) => Buffer.from(f)));
+      const chunks = datas.map((d, i) => {
+        if (typeof d === "string") {
+          if (/ENOENT|no such file/.test(d)) throw new HttpError(404, `chunk ${digests[i]} is missing from the datastore; run verify.`);
+          throw new GordeError("io", d);
+        }
+        return { hex: digests[i]!, size: 0, blob: d };
+      });
+      for (let i = 0; i < chunks.length; i++) metrics.chunkServed(s.storeName);
+      return { binary: encodeChunkBatch(chunks) };
     },
     closeReader: ({ authId, params }) => {
       sessions.closeReader(sessions.reader(params.session!, authId));
