@@ -21,6 +21,9 @@ import {
 } from "../format/names.ts";
 import { flock } from "../sys/posix.ts";
 import { ChunkStore } from "./chunk-store.ts";
+import { fsyncDir, writeFileAtomic } from "../sys/atomic-write.ts";
+
+export { fsyncDir, writeFileAtomic };
 
 export const MARKER_FILE = ".gorde-datastore";
 export const MANIFEST_FILE = "manifest.json";
@@ -337,30 +340,3 @@ function safeReaddir(dir: string): string[] {
     return [];
   }
 }
-
-/** temp file, fsync, rename, fsync directory: the file is either old or new, never half. */
-export async function writeFileAtomic(file: string, data: Uint8Array): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
-  const fh = await fsp.open(tmp, "wx", 0o644);
-  try {
-    await fh.write(data, 0, data.length, 0);
-    await fh.sync();
-  } catch (err) {
-    await fh.close();
-    await fsp.rm(tmp, { force: true });
-    throw err;
-  }
-  await fh.close();
-  await fsp.rename(tmp, file);
-  await fsyncDir(path.dirname(file));
-}
-
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fsp.open(dir, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-

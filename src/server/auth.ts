@@ -9,6 +9,7 @@ import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
+import { writeFileAtomic } from "../sys/atomic-write.ts";
 import { GordeError } from "../errors.ts";
 import {
   type AclEntry,
@@ -189,6 +190,15 @@ function hashToken(secret: string): string {
   return createHash("sha256").update(secret).digest("hex");
 }
 
+/** A state file, written atomically with mode 0600. */
+async function writeState(file: string, data: unknown): Promise<void> {
+  try {
+    await writeFileAtomic(file, `${JSON.stringify(data, null, 2)}\n`, { mode: 0o600 });
+  } catch (err) {
+    throw new GordeError("io", `cannot write ${file}: ${(err as Error).message}.`, { cause: err });
+  }
+}
+
 async function readState<T>(file: string, schema: z.ZodType<T>, what: string): Promise<T | undefined> {
   let text: string;
   try {
@@ -212,30 +222,6 @@ async function readState<T>(file: string, schema: z.ZodType<T>, what: string): P
   return parsed.data;
 }
 
-/** temp file (0600), fsync, rename, fsync directory. */
-async function writeState(file: string, data: unknown): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
-  const text = `${JSON.stringify(data, null, 2)}\n`;
-  try {
-    const fh = await fsp.open(tmp, "wx", 0o600);
-    try {
-      await fh.writeFile(text);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fsp.rename(tmp, file);
-    const dir = await fsp.open(path.dirname(file), "r");
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
-  } catch (err) {
-    await fsp.rm(tmp, { force: true });
-    throw new GordeError("io", `cannot write ${file}: ${(err as Error).message}.`, { cause: err });
-  }
-}
 
 function userOf(authId: string): string {
   const bang = authId.indexOf("!");

@@ -2,11 +2,11 @@
 // each has an id, a persisted status and log, and can be listed, followed and aborted.
 //   <dir>/<id>.json   status (TaskInfo), written atomically when the task starts and ends
 //   <dir>/<id>.log    append-only, "<ISO time> <text>" per line, ending with a TASK line
-import { randomBytes } from "node:crypto";
 import fsp, { type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { z } from "zod";
 import { GordeError } from "../errors.ts";
+import { writeFileAtomic } from "../sys/atomic-write.ts";
 
 export type TaskState = "running" | "ok" | "failed" | "aborted";
 
@@ -529,26 +529,6 @@ class LogFile {
   }
 }
 
-/** temp file, fsync, rename, fsync directory: the status is either old or new, never half. */
-async function writeAtomic(file: string, text: string): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
-  try {
-    const fh = await fsp.open(tmp, "wx", 0o644);
-    try {
-      await fh.writeFile(text);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fsp.rename(tmp, file);
-  } catch (err) {
-    await fsp.rm(tmp, { force: true });
-    throw new GordeError("io", `Cannot write ${file}: ${(err as Error).message}`, { cause: err });
-  }
-  const dir = await fsp.open(path.dirname(file), "r");
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
+function writeAtomic(file: string, text: string): Promise<void> {
+  return writeFileAtomic(file, text);
 }

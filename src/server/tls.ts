@@ -9,6 +9,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { GordeError } from "../errors.ts";
+import { writeFileAtomic } from "../sys/atomic-write.ts";
 
 x509.cryptoProvider.set(crypto.webcrypto);
 
@@ -74,6 +75,14 @@ export { normalizeFingerprint } from "../api/connection.ts";
 
 function colonHex(hex: string): string {
   return hex.match(/../g)!.join(":");
+}
+
+async function writeAtomic(file: string, text: string, mode: number): Promise<void> {
+  try {
+    await writeFileAtomic(file, text, { mode });
+  } catch (err) {
+    throw new GordeError("io", `Cannot write ${file}: ${(err as Error).message}.`, { cause: err });
+  }
 }
 
 async function createSelfSigned(opts: CertificateOptions): Promise<{ key: string; cert: string }> {
@@ -162,27 +171,3 @@ async function readIfExists(file: string): Promise<string | undefined> {
   }
 }
 
-/** temp file, fsync, rename, fsync directory: the file is either absent, old or whole. */
-async function writeAtomic(file: string, text: string, mode: number): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString("hex")}`;
-  try {
-    const fh = await fsp.open(tmp, "wx", mode);
-    try {
-      await fh.chmod(mode); // exactly `mode`, whatever the umask took away
-      await fh.writeFile(text);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fsp.rename(tmp, file);
-    const dir = await fsp.open(path.dirname(file), "r");
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
-  } catch (err) {
-    await fsp.rm(tmp, { force: true });
-    throw new GordeError("io", `Cannot write ${file}: ${(err as Error).message}.`, { cause: err });
-  }
-}
