@@ -12,6 +12,8 @@ case "$job" in ""|demo|test) ;; *) echo "usage: bash scripts/setup.sh [demo|test
 # Debian packages: command -> package.
 declare -A need=(
   [node]=nodejs [npm]=npm [cc]=gcc [make]=make [mkfs.ext4]=e2fsprogs [setfattr]=attr [setfacl]=acl
+  # the demo guests: QEMU, busybox and cpio for the VM's initramfs (its kernel is downloaded, not installed)
+  [qemu-system-x86_64]=qemu-system-x86 [qemu-img]=qemu-utils [busybox]=busybox-static [cpio]=cpio
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -26,6 +28,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup: missing Debian packages: ${missing[*]} (run this script as root, or install them)" >&2
     exit 1
   fi
+fi
+
+# The demo VM's kernel comes from Debian's linux-image-amd64 (apt-get download): package lists needed.
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null && ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
+  apt-get update -qq
 fi
 
 # npm packages, Node 24 (the node@24 devDependency) and the native helper (postinstall).

@@ -1,12 +1,13 @@
-// Layers point one way: format ← api, datastore ← client, server ← cli (sys and errors at
-// the bottom). Client and server share only the API schemas, never each other's code.
+// Layers point one way: format ← api, datastore ← client, server ← node ← cli (sys and
+// errors at the bottom). Client and server share only the API schemas, never each other's
+// code; the node agent backs up through the client.
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { test } from "node:test";
 
 const SRC = new URL("../src/", import.meta.url).pathname;
-const RANK: Record<string, number> = { "errors.ts": 0, sys: 0, format: 1, api: 2, datastore: 2, client: 3, server: 3, cli: 4 };
+const RANK: Record<string, number> = { "errors.ts": 0, sys: 0, format: 1, api: 2, datastore: 2, client: 3, server: 3, node: 3.5, cli: 4 };
 
 function layerOf(rel: string): string {
   return rel.split("/")[0]!;

@@ -1,0 +1,209 @@
+// QEMU for the demo VMs: the accelerator (KVM when it really boots a guest, TCG
+// otherwise), a QMP client, and one VM process with its disks attached as named block
+// nodes (so a live backup can re-point them), its serial console in a log file and its
+// service forwarded from 127.0.0.1 with user networking that reaches nothing else.
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { GordeError } from "../errors.ts";
+import type { GuestKit } from "./guest-kit.ts";
+
+export const QEMU = "qemu-system-x86_64";
+
+export type Accel = "kvm" | "tcg";
+
+let accelChoice: Promise<{ accel: Accel; why: string }> | undefined;
+
+/**
+ * KVM when /dev/kvm exists and a kernel actually runs under it (on some machines KVM is
+ * present but a guest never prints a line): a 4-second probe boot, done once per process.
+ */
+export function chooseAccel(kit: GuestKit, workDir: string): Promise<{ accel: Accel; why: string }> {
+  accelChoice ??= (async () => {
+    if (!fs.existsSync("/dev/kvm")) return { accel: "tcg" as const, why: "no /dev/kvm: using TCG (software emulation)" };
+    const log = path.join(workDir, `kvm-probe-${process.pid}.log`);
+    const child = spawn(QEMU, ["-machine", "q35", "-accel", "kvm", "-m", "128", "-display", "none", "-nodefaults", "-no-reboot", "-serial", `file:${log}`, "-kernel", kit.kernel, "-append", "console=ttyS0 panic=-1"], { stdio: "ignore" });
+    const deadline = Date.now() + 4000;
+    let booted = false;
+    while (Date.now() < deadline && child.exitCode === null) {
+      await sleep(100);
+      if (fs.existsSync(log) && fs.statSync(log).size > 0) {
+        booted = true;
+        break;
+      }
+    }
+    child.kill("SIGKILL");
+    fs.rmSync(log, { force: true });
+    return booted
+      ? { accel: "kvm" as const, why: "KVM boots guests here" }
+      : { accel: "tcg" as const, why: "/dev/kvm exists but a guest does not boot under it: using TCG (software emulation)" };
+  })();
+  return accelChoice;
+}
+
+/** A QMP connection: commands answered in order, events passed to listeners. */
+export class Qmp {
+  private readonly socket: net.Socket;
+  private buf = "";
+  private queue: { resolve(v: unknown): void; reject(e: Error): void; cmd: string }[] = [];
+  private listeners: ((ev: { event: string; data?: unknown }) => void)[] = [];
+  private closed = false;
+
+  private constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.setEncoding("utf8");
+    socket.on("data", (d: string) => this.onData(d));
+    socket.on("close", () => {
+      this.closed = true;
+      for (const q of this.queue) q.reject(new GordeError("io", `QEMU closed its monitor before answering ${q.cmd}.`));
+      this.queue = [];
+    });
+    socket.on("error", () => undefined);
+  }
+
+  static async connect(sock: string, timeoutMs = 10_000): Promise<Qmp> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const s = net.createConnection(sock);
+        await once(s, "connect");
+        const q = new Qmp(s);
+        await q.greeting();
+        await q.execute("qmp_capabilities");
+        return q;
+      } catch (err) {
+        if (Date.now() > deadline) throw new GordeError("io", `QEMU's monitor ${sock} does not answer: ${(err as Error).message}.`);
+        await sleep(50);
+      }
+    }
+  }
+
+  private greetingWaiter: (() => void) | undefined;
+
+  private greeting(): Promise<void> {
+    return new Promise((resolve) => (this.greetingWaiter = resolve));
+  }
+
+  private onData(d: string): void {
+    this.buf += d;
+    let i;
+    while ((i = this.buf.indexOf("\n")) >= 0) {
+      const line = this.buf.slice(0, i).trim();
+      this.buf = this.buf.slice(i + 1);
+      if (!line) continue;
+      const msg = JSON.parse(line) as { QMP?: unknown; return?: unknown; error?: { desc: string }; event?: string; data?: unknown };
+      if (msg.QMP) {
+        this.greetingWaiter?.();
+      } else if (msg.event) {
+        for (const l of this.listeners) l({ event: msg.event, data: msg.data });
+      } else {
+        const q = this.queue.shift();
+        if (!q) continue;
+        if (msg.error) q.reject(new GordeError("io", `QEMU refused ${q.cmd}: ${msg.error.desc}.`));
+        else q.resolve(msg.return);
+      }
+    }
+  }
+
+  execute<T = unknown>(cmd: string, args?: Record<string, unknown>): Promise<T> {
+    if (this.closed) return Promise.reject(new GordeError("io", `QEMU's monitor is closed; cannot run ${cmd}.`));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ resolve: resolve as (v: unknown) => void, reject, cmd });
+      this.socket.write(JSON.stringify(args ? { execute: cmd, arguments: args } : { execute: cmd }) + "\n");
+    });
+  }
+
+  onEvent(fn: (ev: { event: string; data?: unknown }) => void): () => void {
+    this.listeners.push(fn);
+    return () => (this.listeners = this.listeners.filter((l) => l !== fn));
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+export interface VmConfig {
+  /** numeric id, as in PVE (VM 100) */
+  id: number;
+  memoryMiB: number;
+  cpus: number;
+  disks: string[];
+  /** host port on 127.0.0.1 forwarded to the guest's port 80 */
+  httpPort: number;
+}
+
+export interface VmProcess {
+  child: ChildProcess;
+  qmp: Qmp;
+  accel: Accel;
+  accelWhy: string;
+  consoleLog: string;
+  /** QMP quit, then SIGKILL after `graceMs` */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/** Starts a VM and connects to its monitor; the guest boots on its own from there. */
+export async function startVm(config: VmConfig, kit: GuestKit, runDir: string): Promise<VmProcess> {
+  fs.mkdirSync(runDir, { recursive: true });
+  for (const d of config.disks) if (!fs.existsSync(d)) throw new GordeError("not-found", `disk ${d} of VM ${config.id} does not exist.`);
+  const { accel, why } = await chooseAccel(kit, runDir);
+  const qmpSock = path.join(runDir, "qmp.sock");
+  const consoleLog = path.join(runDir, "console.log");
+  fs.rmSync(qmpSock, { force: true });
+  const args = [
+    "-name", `vm${config.id}`,
+    "-machine", "q35",
+    "-accel", accel,
+    "-m", String(config.memoryMiB),
+    "-smp", String(config.cpus),
+    "-display", "none",
+    "-nodefaults",
+    "-no-reboot",
+    "-serial", `file:${consoleLog}`,
+    "-kernel", kit.kernel,
+    "-initrd", kit.initrd,
+    "-append", "console=ttyS0 quiet panic=-1",
+    "-netdev", `user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:${config.httpPort}-:80`,
+    "-device", "virtio-net-pci,netdev=net0",
+    "-qmp", `unix:${qmpSock},server=on,wait=off`,
+  ];
+  config.disks.forEach((file, i) => {
+    args.push("-blockdev", `driver=file,node-name=disk${i}-file,filename=${file}`);
+    args.push("-blockdev", `driver=raw,node-name=disk${i},file=disk${i}-file`);
+    args.push("-device", `virtio-blk-pci,drive=disk${i},id=vblk${i}`);
+  });
+  const child = spawn(QEMU, args, { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr!.on("data", (b: Buffer) => (stderr += b.toString()));
+  const exited = once(child, "exit");
+  const failed = exited.then(() => {
+    const first = stderr.split("\n").find((l) => l && !l.includes("warning:")) ?? `exit code ${child.exitCode}`;
+    throw new GordeError("io", `QEMU for VM ${config.id} stopped at once: ${first.replace(/^qemu-system-x86_64: /, "")}`);
+  });
+  let qmp: Qmp;
+  try {
+    qmp = await Promise.race([Qmp.connect(qmpSock), failed]);
+  } catch (err) {
+    child.kill("SIGKILL");
+    throw err;
+  }
+  return {
+    child,
+    qmp,
+    accel,
+    accelWhy: why,
+    consoleLog,
+    async stop(graceMs = 3000) {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      await qmp.execute("quit").catch(() => undefined);
+      const t = setTimeout(() => child.kill("SIGKILL"), graceMs);
+      await exited;
+      clearTimeout(t);
+      qmp.close();
+    },
+  };
+}
