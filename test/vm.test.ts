@@ -9,7 +9,10 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, describe, it } from "node:test";
 import { buildVmDisk, ensureGuestKit } from "../src/node/guest-kit.ts";
+import { openLiveView } from "../src/node/live-view.ts";
+import { NbdClient } from "../src/node/nbd-client.ts";
 import { QEMU, type VmProcess, startVm } from "../src/node/qemu.ts";
+import { dataExtents } from "../src/sys/posix.ts";
 import { tempDir } from "./helpers.ts";
 
 const haveQemu = spawnSync(QEMU, ["--version"]).status === 0;
@@ -71,6 +74,60 @@ void describe("demo VM", { skip: haveQemu ? false : `${QEMU} missing` }, () => {
     // The data is on the disk: the ext4 image holds the counter the service wrote.
     const dump = spawnSync("debugfs", ["-R", "cat /data/counter", disk], { encoding: "utf8" });
     if (dump.status === 0) assert.equal(dump.stdout.trim(), "2");
+  });
+
+  void it("a live view over NBD holds the instant it was opened while the guest writes on", async () => {
+    const kit = await ensureGuestKit();
+    const disk = path.join(tmp.dir, "vm-102-disk-0.raw");
+    await buildVmDisk(disk, 256 * 1024 * 1024, "vm102");
+    const port = await freePort();
+    vm = await startVm({ id: 102, memoryMiB: 256, cpus: 1, disks: [disk], httpPort: port }, kit, path.join(tmp.dir, "run3"));
+    await get(port, "/index.html");
+    assert.equal(await get(port, "/cgi-bin/counter"), "1\n");
+    // Paused for a moment, so a copy of the disk file is exactly the instant of the view.
+    await vm.qmp.execute("stop");
+    const copy = path.join(tmp.dir, "instant.raw");
+    spawnSync("cp", ["--sparse=always", disk, copy]);
+    const view = await openLiveView(vm.qmp, { node: "disk0", device: "vblk0", size: fs.statSync(disk).size, fleeceFile: path.join(tmp.dir, "fleece.qcow2"), socket: path.join(tmp.dir, "view.sock") });
+    await vm.qmp.execute("cont");
+    // The guest goes on writing: the view must not see it.
+    assert.equal(await get(port, "/cgi-bin/counter"), "2\n");
+    assert.equal(await get(port, "/cgi-bin/note", 10_000, { method: "POST", body: "after the instant".repeat(1000) }), "after the instant".repeat(1000));
+    const nbd = await NbdClient.connect({ socket: view.socket, exportName: view.exportName });
+    const instant = fs.openSync(copy, "r");
+    const live = fs.openSync(disk, "r");
+    try {
+      // Everywhere the disk holds data now (the instant's data and what came after), the
+      // view equals the copy of the instant, and the live disk has moved on somewhere.
+      let compared = 0;
+      let changedSince = 0;
+      const extents = [...dataExtents(instant, nbd.size), ...dataExtents(live, nbd.size)];
+      for (const [start, end] of extents) {
+        for (let at = start; at < end; at += 1024 * 1024) {
+          const len = Math.min(1024 * 1024, end - at);
+          const want = Buffer.alloc(len);
+          fs.readSync(instant, want, 0, len, at);
+          assert.ok((await nbd.read(at, len)).equals(want), `view differs from the instant at ${at}`);
+          const now = Buffer.alloc(len);
+          fs.readSync(live, now, 0, len, at);
+          if (!now.equals(want)) changedSince++;
+          compared += len;
+        }
+      }
+      assert.ok(compared > 64 * 1024, `compared ${compared} bytes`);
+      assert.ok(changedSince > 0, "the guest's writes after the instant reached the live disk");
+    } finally {
+      fs.closeSync(instant);
+      fs.closeSync(live);
+      await nbd.close();
+    }
+    await view.close();
+    // The guest kept its disk: still running, still answering, its data intact.
+    assert.equal((await vm.qmp.execute<{ status: string }>("query-status")).status, "running");
+    assert.equal(await get(port, "/cgi-bin/counter"), "3\n");
+    assert.ok(!fs.existsSync(path.join(tmp.dir, "fleece.qcow2")));
+    await vm.stop();
+    vm = undefined;
   });
 
   void it("refuses a missing disk before starting anything", async () => {
