@@ -9,7 +9,12 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, describe, it } from "node:test";
 import { buildVmDisk, ensureGuestKit } from "../src/node/guest-kit.ts";
+import { backup } from "../src/client/backup.ts";
+import { restore } from "../src/client/restore.ts";
+import { Datastore } from "../src/datastore/datastore.ts";
+import { parseSnapshotRef } from "../src/format/names.ts";
 import { openLiveView } from "../src/node/live-view.ts";
+import { openNbdSource } from "../src/node/nbd-source.ts";
 import { NbdClient } from "../src/node/nbd-client.ts";
 import { QEMU, type VmProcess, startVm } from "../src/node/qemu.ts";
 import { dataExtents } from "../src/sys/posix.ts";
@@ -126,6 +131,72 @@ void describe("demo VM", { skip: haveQemu ? false : `${QEMU} missing` }, () => {
     assert.equal((await vm.qmp.execute<{ status: string }>("query-status")).status, "running");
     assert.equal(await get(port, "/cgi-bin/counter"), "3\n");
     assert.ok(!fs.existsSync(path.join(tmp.dir, "fleece.qcow2")));
+    await vm.stop();
+    vm = undefined;
+  });
+
+  void it("backs up a running VM live: full, then only the chunks its dirty bitmap marks", async () => {
+    const kit = await ensureGuestKit();
+    const disk = path.join(tmp.dir, "vm-103-disk-0.raw");
+    await buildVmDisk(disk, 256 * 1024 * 1024, "vm103");
+    const port = await freePort();
+    vm = await startVm({ id: 103, memoryMiB: 256, cpus: 1, disks: [disk], httpPort: port }, kit, path.join(tmp.dir, "run4"));
+    await get(port, "/index.html");
+    assert.equal(await get(port, "/cgi-bin/counter"), "1\n");
+    const store = await Datastore.init(path.join(tmp.dir, "store"));
+    const live = async (n: number, base?: string) => {
+      await vm!.qmp.execute("stop");
+      const instant = path.join(tmp.dir, `instant-${n}.raw`);
+      spawnSync("cp", ["--sparse=always", disk, instant]);
+      const view = await openLiveView(vm!.qmp, {
+        node: "disk0",
+        device: "vblk0",
+        size: fs.statSync(disk).size,
+        fleeceFile: path.join(tmp.dir, `fleece-${n}.qcow2`),
+        socket: path.join(tmp.dir, `view-${n}.sock`),
+        bitmaps: { base, next: `gorde-${n}` },
+      });
+      await vm!.qmp.execute("cont");
+      // The guest writes on during the backup; the snapshot is the instant.
+      const during = get(port, "/cgi-bin/counter");
+      const src = await openNbdSource({ socket: view.socket, exportName: view.exportName, dirtyBitmap: view.exportedBitmap });
+      let ok = false;
+      try {
+        const r = await backup(store, { group: { type: "vm", id: "103" }, sources: [{ archive: "disk0.img", source: src }] });
+        ok = true;
+        return { r, instant };
+      } finally {
+        await src.close();
+        await view.close(ok);
+        await during;
+      }
+    };
+    const first = await live(1);
+    const chunks = Math.ceil(fs.statSync(disk).size / (256 * 1024));
+    assert.equal(first.r.base, null);
+    await get(port, "/cgi-bin/note", 10_000, { method: "POST", body: "changed between backups ".repeat(500) });
+    const second = await live(2, "gorde-1");
+    const read1 = first.r.archives[0]!.readChunks!;
+    const read2 = second.r.archives[0]!.readChunks!;
+    console.log(`full backup read ${read1} of ${chunks} chunks (the rest are holes); the incremental read ${read2} (dirty since the first)`);
+    assert.ok(read2 > 0 && read2 < read1 / 2, `incremental read ${read2} chunks, full ${read1}`);
+    assert.equal(second.r.base, first.r.snapshot);
+    const nodes = await vm.qmp.execute<{ "node-name": string; "dirty-bitmaps"?: { name: string }[] }[]>("query-named-block-nodes");
+    const bitmaps = nodes.filter((n) => n["node-name"] === "disk0").flatMap((n) => n["dirty-bitmaps"] ?? []);
+    assert.deepEqual(
+      bitmaps.map((b) => b.name),
+      ["gorde-2"],
+    );
+    for (const [snap, instant] of [
+      [first.r.snapshot, first.instant],
+      [second.r.snapshot, second.instant],
+    ] as const) {
+      const out = path.join(tmp.dir, `restored-${snap.replaceAll("/", "_")}.raw`);
+      await restore(store, { snapshot: parseSnapshotRef(snap), archive: "disk0.img", target: out });
+      assert.ok(spawnSync("cmp", [out, instant]).status === 0, `${snap} restores to the instant it was taken`);
+    }
+    store.close();
+    assert.equal((await vm.qmp.execute<{ status: string }>("query-status")).status, "running");
     await vm.stop();
     vm = undefined;
   });

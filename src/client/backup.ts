@@ -13,7 +13,7 @@ import { FORMAT_VERSION } from "../format/magic.ts";
 import { type ArchiveEntry, type Manifest, sha256Hex } from "../format/manifest.ts";
 import { type Group, type SnapshotRef, formatSnapshot, parseArchiveName } from "../format/names.ts";
 import { ChunkWriter, type ChunkTarget, type WriteStats } from "./chunk-writer.ts";
-import { DEFAULT_IMAGE_CHUNK_SIZE, backupImage } from "./image-archive.ts";
+import { type BlockReader, DEFAULT_IMAGE_CHUNK_SIZE, backupImage } from "./image-archive.ts";
 import type { ProgressFn } from "./progress.ts";
 import { type TreeOptions, backupTree } from "./tree-archive.ts";
 import type { Datastore } from "../datastore/datastore.ts";
@@ -21,7 +21,8 @@ import { openLocalBackup } from "./local-backup.ts";
 
 export interface BackupSource {
   archive: string;
-  source: string;
+  /** a file, a block device or a directory; or a block reader (a running VM's disk view) */
+  source: string | BlockReader;
 }
 
 export interface BackupOptions extends TreeOptions {
@@ -47,7 +48,8 @@ export interface BackupResult {
   snapshot: string;
   time: number;
   base: string | null;
-  archives: { name: string; kind: "img" | "tree"; size: number }[];
+  /** readChunks: image chunks read (the rest were holes or unchanged since the base) */
+  archives: { name: string; kind: "img" | "tree"; size: number; readChunks?: number }[];
   stats: WriteStats;
   durationMs: number;
 }
@@ -132,13 +134,14 @@ export async function runBackup(
     const writer = new ChunkWriter(session.target, pool, { key: opts.key?.chunkKey, level, maxInflight: inflight });
     const reader = new ChunkReader(session.baseLoader(pool));
     const archives: ArchiveEntry[] = [];
+    const readCounts = new Map<string, number>();
     for (const s of opts.sources) {
       const { kind } = parseArchiveName(s.archive);
       const progress: ProgressFn | undefined = opts.progress && ((e) => opts.progress!({ ...e, item: s.archive }));
       const prev = base ? await session.baseIndexes(s.archive).catch(() => undefined) : undefined;
       if (kind === "img") {
         const prevSource = base?.manifest.archives.find((a) => a.name === s.archive)?.source;
-        const { index, source } = await backupImage(s.source, {
+        const { index, source, readChunks } = await backupImage(s.source, {
           allStored: (idx) => session.allStored(idx),
           writer,
           chunkSize,
@@ -150,7 +153,9 @@ export async function runBackup(
         const bytes = encodeFixedIndex(index);
         await session.writeIndex(file, bytes);
         archives.push({ name: s.archive, kind, size: index.size, indexes: [{ file, csum: sha256Hex(bytes), size: bytes.length }], source });
+        readCounts.set(s.archive, readChunks);
       } else {
+        if (typeof s.source !== "string") throw new GordeError("usage", `archive ${s.archive} is a file archive; its source must be a directory.`);
         const tree = await backupTree(s.source, {
           ...opts,
           writer,
@@ -197,7 +202,7 @@ export async function runBackup(
       snapshot: formatSnapshot(session.ref),
       time: session.ref.time,
       base: base?.name ?? null,
-      archives: archives.map((a) => ({ name: a.name, kind: a.kind, size: a.size })),
+      archives: archives.map((a) => ({ name: a.name, kind: a.kind, size: a.size, readChunks: readCounts.get(a.name) })),
       stats: writer.stats,
       durationMs: Date.now() - started,
     };

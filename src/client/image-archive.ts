@@ -35,10 +35,28 @@ export interface SourceStat {
   ctimeNs: string;
 }
 
+/**
+ * A block image to back up that is not a local file: a VM disk's point-in-time view read
+ * over NBD, for instance.
+ */
+export interface BlockReader {
+  readonly name: string;
+  readonly size: number;
+  /** sorted [start, end) ranges that may hold data; the rest reads as zeros */
+  dataExtents(): Promise<[number, number][]>;
+  /**
+   * Sorted [start, end) ranges changed since the base snapshot (a dirty bitmap); chunks
+   * outside them keep the base's digests without being read. Undefined: read everything.
+   */
+  changedExtents?(): Promise<[number, number][] | undefined>;
+  read(buf: Buffer, pos: number): Promise<void>;
+}
+
 export async function backupImage(
-  source: string,
+  source: string | BlockReader,
   opts: ImageBackupOptions,
-): Promise<{ index: FixedIndex; source?: SourceStat }> {
+): Promise<{ index: FixedIndex; source?: SourceStat; readChunks: number }> {
+  if (typeof source !== "string") return backupBlocks(source, opts);
   const fh = await openSource(source);
   try {
     const st = await fh.stat({ bigint: true });
@@ -51,46 +69,80 @@ export async function backupImage(
     if (stat && prev?.source && prev.index.chunkSize === chunkSize && sameStat(prev.source, stat) && (await opts.allStored(prev.index))) {
       writer.reuse(size);
       opts.progress?.({ done: size, total: size, stats: writer.stats });
-      return { index: { ...prev.index, ctime: Math.floor(Date.now() / 1000) }, source: stat };
+      return { index: { ...prev.index, ctime: Math.floor(Date.now() / 1000) }, source: stat, readChunks: 0 };
     }
-    const count = fixedChunkCount(size, chunkSize);
-    const digests = Buffer.alloc(count * DIGEST_SIZE);
-    // Several reads in flight: one at a time leaves a cold disk idle between requests.
-    const read = (i: number): Promise<Buffer> => {
-      // Each chunk has its own ArrayBuffer so it can move to a worker without a copy.
-      const buf = writer.buffer(Math.min(chunkSize, size - i * chunkSize));
-      return readFully(fh, buf, i * chunkSize, source).then(() => buf);
-    };
-    // Holes of a sparse file are zero chunks without reading them.
-    const holes = new HoleMap(stat ? dataExtents(fh.fd, size) : [[0, size]]);
-    const wanted: number[] = [];
-    for (let i = 0; i < count; i++) if (!holes.isHole(i * chunkSize, Math.min(size, (i + 1) * chunkSize))) wanted.push(i);
-    const ahead = new Map<number, Promise<Buffer>>();
-    let next = 0;
-    const fill = (): void => {
-      while (ahead.size < READ_AHEAD && next < wanted.length) {
-        const i = wanted[next++]!;
-        ahead.set(i, read(i));
-      }
-    };
-    for (let i = 0; i < count; i++) {
-      opts.signal?.throwIfAborted();
-      const setDigest = (hex: string): void => void digests.write(hex, i * DIGEST_SIZE, "hex");
-      fill();
-      const pending = ahead.get(i);
-      if (!pending) {
-        writer.addZero(Math.min(chunkSize, size - i * chunkSize), setDigest);
-        continue;
-      }
-      ahead.delete(i);
-      await writer.add(await pending, setDigest);
-      opts.progress?.({ done: Math.min((i + 1) * chunkSize, size), total: size, stats: writer.stats });
-    }
-    await writer.drain();
-    return { index: { ctime: Math.floor(Date.now() / 1000), size, chunkSize, digests }, source: stat };
+    const r = await backupBlocks(
+      {
+        name: source,
+        size,
+        dataExtents: () => Promise.resolve(stat ? dataExtents(fh.fd, size) : [[0, size]]),
+        read: (buf, pos) => readFully(fh, buf, pos, source),
+      },
+      { ...opts, prev: undefined },
+    );
+    return { ...r, source: stat };
   } finally {
     await fh.close();
   }
+}
+
+/** The chunk loop: holes become zero chunks, unchanged chunks keep the base's digests, the rest is read. */
+async function backupBlocks(reader: BlockReader, opts: ImageBackupOptions): Promise<{ index: FixedIndex; readChunks: number }> {
+  const { chunkSize, writer } = opts;
+  const size = reader.size;
+  const count = fixedChunkCount(size, chunkSize);
+  const digests = Buffer.alloc(count * DIGEST_SIZE);
+  const prev = opts.prev?.index;
+  // Only a base of the same geometry whose chunks are all still stored can lend digests.
+  const changed =
+    prev && prev.chunkSize === chunkSize && prev.size === size && reader.changedExtents && (await opts.allStored(prev))
+      ? await reader.changedExtents()
+      : undefined;
+  const dirty = changed ? new HoleMap(changed) : undefined;
+  // Several reads in flight: one at a time leaves a cold disk idle between requests.
+  const read = (i: number): Promise<Buffer> => {
+    // Each chunk has its own ArrayBuffer so it can move to a worker without a copy.
+    const buf = writer.buffer(Math.min(chunkSize, size - i * chunkSize));
+    return reader.read(buf, i * chunkSize).then(() => buf);
+  };
+  const holes = new HoleMap(await reader.dataExtents());
+  const wanted: number[] = [];
+  const kept = new Set<number>();
+  for (let i = 0; i < count; i++) {
+    const start = i * chunkSize;
+    const end = Math.min(size, start + chunkSize);
+    if (dirty && dirty.isHole(start, end)) kept.add(i);
+    else if (!holes.isHole(start, end)) wanted.push(i);
+  }
+  const ahead = new Map<number, Promise<Buffer>>();
+  let next = 0;
+  const fill = (): void => {
+    while (ahead.size < READ_AHEAD && next < wanted.length) {
+      const i = wanted[next++]!;
+      ahead.set(i, read(i));
+    }
+  };
+  for (let i = 0; i < count; i++) {
+    opts.signal?.throwIfAborted();
+    const len = Math.min(chunkSize, size - i * chunkSize);
+    const setDigest = (hex: string): void => void digests.write(hex, i * DIGEST_SIZE, "hex");
+    if (kept.has(i)) {
+      prev!.digests.copy(digests, i * DIGEST_SIZE, i * DIGEST_SIZE, (i + 1) * DIGEST_SIZE);
+      writer.reuse(len);
+      continue;
+    }
+    fill();
+    const pending = ahead.get(i);
+    if (!pending) {
+      writer.addZero(len, setDigest);
+      continue;
+    }
+    ahead.delete(i);
+    await writer.add(await pending, setDigest);
+    opts.progress?.({ done: Math.min((i + 1) * chunkSize, size), total: size, stats: writer.stats });
+  }
+  await writer.drain();
+  return { index: { ctime: Math.floor(Date.now() / 1000), size, chunkSize, digests }, readChunks: wanted.length };
 }
 
 /** Sorted data extents of a file; a range outside all of them is a hole. */

@@ -15,24 +15,44 @@ const run = promisify(execFile);
 export interface LiveView {
   socket: string;
   exportName: string;
-  /** removes the export and the filter, in the one order QEMU accepts */
-  close(): Promise<void>;
+  /** the bitmap of changes since the last backup exported with the view (its NBD meta context is qemu:dirty-bitmap:<name>) */
+  exportedBitmap?: string;
+  /**
+   * Removes the export and the filter, in the one order QEMU accepts. With bitmaps: after
+   * a good backup the old one goes and the new one is the next base; after a failed one
+   * the new one is merged back into the old, so no change since the last good backup is lost.
+   */
+  close(backupOk?: boolean): Promise<void>;
 }
 
 /**
  * `node` is the disk's raw block node (disk0), `device` the guest's device id (vblk0).
  * On any failure the steps done so far are undone before the error is thrown.
  */
-export async function openLiveView(qmp: Qmp, opts: { node: string; device: string; size: number; fleeceFile: string; socket: string }): Promise<LiveView> {
+export async function openLiveView(
+  qmp: Qmp,
+  opts: {
+    node: string;
+    device: string;
+    size: number;
+    fleeceFile: string;
+    socket: string;
+    /** base: the bitmap of the last good backup (absent: a full read); next: the one to start now */
+    bitmaps?: { base?: string; next: string };
+  },
+): Promise<LiveView> {
   const { node, device } = opts;
   const fleece = `${node}-fleece`;
   const cbw = `${node}-cbw`;
   const snap = `${node}-snap`;
   const exportName = node;
   const undo: (() => Promise<unknown>)[] = [];
-  const step = async (doIt: () => Promise<unknown>, undoIt?: () => Promise<unknown>): Promise<void> => {
+  /** undo steps of the bitmaps: on close, their fate depends on the backup's outcome */
+  const bitmapSteps = new Set<() => Promise<unknown>>();
+  const step = async (doIt: () => Promise<unknown>, undoIt?: () => Promise<unknown>, bitmap = false): Promise<void> => {
     await doIt();
     if (undoIt) undo.unshift(undoIt);
+    if (undoIt && bitmap) bitmapSteps.add(undoIt);
   };
   try {
     await step(
@@ -48,11 +68,28 @@ export async function openLiveView(qmp: Qmp, opts: { node: string; device: strin
       () => qmp.execute("blockdev-add", { driver: "copy-before-write", "node-name": cbw, file: node, target: fleece, "on-cbw-error": "break-snapshot" }),
       () => qmp.execute("blockdev-del", { "node-name": cbw }),
     );
+    const bm = opts.bitmaps;
+    // Added before the instant: writes in between are counted in both bitmaps (harmless).
+    if (bm) {
+      await step(
+        () => qmp.execute("block-dirty-bitmap-add", { node, name: bm.next }),
+        () => qmp.execute("block-dirty-bitmap-remove", { node, name: bm.next }),
+        true,
+      );
+    }
     // This is the point in time.
     await step(
       () => qmp.execute("qom-set", { path: `/machine/peripheral/${device}`, property: "drive", value: cbw }),
       () => qmp.execute("qom-set", { path: `/machine/peripheral/${device}`, property: "drive", value: node }),
     );
+    if (bm?.base) {
+      const base = bm.base;
+      await step(
+        () => qmp.execute("block-dirty-bitmap-disable", { node, name: base }),
+        () => qmp.execute("block-dirty-bitmap-enable", { node, name: base }),
+        true,
+      );
+    }
     await step(
       () => qmp.execute("blockdev-add", { driver: "snapshot-access", "node-name": snap, file: cbw }),
       () => qmp.execute("blockdev-del", { "node-name": snap }),
@@ -63,7 +100,15 @@ export async function openLiveView(qmp: Qmp, opts: { node: string; device: strin
     );
     const exportId = `${node}-export`;
     await step(
-      () => qmp.execute("block-export-add", { type: "nbd", id: exportId, "node-name": snap, name: exportName, writable: false }),
+      () =>
+        qmp.execute("block-export-add", {
+          type: "nbd",
+          id: exportId,
+          "node-name": snap,
+          name: exportName,
+          writable: false,
+          ...(bm?.base ? { bitmaps: [{ node, name: bm.base }] } : {}),
+        }),
       async () => {
         const deleted = new Promise<void>((resolve) => {
           const off = qmp.onEvent((ev) => {
@@ -82,14 +127,30 @@ export async function openLiveView(qmp: Qmp, opts: { node: string; device: strin
     throw err instanceof GordeError ? err : new GordeError("io", `cannot open a live view of ${node}: ${(err as Error).message}.`);
   }
   let closed = false;
+  const bm = opts.bitmaps;
   return {
     socket: opts.socket,
     exportName,
-    async close() {
+    exportedBitmap: bm?.base,
+    async close(backupOk = false) {
       if (closed) return;
       closed = true;
       const errors: string[] = [];
-      for (const u of undo) await u().catch((e: Error) => errors.push(e.message));
+      // Everything but the bitmaps is undone; what happens to them depends on the backup.
+      const keepBitmaps = undo.filter((u) => !bitmapSteps.has(u));
+      for (const u of keepBitmaps) await u().catch((e: Error) => errors.push(e.message));
+      if (bm) {
+        const run = (cmd: string, args: Record<string, unknown>): Promise<unknown> => qmp.execute(cmd, args).catch((e: Error) => errors.push(e.message));
+        if (backupOk) {
+          if (bm.base) await run("block-dirty-bitmap-remove", { node, name: bm.base });
+        } else if (bm.base) {
+          await run("block-dirty-bitmap-enable", { node, name: bm.base });
+          await run("block-dirty-bitmap-merge", { node, target: bm.base, bitmaps: [bm.next] });
+          await run("block-dirty-bitmap-remove", { node, name: bm.next });
+        } else {
+          await run("block-dirty-bitmap-remove", { node, name: bm.next });
+        }
+      }
       if (errors.length) throw new GordeError("io", `the live view of ${node} did not close cleanly: ${errors[0]}`);
     },
   };
