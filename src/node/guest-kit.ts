@@ -168,6 +168,17 @@ printf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' "$n"
     0o755,
   );
   await w(
+    "www/cgi-bin/fill",
+    `#!/bin/sh
+# fill?<MiB>: writes that many MiB of new random data as a new file (a guest at work).
+n=$(echo "$QUERY_STRING" | tr -cd 0-9)
+f="$DATA/fill-$$-$RANDOM"
+dd if=/dev/urandom of="$f" bs=1M count="\${n:-1}" 2>/dev/null && sync
+printf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' "$(wc -c < "$f")"
+`,
+    0o755,
+  );
+  await w(
     "www/cgi-bin/note",
     `#!/bin/sh
 if [ "$REQUEST_METHOD" = POST ]; then
