@@ -187,9 +187,29 @@ void describe("demo VM", { skip: haveQemu ? false : `${QEMU} missing` }, () => {
       bitmaps.map((b) => b.name),
       ["gorde-2"],
     );
+    // A backup that fails after its instant: the changes it would have covered stay in
+    // the base bitmap, and the next backup still gets them.
+    const failed = await openLiveView(vm.qmp, {
+      node: "disk0",
+      device: "vblk0",
+      size: fs.statSync(disk).size,
+      fleeceFile: path.join(tmp.dir, "fleece-3.qcow2"),
+      socket: path.join(tmp.dir, "view-3.sock"),
+      bitmaps: { base: "gorde-2", next: "gorde-3" },
+    });
+    await get(port, "/cgi-bin/note", 10_000, { method: "POST", body: "while a backup failed ".repeat(400) });
+    await failed.close(false);
+    const afterFail = await vm.qmp.execute<{ "node-name": string; "dirty-bitmaps"?: { name: string; recording: boolean }[] }[]>("query-named-block-nodes");
+    assert.deepEqual(
+      afterFail.filter((n) => n["node-name"] === "disk0").flatMap((n) => (n["dirty-bitmaps"] ?? []).map((b) => `${b.name}:${b.recording}`)),
+      ["gorde-2:true"],
+    );
+    const fourth = await live(4, "gorde-2");
+    assert.ok(fourth.r.archives[0]!.readChunks! > 0);
     for (const [snap, instant] of [
       [first.r.snapshot, first.instant],
       [second.r.snapshot, second.instant],
+      [fourth.r.snapshot, fourth.instant],
     ] as const) {
       const out = path.join(tmp.dir, `restored-${snap.replaceAll("/", "_")}.raw`);
       await restore(store, { snapshot: parseSnapshotRef(snap), archive: "disk0.img", target: out });
