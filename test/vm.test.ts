@@ -224,5 +224,17 @@ void describe("demo VM", { skip: haveQemu ? false : `${QEMU} missing` }, () => {
   void it("refuses a missing disk before starting anything", async () => {
     const kit = await ensureGuestKit();
     await assert.rejects(startVm({ id: 101, memoryMiB: 128, cpus: 1, disks: [path.join(tmp.dir, "nope.raw")], httpPort: 1 }, kit, path.join(tmp.dir, "run2")), /does not exist/);
+    // A port in use: refused before QEMU starts (no QEMU process, no monitor socket).
+    const disk = path.join(tmp.dir, "vm-104.raw");
+    await buildVmDisk(disk, 64 * 1024 * 1024, "vm104");
+    const blocker = net.createServer();
+    await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", r));
+    const taken = (blocker.address() as net.AddressInfo).port;
+    try {
+      await assert.rejects(startVm({ id: 104, memoryMiB: 128, cpus: 1, disks: [disk], httpPort: taken }, kit, path.join(tmp.dir, "run5")), /port \d+ on 127.0.0.1 is in use/);
+      assert.ok(!fs.existsSync(path.join(tmp.dir, "run5", "qmp.sock")));
+    } finally {
+      blocker.close();
+    }
   });
 });

@@ -146,10 +146,20 @@ export interface VmProcess {
   stop(graceMs?: number): Promise<void>;
 }
 
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once("error", () => resolve(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
+  });
+}
+
 /** Starts a VM and connects to its monitor; the guest boots on its own from there. */
 export async function startVm(config: VmConfig, kit: GuestKit, runDir: string): Promise<VmProcess> {
   fs.mkdirSync(runDir, { recursive: true });
   for (const d of config.disks) if (!fs.existsSync(d)) throw new GordeError("not-found", `disk ${d} of VM ${config.id} does not exist.`);
+  // QEMU would start and only fail to forward; nothing is started when the port is taken.
+  if (!(await portFree(config.httpPort))) throw new GordeError("exists", `port ${config.httpPort} on 127.0.0.1 is in use; VM ${config.id} needs it for its service.`);
   const { accel, why } = await chooseAccel(kit, runDir);
   const qmpSock = path.join(runDir, "qmp.sock");
   const consoleLog = path.join(runDir, "console.log");
