@@ -168,32 +168,11 @@ export class BackupSession implements SessionBase {
     return this.store.chunks.chunkPath(hex);
   }
 
+  /** One uploaded chunk: a batch of one (the same checks, counts and commits). */
   async putChunk(hex: string, size: number, blob: Buffer): Promise<boolean> {
-    this.stats.receivedBytes += blob.length;
-    // Stored already: keep it from a GC (touch) and drop the upload without decoding it.
-    if (this.store.chunks.touch(hex)) {
-      this.chunks.add(hex);
-      this.stats.existingChunks++;
-      return false;
-    }
-    const r = await this.pool.store(blob, hex, size);
-    if (r.encrypted !== (this.keyFingerprint !== null)) {
-      if (r.pending) await fsp.rm(r.pending.tmp, { force: true });
-      throw new HttpError(400, `chunk ${hex} is ${r.encrypted ? "encrypted" : "not encrypted"} but the session was opened ${this.keyFingerprint ? "with" : "without"} a key.`);
-    }
-    if (r.state === "exists") {
-      if (!this.store.chunks.touch(hex)) throw new HttpError(503, `chunk ${hex} was removed while it was uploaded; send it again.`);
-      this.chunks.add(hex);
-      this.stats.existingChunks++;
-      return false;
-    }
-    this.pending.push(r.pending!);
-    this.pendingBytes += blob.length;
-    this.chunks.add(hex);
-    this.stats.newChunks++;
-    this.stats.newBytes += size;
-    if (this.pending.length >= COMMIT_FILES || this.pendingBytes >= COMMIT_BYTES) await this.commit();
-    return true;
+    const own = new Uint8Array(blob).buffer as ArrayBuffer;
+    const r = await this.putChunks(own, [{ hex, size, offset: 0, length: blob.length }]);
+    return r.stored === 1;
   }
 
   /**
