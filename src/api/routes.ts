@@ -61,7 +61,7 @@ const TaskInfoSchema = z.object({
   result: z.unknown().optional(),
 });
 const Ok = z.object({ ok: z.literal(true) });
-const Role = z.enum(["Admin", "NoAccess", "DatastoreAdmin", "DatastorePowerUser", "DatastoreBackup", "DatastoreReader", "DatastoreAudit"]);
+const Role = z.enum(["Admin", "NoAccess", "DatastoreAdmin", "DatastorePowerUser", "DatastoreBackup", "DatastoreReader", "DatastoreAudit", "PVEAuditor", "PVEVMUser"]);
 export const MaintenanceMode = z.enum(["none", "read-only", "offline"]);
 export type MaintenanceMode = z.infer<typeof MaintenanceMode>;
 

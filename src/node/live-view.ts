@@ -39,6 +39,11 @@ export async function openLiveView(
     socket: string;
     /** base: the bitmap of the last good backup (absent: a full read); next: the one to start now */
     bitmaps?: { base?: string; next: string };
+    /**
+     * QEMU has one NBD server: the first view of a VM starts it on `socket`, the views of its
+     * other disks export on it too (`true`); close those before the first.
+     */
+    serverRunning?: boolean;
   },
 ): Promise<LiveView> {
   const { node, device } = opts;
@@ -94,10 +99,12 @@ export async function openLiveView(
       () => qmp.execute("blockdev-add", { driver: "snapshot-access", "node-name": snap, file: cbw }),
       () => qmp.execute("blockdev-del", { "node-name": snap }),
     );
-    await step(
-      () => qmp.execute("nbd-server-start", { addr: { type: "unix", data: { path: opts.socket } } }),
-      () => qmp.execute("nbd-server-stop"),
-    );
+    if (!opts.serverRunning) {
+      await step(
+        () => qmp.execute("nbd-server-start", { addr: { type: "unix", data: { path: opts.socket } } }),
+        () => qmp.execute("nbd-server-stop"),
+      );
+    }
     const exportId = `${node}-export`;
     await step(
       () =>

@@ -12,6 +12,11 @@ export const PRIVILEGES = [
   "Datastore.Prune",
   "Datastore.Modify",
   "Datastore.Verify",
+  // a node's guests (PVE's names)
+  "VM.Audit",
+  "VM.PowerMgmt",
+  "VM.Backup",
+  "VM.Allocate",
 ] as const;
 export type Privilege = (typeof PRIVILEGES)[number];
 
@@ -23,6 +28,8 @@ export const ROLE_NAMES = [
   "DatastoreBackup",
   "DatastoreReader",
   "DatastoreAudit",
+  "PVEAuditor",
+  "PVEVMUser",
 ] as const;
 export type RoleName = (typeof ROLE_NAMES)[number];
 
@@ -42,6 +49,10 @@ export const ROLES: Readonly<Record<RoleName, readonly Privilege[]>> = Object.fr
   DatastoreBackup: ["Datastore.Backup"],
   DatastoreReader: ["Datastore.Audit", "Datastore.Read", "Datastore.Verify"],
   DatastoreAudit: ["Datastore.Audit"],
+  /** a node's guests: look only */
+  PVEAuditor: ["Sys.Audit", "VM.Audit"],
+  /** a node's guests: look, start and stop, back up and restore (not create, configure or remove) */
+  PVEVMUser: ["VM.Audit", "VM.PowerMgmt", "VM.Backup"],
 });
 
 export function isRoleName(s: string): s is RoleName {
@@ -85,7 +96,7 @@ export function isValidAuthId(s: string): boolean {
 
 /**
  * Validates an ACL path and returns its components: `/` → [], `/datastore` → ["datastore"],
- * `/datastore/<store>/<ns>...`. Only the canonical spelling is accepted (no trailing or
+ * `/datastore/<store>/<ns>...`, and on a node `/vms` and `/vms/<id>`. Only the canonical spelling is accepted (no trailing or
  * doubled slash, no `.` or `..`), so one place in the tree has exactly one name.
  */
 export function parseAclPath(s: string): string[] {
@@ -93,7 +104,11 @@ export function parseAclPath(s: string): string[] {
   const bad = (why: string): GordeError => usage(`"${s}" is not a valid ACL path: ${why}.`);
   if (!s.startsWith("/")) throw bad("it must start with '/'");
   const parts = s.slice(1).split("/");
-  if (parts[0] !== "datastore") throw bad("expected /, /datastore or /datastore/<store>[/<namespace>...]");
+  if (parts[0] === "vms") {
+    if (parts.length > 2 || (parts.length === 2 && !/^[1-9]\d{2,8}$/.test(parts[1]!))) throw bad("expected /vms or /vms/<guest id>");
+    return parts;
+  }
+  if (parts[0] !== "datastore") throw bad("expected /, /datastore, /datastore/<store>[/<namespace>...], /vms or /vms/<guest id>");
   if (parts.length > 2 + MAX_NS_DEPTH) throw bad(`namespaces are at most ${MAX_NS_DEPTH} levels deep`);
   for (const p of parts.slice(1)) {
     if (p === "") throw bad("it has an empty component");

@@ -4,7 +4,7 @@
 import type http2 from "node:http2";
 import type { z } from "zod";
 import { GordeError, type ErrorCode } from "../errors.ts";
-import { ROUTES, type Route, type RouteName } from "../api/routes.ts";
+import type { Route } from "../api/routes.ts";
 
 export class HttpError extends Error {
   readonly status: number;
@@ -39,14 +39,14 @@ export function errorStatus(err: unknown): { status: number; message: string; co
 }
 
 export interface CompiledRoute {
-  name: RouteName;
+  name: string;
   route: Route;
   regex: RegExp;
   keys: string[];
 }
 
-export function compileRoutes(): CompiledRoute[] {
-  return (Object.entries(ROUTES) as [RouteName, Route][]).map(([name, route]) => {
+export function compileRoutes(table: Readonly<Record<string, Route>>): CompiledRoute[] {
+  return Object.entries(table).map(([name, route]) => {
     const keys: string[] = [];
     const pattern = route.path.replace(/[.]/g, "\\.").replace(/\{(\w+)\}/g, (_, k: string) => {
       keys.push(k);

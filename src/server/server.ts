@@ -3,11 +3,11 @@
 // as tasks, Prometheus metrics and an OpenAPI document of the whole API.
 import fs from "node:fs";
 import fsp from "node:fs/promises";
-import http2 from "node:http2";
+import type http2 from "node:http2";
 import path from "node:path";
 import { z } from "zod";
 import { BATCH_RECORD_HEADER, MAX_BATCH_BYTES, MAX_BATCH_CHUNKS, decodeChunkBatch, encodeChunkBatch } from "../api/chunk-batch.ts";
-import { API_VERSION, type MaintenanceMode, type RouteName } from "../api/routes.ts";
+import { API_VERSION, type MaintenanceMode, ROUTES, type RouteName } from "../api/routes.ts";
 import { GordeError } from "../errors.ts";
 import { ChunkPool } from "../datastore/chunk-pool.ts";
 import { Datastore, type SnapshotInfo, writeFileAtomic } from "../datastore/datastore.ts";
@@ -16,8 +16,10 @@ import { pruneGroup, snapshotJson } from "../datastore/group-ops.ts";
 import { verifyAll, verifySnapshots } from "../datastore/verify.ts";
 import { MAX_CHUNK_SIZE, ENCRYPTED_BLOB_HEADER_SIZE } from "../format/magic.ts";
 import { type Group, formatGroup, formatSnapshot, parseGroup, parseNamespace, parseSnapshotRef } from "../format/names.ts";
-import { AuthStore, type Privilege, datastoreAclPath, groupAccess, ownsGroup, parseAuthorization } from "./auth.ts";
-import { HttpError, compileRoutes, matchRoute, readBody, sendBinary, sendError, sendJson, validate } from "./http.ts";
+import { accessHandlers } from "./access-handlers.ts";
+import { type ApiHandler, apiDispatcher, listenHttps } from "./api-host.ts";
+import { AuthStore, type Privilege, datastoreAclPath, groupAccess, ownsGroup } from "./auth.ts";
+import { HttpError, sendError } from "./http.ts";
 import { ServerMetrics } from "./metrics.ts";
 import { openApiDocument } from "./openapi.ts";
 import { BackupSession, ReaderSession, SessionTable } from "./sessions.ts";
@@ -27,7 +29,6 @@ import { ensureCertificate } from "./tls.ts";
 import { datastoreStatus } from "./status.ts";
 
 export const DEFAULT_PORT = 8007;
-const JSON_LIMIT = 1024 * 1024;
 const CHUNK_LIMIT = MAX_CHUNK_SIZE + ENCRYPTED_BLOB_HEADER_SIZE + 1024;
 const INDEX_LIMIT = 256 * 1024 * 1024;
 const BATCH_LIMIT = MAX_BATCH_BYTES + MAX_BATCH_CHUNKS * BATCH_RECORD_HEADER;
@@ -60,17 +61,6 @@ interface StoreEntry {
   pool: ChunkPool | undefined;
 }
 
-interface Ctx {
-  authId: string;
-  params: Record<string, string>;
-  query: Record<string, unknown>;
-  body: unknown;
-  stream: http2.ServerHttp2Stream;
-  connection: object;
-}
-
-type Result = { json: unknown } | { binary: Buffer } | { file: string } | { text: string } | { handled: true };
-type Handler = (ctx: Ctx) => Result | Promise<Result>;
 
 export async function startServer(opts: ServerOptions): Promise<GordeServer> {
   await fsp.mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
@@ -98,7 +88,6 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
   let finishing = 0;
   const sessions = new SessionTable(opts.sessionIdleMs ?? 5 * 60_000);
   const metrics = new ServerMetrics(() => [...stores.values()].map((e) => ({ name: e.name, store: e.store })), tasks);
-  const routes = compileRoutes();
 
   const poolOf = async (e: StoreEntry): Promise<ChunkPool> => {
     if (!e.pool) {
@@ -137,13 +126,10 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
   const needSys = (authId: string, priv: Privilege, what: string): void => {
     if (!auth.can(authId, "/", priv)) deny(authId, what);
   };
-  const selfOrAdmin = (authId: string, user: string, what: string): void => {
-    if (authId !== user && !auth.can(authId, "/", "Permissions.Modify")) deny(authId, what);
-  };
 
   const findSnap = async (e: StoreEntry, ns: string[], name: string): Promise<SnapshotInfo> => e.store.findSnapshot(ns, parseSnapshotRef(name));
 
-  const handlers: Record<RouteName, Handler> = {
+  const handlers: Record<RouteName, ApiHandler> = {
     version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
     openapi: () => ({ json: openApiDocument() }),
     metrics: async ({ authId }) => {
@@ -464,62 +450,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       if (!tasks.abort(t.id)) throw new HttpError(409, `task ${t.id} is not running.`);
       return { json: { ok: true } };
     },
-    listUsers: ({ authId }) => {
-      if (!auth.can(authId, "/", "Permissions.Modify") && !auth.can(authId, "/", "Sys.Audit")) deny(authId, "list users");
-      return { json: auth.listUsers() };
-    },
-    addUser: async ({ authId, body }) => {
-      needSys(authId, "Permissions.Modify", "create users");
-      const b = body as { name: string; password: string; comment?: string; expire?: number };
-      await auth.addUser(b.name, b.password, { comment: b.comment, expire: b.expire });
-      log(`${authId} created user ${b.name}`);
-      return { json: { ok: true } };
-    },
-    updateUser: async ({ authId, params, body }) => {
-      const b = body as { password?: string; comment?: string; expire?: number; enable?: boolean };
-      const admin = auth.can(authId, "/", "Permissions.Modify");
-      const onlyPassword = b.comment === undefined && b.expire === undefined && b.enable === undefined;
-      if (!admin && !(authId === params.user && onlyPassword)) deny(authId, `change user ${params.user}`);
-      if (!auth.listUsers().some((u) => u.name === params.user)) throw new HttpError(404, `no user ${params.user}.`);
-      if (b.password !== undefined) await auth.setPassword(params.user!, b.password);
-      if (!onlyPassword) await auth.updateUser(params.user!, { comment: b.comment, expire: b.expire, enable: b.enable });
-      return { json: { ok: true } };
-    },
-    removeUser: async ({ authId, params }) => {
-      needSys(authId, "Permissions.Modify", "remove users");
-      if (params.user === authId) throw new HttpError(400, "a user cannot remove itself.");
-      await auth.removeUser(params.user!);
-      log(`${authId} removed user ${params.user}`);
-      return { json: { ok: true } };
-    },
-    listTokens: ({ authId, params }) => {
-      selfOrAdmin(authId, params.user!, `list the tokens of ${params.user}`);
-      return { json: auth.listTokens(params.user) };
-    },
-    addToken: async ({ authId, params, body }) => {
-      selfOrAdmin(authId, params.user!, `create tokens for ${params.user}`);
-      const b = body as { comment?: string; expire?: number };
-      const r = await auth.addToken(params.user!, params.token!, b);
-      log(`${authId} created token ${r.tokenId}`);
-      return { json: r };
-    },
-    removeToken: async ({ authId, params }) => {
-      selfOrAdmin(authId, params.user!, `revoke tokens of ${params.user}`);
-      await auth.removeToken(`${params.user}!${params.token}`);
-      log(`${authId} revoked token ${params.user}!${params.token}`);
-      return { json: { ok: true } };
-    },
-    listAcl: ({ authId }) => {
-      if (!auth.can(authId, "/", "Permissions.Modify") && !auth.can(authId, "/", "Sys.Audit")) deny(authId, "read the ACL");
-      return { json: auth.listAcl() };
-    },
-    setAcl: async ({ authId, body }) => {
-      needSys(authId, "Permissions.Modify", "change the ACL");
-      const b = body as { path: string; authId: string; role: "Admin"; propagate?: boolean; remove?: boolean };
-      await auth.setAcl(b);
-      log(`${authId} ${b.remove ? "removed" : "granted"} ${b.role} on ${b.path} ${b.remove ? "from" : "to"} ${b.authId}`);
-      return { json: { ok: true } };
-    },
+    ...accessHandlers(auth, log),
     sync: ({ authId, params, body }) => {
       const b = body as { remote: string; fingerprint: string; authId: string; secret: string; ns?: string; groups?: string[]; last?: number };
       const e = storeFor(authId, params.store!, "write");
@@ -532,112 +463,25 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
     },
   };
 
-  const verified = new WeakMap<object, { header: string; authId: string; revision: number; until: number }>();
-  const dispatch = async (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, connection: object): Promise<void> => {
-    const started = Date.now();
-    const method = String(headers[":method"] ?? "GET");
-    let url: URL;
-    let status = 200;
-    let routeName = "unknown";
-    try {
-      url = new URL(String(headers[":path"] ?? "/"), "https://gorde");
-    } catch {
-      sendError(stream, new HttpError(400, "the request path is malformed."));
-      return;
-    }
-    try {
-      const { compiled, params: rawParams } = matchRoute(routes, method, url.pathname);
-      const route = compiled.route;
-      routeName = compiled.name;
-      let authId = "";
-      if (route.access !== "public") {
-        // A connection sends the same credentials with every request (thousands of chunks):
-        // checked once per connection while nothing in the user, token or ACL state changed.
-        const header = headers.authorization;
-        const known = verified.get(connection);
-        if (known && known.header === header && known.revision === auth.revision && known.until > Date.now() && auth.isActive(known.authId)) {
-          authId = known.authId;
-        } else {
-          const cred = parseAuthorization(header);
-          const who = cred && (await auth.authenticate(cred.authId, cred.secret));
-          if (!who) throw new HttpError(401, "authentication failed: give a valid user and password or API token.");
-          authId = who;
-          verified.set(connection, { header: header!, authId, revision: auth.revision, until: Date.now() + 30_000 });
-        }
-      }
-      const params = route.params ? (validate(route.params, rawParams, "path parameter") as Record<string, string>) : {};
-      const rawQuery: Record<string, string> = {};
-      for (const [k, v] of url.searchParams) {
-        if (k in rawQuery) throw new HttpError(400, `query parameter ${k} is given twice.`);
-        rawQuery[k] = v;
-      }
-      const query = route.query ? validate(route.query, rawQuery, "query parameter") : (Object.keys(rawQuery).length ? validate(z.strictObject({}), rawQuery, "query parameter") : {});
-      let body: unknown;
-      if (route.body === "binary") {
-        body =
-          routeName === "uploadChunks"
-            ? await readBody(stream, headers, BATCH_LIMIT, (n) => bodies.take(n))
-            : await readBody(stream, headers, routeName === "uploadChunk" ? CHUNK_LIMIT : INDEX_LIMIT);
-      } else if (route.body) {
-        const raw = await readBody(stream, headers, JSON_LIMIT);
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(raw.toString("utf8") || "null");
-        } catch {
-          throw new HttpError(400, "the request body is not valid JSON.");
-        }
-        body = validate(route.body, parsed, "request body");
-      }
-      const result = await handlers[compiled.name]({ authId, params, query: query as Record<string, unknown>, body, stream, connection });
-      if ("json" in result) sendJson(stream, 200, result.json);
-      else if ("binary" in result) sendBinary(stream, result.binary);
-      else if ("text" in result) {
-        const b = Buffer.from(result.text);
-        stream.respond({ ":status": 200, "content-type": "text/plain; version=0.0.4", "content-length": b.length });
-        stream.end(b);
-      } else if ("file" in result) {
-        await sendFile(stream, result.file);
-      }
-    } catch (err) {
-      status = sendError(stream, err);
-      if (status >= 500) log(`${method} ${url.pathname}: ${(err as Error).message}`);
-    } finally {
-      metrics.request(routeName, status, Date.now() - started);
-    }
-  };
-
-  const server = http2.createSecureServer({
-    key: cert.key,
-    cert: cert.cert,
-    allowHTTP1: false,
-    // Large windows: chunks of up to 4 MiB stream without waiting for window updates.
-    settings: { initialWindowSize: 8 * 1024 * 1024, maxConcurrentStreams: 256, maxFrameSize: 1024 * 1024 },
-    maxSessionMemory: 256,
-  });
-  const connections = new Set<http2.ServerHttp2Session>();
-  server.on("session", (session) => {
-    connections.add(session);
-    session.setLocalWindowSize(64 * 1024 * 1024);
-    session.once("close", () => {
-      connections.delete(session);
-      void sessions.connectionClosed(session);
-    });
-    session.on("error", () => undefined);
-  });
-  server.on("stream", (stream, headers) => {
-    stream.on("error", () => undefined);
-    void dispatch(stream, headers, stream.session!);
+  const dispatch = apiDispatcher({
+    routes: ROUTES,
+    handlers,
+    auth,
+    binaryLimit: (name) =>
+      name === "uploadChunks" ? { limit: BATCH_LIMIT, alloc: (n) => bodies.take(n) } : { limit: name === "uploadChunk" ? CHUNK_LIMIT : INDEX_LIMIT },
+    sendFile,
+    done: (name, status, ms) => metrics.request(name, status, ms),
+    log,
   });
   const host = opts.host ?? "0.0.0.0";
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (err: NodeJS.ErrnoException) => {
-      if (err.code === "EADDRINUSE") reject(new GordeError("usage", `port ${opts.port ?? DEFAULT_PORT} on ${host} is in use by another program.`));
-      else if (err.code === "EADDRNOTAVAIL") reject(new GordeError("usage", `address ${host} is not an address of this machine.`));
-      else reject(err);
-    });
-    server.listen(opts.port ?? DEFAULT_PORT, host, () => resolve());
+  const listener = await listenHttps({
+    host,
+    port: opts.port ?? DEFAULT_PORT,
+    cert,
+    dispatch,
+    onSessionClosed: (session) => void sessions.connectionClosed(session),
   });
-  const port = (server.address() as { port: number }).port;
+  const port = listener.port;
 
   return {
     host,
@@ -646,11 +490,11 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
     async close() {
       // No new connections; a finish already sent gets its answer (up to 5 s), then every
       // open session is aborted and the connections closed.
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const closed = listener.closed();
       const deadline = Date.now() + 5000;
       while (finishing > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       await sessions.close();
-      for (const c of connections) c.destroy();
+      listener.destroyConnections();
       await closed;
       await tasks.close();
       for (const e of stores.values()) {

@@ -1,0 +1,79 @@
+// Users, API tokens and the ACL over the API: the same routes on the backup server and on
+// every node (each keeps its own users), so `gorde user|token|acl` manage either.
+import type { RouteName } from "../api/routes.ts";
+import type { ApiHandler } from "./api-host.ts";
+import type { AuthStore, Privilege } from "./auth.ts";
+import { HttpError } from "./http.ts";
+
+type AccessRoute = "listUsers" | "addUser" | "updateUser" | "removeUser" | "listTokens" | "addToken" | "removeToken" | "listAcl" | "setAcl";
+
+export function denied(authId: string, what: string): HttpError {
+  return new HttpError(403, `permission denied: ${authId} may not ${what}.`);
+}
+
+export function accessHandlers(auth: AuthStore, log: (line: string) => void): Record<AccessRoute & RouteName, ApiHandler> {
+  const needSys = (authId: string, priv: Privilege, what: string): void => {
+    if (!auth.can(authId, "/", priv)) throw denied(authId, what);
+  };
+  const selfOrAdmin = (authId: string, user: string, what: string): void => {
+    if (authId !== user && !auth.can(authId, "/", "Permissions.Modify")) throw denied(authId, what);
+  };
+  return {
+    listUsers: ({ authId }) => {
+      if (!auth.can(authId, "/", "Permissions.Modify") && !auth.can(authId, "/", "Sys.Audit")) throw denied(authId, "list users");
+      return { json: auth.listUsers() };
+    },
+    addUser: async ({ authId, body }) => {
+      needSys(authId, "Permissions.Modify", "create users");
+      const b = body as { name: string; password: string; comment?: string; expire?: number };
+      await auth.addUser(b.name, b.password, { comment: b.comment, expire: b.expire });
+      log(`${authId} created user ${b.name}`);
+      return { json: { ok: true } };
+    },
+    updateUser: async ({ authId, params, body }) => {
+      const b = body as { password?: string; comment?: string; expire?: number; enable?: boolean };
+      const admin = auth.can(authId, "/", "Permissions.Modify");
+      const onlyPassword = b.comment === undefined && b.expire === undefined && b.enable === undefined;
+      if (!admin && !(authId === params.user && onlyPassword)) throw denied(authId, `change user ${params.user}`);
+      if (!auth.listUsers().some((u) => u.name === params.user)) throw new HttpError(404, `no user ${params.user}.`);
+      if (b.password !== undefined) await auth.setPassword(params.user!, b.password);
+      if (!onlyPassword) await auth.updateUser(params.user!, { comment: b.comment, expire: b.expire, enable: b.enable });
+      return { json: { ok: true } };
+    },
+    removeUser: async ({ authId, params }) => {
+      needSys(authId, "Permissions.Modify", "remove users");
+      if (params.user === authId) throw new HttpError(400, "a user cannot remove itself.");
+      await auth.removeUser(params.user!);
+      log(`${authId} removed user ${params.user}`);
+      return { json: { ok: true } };
+    },
+    listTokens: ({ authId, params }) => {
+      selfOrAdmin(authId, params.user!, `list the tokens of ${params.user}`);
+      return { json: auth.listTokens(params.user) };
+    },
+    addToken: async ({ authId, params, body }) => {
+      selfOrAdmin(authId, params.user!, `create tokens for ${params.user}`);
+      const b = body as { comment?: string; expire?: number };
+      const r = await auth.addToken(params.user!, params.token!, b);
+      log(`${authId} created token ${r.tokenId}`);
+      return { json: r };
+    },
+    removeToken: async ({ authId, params }) => {
+      selfOrAdmin(authId, params.user!, `revoke tokens of ${params.user}`);
+      await auth.removeToken(`${params.user}!${params.token}`);
+      log(`${authId} revoked token ${params.user}!${params.token}`);
+      return { json: { ok: true } };
+    },
+    listAcl: ({ authId }) => {
+      if (!auth.can(authId, "/", "Permissions.Modify") && !auth.can(authId, "/", "Sys.Audit")) throw denied(authId, "read the ACL");
+      return { json: auth.listAcl() };
+    },
+    setAcl: async ({ authId, body }) => {
+      needSys(authId, "Permissions.Modify", "change the ACL");
+      const b = body as { path: string; authId: string; role: "Admin"; propagate?: boolean; remove?: boolean };
+      await auth.setAcl(b);
+      log(`${authId} ${b.remove ? "removed" : "granted"} ${b.role} on ${b.path} ${b.remove ? "from" : "to"} ${b.authId}`);
+      return { json: { ok: true } };
+    },
+  };
+}

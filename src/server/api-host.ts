@@ -1,0 +1,177 @@
+// An HTTPS API over HTTP/2 from a route table: TLS with the host's pinned certificate,
+// credentials checked once per connection, every path parameter, query and body validated
+// by the route's schemas, and every error answered as one status and one sentence. The
+// backup server and the node agent are both served by it.
+import http2 from "node:http2";
+import { z } from "zod";
+import type { Route } from "../api/routes.ts";
+import { GordeError } from "../errors.ts";
+import { type AuthStore, parseAuthorization } from "./auth.ts";
+import { HttpError, compileRoutes, matchRoute, readBody, sendBinary, sendError, sendJson, validate } from "./http.ts";
+
+export interface ApiContext {
+  authId: string;
+  params: Record<string, string>;
+  query: Record<string, unknown>;
+  body: unknown;
+  stream: http2.ServerHttp2Stream;
+  connection: object;
+}
+
+export type ApiResult = { json: unknown } | { binary: Buffer } | { file: string } | { text: string } | { handled: true };
+export type ApiHandler = (ctx: ApiContext) => ApiResult | Promise<ApiResult>;
+
+const JSON_LIMIT = 1024 * 1024;
+
+export interface ApiHostOptions<N extends string> {
+  routes: Readonly<Record<N, Route>>;
+  handlers: Readonly<Record<N, ApiHandler>>;
+  auth: AuthStore;
+  /** size limit (and buffer allocator) of a binary request body */
+  binaryLimit?: (name: N, headers: http2.IncomingHttpHeaders) => { limit: number; alloc?: (n: number) => Buffer };
+  /** answers a `file` result */
+  sendFile?: (stream: http2.ServerHttp2Stream, file: string) => Promise<void>;
+  /** called after each request with its route, status and duration */
+  done?: (name: string, status: number, ms: number) => void;
+  log: (line: string) => void;
+}
+
+/** The request handler of an API: route, authenticate, validate, call, answer. */
+export function apiDispatcher<N extends string>(
+  opts: ApiHostOptions<N>,
+): (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, connection: object) => Promise<void> {
+  const { auth, handlers } = opts;
+  const routes = compileRoutes(opts.routes);
+  const verified = new WeakMap<object, { header: string; authId: string; revision: number; until: number }>();
+  return async (stream, headers, connection) => {
+    const started = Date.now();
+    const method = String(headers[":method"] ?? "GET");
+    let url: URL;
+    let status = 200;
+    let routeName = "unknown";
+    try {
+      url = new URL(String(headers[":path"] ?? "/"), "https://gorde");
+    } catch {
+      sendError(stream, new HttpError(400, "the request path is malformed."));
+      return;
+    }
+    try {
+      const { compiled, params: rawParams } = matchRoute(routes, method, url.pathname);
+      const route = compiled.route;
+      routeName = compiled.name;
+      let authId = "";
+      if (route.access !== "public") {
+        // A connection sends the same credentials with every request (thousands of chunks):
+        // checked once per connection while nothing in the user, token or ACL state changed.
+        const header = headers.authorization;
+        const known = verified.get(connection);
+        if (known && known.header === header && known.revision === auth.revision && known.until > Date.now() && auth.isActive(known.authId)) {
+          authId = known.authId;
+        } else {
+          const cred = parseAuthorization(header);
+          const who = cred && (await auth.authenticate(cred.authId, cred.secret));
+          if (!who) throw new HttpError(401, "authentication failed: give a valid user and password or API token.");
+          authId = who;
+          verified.set(connection, { header: header!, authId, revision: auth.revision, until: Date.now() + 30_000 });
+        }
+      }
+      const params = route.params ? (validate(route.params, rawParams, "path parameter") as Record<string, string>) : {};
+      const rawQuery: Record<string, string> = {};
+      for (const [k, v] of url.searchParams) {
+        if (k in rawQuery) throw new HttpError(400, `query parameter ${k} is given twice.`);
+        rawQuery[k] = v;
+      }
+      const query = route.query ? validate(route.query, rawQuery, "query parameter") : Object.keys(rawQuery).length ? validate(z.strictObject({}), rawQuery, "query parameter") : {};
+      let body: unknown;
+      if (route.body === "binary") {
+        const b = opts.binaryLimit?.(compiled.name as N, headers);
+        if (!b) throw new HttpError(415, `${compiled.name} takes no binary body.`);
+        body = await readBody(stream, headers, b.limit, b.alloc);
+      } else if (route.body) {
+        const raw = await readBody(stream, headers, JSON_LIMIT);
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(raw.toString("utf8") || "null");
+        } catch {
+          throw new HttpError(400, "the request body is not valid JSON.");
+        }
+        body = validate(route.body, parsed, "request body");
+      }
+      const result = await handlers[compiled.name as N]({ authId, params, query: query as Record<string, unknown>, body, stream, connection });
+      if ("json" in result) sendJson(stream, 200, result.json);
+      else if ("binary" in result) sendBinary(stream, result.binary);
+      else if ("text" in result) {
+        const b = Buffer.from(result.text);
+        stream.respond({ ":status": 200, "content-type": "text/plain; version=0.0.4", "content-length": b.length });
+        stream.end(b);
+      } else if ("file" in result) {
+        if (!opts.sendFile) throw new GordeError("io", `${compiled.name} answered with a file this API cannot send.`);
+        await opts.sendFile(stream, result.file);
+      }
+    } catch (err) {
+      status = sendError(stream, err);
+      if (status >= 500) opts.log(`${method} ${url.pathname}: ${(err as Error).message}`);
+    } finally {
+      opts.done?.(routeName, status, Date.now() - started);
+    }
+  };
+}
+
+export interface HttpsListener {
+  readonly server: http2.Http2SecureServer;
+  readonly connections: ReadonlySet<http2.ServerHttp2Session>;
+  readonly port: number;
+  /** stops accepting; resolves when every connection is gone (call `destroyConnections` to hurry them) */
+  closed(): Promise<void>;
+  destroyConnections(): void;
+}
+
+/** Listens with TLS on host:port and hands every stream to `dispatch`. */
+export async function listenHttps(opts: {
+  host: string;
+  port: number;
+  cert: { key: string; cert: string };
+  dispatch: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, connection: object) => Promise<void>;
+  onSessionClosed?: (session: http2.ServerHttp2Session) => void;
+}): Promise<HttpsListener> {
+  const server = http2.createSecureServer({
+    key: opts.cert.key,
+    cert: opts.cert.cert,
+    allowHTTP1: false,
+    // Large windows: chunks of up to 4 MiB stream without waiting for window updates.
+    settings: { initialWindowSize: 8 * 1024 * 1024, maxConcurrentStreams: 256, maxFrameSize: 1024 * 1024 },
+    maxSessionMemory: 256,
+  });
+  const connections = new Set<http2.ServerHttp2Session>();
+  server.on("session", (session) => {
+    connections.add(session);
+    session.setLocalWindowSize(64 * 1024 * 1024);
+    session.once("close", () => {
+      connections.delete(session);
+      opts.onSessionClosed?.(session);
+    });
+    session.on("error", () => undefined);
+  });
+  server.on("stream", (stream, headers) => {
+    stream.on("error", () => undefined);
+    void opts.dispatch(stream, headers, stream.session!);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EADDRINUSE") reject(new GordeError("usage", `port ${opts.port} on ${opts.host} is in use by another program.`));
+      else if (err.code === "EADDRNOTAVAIL") reject(new GordeError("usage", `address ${opts.host} is not an address of this machine.`));
+      else reject(err);
+    });
+    server.listen(opts.port, opts.host, () => resolve());
+  });
+  let closing: Promise<void> | undefined;
+  return {
+    server,
+    connections,
+    port: (server.address() as { port: number }).port,
+    closed: () => (closing ??= new Promise<void>((resolve) => server.close(() => resolve()))),
+    destroyConnections: () => {
+      for (const c of connections) c.destroy();
+    },
+  };
+}
