@@ -73,6 +73,8 @@ void describe("roles", () => {
       DatastoreBackup: ["Datastore.Backup"],
       DatastoreReader: ["Datastore.Audit", "Datastore.Read", "Datastore.Verify"],
       DatastoreAudit: ["Datastore.Audit"],
+      PVEAuditor: ["Sys.Audit", "VM.Audit"],
+      PVEVMUser: ["VM.Audit", "VM.PowerMgmt", "VM.Backup"],
     };
     assert.deepEqual([...ROLE_NAMES].sort(), Object.keys(expected).sort());
     for (const role of ROLE_NAMES) assert.deepEqual(sorted(ROLES[role]), sorted(expected[role]), role);
@@ -192,7 +194,14 @@ void describe("validation", () => {
     assert.deepEqual(parseAclPath("/"), []);
     assert.deepEqual(parseAclPath("/datastore"), ["datastore"]);
     assert.deepEqual(parseAclPath("/datastore/s1/ns.a/b_c-d"), ["datastore", "s1", "ns.a", "b_c-d"]);
+    assert.deepEqual(parseAclPath("/vms"), ["vms"]);
+    assert.deepEqual(parseAclPath("/vms/100"), ["vms", "100"]);
     for (const bad of [
+      "/vms/",
+      "/vms/99",
+      "/vms/0100",
+      "/vms/100/disk0",
+      "/vms/abc",
       "",
       "datastore",
       "//",
