@@ -80,6 +80,7 @@ try {
   await get(port, "/index.html");
   console.log(`accelerator: ${vm.accelWhy}`);
   await get(port, "/cgi-bin/fill?200"); // the guest's data before the first backup
+  let last: string | undefined;
   const live = async (n: number, base?: string) => {
     const view = await openLiveView(vm.qmp, {
       node: "disk0",
@@ -91,11 +92,12 @@ try {
     });
     const w = watch(port);
     const started = Date.now();
-    const src = await openNbdSource({ socket: view.socket, exportName: view.exportName, dirtyBitmap: view.exportedBitmap });
+    const src = await openNbdSource({ socket: view.socket, exportName: view.exportName, dirtyBitmap: view.exportedBitmap, changedSince: last });
     let ok = false;
     try {
       const r = await backup(store, { group: { type: "vm", id: "100" }, sources: [{ archive: "disk0.img", source: src }] });
       ok = true;
+      last = r.snapshot;
       return { ms: Date.now() - started, read: r.archives[0]!.readChunks!, newBytes: r.stats.newBytes, gap: await w.stop() };
     } finally {
       await src.close();

@@ -13,7 +13,7 @@ case "$job" in ""|demo|test) ;; *) echo "usage: bash scripts/setup.sh [demo|test
 declare -A need=(
   [node]=nodejs [npm]=npm [cc]=gcc [make]=make [mkfs.ext4]=e2fsprogs [setfattr]=attr [setfacl]=acl
   # the demo guests: QEMU, busybox and cpio for the VM's initramfs (its kernel is downloaded, not installed)
-  [qemu-system-x86_64]=qemu-system-x86 [qemu-img]=qemu-utils [busybox]=busybox-static [cpio]=cpio
+  [qemu-system-x86_64]=qemu-system-x86 [qemu-img]=qemu-utils [busybox]=busybox-static [cpio]=cpio [lxc-start]=lxc [nsenter]=util-linux
 )
 missing=()
 for cmd in "${!need[@]}"; do

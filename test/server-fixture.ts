@@ -1,6 +1,7 @@
 // A real `gorde server` process on loopback for tests, and the CLI run asynchronously
 // (a synchronous child would block this process's event loop).
 import { spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 
@@ -48,21 +49,15 @@ export interface ServerProcess {
   stderr(): string;
 }
 
-/** Starts `gorde server` and waits for its fingerprint line (at most 20 s). */
-export async function startServerProcess(opts: { stateDir: string; datastores: Record<string, string>; adminPassword?: string; port?: number; extra?: string[] }): Promise<ServerProcess> {
-  const port = opts.port ?? (await freePort());
-  const args = [MAIN, "server", "--listen", `127.0.0.1:${port}`, "--state-dir", opts.stateDir, ...(opts.extra ?? [])];
-  for (const [name, dir] of Object.entries(opts.datastores)) args.push("--datastore", `${name}=${dir}`);
-  const child = spawn(process.execPath, args, {
-    env: { ...process.env, GORDE_ADMIN_PASSWORD: opts.adminPassword ?? "admin-pass-1" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+/** A gorde daemon (server or node) started with `args`, once it printed its fingerprint (at most 20 s). */
+async function startDaemon(args: string[], env: Record<string, string>): Promise<{ fingerprint: string; child: ChildProcess; stderr(): string; stop(signal?: NodeJS.Signals): Promise<void> }> {
+  const child = spawn(process.execPath, [MAIN, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   let err = "";
-  child.stderr.on("data", (b: Buffer) => (err += b.toString()));
+  child.stderr!.on("data", (b: Buffer) => (err += b.toString()));
   const fingerprint = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start: ${err}`)), 20_000);
-    child.stdout.on("data", (b: Buffer) => {
+    const timer = setTimeout(() => reject(new Error(`gorde ${args[0]} did not start: ${err}`)), 20_000);
+    child.stdout!.on("data", (b: Buffer) => {
       out += b.toString();
       const m = /^fingerprint: (\S+)$/m.exec(out);
       if (m) {
@@ -72,23 +67,53 @@ export async function startServerProcess(opts: { stateDir: string; datastores: R
     });
     child.once("exit", (code) => {
       clearTimeout(timer);
-      reject(new Error(`server exited with ${code}: ${err}`));
+      reject(new Error(`gorde ${args[0]} exited with ${code}: ${err}`));
     });
   });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   return {
-    port,
     fingerprint,
     child,
-    url: (store, user = "admin") => `https://${user}@127.0.0.1:${port}/${store}`,
     stderr: () => err,
     async stop(signal = "SIGTERM") {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      const t = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      const t = setTimeout(() => child.kill("SIGKILL"), 20_000);
       await exited;
       clearTimeout(t);
     },
   };
+}
+
+/** Starts `gorde server` on 127.0.0.1. */
+export async function startServerProcess(opts: { stateDir: string; datastores: Record<string, string>; adminPassword?: string; port?: number; extra?: string[] }): Promise<ServerProcess> {
+  const port = opts.port ?? (await freePort());
+  const args = ["server", "--listen", `127.0.0.1:${port}`, "--state-dir", opts.stateDir, ...(opts.extra ?? [])];
+  for (const [name, dir] of Object.entries(opts.datastores)) args.push("--datastore", `${name}=${dir}`);
+  const d = await startDaemon(args, { GORDE_ADMIN_PASSWORD: opts.adminPassword ?? "admin-pass-1" });
+  return { ...d, port, url: (store, user = "admin") => `https://${user}@127.0.0.1:${port}/${store}` };
+}
+
+export interface NodeProcess {
+  name: string;
+  port: number;
+  fingerprint: string;
+  child: ChildProcess;
+  /** https://admin@127.0.0.1:<port> */
+  url(user?: string): string;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  stderr(): string;
+}
+
+/** Starts `gorde node` on 127.0.0.1 with a config file written into `dataDir`. */
+export async function startNodeProcess(opts: { name: string; dataDir: string; serverUrl: string; serverFingerprint: string; serverSecret: string; adminPassword?: string }): Promise<NodeProcess> {
+  const port = await freePort();
+  fs.mkdirSync(opts.dataDir, { recursive: true });
+  const secretFile = path.join(opts.dataDir, "server-secret");
+  fs.writeFileSync(secretFile, opts.serverSecret + "\n", { mode: 0o600 });
+  const config = path.join(opts.dataDir, "node.json");
+  fs.writeFileSync(config, JSON.stringify({ name: opts.name, dataDir: opts.dataDir, listen: `127.0.0.1:${port}`, server: { url: opts.serverUrl, fingerprint: opts.serverFingerprint, secretFile } }));
+  const d = await startDaemon(["node", "--config", config], { GORDE_ADMIN_PASSWORD: opts.adminPassword ?? "node-admin-1" });
+  return { ...d, name: opts.name, port, url: (user = "admin") => `https://${user}@127.0.0.1:${port}` };
 }
 
 export function stateDirs(root: string): { state: string; store: string } {

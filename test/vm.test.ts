@@ -6,7 +6,6 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { after, describe, it } from "node:test";
 import { buildVmDisk, ensureGuestKit } from "../src/node/guest-kit.ts";
 import { backup } from "../src/client/backup.ts";
@@ -19,33 +18,13 @@ import { NbdClient } from "../src/node/nbd-client.ts";
 import { QEMU, type VmProcess, startVm } from "../src/node/qemu.ts";
 import { dataExtents } from "../src/sys/posix.ts";
 import { tempDir } from "./helpers.ts";
+import { serviceGet } from "./guest-fixture.ts";
+import { freePort } from "./server-fixture.ts";
 
 const haveQemu = spawnSync(QEMU, ["--version"]).status === 0;
 if (!haveQemu) console.error(`\n*** SKIPPED: ${QEMU} is not installed; scripts/setup.sh installs it as root (qemu-system-x86). ***\n`);
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
-
-/** The service's answer, polled until the guest is up (at most `ms`). */
-async function get(port: number, p: string, ms = 60_000, init?: RequestInit): Promise<string> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      const r = await fetch(`http://127.0.0.1:${port}${p}`, { ...init, signal: AbortSignal.timeout(2000) });
-      if (r.ok) return await r.text();
-    } catch {
-      // not up yet
-    }
-    if (Date.now() > deadline) throw new Error(`no answer from 127.0.0.1:${port}${p} within ${ms} ms`);
-    await sleep(200);
-  }
-}
+const get = serviceGet;
 
 void describe("demo VM", { skip: haveQemu ? false : `${QEMU} missing` }, () => {
   const tmp = tempDir("gorde-vm-");
@@ -144,6 +123,7 @@ void describe("demo VM", { skip: haveQemu ? false : `${QEMU} missing` }, () => {
     await get(port, "/index.html");
     assert.equal(await get(port, "/cgi-bin/counter"), "1\n");
     const store = await Datastore.init(path.join(tmp.dir, "store"));
+    let last: string | undefined;
     const live = async (n: number, base?: string) => {
       await vm!.qmp.execute("stop");
       const instant = path.join(tmp.dir, `instant-${n}.raw`);
@@ -159,11 +139,12 @@ void describe("demo VM", { skip: haveQemu ? false : `${QEMU} missing` }, () => {
       await vm!.qmp.execute("cont");
       // The guest writes on during the backup; the snapshot is the instant.
       const during = get(port, "/cgi-bin/counter");
-      const src = await openNbdSource({ socket: view.socket, exportName: view.exportName, dirtyBitmap: view.exportedBitmap });
+      const src = await openNbdSource({ socket: view.socket, exportName: view.exportName, dirtyBitmap: view.exportedBitmap, changedSince: last });
       let ok = false;
       try {
         const r = await backup(store, { group: { type: "vm", id: "103" }, sources: [{ archive: "disk0.img", source: src }] });
         ok = true;
+        last = r.snapshot;
         return { r, instant };
       } finally {
         await src.close();
@@ -180,6 +161,9 @@ void describe("demo VM", { skip: haveQemu ? false : `${QEMU} missing` }, () => {
     const read2 = second.r.archives[0]!.readChunks!;
     console.log(`full backup read ${read1} of ${chunks} chunks (the rest are holes); the incremental read ${read2} (dirty since the first)`);
     assert.ok(read2 > 0 && read2 < read1 / 2, `incremental read ${read2} chunks, full ${read1}`);
+    // Only dirty chunks are read (a dirty chunk that became a hole is not).
+    const dirty2 = second.r.archives[0]!.dirtyChunks!;
+    assert.ok(read2 <= dirty2 && dirty2 < read1 / 2, `dirty ${dirty2}, read ${read2}`);
     assert.equal(second.r.base, first.r.snapshot);
     const nodes = await vm.qmp.execute<{ "node-name": string; "dirty-bitmaps"?: { name: string }[] }[]>("query-named-block-nodes");
     const bitmaps = nodes.filter((n) => n["node-name"] === "disk0").flatMap((n) => n["dirty-bitmaps"] ?? []);

@@ -17,8 +17,8 @@ export interface ServerAddress {
 
 const DEFAULT_PORT = 8007;
 
-/** `https://[<user>@]<host>[:<port>]/<store>` */
-export function parseServerUrl(url: string): ServerAddress {
+/** `https://[<user>@]<host>[:<port>]/<store>` (a node's URL names no store; its port is 8006) */
+export function parseServerUrl(url: string, defaultPort = DEFAULT_PORT): ServerAddress {
   let u: URL;
   try {
     u = new URL(url);
@@ -33,7 +33,7 @@ export function parseServerUrl(url: string): ServerAddress {
   }
   if (u.search || u.hash) throw new GordeError("usage", `"${url}" has a query or fragment; a repository URL has neither.`);
   const authId = u.username ? decodeURIComponent(u.username) : undefined;
-  return { host: u.hostname.replace(/^\[|\]$/g, ""), port: u.port ? Number(u.port) : DEFAULT_PORT, authId, store };
+  return { host: u.hostname.replace(/^\[|\]$/g, ""), port: u.port ? Number(u.port) : defaultPort, authId, store };
 }
 
 /**

@@ -22,6 +22,7 @@ import { runDemo } from "./demo.ts";
 import { keyCommand } from "./key-command.ts";
 import { ACCESS_COMMANDS } from "./access-commands.ts";
 import { serverCommand } from "./server-command.ts";
+import { guestCommand, nodeCommand } from "./node-command.ts";
 import { formatBytes, progressBar, taskProgress } from "./progress-bar.ts";
 
 export interface CommandContext {
@@ -425,6 +426,8 @@ export const COMMANDS: Record<string, Command> = {
 
   key: keyCommand,
   server: serverCommand,
+  node: nodeCommand,
+  guest: guestCommand,
   ...ACCESS_COMMANDS,
 
   demo: {

@@ -1,9 +1,10 @@
-// `gorde demo`: the story on this machine, step by step, checking each step.
-// Today it is the backup server's story: a server on loopback with its own certificate,
-// a cluster user with an API token, a VM disk image and a container directory (encrypted
-// on the client) backed up through HTTPS twice (the second incremental), dedup shown,
-// retention applied, garbage collected and verified as server tasks, restored bit for bit,
-// and pulled to an offsite server.
+// `gorde demo`: the story on this machine, step by step, checking each step. The backup
+// server's story first: a server on loopback with its own certificate, a cluster user with
+// an API token, a VM disk image and a container directory (encrypted on the client) backed
+// up through HTTPS twice (the second incremental), dedup shown, retention applied, garbage
+// collected and verified as server tasks, restored bit for bit, and pulled to an offsite
+// server. Then the nodes' story (demo-nodes.ts): real guests on one node, backed up live,
+// restored as working guests on another.
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
@@ -15,6 +16,7 @@ import { createKeyFile, loadMasterKey } from "../client/key-file.ts";
 import { RemoteRepository } from "../client/remote.ts";
 import { restoreArchive } from "../client/restore.ts";
 import { startServer } from "../server/server.ts";
+import { nodeStory } from "./demo-nodes.ts";
 import { formatBytes } from "./progress-bar.ts";
 
 export interface DemoOptions {
@@ -52,16 +54,18 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       stateDir: path.join(work, "server-state"),
       host: "127.0.0.1",
       port: 0,
-      datastores: { main: path.join(work, "datastore") },
+      datastores: { main: path.join(work, "datastore"), cluster: path.join(work, "cluster-datastore") },
       adminPassword,
     });
     stops.push(() => server.close());
     say(`   listening on 127.0.0.1:${server.port}, fingerprint ${server.fingerprint.slice(0, 23)}…`);
     const admin = await ServerConnection.connect({ host: "127.0.0.1", port: server.port, authId: "admin", secret: adminPassword, fingerprint: server.fingerprint });
     await admin.json("POST", "/api/access/users", { json: { name: "cluster", password: randomBytes(12).toString("base64url") } });
-    await admin.json("PUT", "/api/access/acl", { json: { path: "/datastore/main", authId: "cluster", role: "DatastorePowerUser" } });
     const token = await admin.json<{ tokenId: string; secret: string }>("POST", "/api/access/users/cluster/tokens/node1", { json: {} });
-    await admin.json("PUT", "/api/access/acl", { json: { path: "/datastore/main", authId: token.tokenId, role: "DatastorePowerUser" } });
+    for (const store of ["main", "cluster"]) {
+      await admin.json("PUT", "/api/access/acl", { json: { path: `/datastore/${store}`, authId: "cluster", role: "DatastorePowerUser" } });
+      await admin.json("PUT", "/api/access/acl", { json: { path: `/datastore/${store}`, authId: token.tokenId, role: "DatastorePowerUser" } });
+    }
     admin.close();
     // The operator's view, for the datastore-wide tasks (GC, verify) the cluster may not run.
     const operator = await RemoteRepository.connect(`https://admin@127.0.0.1:${server.port}/main`, { secret: adminPassword, fingerprint: server.fingerprint });
@@ -181,9 +185,22 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     say(`   a second sync pulls ${s2.snapshots} snapshots and ${s2.chunks} chunks`);
     check(s2.snapshots === 0 && s2.chunks === 0, "a second sync copies nothing");
 
+    const nodes = await nodeStory({
+      work,
+      serverUrl: `https://${token.tokenId}@127.0.0.1:${server.port}/cluster`,
+      serverFingerprint: server.fingerprint,
+      serverSecret: token.secret,
+      say,
+      title,
+      check,
+      onStop: (stop) => stops.unshift(stop),
+    });
+
     say("\ndemo finished: every step worked");
     if (opts.keep) {
-      say(`--keep: the server stays on https://127.0.0.1:${server.port}/main (fingerprint ${server.fingerprint}) until Ctrl-C`);
+      say(`--keep: everything stays up until Ctrl-C`);
+      say(`   server https://admin@127.0.0.1:${server.port}/main and /cluster, fingerprint ${server.fingerprint}, admin password ${adminPassword}`);
+      for (const n of nodes) say(`   ${n.name} https://admin@127.0.0.1:${n.port}, fingerprint ${n.fingerprint}, admin password ${n.adminPassword} (gorde guest list --node …)`);
       await new Promise<void>((resolve) => opts.signal.addEventListener("abort", () => resolve(), { once: true }));
     }
     return 0;

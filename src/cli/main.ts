@@ -62,11 +62,22 @@ Server (the password of <user> in GORDE_PASSWORD; the server's certificate pinne
   token list|add|remove <server> <user> [<name>]         (the secret is shown once)
   acl list|set|remove <server> [<path> <user or token> <role>]
         roles: Admin DatastoreAdmin DatastorePowerUser DatastoreBackup DatastoreReader
-               DatastoreAudit NoAccess; paths: / /datastore/<store>[/<ns>]
+               DatastoreAudit NoAccess, on nodes PVEAuditor PVEVMUser;
+               paths: / /datastore/<store>[/<ns>] /vms /vms/<id>
   task list|log|abort <server> [<task id>] [--running]   GC, verify and sync runs
   sync <repo> <source repo> --source-fingerprint <fp> [--group <g>]... [--last N]
                                                pull snapshots from another server
                                                (source password in GORDE_SOURCE_PASSWORD)
+
+Nodes and guests (the node's URL https://<user>@<host>[:8006] in --node or GORDE_NODE,
+its password in GORDE_PASSWORD, its certificate pinned like a server's):
+  node --config <file> [--listen <host:port>]  the node agent (first start: user admin,
+                                               password GORDE_ADMIN_PASSWORD)
+  guest list | status|config|log|start|stop|remove <id>
+  guest create <id> --demo vm|ct --port <p> [--name <n>] [--memory <MiB>] [--disk-size <MiB>]
+  guest create <id> --config <file>            a guest from its configuration (JSON)
+  guest backup <id> [--mode snapshot|suspend|stop]   to the node's backup server
+  guest restore <snapshot> [--id <new id>] [--port <p>] [--start] [--force]
 
 Encryption keys (passphrase in GORDE_KEY_PASSPHRASE):
   key create|info|passwd|paper <file>          passwd takes the new one from GORDE_NEW_KEY_PASSPHRASE

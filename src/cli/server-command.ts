@@ -12,9 +12,9 @@ const ConfigSchema = z.strictObject({
 });
 
 /** `host:port`, `[v6]:port`, `:port` or `host`. */
-export function parseListen(s: string): { host: string; port: number } {
+export function parseListen(s: string, defaultPort = DEFAULT_PORT): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:[\]]*))(?::(\d{1,5}))?$/.exec(s);
-  const port = m?.[3] === undefined ? DEFAULT_PORT : Number(m[3]);
+  const port = m?.[3] === undefined ? defaultPort : Number(m[3]);
   if (!m || port > 65535) throw new GordeError("usage", `--listen takes <host>:<port>, not "${s}".`);
   return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
 }

@@ -10,7 +10,7 @@ import type { ChunkKey } from "../format/crypt.ts";
 import { encodeDynamicIndex } from "../format/dynamic-index.ts";
 import { type FixedIndex, encodeFixedIndex, isValidFixedChunkSize } from "../format/fixed-index.ts";
 import { FORMAT_VERSION } from "../format/magic.ts";
-import { type ArchiveEntry, type Manifest, sha256Hex } from "../format/manifest.ts";
+import { type ArchiveEntry, MAX_LOG_LINES, type Manifest, sha256Hex } from "../format/manifest.ts";
 import { type Group, type SnapshotRef, formatSnapshot, parseArchiveName } from "../format/names.ts";
 import { ChunkWriter, type ChunkTarget, type WriteStats } from "./chunk-writer.ts";
 import { type BlockReader, DEFAULT_IMAGE_CHUNK_SIZE, backupImage } from "./image-archive.ts";
@@ -36,6 +36,8 @@ export interface BackupOptions extends TreeOptions {
   compressionLevel?: number;
   notes?: string;
   config?: Record<string, unknown>;
+  /** the backup's log, stored in the manifest; lines added until it is finished count */
+  log?: string[];
   /** encrypts every chunk on this side; the manifest records the key's fingerprint */
   key?: { master: Uint8Array; chunkKey: ChunkKey };
   /** chunks processed (and, to a server, uploaded) at once; default 12 */
@@ -48,8 +50,11 @@ export interface BackupResult {
   snapshot: string;
   time: number;
   base: string | null;
-  /** readChunks: image chunks read (the rest were holes or unchanged since the base) */
-  archives: { name: string; kind: "img" | "tree"; size: number; readChunks?: number }[];
+  /**
+   * readChunks: image chunks read (the rest were holes or unchanged since the base);
+   * dirtyChunks: chunks a record of changes since the base marked (null: none was used)
+   */
+  archives: { name: string; kind: "img" | "tree"; size: number; readChunks?: number; dirtyChunks?: number | null }[];
   stats: WriteStats;
   durationMs: number;
 }
@@ -134,18 +139,18 @@ export async function runBackup(
     const writer = new ChunkWriter(session.target, pool, { key: opts.key?.chunkKey, level, maxInflight: inflight });
     const reader = new ChunkReader(session.baseLoader(pool));
     const archives: ArchiveEntry[] = [];
-    const readCounts = new Map<string, number>();
+    const readCounts = new Map<string, { readChunks: number; dirtyChunks: number | null }>();
     for (const s of opts.sources) {
       const { kind } = parseArchiveName(s.archive);
       const progress: ProgressFn | undefined = opts.progress && ((e) => opts.progress!({ ...e, item: s.archive }));
       const prev = base ? await session.baseIndexes(s.archive).catch(() => undefined) : undefined;
       if (kind === "img") {
         const prevSource = base?.manifest.archives.find((a) => a.name === s.archive)?.source;
-        const { index, source, readChunks } = await backupImage(s.source, {
+        const { index, source, readChunks, dirtyChunks } = await backupImage(s.source, {
           allStored: (idx) => session.allStored(idx),
           writer,
           chunkSize,
-          prev: prev?.kind === "img" ? { index: prev.index, source: prevSource } : undefined,
+          prev: prev?.kind === "img" ? { index: prev.index, source: prevSource, snapshot: base?.name } : undefined,
           signal: opts.signal,
           progress,
         });
@@ -153,7 +158,7 @@ export async function runBackup(
         const bytes = encodeFixedIndex(index);
         await session.writeIndex(file, bytes);
         archives.push({ name: s.archive, kind, size: index.size, indexes: [{ file, csum: sha256Hex(bytes), size: bytes.length }], source });
-        readCounts.set(s.archive, readChunks);
+        readCounts.set(s.archive, { readChunks, dirtyChunks });
       } else {
         if (typeof s.source !== "string") throw new GordeError("usage", `archive ${s.archive} is a file archive; its source must be a directory.`);
         const tree = await backupTree(s.source, {
@@ -188,6 +193,7 @@ export async function runBackup(
       cryptMode: opts.key ? "encrypt" : "none",
       keyFingerprint,
       config: opts.config,
+      ...(opts.log ? { log: opts.log.slice(-MAX_LOG_LINES).map((l) => l.slice(0, 1024)) } : {}),
       stats: {
         newBytes: writer.stats.newBytes,
         reusedBytes: writer.stats.reusedBytes,
@@ -202,7 +208,7 @@ export async function runBackup(
       snapshot: formatSnapshot(session.ref),
       time: session.ref.time,
       base: base?.name ?? null,
-      archives: archives.map((a) => ({ name: a.name, kind: a.kind, size: a.size, readChunks: readCounts.get(a.name) })),
+      archives: archives.map((a) => ({ name: a.name, kind: a.kind, size: a.size, ...readCounts.get(a.name) })),
       stats: writer.stats,
       durationMs: Date.now() - started,
     };

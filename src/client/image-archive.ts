@@ -21,8 +21,8 @@ export interface ImageBackupOptions {
   allStored(index: FixedIndex): Promise<boolean>;
   writer: ChunkWriter;
   chunkSize: number;
-  /** the same archive in the base snapshot, with the stat of its source then */
-  prev?: { index: FixedIndex; source?: SourceStat };
+  /** the same archive in the base snapshot (named), with the stat of its source then */
+  prev?: { index: FixedIndex; source?: SourceStat; snapshot?: string };
   signal?: AbortSignal;
   progress?: ProgressFn;
 }
@@ -45,17 +45,18 @@ export interface BlockReader {
   /** sorted [start, end) ranges that may hold data; the rest reads as zeros */
   dataExtents(): Promise<[number, number][]>;
   /**
-   * Sorted [start, end) ranges changed since the base snapshot (a dirty bitmap); chunks
-   * outside them keep the base's digests without being read. Undefined: read everything.
+   * Sorted [start, end) ranges changed since the base snapshot `base` (a dirty bitmap);
+   * chunks outside them keep the base's digests without being read. Undefined (no record
+   * of changes since exactly that snapshot): read everything.
    */
-  changedExtents?(): Promise<[number, number][] | undefined>;
+  changedExtents?(base: string): Promise<[number, number][] | undefined>;
   read(buf: Buffer, pos: number): Promise<void>;
 }
 
 export async function backupImage(
   source: string | BlockReader,
   opts: ImageBackupOptions,
-): Promise<{ index: FixedIndex; source?: SourceStat; readChunks: number }> {
+): Promise<{ index: FixedIndex; source?: SourceStat; readChunks: number; dirtyChunks: number | null }> {
   if (typeof source !== "string") return backupBlocks(source, opts);
   const fh = await openSource(source);
   try {
@@ -69,7 +70,7 @@ export async function backupImage(
     if (stat && prev?.source && prev.index.chunkSize === chunkSize && sameStat(prev.source, stat) && (await opts.allStored(prev.index))) {
       writer.reuse(size);
       opts.progress?.({ done: size, total: size, stats: writer.stats });
-      return { index: { ...prev.index, ctime: Math.floor(Date.now() / 1000) }, source: stat, readChunks: 0 };
+      return { index: { ...prev.index, ctime: Math.floor(Date.now() / 1000) }, source: stat, readChunks: 0, dirtyChunks: null };
     }
     const r = await backupBlocks(
       {
@@ -87,7 +88,7 @@ export async function backupImage(
 }
 
 /** The chunk loop: holes become zero chunks, unchanged chunks keep the base's digests, the rest is read. */
-async function backupBlocks(reader: BlockReader, opts: ImageBackupOptions): Promise<{ index: FixedIndex; readChunks: number }> {
+async function backupBlocks(reader: BlockReader, opts: ImageBackupOptions): Promise<{ index: FixedIndex; readChunks: number; dirtyChunks: number | null }> {
   const { chunkSize, writer } = opts;
   const size = reader.size;
   const count = fixedChunkCount(size, chunkSize);
@@ -95,8 +96,8 @@ async function backupBlocks(reader: BlockReader, opts: ImageBackupOptions): Prom
   const prev = opts.prev?.index;
   // Only a base of the same geometry whose chunks are all still stored can lend digests.
   const changed =
-    prev && prev.chunkSize === chunkSize && prev.size === size && reader.changedExtents && (await opts.allStored(prev))
-      ? await reader.changedExtents()
+    prev && opts.prev?.snapshot && prev.chunkSize === chunkSize && prev.size === size && reader.changedExtents && (await opts.allStored(prev))
+      ? await reader.changedExtents(opts.prev.snapshot)
       : undefined;
   const dirty = changed ? new HoleMap(changed) : undefined;
   // Several reads in flight: one at a time leaves a cold disk idle between requests.
@@ -142,7 +143,7 @@ async function backupBlocks(reader: BlockReader, opts: ImageBackupOptions): Prom
     opts.progress?.({ done: Math.min((i + 1) * chunkSize, size), total: size, stats: writer.stats });
   }
   await writer.drain();
-  return { index: { ctime: Math.floor(Date.now() / 1000), size, chunkSize, digests }, readChunks: wanted.length };
+  return { index: { ctime: Math.floor(Date.now() / 1000), size, chunkSize, digests }, readChunks: wanted.length, dirtyChunks: dirty ? count - kept.size : null };
 }
 
 /** Sorted data extents of a file; a range outside all of them is a hole. */

@@ -5,6 +5,9 @@ import { z } from "zod";
 import { GordeError, corrupt } from "../errors.ts";
 import { FORMAT_VERSION } from "./magic.ts";
 
+/** lines of a backup's log kept in its manifest */
+export const MAX_LOG_LINES = 1000;
+
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
 const fileName = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}$/);
 
@@ -48,6 +51,8 @@ export const ManifestSchema = z.strictObject({
   keyFingerprint: z.string().nullable(),
   /** guest configuration, so a restore recreates the guest (set by nodes) */
   config: z.record(z.string(), z.unknown()).optional(),
+  /** the backup's log (set by nodes: mode, freeze, dirty chunks) */
+  log: z.array(z.string().max(1024)).max(MAX_LOG_LINES).optional(),
   stats: z
     .strictObject({
       newBytes: z.number().nonnegative(),

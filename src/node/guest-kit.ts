@@ -207,3 +207,29 @@ export async function buildVmDisk(file: string, size: number, name: string): Pro
     await fsp.rm(tree, { recursive: true, force: true });
   }
 }
+
+/** The container's /init: LXC has mounted /proc, /sys and /dev and set the host name. */
+const CT_INIT = `#!/bin/busybox sh
+/bin/busybox --install -s /bin
+ip link set lo up
+echo "gorde-guest: up"
+exec /service/run
+`;
+
+/**
+ * A container's root file system in `dir`: Debian's static busybox, the service files and
+ * an /init that starts the service. The service's data is in `dir`/data.
+ */
+export async function buildCtRootfs(dir: string, name: string): Promise<void> {
+  const busybox = busyboxPath();
+  const { stdout } = await run("file", ["-L", busybox]).catch(() => ({ stdout: "statically linked" }));
+  // The root file system has no C library.
+  if (!/statically linked|static-pie/.test(stdout)) throw new GordeError("unsupported", `${busybox} is not statically linked; install busybox-static.`);
+  await fsp.mkdir(dir, { recursive: true });
+  if ((await fsp.readdir(dir)).length > 0) throw new GordeError("exists", `container root file system ${dir} exists already and is not empty.`);
+  for (const d of ["bin", "dev", "proc", "sys"]) await fsp.mkdir(path.join(dir, d));
+  await fsp.copyFile(busybox, path.join(dir, "bin/busybox"));
+  await fsp.chmod(path.join(dir, "bin/busybox"), 0o755);
+  await writeServiceFiles(dir, name);
+  await fsp.writeFile(path.join(dir, "init"), CT_INIT, { mode: 0o755 });
+}

@@ -16,7 +16,16 @@ function ranges(extents: Extent[], keep: (flags: number) => boolean): [number, n
   return out;
 }
 
-export async function openNbdSource(opts: { socket: string; exportName: string; dirtyBitmap?: string }): Promise<BlockReader & { close(): Promise<void> }> {
+/**
+ * `dirtyBitmap`: the exported bitmap of changes since snapshot `changedSince`; a backup whose
+ * base is another snapshot reads the whole disk.
+ */
+export async function openNbdSource(opts: {
+  socket: string;
+  exportName: string;
+  dirtyBitmap?: string;
+  changedSince?: string;
+}): Promise<BlockReader & { close(): Promise<void> }> {
   const dirtyCtx = opts.dirtyBitmap ? `qemu:dirty-bitmap:${opts.dirtyBitmap}` : undefined;
   const nbd = await NbdClient.connect({ socket: opts.socket, exportName: opts.exportName, metaContexts: ["base:allocation", ...(dirtyCtx ? [dirtyCtx] : [])] });
   return {
@@ -24,7 +33,9 @@ export async function openNbdSource(opts: { socket: string; exportName: string; 
     size: nbd.size,
     // Bit 1 (zero): reads as zeros, so no need to read it.
     dataExtents: async () => ranges(await nbd.blockStatus("base:allocation", 0, nbd.size), (f) => (f & 2) === 0),
-    changedExtents: dirtyCtx ? async () => ranges(await nbd.blockStatus(dirtyCtx, 0, nbd.size), (f) => (f & 1) === 1) : undefined,
+    changedExtents: dirtyCtx
+      ? async (base) => (base === opts.changedSince ? ranges(await nbd.blockStatus(dirtyCtx, 0, nbd.size), (f) => (f & 1) === 1) : undefined)
+      : undefined,
     read: async (buf, pos) => void (await nbd.read(pos, buf.length, buf)),
     close: () => nbd.close(),
   };

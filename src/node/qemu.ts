@@ -146,7 +146,8 @@ export interface VmProcess {
   stop(graceMs?: number): Promise<void>;
 }
 
-function portFree(port: number): Promise<boolean> {
+/** Whether 127.0.0.1:port can be listened on. */
+export function portFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.createServer();
     s.once("error", () => resolve(false));

@@ -3,6 +3,7 @@
 // by the route's schemas, and every error answered as one status and one sentence. The
 // backup server and the node agent are both served by it.
 import http2 from "node:http2";
+import type net from "node:net";
 import { z } from "zod";
 import type { Route } from "../api/routes.ts";
 import { GordeError } from "../errors.ts";
@@ -143,6 +144,12 @@ export async function listenHttps(opts: {
     maxSessionMemory: 256,
   });
   const connections = new Set<http2.ServerHttp2Session>();
+  // Sockets too: one that never became a session (a handshake left half-way) keeps close() waiting.
+  const sockets = new Set<net.Socket>();
+  server.on("connection", (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+  });
   server.on("session", (session) => {
     connections.add(session);
     session.setLocalWindowSize(64 * 1024 * 1024);
@@ -172,6 +179,7 @@ export async function listenHttps(opts: {
     closed: () => (closing ??= new Promise<void>((resolve) => server.close(() => resolve()))),
     destroyConnections: () => {
       for (const c of connections) c.destroy();
+      for (const s of sockets) s.destroy();
     },
   };
 }

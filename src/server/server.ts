@@ -177,6 +177,8 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       for (const g of groups) {
         const { owner, acc } = await groupAcc(authId, e, ns, g);
         if (!acc.list) {
+          // A group that does not exist yet has no snapshots to hide (a node asks before its first backup).
+          if (query.group && owner === null && (await e.store.listSnapshots(ns, g)).length === 0) continue;
           if (query.group) deny(authId, `list the snapshots of ${formatGroup(g)}`);
           continue;
         }

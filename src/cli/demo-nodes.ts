@@ -1,0 +1,169 @@
+// The nodes' part of `gorde demo`: two `gorde node` processes, the demo VM (QEMU) and the
+// demo container (LXC) on the first, data written through their services, a full and a
+// live incremental backup while they run, and the first snapshot restored as new guests
+// on the second node whose services answer with that snapshot's data.
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { GuestBackupResult, GuestStatus } from "../api/node-routes.ts";
+import { NodeClient } from "../client/node-client.ts";
+import { lxcAvailable } from "../node/lxc.ts";
+import { formatBytes } from "./progress-bar.ts";
+
+export interface NodeStoryContext {
+  work: string;
+  serverUrl: string;
+  serverFingerprint: string;
+  serverSecret: string;
+  say(s: string): void;
+  title(s: string): void;
+  check(ok: boolean, what: string): void;
+  /** registers a cleanup, run last-registered first */
+  onStop(stop: () => Promise<void>): void;
+}
+
+export interface RunningNode {
+  name: string;
+  port: number;
+  fingerprint: string;
+  adminPassword: string;
+  client: NodeClient;
+}
+
+const MAIN = new URL("./main.ts", import.meta.url).pathname;
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts `gorde node` as its own process; resolves once it printed its fingerprint. */
+async function startNodeProcess(ctx: NodeStoryContext, name: string): Promise<RunningNode> {
+  const dataDir = path.join(ctx.work, name);
+  fs.mkdirSync(dataDir, { recursive: true });
+  const secretFile = path.join(dataDir, "server-secret");
+  fs.writeFileSync(secretFile, ctx.serverSecret, { mode: 0o600 });
+  const port = await freePort();
+  const config = path.join(dataDir, "node.json");
+  fs.writeFileSync(config, JSON.stringify({ name, dataDir, listen: `127.0.0.1:${port}`, server: { url: ctx.serverUrl, fingerprint: ctx.serverFingerprint, secretFile } }, null, 2));
+  const adminPassword = randomBytes(12).toString("base64url");
+  const child: ChildProcess = spawn(process.execPath, [MAIN, "node", "--config", config], { env: { ...process.env, GORDE_ADMIN_PASSWORD: adminPassword }, stdio: ["ignore", "pipe", "pipe"] });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  ctx.onStop(async () => {
+    child.kill("SIGTERM");
+    const t = setTimeout(() => child.kill("SIGKILL"), 30_000);
+    await exited;
+    clearTimeout(t);
+  });
+  let err = "";
+  child.stderr!.on("data", (b: Buffer) => (err += b.toString()));
+  const fingerprint = await new Promise<string>((resolve, reject) => {
+    let out = "";
+    child.stdout!.on("data", (b: Buffer) => {
+      out += b.toString();
+      const m = /^fingerprint: (\S+)$/m.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    void exited.then(() => reject(new Error(`node ${name} exited: ${err.trim().split("\n").at(-1)}`)));
+  });
+  const client = await NodeClient.connect(`https://admin@127.0.0.1:${port}`, { secret: adminPassword, fingerprint });
+  ctx.onStop(() => Promise.resolve(client.close()));
+  return { name, port, fingerprint, adminPassword, client };
+}
+
+/** A demo guest's service, asked until it answers (the VM boots in seconds under TCG). */
+async function service(port: number, p: string, init?: RequestInit, ms = 90_000): Promise<string> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}${p}`, { ...init, signal: AbortSignal.timeout(5000) });
+      if (r.ok) return await r.text();
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > deadline) throw new Error(`demo step failed: no answer from 127.0.0.1:${port}${p}`);
+    await sleep(200);
+  }
+}
+
+export async function nodeStory(ctx: NodeStoryContext): Promise<RunningNode[]> {
+  const { say, title, check } = ctx;
+  const lxc = lxcAvailable();
+  title("Two nodes: `gorde node` processes, each with its own HTTPS API, certificate and users");
+  const node1 = await startNodeProcess(ctx, "node1");
+  const node2 = await startNodeProcess(ctx, "node2");
+  for (const n of [node1, node2]) say(`   ${n.name} on https://127.0.0.1:${n.port}, fingerprint ${n.fingerprint.slice(0, 23)}…`);
+  say("   both back up to the server with one identity (the cluster's token, role DatastorePowerUser)");
+
+  title("The demo VM (QEMU) and container (LXC) on node1, built from Debian packages");
+  const guests: { id: number; kind: "vm" | "ct"; port: number }[] = [{ id: 100, kind: "vm", port: await freePort() }];
+  if (lxc.ok) guests.push({ id: 101, kind: "ct", port: await freePort() });
+  else say(`   SKIPPED the container: ${lxc.why}`);
+  for (const g of guests) {
+    const started = Date.now();
+    await node1.client.call("createGuest", { json: { demo: { kind: g.kind, id: g.id, httpPort: g.port, diskMiB: 1024 } } });
+    const st = await node1.client.call<GuestStatus>("startGuest", { params: { id: g.id } });
+    await service(g.port, "/index.html");
+    say(`   ${g.kind} ${g.id}: service on 127.0.0.1:${g.port} answers after ${((Date.now() - started) / 1000).toFixed(1)} s${st.accel ? ` (${st.accel})` : ""}`);
+  }
+
+  title("Data written through the guests' services");
+  for (const g of guests) {
+    await service(g.port, "/cgi-bin/note", { method: "POST", body: `written on ${g.kind} ${g.id} before the first backup` });
+    await service(g.port, "/cgi-bin/fill?8");
+    say(`   ${g.kind} ${g.id}: note written, counter at ${(await service(g.port, "/cgi-bin/counter")).trim()}, 8 MiB of files`);
+  }
+
+  const backupAll = async (): Promise<Map<number, GuestBackupResult>> => {
+    const out = new Map<number, GuestBackupResult>();
+    for (const g of guests) {
+      const r = await node1.client.call<GuestBackupResult>("backupGuest", { params: { id: g.id }, json: {} });
+      const a = r.archives[0]!;
+      const read = a.readChunks !== undefined ? `, ${a.readChunks} chunks read${a.dirtyChunks != null ? ` (${a.dirtyChunks} dirty since the last backup)` : ""}` : "";
+      say(`   ${r.snapshot}: ${(r.durationMs / 1000).toFixed(2)} s${read}, ${formatBytes(r.newBytes)} new, ${formatBytes(r.reusedBytes)} reused`);
+      const st = await node1.client.call<GuestStatus>("guestStatus", { params: { id: g.id } });
+      check(st.state === "running", `${g.kind} ${g.id} runs on after its backup`);
+      out.set(g.id, r);
+    }
+    return out;
+  };
+  title("First backup, live: the VM from a point-in-time view of its disk, the container frozen for the read");
+  const first = await backupAll();
+
+  title("The guests change: a new note and 1% of the VM's disk written as a new file");
+  for (const g of guests) {
+    await service(g.port, "/cgi-bin/note", { method: "POST", body: `written on ${g.kind} ${g.id} after the first backup` });
+    await service(g.port, "/cgi-bin/fill?10");
+  }
+
+  title("Second backup, live and incremental: only the chunks the dirty bitmap marks are read");
+  const second = await backupAll();
+  const vmIncr = second.get(100)!.archives[0]!;
+  const chunks = vmIncr.size / (256 * 1024);
+  say(`   (the VM's disk has ${chunks} chunks; the guest changed about ${vmIncr.dirtyChunks} of them)`);
+  check(vmIncr.dirtyChunks != null && vmIncr.readChunks! <= vmIncr.dirtyChunks && vmIncr.dirtyChunks < chunks / 20, "the incremental reads only dirty chunks");
+
+  for (const g of guests) await service(g.port, "/cgi-bin/note", { method: "POST", body: `written on ${g.kind} ${g.id} after both backups` });
+
+  title("node2 restores the first snapshots as guests and starts them");
+  for (const g of guests) {
+    const snap = first.get(g.id)!.snapshot;
+    const started = Date.now();
+    const st = await node2.client.call<GuestStatus>("restoreGuest", { json: { snapshot: snap, start: true } });
+    const note = await service(st.httpPort, "/cgi-bin/note");
+    const original = await service(g.port, "/cgi-bin/note");
+    say(`   ${snap} → ${st.kind} ${st.id} on node2, service on 127.0.0.1:${st.httpPort} after ${((Date.now() - started) / 1000).toFixed(1)} s: "${note.trim()}"`);
+    check(note === `written on ${g.kind} ${g.id} before the first backup`, `the restored ${g.kind} answers with the data of its snapshot`);
+    check(original === `written on ${g.kind} ${g.id} after both backups`, `the original ${g.kind} still answers with its newest data`);
+  }
+  return [node1, node2];
+}

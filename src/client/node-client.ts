@@ -1,0 +1,53 @@
+// A connection to a node agent's API (`gorde guest …`): the same pinned TLS, credentials
+// and retries as a backup server's, with the node's route table.
+import { ServerConnection, parseServerUrl } from "../api/connection.ts";
+import { NODE_ROUTES, type NodeRouteName } from "../api/node-routes.ts";
+import { routePath } from "../api/routes.ts";
+import { GordeError } from "../errors.ts";
+import { trustedFingerprint, trustedFingerprintsFile } from "./remote.ts";
+
+export const DEFAULT_NODE_URL_PORT = 8006;
+
+export class NodeClient {
+  readonly conn: ServerConnection;
+  readonly url: string;
+
+  private constructor(conn: ServerConnection, url: string) {
+    this.conn = conn;
+    this.url = url;
+  }
+
+  /** `url`: https://<user>[!<token>]@<host>[:8006] */
+  static async connect(url: string, opts: { secret?: string; fingerprint?: string; signal?: AbortSignal }): Promise<NodeClient> {
+    const addr = parseServerUrl(url, DEFAULT_NODE_URL_PORT);
+    if (addr.store !== "") throw new GordeError("usage", `"${url}" has a path; a node's URL is https://<user>@<host>[:<port>].`);
+    if (!addr.authId) throw new GordeError("usage", `${url} names no user: use https://<user>@<host>[:<port>] (or <user>!<token>@).`);
+    if (!opts.secret) throw new GordeError("usage", "set GORDE_PASSWORD to the password or token secret of the node's user.");
+    const fingerprint = opts.fingerprint || trustedFingerprint(addr.host, addr.port);
+    if (!fingerprint) {
+      throw new GordeError(
+        "usage",
+        `the node's certificate is not pinned: give its fingerprint with --fingerprint or GORDE_FINGERPRINT, or add "${addr.host}:${addr.port} <fingerprint>" to ${trustedFingerprintsFile()} (gorde node prints it when it starts).`,
+      );
+    }
+    const conn = await ServerConnection.connect({ host: addr.host, port: addr.port, authId: addr.authId, secret: opts.secret, fingerprint, signal: opts.signal });
+    return new NodeClient(conn, url);
+  }
+
+  /** A JSON call; requests that change something are sent once (a backup must not run twice). */
+  call<T>(name: NodeRouteName, opts: { params?: Record<string, string | number>; json?: unknown } = {}): Promise<T> {
+    const r = NODE_ROUTES[name];
+    const params = Object.fromEntries(Object.entries(opts.params ?? {}).map(([k, v]) => [k, String(v)]));
+    return this.conn.json<T>(r.method, routePath(r, params), { json: opts.json, once: r.method !== "GET" });
+  }
+
+  async text(name: NodeRouteName, params: Record<string, string | number>): Promise<string> {
+    const r = NODE_ROUTES[name];
+    const p = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, String(v)]));
+    return (await this.conn.binary(r.method, routePath(r, p))).toString("utf8");
+  }
+
+  close(): void {
+    this.conn.close();
+  }
+}

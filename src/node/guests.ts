@@ -1,0 +1,393 @@
+// A node's guests: their configurations (one JSON file each, as PVE's /etc/pve/qemu-server),
+// their disks or root file systems, the QEMU and LXC processes that run them, and their
+// backups to and restores from the backup server. One operation at a time per guest.
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import path from "node:path";
+import { type GuestConfig, parseGuestConfig } from "../api/guest-config.ts";
+import type { BackupMode, CreateGuest, GuestBackupResult, GuestStatus, RestoreGuest } from "../api/node-routes.ts";
+import { restoreArchive } from "../client/restore.ts";
+import type { RemoteRepository } from "../client/remote.ts";
+import { writeFileAtomic } from "../datastore/datastore.ts";
+import { GordeError } from "../errors.ts";
+import { parseSnapshotRef } from "../format/names.ts";
+import { type BitmapRecord, backupRunningCt, backupRunningVm, backupStoppedGuest, summary } from "./guest-backup.ts";
+import { type GuestKit, buildCtRootfs, buildVmDisk, ensureGuestKit } from "./guest-kit.ts";
+import { type CtProcess, startCt } from "./lxc.ts";
+import { type VmProcess, portFree, startVm } from "./qemu.ts";
+
+type Runtime = { kind: "vm"; vm: VmProcess; startedAt: number; bitmaps: { record?: BitmapRecord } } | { kind: "ct"; ct: CtProcess; startedAt: number };
+
+interface LastBackup {
+  snapshot: string;
+  time: number;
+  ok: boolean;
+  error?: string;
+}
+
+export interface GuestManagerOptions {
+  dataDir: string;
+  nodeName: string;
+  /** a connection to the backup server, opened per operation */
+  repository: () => Promise<RemoteRepository>;
+  log: (line: string) => void;
+}
+
+export class GuestManager {
+  private readonly configs = new Map<number, GuestConfig>();
+  private readonly running = new Map<number, Runtime>();
+  private readonly busy = new Map<number, string>();
+  private readonly last = new Map<number, LastBackup>();
+  private kit: Promise<GuestKit> | undefined;
+  private readonly opts: GuestManagerOptions;
+
+  private constructor(opts: GuestManagerOptions) {
+    this.opts = opts;
+  }
+
+  static async open(opts: GuestManagerOptions): Promise<GuestManager> {
+    const m = new GuestManager(opts);
+    for (const d of ["guests", "images", "rootfs", "run"]) await fsp.mkdir(path.join(opts.dataDir, d), { recursive: true, mode: 0o700 });
+    for (const f of await fsp.readdir(m.dir("guests"))) {
+      const id = /^(\d+)\.json$/.exec(f)?.[1];
+      if (id) {
+        const file = path.join(m.dir("guests"), f);
+        m.configs.set(Number(id), parseGuestConfig(JSON.parse(await fsp.readFile(file, "utf8")), `guest configuration ${file}`));
+      }
+      const lb = /^(\d+)\.last-backup$/.exec(f)?.[1];
+      if (lb) m.last.set(Number(lb), JSON.parse(await fsp.readFile(path.join(m.dir("guests"), f), "utf8")) as LastBackup);
+    }
+    return m;
+  }
+
+  private dir(...parts: string[]): string {
+    return path.join(this.opts.dataDir, ...parts);
+  }
+
+  private guestKit(): Promise<GuestKit> {
+    this.kit ??= ensureGuestKit();
+    return this.kit;
+  }
+
+  ids(): number[] {
+    return [...this.configs.keys()].sort((a, b) => a - b);
+  }
+
+  config(id: number): GuestConfig {
+    const c = this.configs.get(id);
+    if (!c) throw new GordeError("not-found", `no guest ${id} on node ${this.opts.nodeName}.`);
+    return c;
+  }
+
+  async status(id: number): Promise<GuestStatus> {
+    const c = this.config(id);
+    const rt = this.running.get(id);
+    let state: GuestStatus["state"] = "stopped";
+    let pid: number | undefined;
+    let accel: string | undefined;
+    if (rt?.kind === "vm") {
+      pid = rt.vm.child.pid;
+      accel = rt.vm.accelWhy;
+      const s = await rt.vm.qmp.execute<{ status: string }>("query-status").catch(() => ({ status: "running" }));
+      state = s.status === "paused" ? "paused" : "running";
+    } else if (rt?.kind === "ct") {
+      pid = rt.ct.pid;
+      state = (await rt.ct.state()) === "FROZEN" ? "frozen" : "running";
+    }
+    return {
+      id,
+      kind: c.kind,
+      name: c.name,
+      state,
+      httpPort: c.httpPort,
+      ...(pid !== undefined ? { pid } : {}),
+      ...(rt ? { uptimeSeconds: Math.round((Date.now() - rt.startedAt) / 1000) } : {}),
+      ...(accel ? { accel } : {}),
+      ...(this.last.has(id) ? { lastBackup: this.last.get(id)! } : {}),
+    };
+  }
+
+  /** Runs `fn` as the guest's one operation; a second one at the same time is refused. */
+  private async exclusive<T>(id: number, what: string, fn: () => Promise<T>): Promise<T> {
+    const other = this.busy.get(id);
+    if (other) throw new GordeError("locked", `guest ${id} is busy: ${other} is under way.`);
+    this.busy.set(id, what);
+    try {
+      return await fn();
+    } finally {
+      this.busy.delete(id);
+    }
+  }
+
+  private checkPortFree(config: GuestConfig): void {
+    for (const [id, c] of this.configs) {
+      if (id !== config.id && c.httpPort === config.httpPort) throw new GordeError("exists", `port ${config.httpPort} is already the service port of guest ${id}.`);
+    }
+  }
+
+  private async saveConfig(config: GuestConfig): Promise<void> {
+    await writeFileAtomic(this.dir("guests", `${config.id}.json`), Buffer.from(JSON.stringify(config, null, 2) + "\n"), { mode: 0o600 });
+    this.configs.set(config.id, config);
+  }
+
+  async create(req: CreateGuest): Promise<GuestConfig> {
+    const id = "config" in req ? req.config.id : req.demo.id;
+    if (this.configs.has(id)) throw new GordeError("exists", `guest id ${id} is in use on node ${this.opts.nodeName}.`);
+    return this.exclusive(id, "a create", async () => {
+      let config: GuestConfig;
+      if ("config" in req) {
+        config = req.config;
+        if (config.kind === "vm") for (const f of Object.values(config.disks)) if (!fs.existsSync(f)) throw new GordeError("not-found", `disk ${f} of VM ${id} does not exist.`);
+        if (config.kind === "ct" && !fs.existsSync(config.rootfs)) throw new GordeError("not-found", `root file system ${config.rootfs} of container ${id} does not exist.`);
+        this.checkPortFree(config);
+      } else {
+        const d = req.demo;
+        const name = d.name ?? `${d.kind}${d.id}`;
+        config =
+          d.kind === "vm"
+            ? { kind: "vm", id, name, memoryMiB: d.memoryMiB ?? 256, cpus: d.cpus ?? 1, disks: { disk0: this.dir("images", String(id), "disk0.raw") }, httpPort: d.httpPort }
+            : { kind: "ct", id, name, memoryMiB: d.memoryMiB ?? 64, cpus: d.cpus ?? 1, rootfs: this.dir("rootfs", String(id)), init: "/init", httpPort: d.httpPort };
+        this.checkPortFree(config);
+        if (config.kind === "vm") {
+          await fsp.mkdir(this.dir("images", String(id)), { recursive: true });
+          await buildVmDisk(config.disks.disk0!, (d.diskMiB ?? 1024) * 1024 * 1024, name);
+        } else {
+          await buildCtRootfs(config.rootfs, name);
+        }
+      }
+      await this.saveConfig(config);
+      this.opts.log(`created ${config.kind} ${id} (${config.name})`);
+      return config;
+    });
+  }
+
+  async setConfig(id: number, next: GuestConfig): Promise<GuestConfig> {
+    const cur = this.config(id);
+    if (next.id !== id || next.kind !== cur.kind) throw new GordeError("usage", `the configuration of guest ${id} must keep its id ${id} and kind ${cur.kind}.`);
+    if (this.running.has(id)) throw new GordeError("locked", `guest ${id} is running; stop it before changing its configuration.`);
+    this.checkPortFree(next);
+    return this.exclusive(id, "a configuration change", async () => {
+      await this.saveConfig(next);
+      return next;
+    });
+  }
+
+  async remove(id: number): Promise<void> {
+    const c = this.config(id);
+    if (this.running.has(id)) throw new GordeError("locked", `guest ${id} is running; stop it before removing it.`);
+    await this.exclusive(id, "a removal", async () => {
+      await fsp.rm(this.dir("guests", `${id}.json`), { force: true });
+      await fsp.rm(this.dir("guests", `${id}.last-backup`), { force: true });
+      this.configs.delete(id);
+      this.last.delete(id);
+      // Only what the node made for the guest goes; files it was given stay.
+      if (c.kind === "ct" && c.rootfs === this.dir("rootfs", String(id))) await fsp.rm(c.rootfs, { recursive: true, force: true });
+      await fsp.rm(this.dir("images", String(id)), { recursive: true, force: true });
+      await fsp.rm(this.dir("run", String(id)), { recursive: true, force: true });
+      this.opts.log(`removed guest ${id}`);
+    });
+  }
+
+  async start(id: number): Promise<GuestStatus> {
+    await this.exclusive(id, "a start", () => this.startNow(id));
+    return this.status(id);
+  }
+
+  private async startNow(id: number): Promise<void> {
+    const c = this.config(id);
+    if (this.running.has(id)) throw new GordeError("exists", `guest ${id} is running already.`);
+    const runDir = this.dir("run", String(id));
+    await fsp.mkdir(runDir, { recursive: true });
+    if (c.kind === "vm") {
+      const vm = await startVm({ id, memoryMiB: c.memoryMiB, cpus: c.cpus, disks: Object.values(c.disks), httpPort: c.httpPort }, await this.guestKit(), runDir);
+      const rt: Runtime = { kind: "vm", vm, startedAt: Date.now(), bitmaps: {} };
+      this.running.set(id, rt);
+      vm.child.once("exit", (code, signal) => {
+        if (this.running.get(id) !== rt) return;
+        this.running.delete(id);
+        this.opts.log(`VM ${id}: QEMU exited (${signal ?? `code ${code}`})`);
+      });
+      this.opts.log(`started VM ${id}: ${vm.accelWhy}`);
+    } else {
+      const ct = await startCt({ id, name: c.name, rootfs: c.rootfs, init: c.init, memoryMiB: c.memoryMiB, cpus: c.cpus, httpPort: c.httpPort }, runDir);
+      const rt: Runtime = { kind: "ct", ct, startedAt: Date.now() };
+      this.running.set(id, rt);
+      void ct.exited.then(() => {
+        if (this.running.get(id) !== rt) return;
+        this.running.delete(id);
+        this.opts.log(`container ${id} stopped`);
+      });
+      this.opts.log(`started container ${id}`);
+    }
+  }
+
+  async stop(id: number): Promise<GuestStatus> {
+    this.config(id);
+    await this.exclusive(id, "a stop", () => this.stopNow(id));
+    return this.status(id);
+  }
+
+  private async stopNow(id: number): Promise<void> {
+    const rt = this.running.get(id);
+    if (!rt) return;
+    this.running.delete(id);
+    if (rt.kind === "vm") await rt.vm.stop();
+    else await rt.ct.stop();
+    this.opts.log(`stopped guest ${id}`);
+  }
+
+  async consoleLog(id: number): Promise<string> {
+    this.config(id);
+    const read = (f: string): Promise<string> => fsp.readFile(f, "utf8").catch(() => "");
+    const rt = this.running.get(id);
+    const consoleFile = rt?.kind === "vm" ? rt.vm.consoleLog : rt?.kind === "ct" ? rt.ct.consoleLog : path.join(this.dir("run", String(id)), "console.log");
+    const consoleText = (await read(consoleFile)).slice(-64 * 1024);
+    const backupText = await read(this.dir("guests", `${id}.backup.log`));
+    return `--- console\n${consoleText}${backupText ? `--- last backup\n${backupText}` : ""}`;
+  }
+
+  async backup(id: number, mode: BackupMode = "snapshot", notes?: string, signal?: AbortSignal): Promise<GuestBackupResult> {
+    const config = this.config(id);
+    return this.exclusive(id, "a backup", async () => {
+      const log: string[] = [];
+      const say = (t: string): void => void log.push(`${new Date().toISOString()} ${t}`);
+      say(`backup of ${config.kind} ${id} (${config.name}) on node ${this.opts.nodeName}, mode ${mode}`);
+      const started = Date.now();
+      const runDir = this.dir("run", String(id));
+      await fsp.mkdir(runDir, { recursive: true });
+      let repo: RemoteRepository | undefined;
+      const rt = this.running.get(id);
+      let restart = false;
+      try {
+        repo = await this.opts.repository();
+        say(`datastore ${repo.url.replace(/\/\/[^@]*@/, "//")}`);
+        const opts = { repo, mode, config, runDir, notes, log, signal };
+        let result;
+        if (rt && mode === "stop") {
+          say("stopping the guest (stop mode)");
+          await this.stopNow(id);
+          restart = true;
+          result = await backupStoppedGuest(opts);
+        } else if (rt?.kind === "vm") {
+          result = await backupRunningVm(rt.vm, { ...opts, state: rt.bitmaps });
+        } else if (rt?.kind === "ct") {
+          result = await backupRunningCt(rt.ct, opts);
+        } else {
+          result = await backupStoppedGuest(opts);
+        }
+        for (const l of summary(result)) say(l);
+        await this.recordBackup(id, { snapshot: result.snapshot, time: result.time, ok: true }, log);
+        return {
+          snapshot: result.snapshot,
+          mode,
+          archives: result.archives.map((a) => ({ name: a.name, size: a.size, readChunks: a.readChunks, dirtyChunks: a.dirtyChunks })),
+          newBytes: result.stats.newBytes,
+          reusedBytes: result.stats.reusedBytes,
+          durationMs: Date.now() - started,
+          log,
+        };
+      } catch (err) {
+        const message = (err as Error).message;
+        const qemuGone = rt?.kind === "vm" && !this.running.has(id) && !restart;
+        const why = qemuGone ? `QEMU of VM ${id} exited during the backup; the backup failed: ${message}` : `backup of guest ${id} failed: ${message}`;
+        say(why);
+        await this.recordBackup(id, { snapshot: "", time: Math.floor(Date.now() / 1000), ok: false, error: why }, log);
+        throw new GordeError(err instanceof GordeError ? err.code : "io", why.endsWith(".") ? why : `${why}.`);
+      } finally {
+        repo?.close();
+        if (restart) {
+          await this.startNow(id).catch((e: Error) => say(`could not start guest ${id} again: ${e.message}`));
+          say(`guest ${id} started again`);
+        }
+      }
+    });
+  }
+
+  private async recordBackup(id: number, last: LastBackup, log: string[]): Promise<void> {
+    this.last.set(id, last);
+    await writeFileAtomic(this.dir("guests", `${id}.last-backup`), Buffer.from(JSON.stringify(last) + "\n"));
+    await writeFileAtomic(this.dir("guests", `${id}.backup.log`), Buffer.from(log.join("\n") + "\n"));
+  }
+
+  /** Recreates a guest from a snapshot: disks or rootfs restored beside, then put in place. */
+  async restore(req: RestoreGuest): Promise<GuestStatus> {
+    const ref = parseSnapshotRef(req.snapshot);
+    if (ref.type === "host") throw new GordeError("usage", `${req.snapshot} is a host backup, not a guest.`);
+    const repo = await this.opts.repository();
+    try {
+      const reader = await repo.openReader([], ref, req.snapshot);
+      try {
+        const raw = reader.manifest.config;
+        if (!raw) throw new GordeError("invalid", `snapshot ${reader.name} holds no guest configuration; restore its archives with gorde restore.`);
+        const orig = parseGuestConfig(raw, `the configuration in ${reader.name}`);
+        const id = req.id ?? orig.id;
+        const existing = this.configs.get(id);
+        if (existing && !req.force) {
+          const running = this.running.has(id) ? " and running" : "";
+          throw new GordeError("exists", `guest ${id} exists${running} on node ${this.opts.nodeName}; give another --id or --force to replace it.`);
+        }
+        return await this.exclusive(id, "a restore", async () => {
+          const port = req.httpPort ?? (await this.portFor(orig.httpPort, id));
+          const staging = this.dir("images", `.restore-${id}-${process.pid}`);
+          await fsp.rm(staging, { recursive: true, force: true });
+          await fsp.mkdir(staging, { recursive: true });
+          try {
+            let config: GuestConfig;
+            if (orig.kind === "vm") {
+              const disks: Record<string, string> = {};
+              for (const name of Object.keys(orig.disks)) {
+                await restoreArchive(reader, { snapshot: ref, archive: `${name}.img`, target: path.join(staging, `${name}.raw`) });
+                disks[name] = this.dir("images", String(id), `${name}.raw`);
+              }
+              config = { ...orig, id, name: id === orig.id ? orig.name : `${orig.name}-${id}`, disks, httpPort: port };
+            } else {
+              await restoreArchive(reader, { snapshot: ref, archive: "root.tree", target: path.join(staging, "rootfs") });
+              config = { ...orig, id, name: id === orig.id ? orig.name : `${orig.name}-${id}`, rootfs: this.dir("rootfs", String(id)), httpPort: port };
+            }
+            this.checkPortFree(config);
+            // Everything is restored: only now is an existing guest of that id replaced.
+            if (existing) {
+              await this.stopNow(id);
+              if (existing.kind === "ct" && existing.rootfs === this.dir("rootfs", String(id))) await fsp.rm(existing.rootfs, { recursive: true, force: true });
+              await fsp.rm(this.dir("images", String(id)), { recursive: true, force: true });
+            }
+            if (config.kind === "vm") await fsp.rename(staging, this.dir("images", String(id)));
+            else await fsp.rename(path.join(staging, "rootfs"), config.rootfs);
+            await this.saveConfig(config);
+            this.opts.log(`restored ${config.kind} ${id} from ${reader.name}`);
+            if (req.start) await this.startNow(id);
+          } finally {
+            await fsp.rm(staging, { recursive: true, force: true });
+          }
+          return this.status(id);
+        });
+      } finally {
+        await reader.close();
+      }
+    } finally {
+      repo.close();
+    }
+  }
+
+  /** The snapshot's port if it is free here, else a free one: a restored copy never collides with its original. */
+  private async portFor(wanted: number, id: number): Promise<number> {
+    const usedByOther = [...this.configs.values()].some((c) => c.id !== id && c.httpPort === wanted);
+    if (!usedByOther && (await portFree(wanted))) return wanted;
+    for (let p = wanted + 1; p < Math.min(65536, wanted + 1000); p++) {
+      if (![...this.configs.values()].some((c) => c.httpPort === p) && (await portFree(p))) return p;
+    }
+    throw new GordeError("exists", `no free service port near ${wanted} for the restored guest; give one with --port.`);
+  }
+
+  /** Starts the guests marked `onboot`; one that fails is logged, the others start. */
+  async startOnBoot(): Promise<void> {
+    for (const [id, c] of this.configs) {
+      if (c.onboot) await this.start(id).catch((e: Error) => this.opts.log(`guest ${id} did not start on boot: ${e.message}`));
+    }
+  }
+
+  /** Stops every guest (the node is shutting down). */
+  async close(): Promise<void> {
+    for (const id of [...this.running.keys()]) await this.stopNow(id).catch(() => undefined);
+  }
+}

@@ -1,0 +1,151 @@
+// `gorde node`: the node agent. Runs the node's guests and serves their API over HTTPS
+// (HTTP/2, a self-signed certificate whose fingerprint clients pin), with its own users,
+// tokens and ACLs as locked down as the backup server's.
+import fsp from "node:fs/promises";
+import path from "node:path";
+import type { GuestConfig } from "../api/guest-config.ts";
+import { type CreateGuest, NODE_ROUTES, type NodeRouteName, type RestoreGuest } from "../api/node-routes.ts";
+import { API_VERSION } from "../api/routes.ts";
+import { RemoteRepository } from "../client/remote.ts";
+import { GordeError } from "../errors.ts";
+import { accessHandlers, denied } from "../server/access-handlers.ts";
+import { type ApiHandler, apiDispatcher, listenHttps } from "../server/api-host.ts";
+import { AuthStore, type Privilege } from "../server/auth.ts";
+import { HttpError } from "../server/http.ts";
+import { ensureCertificate } from "../server/tls.ts";
+import { GuestManager } from "./guests.ts";
+import { DEFAULT_NODE_PORT, type NodeConfig, serverSecret } from "./node-config.ts";
+
+export interface NodeOptions {
+  config: NodeConfig;
+  host?: string;
+  port?: number;
+  /** password of user admin, needed on the first start (empty state directory) */
+  adminPassword?: string;
+  authFailureDelayMs?: number;
+  log?: (line: string) => void;
+}
+
+export interface GordeNode {
+  readonly name: string;
+  readonly port: number;
+  readonly fingerprint: string;
+  readonly guests: GuestManager;
+  /** stops the API and every guest */
+  close(): Promise<void>;
+}
+
+export async function startNode(opts: NodeOptions): Promise<GordeNode> {
+  const { config } = opts;
+  const log = opts.log ?? (() => undefined);
+  const stateDir = path.join(config.dataDir, "state");
+  await fsp.mkdir(stateDir, { recursive: true, mode: 0o700 });
+  const auth = await AuthStore.open(stateDir, { failureDelayMs: opts.authFailureDelayMs });
+  if (auth.isEmpty()) {
+    if (!opts.adminPassword) throw new GordeError("usage", "the node's data directory is new: set GORDE_ADMIN_PASSWORD to the password of its first user, admin.");
+    await auth.createFirstAdmin("admin", opts.adminPassword);
+    log("created user admin with the role Admin on /");
+  }
+  // Checked now: a node that cannot reach its backup server's identity says so at start.
+  const secret = serverSecret(config);
+  const guests = await GuestManager.open({
+    dataDir: config.dataDir,
+    nodeName: config.name,
+    repository: () => RemoteRepository.connect(config.server.url, { secret, fingerprint: config.server.fingerprint }),
+    log,
+  });
+  const cert = await ensureCertificate(stateDir);
+
+  const need = (authId: string, id: number, priv: Privilege, what: string): void => {
+    if (!auth.can(authId, `/vms/${id}`, priv)) {
+      // A guest the caller may not even see answers as a missing one.
+      if (!auth.can(authId, `/vms/${id}`, "VM.Audit")) throw new HttpError(404, `no guest ${id} on node ${config.name}.`);
+      throw denied(authId, what);
+    }
+  };
+  const visible = (authId: string, id: number): boolean => auth.can(authId, `/vms/${id}`, "VM.Audit");
+  const idOf = (params: Record<string, string>): number => Number(params.id);
+
+  const handlers: Record<NodeRouteName, ApiHandler> = {
+    version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
+    nodeStatus: ({ authId }) => {
+      if (!auth.can(authId, "/", "Sys.Audit") && !auth.anyPrivilegesBelow(authId, "/vms")) throw denied(authId, "see the node");
+      return { json: { name: config.name, server: config.server.url.replace(/\/\/[^@]*@/, "//"), guests: guests.ids().length, version: "0.1.0" } };
+    },
+    listGuests: async ({ authId }) => ({ json: await Promise.all(guests.ids().filter((id) => visible(authId, id)).map((id) => guests.status(id))) }),
+    createGuest: async ({ authId, body }) => {
+      const b = body as CreateGuest;
+      const id = "config" in b ? b.config.id : b.demo.id;
+      if (!auth.can(authId, `/vms/${id}`, "VM.Allocate")) throw denied(authId, `create guest ${id}`);
+      return { json: await guests.create(b) };
+    },
+    guestStatus: async ({ authId, params }) => {
+      need(authId, idOf(params), "VM.Audit", "see the guest");
+      return { json: await guests.status(idOf(params)) };
+    },
+    guestConfig: ({ authId, params }) => {
+      need(authId, idOf(params), "VM.Audit", "see the guest");
+      return { json: guests.config(idOf(params)) };
+    },
+    setGuestConfig: async ({ authId, params, body }) => {
+      need(authId, idOf(params), "VM.Allocate", `configure guest ${params.id}`);
+      return { json: await guests.setConfig(idOf(params), body as GuestConfig) };
+    },
+    removeGuest: async ({ authId, params }) => {
+      need(authId, idOf(params), "VM.Allocate", `remove guest ${params.id}`);
+      await guests.remove(idOf(params));
+      return { json: { ok: true } };
+    },
+    startGuest: async ({ authId, params }) => {
+      need(authId, idOf(params), "VM.PowerMgmt", `start guest ${params.id}`);
+      return { json: await guests.start(idOf(params)) };
+    },
+    stopGuest: async ({ authId, params }) => {
+      need(authId, idOf(params), "VM.PowerMgmt", `stop guest ${params.id}`);
+      return { json: await guests.stop(idOf(params)) };
+    },
+    guestLog: async ({ authId, params }) => {
+      need(authId, idOf(params), "VM.Audit", "see the guest");
+      return { text: await guests.consoleLog(idOf(params)) };
+    },
+    backupGuest: async ({ authId, params, body }) => {
+      need(authId, idOf(params), "VM.Backup", `back up guest ${params.id}`);
+      const b = body as { mode?: "snapshot" | "suspend" | "stop"; notes?: string };
+      const r = await guests.backup(idOf(params), b.mode, b.notes);
+      log(`${authId} backed up guest ${params.id}: ${r.snapshot}`);
+      return { json: r };
+    },
+    restoreGuest: async ({ authId, body }) => {
+      const b = body as RestoreGuest;
+      const id = b.id ?? Number(/^(?:vm|ct)\/(\d+)\//.exec(b.snapshot)?.[1] ?? NaN);
+      if (!Number.isInteger(id)) throw new HttpError(400, `${b.snapshot} names no guest id.`);
+      if (!auth.can(authId, `/vms/${id}`, "VM.Backup")) throw denied(authId, `restore guest ${id}`);
+      if (b.force && !auth.can(authId, `/vms/${id}`, "VM.Allocate")) throw denied(authId, `replace guest ${id}`);
+      const r = await guests.restore(b);
+      log(`${authId} restored ${b.snapshot} as guest ${r.id}`);
+      return { json: r };
+    },
+    ...accessHandlers(auth, log),
+  };
+
+  const dispatch = apiDispatcher({ routes: NODE_ROUTES, handlers, auth, log });
+  const host = opts.host ?? "0.0.0.0";
+  const listener = await listenHttps({ host, port: opts.port ?? DEFAULT_NODE_PORT, cert, dispatch }).catch(async (err: unknown) => {
+    await guests.close();
+    throw err;
+  });
+  log(`node ${config.name} listening on ${host}:${listener.port}`);
+  await guests.startOnBoot();
+  return {
+    name: config.name,
+    port: listener.port,
+    fingerprint: cert.fingerprint,
+    guests,
+    async close() {
+      const closed = listener.closed();
+      listener.destroyConnections();
+      await guests.close();
+      await closed;
+    },
+  };
+}

@@ -1,0 +1,238 @@
+// Nodes end to end: a backup server and two `gorde node` processes; the demo VM (QEMU) and
+// the demo container (LXC) run on the first, are backed up live (full, then incremental
+// with only dirty chunks read), and their first snapshots come back as new guests on the
+// second node with the data of that snapshot. Then bad input and failures mid-backup.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import type { GuestBackupResult, GuestStatus } from "../src/api/node-routes.ts";
+import { lxcAvailable } from "../src/node/lxc.ts";
+import { QEMU } from "../src/node/qemu.ts";
+import { serviceGet } from "./guest-fixture.ts";
+import { tempDir } from "./helpers.ts";
+import { type NodeProcess, type ServerProcess, freePort, gorde, startNodeProcess, startServerProcess } from "./server-fixture.ts";
+
+const haveQemu = spawnSync(QEMU, ["--version"]).status === 0;
+const lxc = lxcAvailable();
+const why = !haveQemu ? `${QEMU} is not installed (scripts/setup.sh installs it as root)` : !lxc.ok ? lxc.why : undefined;
+if (why) console.error(`\n*** SKIPPED: node end-to-end tests: ${why}. ***\n`);
+
+void describe("nodes and guests", { skip: why ?? false }, () => {
+  const tmp = tempDir("gorde-node-");
+  let server: ServerProcess;
+  let node1: NodeProcess;
+  let node2: NodeProcess;
+  const CLUSTER_SECRET = "cluster-pass-1";
+
+  const guest = (node: NodeProcess, args: string[], user = "admin", password = "node-admin-1") =>
+    gorde(["guest", ...args, "--node", node.url(user), "--fingerprint", node.fingerprint], { GORDE_PASSWORD: password }, 240_000);
+  const json = async <T>(node: NodeProcess, args: string[]): Promise<T> => {
+    const r = await guest(node, [...args, "--json"]);
+    assert.equal(r.code, 0, `gorde guest ${args.join(" ")}: ${r.err}`);
+    return JSON.parse(r.out) as T;
+  };
+
+  before(async () => {
+    const store = path.join(tmp.dir, "store");
+    server = await startServerProcess({ stateDir: path.join(tmp.dir, "server"), datastores: { store } });
+    const admin = { GORDE_PASSWORD: "admin-pass-1", GORDE_FINGERPRINT: server.fingerprint, GORDE_NEW_PASSWORD: CLUSTER_SECRET };
+    const srv = `https://admin@127.0.0.1:${server.port}`;
+    // One identity for every node of the cluster, allowed to back up, read and prune its groups.
+    assert.equal((await gorde(["user", "add", srv, "cluster"], admin)).code, 0);
+    assert.equal((await gorde(["acl", "set", srv, "/datastore/store", "cluster", "DatastorePowerUser"], admin)).code, 0);
+    const common = { serverUrl: server.url("store", "cluster"), serverFingerprint: server.fingerprint, serverSecret: CLUSTER_SECRET };
+    node1 = await startNodeProcess({ name: "node1", dataDir: path.join(tmp.dir, "node1"), ...common });
+    node2 = await startNodeProcess({ name: "node2", dataDir: path.join(tmp.dir, "node2"), ...common });
+  });
+
+  after(async () => {
+    await node1?.stop();
+    await node2?.stop();
+    await server?.stop();
+    // Stopping a node stops its guests: no QEMU or container of this test is left.
+    const left = spawnSync("pgrep", ["-af", tmp.dir]).stdout.toString().trim();
+    if (left) console.error(`node1's log:\n${node1?.stderr()}\nnode2's log:\n${node2?.stderr()}`);
+    tmp.cleanup();
+    assert.equal(left, "", "no process of the test's guests is left");
+  });
+
+  void it("backs up a running VM and container live and restores their first snapshots as new guests on a second node", async () => {
+    const [vmPort, ctPort] = [await freePort(), await freePort()];
+    await json(node1, ["create", "100", "--demo", "vm", "--port", String(vmPort), "--disk-size", "256"]);
+    await json(node1, ["create", "101", "--demo", "ct", "--port", String(ctPort)]);
+    await json(node1, ["start", "100"]);
+    await json(node1, ["start", "101"]);
+    for (const port of [vmPort, ctPort]) {
+      await serviceGet(port, "/index.html");
+      assert.equal(await serviceGet(port, "/cgi-bin/counter"), "1\n");
+      await serviceGet(port, "/cgi-bin/note", 10_000, { method: "POST", body: "note at the first backup" });
+      await serviceGet(port, "/cgi-bin/fill?4");
+    }
+    const vmFull = await json<GuestBackupResult>(node1, ["backup", "100"]);
+    const ctFull = await json<GuestBackupResult>(node1, ["backup", "101"]);
+    assert.match(vmFull.log.join("\n"), /no dirty bitmap/);
+    assert.equal(vmFull.archives[0]!.dirtyChunks ?? null, null);
+    // The guests ran on through their backups.
+    assert.equal((await json<GuestStatus>(node1, ["status", "100"])).state, "running");
+    assert.equal((await json<GuestStatus>(node1, ["status", "101"])).state, "running");
+
+    for (const port of [vmPort, ctPort]) {
+      await serviceGet(port, "/cgi-bin/note", 10_000, { method: "POST", body: "note at the second backup" });
+      await serviceGet(port, "/cgi-bin/fill?1");
+    }
+    const vmIncr = await json<GuestBackupResult>(node1, ["backup", "100"]);
+    const ctIncr = await json<GuestBackupResult>(node1, ["backup", "101"]);
+    const full = vmFull.archives[0]!;
+    const incr = vmIncr.archives[0]!;
+    console.log(`VM: full read ${full.readChunks} chunks; incremental ${incr.dirtyChunks} dirty, ${incr.readChunks} read`);
+    assert.ok(incr.dirtyChunks !== null && incr.dirtyChunks !== undefined && incr.dirtyChunks > 0, "the incremental used the dirty bitmap");
+    assert.ok(incr.readChunks! <= incr.dirtyChunks && incr.readChunks! < full.readChunks! / 2, "only dirty chunks were read");
+    assert.match(vmIncr.log.join("\n"), /chunks dirty since vm\/100\//);
+    assert.ok(ctIncr.reusedBytes > 0, "the container's unchanged files were reused");
+
+    // The snapshot holds the guest's config and the backup's log.
+    const manifestOf = (snap: string) => JSON.parse(fs.readFileSync(path.join(tmp.dir, "store", snap, "manifest.json"), "utf8")) as { config: { id: number; kind: string }; log: string[] };
+    assert.deepEqual([manifestOf(vmFull.snapshot).config.id, manifestOf(vmFull.snapshot).config.kind], [100, "vm"]);
+    assert.ok(manifestOf(ctIncr.snapshot).log.some((l) => l.includes("container frozen")));
+
+    for (const port of [vmPort, ctPort]) await serviceGet(port, "/cgi-bin/note", 10_000, { method: "POST", body: "note after the backups" });
+
+    // The first snapshots, restored on the second node as new guests and started.
+    const vmCopy = await json<GuestStatus>(node2, ["restore", vmFull.snapshot, "--id", "200", "--start"]);
+    const ctCopy = await json<GuestStatus>(node2, ["restore", ctFull.snapshot, "--id", "201", "--start"]);
+    assert.equal(vmCopy.state, "running");
+    assert.equal(ctCopy.state, "running");
+    for (const [copy, original] of [
+      [vmCopy, vmPort],
+      [ctCopy, ctPort],
+    ] as const) {
+      assert.notEqual(copy.httpPort, original, "a restored copy never takes its original's port");
+      assert.equal(await serviceGet(copy.httpPort, "/cgi-bin/note"), "note at the first backup");
+      assert.equal(await serviceGet(original, "/cgi-bin/note"), "note after the backups");
+    }
+    const cfg = await json<{ disks: Record<string, string>; name: string }>(node2, ["config", "200"]);
+    assert.ok(cfg.disks.disk0!.startsWith(path.join(tmp.dir, "node2")), "the restored disk lives on the second node");
+
+    // An existing id is refused without --force; with it, the guest is replaced.
+    const again = await guest(node2, ["restore", vmFull.snapshot, "--id", "200"]);
+    assert.equal(again.code, 3);
+    assert.match(again.err, /guest 200 exists and running on node node2; give another --id or --force/);
+    const replaced = await json<GuestStatus>(node2, ["restore", ctIncr.snapshot, "--id", "201", "--force", "--start"]);
+    assert.equal(await serviceGet(replaced.httpPort, "/cgi-bin/note"), "note at the second backup");
+    await json(node2, ["stop", "200"]);
+    await json(node2, ["stop", "201"]);
+  });
+
+  void it("refuses bad input clearly and starts nothing half-way", async () => {
+    const port = await freePort();
+    await json(node1, ["create", "110", "--demo", "ct", "--port", String(port)]);
+    const inUse = await guest(node1, ["create", "110", "--demo", "ct", "--port", String(await freePort())]);
+    assert.equal(inUse.code, 3);
+    assert.match(inUse.err, /guest id 110 is in use on node node1/);
+    const samePort = await guest(node1, ["create", "111", "--demo", "ct", "--port", String(port)]);
+    assert.equal(samePort.code, 3);
+    assert.match(samePort.err, new RegExp(`port ${port} is already the service port of guest 110`));
+
+    const cfg = path.join(tmp.dir, "bad.json");
+    fs.writeFileSync(cfg, JSON.stringify({ kind: "vm", id: 112, name: "x", memoryMiB: 128, cpus: 1, disks: { disk0: "/nonexistent/disk.raw" }, httpPort: 20112, cpu: 2 }));
+    const unknownKey = await guest(node1, ["create", "112", "--config", cfg]);
+    assert.equal(unknownKey.code, 5);
+    assert.match(unknownKey.err, /unknown key "cpu"/);
+    fs.writeFileSync(cfg, JSON.stringify({ kind: "vm", id: 112, name: "x", memoryMiB: 128, cpus: 1, disks: { disk0: "/nonexistent/disk.raw" }, httpPort: 20112 }));
+    const missingDisk = await guest(node1, ["create", "112", "--config", cfg]);
+    assert.equal(missingDisk.code, 3);
+    assert.match(missingDisk.err, /disk \/nonexistent\/disk.raw of VM 112 does not exist/);
+
+    // A port taken by another program: refused at start, nothing runs.
+    const blocker = net.createServer();
+    await new Promise<void>((r) => blocker.listen(port, "127.0.0.1", r));
+    try {
+      const start = await guest(node1, ["start", "110"]);
+      assert.notEqual(start.code, 0);
+      assert.match(start.err, new RegExp(`port ${port} on 127.0.0.1 is in use`));
+      assert.equal((await json<GuestStatus>(node1, ["status", "110"])).state, "stopped");
+    } finally {
+      blocker.close();
+    }
+    await json(node1, ["remove", "110"]);
+    assert.ok(!fs.existsSync(path.join(tmp.dir, "node1", "rootfs", "110")));
+  });
+
+  void it("locks its API down: no credentials 401, an auditor only looks, a VM user backs up but does not create", async () => {
+    const admin = { GORDE_PASSWORD: "node-admin-1", GORDE_FINGERPRINT: node1.fingerprint };
+    for (const [user, role] of [
+      ["auditor", "PVEAuditor"],
+      ["operator", "PVEVMUser"],
+    ] as const) {
+      assert.equal((await gorde(["user", "add", node1.url(), user], { ...admin, GORDE_NEW_PASSWORD: `${user}-pass` })).code, 0);
+      assert.equal((await gorde(["acl", "set", node1.url(), "/vms", user, role], admin)).code, 0);
+    }
+    const unauth = await fetchStatus(node1, "/api/guests");
+    assert.equal(unauth, 401);
+    const wrong = await guest(node1, ["list"], "admin", "wrong-password");
+    assert.equal(wrong.code, 7);
+    const list = await guest(node1, ["list"], "auditor", "auditor-pass");
+    assert.equal(list.code, 0, list.err);
+    assert.match(list.out, /vm 100 vm100/);
+    const stop = await guest(node1, ["stop", "101"], "auditor", "auditor-pass");
+    assert.equal(stop.code, 7);
+    assert.match(stop.err, /permission denied: auditor may not stop guest 101/);
+    const create = await guest(node1, ["create", "120", "--demo", "ct", "--port", String(await freePort())], "operator", "operator-pass");
+    assert.equal(create.code, 7);
+    const backup = await guest(node1, ["backup", "101", "--json"], "operator", "operator-pass");
+    assert.equal(backup.code, 0, backup.err);
+  });
+
+  void it("a guest killed mid-backup or a server gone fails the backup clearly; the next one works", async () => {
+    // QEMU killed while its disk is read: the backup fails naming it; started again, the next backup works.
+    const pid = (await json<GuestStatus>(node1, ["status", "100"])).pid!;
+    const runDir = path.join(tmp.dir, "node1", "run", "100");
+    fs.rmSync(path.join(runDir, "backup.sock"), { force: true });
+    // Killed the moment its live view is exported, while the disk is being read.
+    const watcher = fs.watch(runDir, (_, file) => {
+      if (file === "backup.sock") process.kill(pid, "SIGKILL");
+    });
+    const failed = await guest(node1, ["backup", "100", "--mode", "suspend"]);
+    watcher.close();
+    assert.notEqual(failed.code, 0);
+    console.log(`backup of a VM killed mid-read: ${failed.err.trim()}`);
+    assert.match(failed.err, /QEMU of VM 100 exited during the backup|backup of guest 100 failed/);
+    assert.equal((await json<GuestStatus>(node1, ["status", "100"])).state, "stopped");
+    await json(node1, ["start", "100"]);
+    const afterKill = await json<GuestBackupResult>(node1, ["backup", "100"]);
+    assert.match(afterKill.log.join("\n"), /no dirty bitmap/);
+
+    // The container is left running and thawed when its backup fails for a server gone.
+    await server.stop();
+    const gone = await guest(node1, ["backup", "101"]);
+    assert.notEqual(gone.code, 0);
+    assert.match(gone.err, /backup of guest 101 failed: .*(connect|server)/);
+    const st = await json<GuestStatus>(node1, ["status", "101"]);
+    assert.equal(st.state, "running");
+    assert.equal(st.lastBackup?.ok, false);
+    server = await startServerProcess({ stateDir: path.join(tmp.dir, "server"), datastores: { store: path.join(tmp.dir, "store") }, port: server.port });
+    const next = await json<GuestBackupResult>(node1, ["backup", "101"]);
+    assert.ok(next.snapshot.startsWith("ct/101/"));
+    // A VM backup in stop mode shuts it down and starts it again.
+    const stopMode = await json<GuestBackupResult>(node1, ["backup", "100", "--mode", "stop"]);
+    assert.match(stopMode.log.join("\n"), /started again/);
+    assert.equal((await json<GuestStatus>(node1, ["status", "100"])).state, "running");
+  });
+});
+
+async function fetchStatus(node: NodeProcess, p: string): Promise<number> {
+  const http2 = await import("node:http2");
+  return new Promise((resolve, reject) => {
+    const c = http2.connect(`https://127.0.0.1:${node.port}`, { rejectUnauthorized: false });
+    c.on("error", reject);
+    const req = c.request({ ":path": p });
+    req.on("response", (h) => {
+      resolve(Number(h[":status"]));
+      c.close();
+    });
+    req.end();
+  });
+}
