@@ -74,6 +74,7 @@ void describe("nodes and guests", { skip: why ?? false }, () => {
     const vmFull = await json<GuestBackupResult>(node1, ["backup", "100"]);
     const ctFull = await json<GuestBackupResult>(node1, ["backup", "101"]);
     assert.match(vmFull.log.join("\n"), /no dirty bitmap/);
+    assert.match(vmFull.log.join("\n"), /file systems frozen by the guest agent for the instant[^]*file systems thawed/);
     assert.equal(vmFull.archives[0]!.dirtyChunks ?? null, null);
     // The guests ran on through their backups.
     assert.equal((await json<GuestStatus>(node1, ["status", "100"])).state, "running");
@@ -220,6 +221,43 @@ void describe("nodes and guests", { skip: why ?? false }, () => {
     const stopMode = await json<GuestBackupResult>(node1, ["backup", "100", "--mode", "stop"]);
     assert.match(stopMode.log.join("\n"), /started again/);
     assert.equal((await json<GuestStatus>(node1, ["status", "100"])).state, "running");
+  });
+});
+
+void describe("a node whose datastore is full", { skip: why ?? false }, () => {
+  const tmp = tempDir("gorde-node-full-");
+  const mnt = path.join(tmp.dir, "small");
+  let server: ServerProcess | undefined;
+  let node: NodeProcess | undefined;
+  after(async () => {
+    await node?.stop();
+    await server?.stop();
+    spawnSync("umount", [mnt]);
+    tmp.cleanup();
+  });
+
+  void it("fails the container's backup clearly, leaves it running and thawed, and backs up once there is room", async () => {
+    fs.mkdirSync(mnt);
+    // The datastore on a tmpfs too small for the guest's data (root: CI and this machine run as root).
+    assert.equal(spawnSync("mount", ["-t", "tmpfs", "-o", "size=6m", "tmpfs", mnt]).status, 0, "mount a small tmpfs");
+    server = await startServerProcess({ stateDir: path.join(tmp.dir, "server"), datastores: { small: path.join(mnt, "store") } });
+    node = await startNodeProcess({ name: "node3", dataDir: path.join(tmp.dir, "node3"), serverUrl: server.url("small"), serverFingerprint: server.fingerprint, serverSecret: "admin-pass-1" });
+    const run = (args: string[]) => gorde(["guest", ...args, "--node", node!.url(), "--fingerprint", node!.fingerprint], { GORDE_PASSWORD: "node-admin-1" }, 120_000);
+    const port = await freePort();
+    assert.equal((await run(["create", "130", "--demo", "ct", "--port", String(port)])).code, 0);
+    assert.equal((await run(["start", "130"])).code, 0);
+    await serviceGet(port, "/cgi-bin/fill?12");
+    const full = await run(["backup", "130"]);
+    assert.notEqual(full.code, 0);
+    assert.match(full.err, /backup of guest 130 failed: the datastore is (full|out of space)/);
+    const st = JSON.parse((await run(["status", "130", "--json"])).out) as GuestStatus;
+    assert.equal(st.state, "running", "the container was thawed");
+    assert.equal(await serviceGet(port, "/cgi-bin/counter", 5000), "1\n");
+    assert.equal(spawnSync("mount", ["-o", "remount,size=64m", mnt]).status, 0);
+    const next = await run(["backup", "130", "--json"]);
+    assert.equal(next.code, 0, next.err);
+    assert.match((JSON.parse(next.out) as GuestBackupResult).snapshot, /^ct\/130\//);
+    assert.equal((await run(["stop", "130"])).code, 0);
   });
 });
 

@@ -2,8 +2,8 @@
 // (a synchronous child would block this process's event loop).
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
+import { freePort } from "../src/node/qemu.ts";
 
 export const MAIN = new URL("../src/cli/main.ts", import.meta.url).pathname;
 
@@ -29,16 +29,7 @@ export function gorde(args: string[], env: Record<string, string | undefined> = 
   });
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 export interface ServerProcess {
   port: number;

@@ -16,6 +16,8 @@ export const VmConfigSchema = z.strictObject({
   /** disk name → raw image file (absolute path on the node) */
   disks: z.record(diskName, z.string().startsWith("/", "an absolute path")).refine((d) => Object.keys(d).length >= 1, "at least one disk"),
   httpPort: z.number().int().min(1024).max(65535),
+  /** the guest runs the QEMU guest agent: backups freeze its file systems for their instant */
+  agent: z.boolean().optional(),
   /** start the guest when its node starts */
   onboot: z.boolean().optional(),
 });

@@ -59,6 +59,14 @@ function int(ctx: CommandContext, name: string): number | undefined {
   return Number(v);
 }
 
+/** Resolves when the command is interrupted (SIGINT, SIGTERM): daemons run until then. */
+export function untilAborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    signal.addEventListener("abort", () => resolve(), { once: true });
+  });
+}
+
 function printJson(ctx: CommandContext, v: unknown): void {
   ctx.out(JSON.stringify(v, null, 2) + "\n");
 }

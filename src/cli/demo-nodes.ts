@@ -5,12 +5,12 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { GuestBackupResult, GuestStatus } from "../api/node-routes.ts";
 import { NodeClient } from "../client/node-client.ts";
 import { lxcAvailable } from "../node/lxc.ts";
+import { freePort } from "../node/qemu.ts";
 import { formatBytes } from "./progress-bar.ts";
 
 export interface NodeStoryContext {
@@ -34,17 +34,6 @@ export interface RunningNode {
 }
 
 const MAIN = new URL("./main.ts", import.meta.url).pathname;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Starts `gorde node` as its own process; resolves once it printed its fingerprint. */
 async function startNodeProcess(ctx: NodeStoryContext, name: string): Promise<RunningNode> {

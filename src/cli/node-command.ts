@@ -8,7 +8,7 @@ import { GordeError } from "../errors.ts";
 import { loadNodeConfig } from "../node/node-config.ts";
 import { startNode } from "../node/node-server.ts";
 import { parseListen } from "./server-command.ts";
-import type { Command, CommandContext } from "./commands.ts";
+import { type Command, type CommandContext, untilAborted } from "./commands.ts";
 
 export const nodeCommand: Command = {
   options: { config: { type: "string" }, listen: { type: "string" } },
@@ -27,10 +27,7 @@ export const nodeCommand: Command = {
     });
     ctx.out(`node ${node.name} listening on ${host.includes(":") ? `[${host}]` : host}:${node.port}\n`);
     ctx.out(`fingerprint: ${node.fingerprint}\n`);
-    await new Promise<void>((resolve) => {
-      if (ctx.signal.aborted) return resolve();
-      ctx.signal.addEventListener("abort", () => resolve(), { once: true });
-    });
+    await untilAborted(ctx.signal);
     await node.close();
     ctx.err("node stopped, its guests with it\n");
   },

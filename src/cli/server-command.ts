@@ -3,7 +3,7 @@ import fs from "node:fs";
 import { z } from "zod";
 import { GordeError } from "../errors.ts";
 import { DEFAULT_PORT, startServer } from "../server/server.ts";
-import type { Command } from "./commands.ts";
+import { type Command, untilAborted } from "./commands.ts";
 
 const ConfigSchema = z.strictObject({
   listen: z.string().optional(),
@@ -65,10 +65,7 @@ export const serverCommand: Command = {
     });
     ctx.out(`listening on ${host.includes(":") ? `[${host}]` : host}:${server.port}\n`);
     ctx.out(`fingerprint: ${server.fingerprint}\n`);
-    await new Promise<void>((resolve) => {
-      if (ctx.signal.aborted) return resolve();
-      ctx.signal.addEventListener("abort", () => resolve(), { once: true });
-    });
+    await untilAborted(ctx.signal);
     await server.close();
     ctx.err("server stopped\n");
   },

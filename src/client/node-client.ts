@@ -4,7 +4,7 @@ import { ServerConnection, parseServerUrl } from "../api/connection.ts";
 import { NODE_ROUTES, type NodeRouteName } from "../api/node-routes.ts";
 import { routePath } from "../api/routes.ts";
 import { GordeError } from "../errors.ts";
-import { trustedFingerprint, trustedFingerprintsFile } from "./remote.ts";
+import { pinnedFingerprint } from "./remote.ts";
 
 export const DEFAULT_NODE_URL_PORT = 8006;
 
@@ -23,13 +23,7 @@ export class NodeClient {
     if (addr.store !== "") throw new GordeError("usage", `"${url}" has a path; a node's URL is https://<user>@<host>[:<port>].`);
     if (!addr.authId) throw new GordeError("usage", `${url} names no user: use https://<user>@<host>[:<port>] (or <user>!<token>@).`);
     if (!opts.secret) throw new GordeError("usage", "set GORDE_PASSWORD to the password or token secret of the node's user.");
-    const fingerprint = opts.fingerprint || trustedFingerprint(addr.host, addr.port);
-    if (!fingerprint) {
-      throw new GordeError(
-        "usage",
-        `the node's certificate is not pinned: give its fingerprint with --fingerprint or GORDE_FINGERPRINT, or add "${addr.host}:${addr.port} <fingerprint>" to ${trustedFingerprintsFile()} (gorde node prints it when it starts).`,
-      );
-    }
+    const fingerprint = pinnedFingerprint(addr, opts.fingerprint, "node");
     const conn = await ServerConnection.connect({ host: addr.host, port: addr.port, authId: addr.authId, secret: opts.secret, fingerprint, signal: opts.signal });
     return new NodeClient(conn, url);
   }

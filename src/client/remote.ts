@@ -177,6 +177,18 @@ class ChunkFetcher {
 const BATCH_CHUNKS = 16;
 const BATCH_BYTES = 4 * 1024 * 1024;
 
+/** The fingerprint given, or the trusted one of host:port; refused when there is none. */
+export function pinnedFingerprint(addr: { host: string; port: number }, given: string | undefined, what: "server" | "node"): string {
+  const fingerprint = given || trustedFingerprint(addr.host, addr.port);
+  if (!fingerprint) {
+    throw new GordeError(
+      "usage",
+      `the ${what}'s certificate is not pinned: give its fingerprint with --fingerprint or GORDE_FINGERPRINT, or add "${addr.host}:${addr.port} <fingerprint>" to ${trustedFingerprintsFile()} (gorde ${what} prints it when it starts).`,
+    );
+  }
+  return fingerprint;
+}
+
 export class RemoteRepository {
   readonly conn: ServerConnection;
   readonly store: string;
@@ -194,13 +206,7 @@ export class RemoteRepository {
     if (!serverOnly && addr.store === "") throw new GordeError("usage", `"${url}" names no datastore: expected https://<user>@<host>[:<port>]/<store>.`);
     if (!addr.authId) throw new GordeError("usage", `${url} names no user: use https://<user>@<host>/<store> (or <user>!<token>@).`);
     if (!opts.secret) throw new GordeError("usage", "set GORDE_PASSWORD to the password or token secret of the repository's user.");
-    const fingerprint = opts.fingerprint || trustedFingerprint(addr.host, addr.port);
-    if (!fingerprint) {
-      throw new GordeError(
-        "usage",
-        `the server's certificate is not pinned: give its fingerprint with --fingerprint or GORDE_FINGERPRINT, or add "${addr.host}:${addr.port} <fingerprint>" to ${trustedFingerprintsFile()} (gorde server prints it when it starts).`,
-      );
-    }
+    const fingerprint = pinnedFingerprint(addr, opts.fingerprint, "server");
     const conn = await ServerConnection.connect({
       host: addr.host,
       port: addr.port,

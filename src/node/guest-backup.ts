@@ -12,6 +12,7 @@ import { type BackupResult, type BackupSource, runBackup } from "../client/backu
 import type { RemoteRepository } from "../client/remote.ts";
 import { GordeError } from "../errors.ts";
 import type { CtProcess } from "./lxc.ts";
+import { GuestAgent } from "./guest-agent.ts";
 import { type LiveView, openLiveView } from "./live-view.ts";
 import { openNbdSource } from "./nbd-source.ts";
 import type { VmProcess } from "./qemu.ts";
@@ -76,13 +77,33 @@ export async function backupRunningVm(vm: VmProcess, opts: GuestBackupOptions & 
   const pauseForInstant = disks.length > 1 || opts.mode === "suspend";
   let paused = false;
   let ok = false;
+  const agent = vm.agentSocket ? await GuestAgent.connect(vm.agentSocket) : undefined;
+  let frozen = false;
+  const thaw = async (): Promise<void> => {
+    if (!frozen) return;
+    frozen = false;
+    await agent!.execute("guest-fsfreeze-thaw").then(
+      () => line(log, "file systems thawed"),
+      (e: Error) => line(log, `warning: ${e.message}`),
+    );
+  };
   try {
+    if (!vm.agentSocket) line(log, "no guest agent configured: file systems are not frozen (crash-consistent view)");
+    else if (!agent) line(log, "the guest agent did not answer: file systems are not frozen (crash-consistent view)");
+    else {
+      try {
+        await agent.execute("guest-fsfreeze-freeze");
+        frozen = true;
+        line(log, "file systems frozen by the guest agent for the instant");
+      } catch (err) {
+        line(log, `${(err as Error).message.replace(/\.$/, "")}: the view is crash-consistent`);
+      }
+    }
     if (pauseForInstant) {
       await qmp.execute("stop");
       paused = true;
       line(log, opts.mode === "suspend" ? "VM paused for the backup (suspend mode)" : "VM paused while the views of its disks are taken");
     }
-    line(log, "no QEMU guest agent in this guest: file systems are not frozen (crash-consistent view)");
     for (const [i, [name, file]] of disks.entries()) {
       const size = (await fsp.stat(file)).size;
       views.push(
@@ -105,6 +126,7 @@ export async function backupRunningVm(vm: VmProcess, opts: GuestBackupOptions & 
       paused = false;
       line(log, "VM running again; the views hold the instant");
     }
+    await thaw();
     line(log, `reading ${disks.length} disk${disks.length > 1 ? "s" : ""} from the live view${record ? ` (dirty bitmaps since ${record.snapshot})` : ""}`);
     const result = await runBackup(
       { group: { type: "vm", id: String(config.id) }, sources, config: { ...config }, notes: opts.notes, log, signal: opts.signal },
@@ -117,6 +139,8 @@ export async function backupRunningVm(vm: VmProcess, opts: GuestBackupOptions & 
     for (const s of sources) await s.close().catch(() => undefined);
     // The views of later disks export on the first one's server: closed first.
     for (const v of views.reverse()) await v.close(ok).catch((e: Error) => line(log, `warning: ${e.message}`));
+    await thaw();
+    agent?.close();
     if (paused) await qmp.execute("cont").catch(() => undefined);
   }
 }

@@ -2,6 +2,7 @@
 // initramfs with busybox and the modules the VM needs (virtio, ext4), and the files of
 // the guests' HTTP service, whose answers come from data on the guest's own disk.
 import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import os from "node:os";
@@ -27,7 +28,35 @@ export const VM_MODULES = [
   "failover",
   "net_failover",
   "virtio_net",
+  "virtio_console",
 ] as const;
+
+/**
+ * The demo VM's guest agent: a busybox script that speaks the part of the QEMU guest agent
+ * protocol a backup needs (guest-sync-delimited, guest-ping, guest-fsfreeze-freeze and
+ * -thaw of the data disk) on the virtio-serial port named org.qemu.guest_agent.0.
+ */
+const AGENT = String.raw`#!/bin/busybox sh
+port=
+for p in /sys/class/virtio-ports/*; do
+  [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/$(basename "$p")
+done
+[ -n "$port" ] || exit 0
+echo "gorde-guest: guest agent on $port"
+exec 3<>"$port"
+while :; do
+  while read -r req <&3; do
+    case "$req" in
+      *guest-sync-delimited*) printf '\377{"return": %s}\n' "$(echo "$req" | sed -n 's/.*"id": *\([0-9]*\).*/\1/p')" >&3 ;;
+      *guest-ping*) echo '{"return": {}}' >&3 ;;
+      *guest-fsfreeze-freeze*) sync; if fsfreeze --freeze /mnt; then echo '{"return": 1}' >&3; else echo '{"error": {"class": "GenericError", "desc": "fsfreeze failed"}}' >&3; fi ;;
+      *guest-fsfreeze-thaw*) fsfreeze --unfreeze /mnt; echo '{"return": 1}' >&3 ;;
+      *) echo '{"error": {"class": "CommandNotFound", "desc": "this agent knows guest-sync-delimited, guest-ping and guest-fsfreeze-freeze/thaw"}}' >&3 ;;
+    esac
+  done
+  sleep 1
+done
+`;
 
 export interface GuestKit {
   kernel: string;
@@ -54,6 +83,7 @@ ip link set eth0 up
 ip addr add 10.0.2.15/24 dev eth0
 ip route add default via 10.0.2.2
 hostname "$(cat /mnt/etc/hostname 2>/dev/null || echo guest)"
+/bin/agent &
 echo "gorde-guest: up"
 exec /mnt/service/run
 `;
@@ -105,7 +135,9 @@ export async function ensureGuestKit(cacheDir = defaultCacheDir()): Promise<Gues
   if (!/statically linked|static-pie/.test(stdout)) throw new GordeError("unsupported", `${busybox} is not statically linked; install busybox-static.`);
   const { root, version } = await fetchKernel(cacheDir);
   const kernel = path.join(root, "boot", `vmlinuz-${version}`);
-  const initrd = path.join(cacheDir, `initrd-${version}.cpio`);
+  // Named after what goes in, so a changed init or module list builds a new one.
+  const recipe = createHash("sha256").update(INIT).update(AGENT).update(VM_MODULES.join(",")).digest("hex").slice(0, 12);
+  const initrd = path.join(cacheDir, `initrd-${version}-${recipe}.cpio`);
   if (!(await exists(initrd))) {
     const tree = path.join(cacheDir, `initrd-${process.pid}`);
     await fsp.rm(tree, { recursive: true, force: true });
@@ -113,6 +145,7 @@ export async function ensureGuestKit(cacheDir = defaultCacheDir()): Promise<Gues
     await fsp.copyFile(busybox, path.join(tree, "bin/busybox"));
     await fsp.chmod(path.join(tree, "bin/busybox"), 0o755);
     await fsp.writeFile(path.join(tree, "init"), INIT, { mode: 0o755 });
+    await fsp.writeFile(path.join(tree, "bin/agent"), AGENT, { mode: 0o755 });
     const modRoot = path.join(root, "lib", "modules", version, "kernel");
     const all = await fsp.readdir(modRoot, { recursive: true });
     for (const m of VM_MODULES) {

@@ -145,7 +145,7 @@ export class GuestManager {
         const name = d.name ?? `${d.kind}${d.id}`;
         config =
           d.kind === "vm"
-            ? { kind: "vm", id, name, memoryMiB: d.memoryMiB ?? 256, cpus: d.cpus ?? 1, disks: { disk0: this.dir("images", String(id), "disk0.raw") }, httpPort: d.httpPort }
+            ? { kind: "vm", id, name, memoryMiB: d.memoryMiB ?? 256, cpus: d.cpus ?? 1, disks: { disk0: this.dir("images", String(id), "disk0.raw") }, httpPort: d.httpPort, agent: true }
             : { kind: "ct", id, name, memoryMiB: d.memoryMiB ?? 64, cpus: d.cpus ?? 1, rootfs: this.dir("rootfs", String(id)), init: "/init", httpPort: d.httpPort };
         this.checkPortFree(config);
         if (config.kind === "vm") {
@@ -199,7 +199,7 @@ export class GuestManager {
     const runDir = this.dir("run", String(id));
     await fsp.mkdir(runDir, { recursive: true });
     if (c.kind === "vm") {
-      const vm = await startVm({ id, memoryMiB: c.memoryMiB, cpus: c.cpus, disks: Object.values(c.disks), httpPort: c.httpPort }, await this.guestKit(), runDir);
+      const vm = await startVm({ id, memoryMiB: c.memoryMiB, cpus: c.cpus, disks: Object.values(c.disks), httpPort: c.httpPort, agent: c.agent }, await this.guestKit(), runDir);
       const rt: Runtime = { kind: "vm", vm, startedAt: Date.now(), bitmaps: {} };
       this.running.set(id, rt);
       vm.child.once("exit", (code, signal) => {

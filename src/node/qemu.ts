@@ -134,6 +134,8 @@ export interface VmConfig {
   disks: string[];
   /** host port on 127.0.0.1 forwarded to the guest's port 80 */
   httpPort: number;
+  /** a virtio-serial port for the QEMU guest agent (org.qemu.guest_agent.0) */
+  agent?: boolean;
 }
 
 export interface VmProcess {
@@ -142,8 +144,22 @@ export interface VmProcess {
   accel: Accel;
   accelWhy: string;
   consoleLog: string;
+  /** the guest agent's socket, when the VM has an agent port */
+  agentSocket?: string;
   /** QMP quit, then SIGKILL after `graceMs` */
   stop(graceMs?: number): Promise<void>;
+}
+
+/** A port on 127.0.0.1 that nothing listens on now. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
 }
 
 /** Whether 127.0.0.1:port can be listened on. */
@@ -182,6 +198,13 @@ export async function startVm(config: VmConfig, kit: GuestKit, runDir: string): 
     "-device", "virtio-net-pci,netdev=net0",
     "-qmp", `unix:${qmpSock},server=on,wait=off`,
   ];
+  const agentSocket = config.agent ? path.join(runDir, "qga.sock") : undefined;
+  if (agentSocket) {
+    fs.rmSync(agentSocket, { force: true });
+    args.push("-chardev", `socket,id=qga0,path=${agentSocket},server=on,wait=off`);
+    args.push("-device", "virtio-serial-pci,id=vser0");
+    args.push("-device", "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0");
+  }
   config.disks.forEach((file, i) => {
     args.push("-blockdev", `driver=file,node-name=disk${i}-file,filename=${file}`);
     args.push("-blockdev", `driver=raw,node-name=disk${i},file=disk${i}-file`);
@@ -208,6 +231,7 @@ export async function startVm(config: VmConfig, kit: GuestKit, runDir: string): 
     accel,
     accelWhy: why,
     consoleLog,
+    agentSocket,
     async stop(graceMs = 3000) {
       if (child.exitCode !== null || child.signalCode !== null) return;
       await qmp.execute("quit").catch(() => undefined);
