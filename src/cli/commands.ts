@@ -47,12 +47,12 @@ function args(ctx: CommandContext, min: number, max: number, usage: string): str
   return p;
 }
 
-function str(ctx: CommandContext, name: string): string | undefined {
+export function str(ctx: CommandContext, name: string): string | undefined {
   const v = ctx.values[name];
   return typeof v === "string" ? v : undefined;
 }
 
-function int(ctx: CommandContext, name: string): number | undefined {
+export function int(ctx: CommandContext, name: string): number | undefined {
   const v = str(ctx, name);
   if (v === undefined) return undefined;
   if (!/^\d+$/.test(v)) throw new GordeError("usage", `--${name} takes a non-negative whole number, not "${v}".`);

@@ -8,7 +8,7 @@ import { GordeError } from "../errors.ts";
 import { loadNodeConfig } from "../node/node-config.ts";
 import { startNode } from "../node/node-server.ts";
 import { parseListen } from "./server-command.ts";
-import { type Command, type CommandContext, untilAborted } from "./commands.ts";
+import { type Command, int, str, untilAborted } from "./commands.ts";
 
 export const nodeCommand: Command = {
   options: { config: { type: "string" }, listen: { type: "string" } },
@@ -39,18 +39,6 @@ const GUEST_USAGE = `guest <command> [--node https://<user>@<host>[:8006]]
   create <id> --config <file>
   backup <id> [--mode snapshot|suspend|stop] [--notes <text>]
   restore <snapshot> [--id <new id>] [--port <p>] [--start] [--force]`;
-
-function val(ctx: CommandContext, name: string): string | undefined {
-  const v = ctx.values[name];
-  return typeof v === "string" ? v : undefined;
-}
-
-function num(ctx: CommandContext, name: string): number | undefined {
-  const v = val(ctx, name);
-  if (v === undefined) return undefined;
-  if (!/^\d{1,9}$/.test(v)) throw new GordeError("usage", `--${name} takes a whole number, not "${v}".`);
-  return Number(v);
-}
 
 function guestId(s: string | undefined): number {
   if (s === undefined || !/^[1-9]\d{2,8}$/.test(s)) throw new GordeError("usage", `"${s ?? ""}" is not a guest id (a number from 100).`);
@@ -93,7 +81,7 @@ export const guestCommand: Command = {
   async run(ctx) {
     const [sub, arg, ...rest] = ctx.positionals;
     if (!sub || rest.length) throw new GordeError("usage", `usage: gorde ${GUEST_USAGE}`);
-    const url = val(ctx, "node") ?? process.env.GORDE_NODE;
+    const url = str(ctx, "node") ?? process.env.GORDE_NODE;
     if (!url) throw new GordeError("usage", "name the node with --node https://<user>@<host>[:8006] or GORDE_NODE.");
     const asJson = ctx.values.json === true;
     const print = (v: unknown, human: () => string): void => {
@@ -103,7 +91,7 @@ export const guestCommand: Command = {
       if (arg === undefined) throw new GordeError("usage", `usage: gorde ${GUEST_USAGE}`);
       return arg;
     };
-    const node = await NodeClient.connect(url, { secret: process.env.GORDE_PASSWORD, fingerprint: val(ctx, "fingerprint") ?? process.env.GORDE_FINGERPRINT, signal: ctx.signal });
+    const node = await NodeClient.connect(url, { secret: process.env.GORDE_PASSWORD, fingerprint: str(ctx, "fingerprint") ?? process.env.GORDE_FINGERPRINT, signal: ctx.signal });
     try {
       switch (sub) {
         case "list": {
@@ -116,7 +104,7 @@ export const guestCommand: Command = {
         }
         case "config": {
           const id = guestId(needArg());
-          const file = val(ctx, "set");
+          const file = str(ctx, "set");
           const c = file
             ? await node.call("setGuestConfig", { params: { id }, json: parseGuestConfig(readJsonFile(file), `guest configuration ${file}`) })
             : await node.call("guestConfig", { params: { id } });
@@ -138,8 +126,8 @@ export const guestCommand: Command = {
         }
         case "create": {
           const id = guestId(needArg());
-          const file = val(ctx, "config");
-          const demo = val(ctx, "demo");
+          const file = str(ctx, "config");
+          const demo = str(ctx, "demo");
           if ((file === undefined) === (demo === undefined)) throw new GordeError("usage", "gorde guest create takes either --demo vm|ct or --config <file>.");
           let body: unknown;
           if (file) {
@@ -148,24 +136,24 @@ export const guestCommand: Command = {
             body = { config: c };
           } else {
             if (demo !== "vm" && demo !== "ct") throw new GordeError("usage", `--demo takes vm or ct, not "${demo}".`);
-            const port = num(ctx, "port");
+            const port = int(ctx, "port");
             if (port === undefined) throw new GordeError("usage", "a demo guest needs --port <p>: the 127.0.0.1 port its service is forwarded to.");
-            body = { demo: { kind: demo, id, name: val(ctx, "name"), httpPort: port, memoryMiB: num(ctx, "memory"), cpus: num(ctx, "cpus"), diskMiB: num(ctx, "disk-size") } };
+            body = { demo: { kind: demo, id, name: str(ctx, "name"), httpPort: port, memoryMiB: int(ctx, "memory"), cpus: int(ctx, "cpus"), diskMiB: int(ctx, "disk-size") } };
           }
           const c = await node.call<{ kind: string; id: number; name: string }>("createGuest", { json: body });
           return print(c, () => `created ${c.kind} ${c.id} (${c.name})\n`);
         }
         case "backup": {
           const id = guestId(needArg());
-          const mode = val(ctx, "mode");
+          const mode = str(ctx, "mode");
           if (mode !== undefined && !["snapshot", "suspend", "stop"].includes(mode)) throw new GordeError("usage", `--mode takes snapshot, suspend or stop, not "${mode}".`);
-          const r = await node.call<GuestBackupResult>("backupGuest", { params: { id }, json: { mode, notes: val(ctx, "notes") } });
+          const r = await node.call<GuestBackupResult>("backupGuest", { params: { id }, json: { mode, notes: str(ctx, "notes") } });
           return print(r, () => r.log.join("\n") + "\n");
         }
         case "restore": {
           const snapshot = needArg();
           const s = await node.call<GuestStatus>("restoreGuest", {
-            json: { snapshot, id: ctx.values.id === undefined ? undefined : guestId(val(ctx, "id")), httpPort: num(ctx, "port"), start: ctx.values.start === true, force: ctx.values.force === true },
+            json: { snapshot, id: ctx.values.id === undefined ? undefined : guestId(str(ctx, "id")), httpPort: int(ctx, "port"), start: ctx.values.start === true, force: ctx.values.force === true },
           });
           return print(s, () => `restored ${snapshot} as ${statusLine(s)}\n`);
         }
