@@ -36,6 +36,22 @@ void describe("gorde command line", () => {
     assert.match(r.err, /unknown command/);
   });
 
+  void it("calendar prints the next elapses in UTC, the event read in the local time zone", () => {
+    const run = (tz: string, ...a: string[]) => {
+      const r = spawnSync(process.execPath, [MAIN, "calendar", ...a], { env: { ...process.env, TZ: tz, NODE_COMPILE_CACHE: cache } });
+      return { code: r.status ?? -1, out: r.stdout.toString(), err: r.stderr.toString() };
+    };
+    const utc = run("UTC", "mon..fri 22:30", "--from", "2026-11-27T23:00:00Z", "--iterations", "3");
+    assert.equal(utc.out, "2026-11-30T22:30:00Z\n2026-12-01T22:30:00Z\n2026-12-02T22:30:00Z\n");
+    // 22:30 in Tokyo (UTC+9, no DST) is 13:30 UTC.
+    assert.equal(run("Asia/Tokyo", "22:30", "--from", "2026-11-25T00:00:00Z", "--iterations", "1").out, "2026-11-25T13:30:00Z\n");
+    assert.equal(run("UTC", "2015-10-21", "--from", "2026-01-01T00:00:00Z").out, "", "no elapse left: no line");
+    const bad = run("UTC", "mon..fry 12:00");
+    assert.equal(bad.code, 2);
+    assert.match(bad.err, /at 6: "fry" is not a weekday/);
+    assert.equal(run("UTC", "daily", "--from", "yesterday").code, 2);
+  });
+
   void it("namespaces keep groups apart", () => {
     assert.equal(gorde("init", repo).code, 0);
     const times = ["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z", "2026-01-03T06:00:00Z"];

@@ -20,6 +20,7 @@ import {
 import type { TreeEntry } from "../format/tree-entry.ts";
 import { runDemo } from "./demo.ts";
 import { keyCommand } from "./key-command.ts";
+import { nextElapse, parseCalendarEvent } from "../schedule/calendar-event.ts";
 import { ACCESS_COMMANDS } from "./access-commands.ts";
 import { serverCommand } from "./server-command.ts";
 import { guestCommand, nodeCommand } from "./node-command.ts";
@@ -433,6 +434,26 @@ export const COMMANDS: Record<string, Command> = {
   },
 
   key: keyCommand,
+  calendar: {
+    options: { from: { type: "string" }, iterations: { type: "string" } },
+    run(ctx) {
+      const [text] = args(ctx, 1, 1, "calendar <event> [--from <iso>] [--iterations N]");
+      const event = parseCalendarEvent(text!);
+      const fromText = str(ctx, "from");
+      let t = fromText === undefined ? new Date() : new Date(fromText);
+      if (Number.isNaN(t.getTime()) || (fromText !== undefined && !/^\d{4}-\d{2}-\d{2}T/.test(fromText))) throw new GordeError("usage", `--from takes an ISO time like 2026-11-25T02:30:00Z, not "${fromText}".`);
+      const n = int(ctx, "iterations") ?? 5;
+      if (n < 1 || n > 10_000) throw new GordeError("usage", "--iterations takes a number from 1 to 10000.");
+      // The event is read in the local time zone (TZ), as systemd and PVE read it.
+      for (let i = 0; i < n; i++) {
+        const next = nextElapse(event, t, "local");
+        if (!next) break;
+        ctx.out(next.toISOString().replace(/\.\d{3}Z$/, "Z") + "\n");
+        t = next;
+      }
+      return Promise.resolve();
+    },
+  },
   server: serverCommand,
   node: nodeCommand,
   guest: guestCommand,

@@ -49,6 +49,8 @@ Datastore commands (<repo> is a datastore directory or https://[<user>[!<token>]
         [--keep-weekly N] [--keep-monthly N] [--keep-yearly N] [--dry-run] [--json]
   gc <repo> [--cutoff <seconds>] [--json]      remove chunks no snapshot uses
   verify <repo> [<snapshot>] [--json]          check every chunk's CRC and digest
+  calendar <event> [--from <iso>] [--iterations N]   the next elapses of a calendar event
+                                               (PVE/systemd grammar, local time zone), UTC
   demo [--keep]                                the whole story on this machine
 
 Server (the password of <user> in GORDE_PASSWORD; the server's certificate pinned with
