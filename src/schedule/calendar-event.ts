@@ -29,8 +29,9 @@ const KEYWORDS: Readonly<Record<string, string>> = {
   semiannually: "*-01,07-01 00:00:00",
 };
 
-const WEEKDAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
-const WEEKDAY_NAMES = ["sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"];
+// The week starts on Monday, as systemd and PVE count it: `sat..sun` is a range, `sun..mon` is not.
+const WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+const WEEKDAY_NAMES = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
 /** Elapses are searched up to this year (systemd's limit is similar). */
 const LAST_YEAR = 2199;
 const FIRST_YEAR = 1970;
@@ -121,6 +122,8 @@ export function parseCalendarEvent(text: string): CalendarEvent {
       return weekdayOf(w);
     });
     if (weekdays.includes(-1)) throw s.error(tok.pos, "weekdays are names (mon, tue, …), not numbers");
+    // As JavaScript numbers them: Sunday 0.
+    weekdays = weekdays.map((d) => (d + 1) % 7).sort((a, b) => a - b);
   }
   let years = range(FIRST_YEAR, LAST_YEAR);
   let months = range(1, 12);
