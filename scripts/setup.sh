@@ -14,6 +14,8 @@ declare -A need=(
   [node]=nodejs [npm]=npm [cc]=gcc [make]=make [mkfs.ext4]=e2fsprogs [setfattr]=attr [setfacl]=acl
   # the demo guests: QEMU, busybox and cpio for the VM's initramfs (its kernel is downloaded, not installed)
   [qemu-system-x86_64]=qemu-system-x86 [qemu-img]=qemu-utils [busybox]=busybox-static [cpio]=cpio [lxc-start]=lxc [nsenter]=util-linux
+  # the scheduler's calendar events are cross-checked against systemd's
+  [systemd-analyze]=systemd
 )
 missing=()
 for cmd in "${!need[@]}"; do

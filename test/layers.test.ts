@@ -7,7 +7,7 @@ import path from "node:path";
 import { test } from "node:test";
 
 const SRC = new URL("../src/", import.meta.url).pathname;
-const RANK: Record<string, number> = { "errors.ts": 0, sys: 0, format: 1, schedule: 1, api: 2, datastore: 2, client: 3, server: 3, node: 3.5, cli: 4 };
+const RANK: Record<string, number> = { "errors.ts": 0, sys: 0, format: 1, schedule: 1, api: 2, datastore: 2, jobs: 2.5, client: 3, server: 3, node: 3.5, cli: 4 };
 
 function layerOf(rel: string): string {
   return rel.split("/")[0]!;
