@@ -3,7 +3,6 @@
 // incremental one that reads only the chunks its dirty bitmap marks. The guest's service
 // is asked every 100 ms throughout: the longest gap between answers is reported.
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -12,21 +11,12 @@ import { Datastore } from "../src/datastore/datastore.ts";
 import { buildVmDisk, ensureGuestKit } from "../src/node/guest-kit.ts";
 import { openLiveView } from "../src/node/live-view.ts";
 import { openNbdSource } from "../src/node/nbd-source.ts";
-import { startVm } from "../src/node/qemu.ts";
+import { freePort, startVm } from "../src/node/qemu.ts";
 
 const DISK = 2 * 1024 ** 3;
 /** MiB of files the guest holds before the first backup (GORDE_BENCH_USED_MIB; default: half the disk) */
 const USED_MIB = Number(process.env.GORDE_BENCH_USED_MIB ?? 1024);
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "gorde-live-bench-"));
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 async function get(port: number, p: string, timeoutMs = 60_000): Promise<string> {
   const deadline = Date.now() + timeoutMs;

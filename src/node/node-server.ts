@@ -8,6 +8,7 @@ import { type CreateGuest, NODE_ROUTES, type NodeRouteName, type RestoreGuest } 
 import { API_VERSION } from "../api/routes.ts";
 import { RemoteRepository } from "../client/remote.ts";
 import { GordeError } from "../errors.ts";
+import { parseSnapshotRef } from "../format/names.ts";
 import { accessHandlers, denied } from "../server/access-handlers.ts";
 import { type ApiHandler, apiDispatcher, listenHttps } from "../server/api-host.ts";
 import { AuthStore, type Privilege } from "../server/auth.ts";
@@ -117,7 +118,7 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     },
     restoreGuest: async ({ authId, body }) => {
       const b = body as RestoreGuest;
-      const id = b.id ?? Number(/^(?:vm|ct)\/(\d+)\//.exec(b.snapshot)?.[1] ?? NaN);
+      const id = b.id ?? Number(parseSnapshotRef(b.snapshot).id);
       if (!Number.isInteger(id)) throw new HttpError(400, `${b.snapshot} names no guest id.`);
       if (!auth.can(authId, `/vms/${id}`, "VM.Backup")) throw denied(authId, `restore guest ${id}`);
       if (b.force && !auth.can(authId, `/vms/${id}`, "VM.Allocate")) throw denied(authId, `replace guest ${id}`);
