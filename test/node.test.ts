@@ -171,8 +171,20 @@ void describe("nodes and guests", { skip: why ?? false }, () => {
       assert.equal((await gorde(["user", "add", node1.url(), user], { ...admin, GORDE_NEW_PASSWORD: `${user}-pass` })).code, 0);
       assert.equal((await gorde(["acl", "set", node1.url(), "/vms", user, role], admin)).code, 0);
     }
-    const unauth = await fetchStatus(node1, "/api/guests");
-    assert.equal(unauth, 401);
+    assert.equal((await rawRequest(node1, "/api/guests")).status, 401);
+    // The node validates what reaches it, whatever the client checked before.
+    const admin1 = "admin:node-admin-1";
+    const unknownKey = await rawRequest(node1, "/api/guests", { method: "POST", auth: admin1, body: JSON.stringify({ demo: { kind: "ct", id: 140, httpPort: 20140, cpu: 2 } }) });
+    assert.equal(unknownKey.status, 400);
+    assert.match(unknownKey.body, /request body/);
+    const badJson = await rawRequest(node1, "/api/guests/100/backup", { method: "POST", auth: admin1, body: "{mode:" });
+    assert.equal(badJson.status, 400);
+    assert.match(badJson.body, /not valid JSON/);
+    const badId = await rawRequest(node1, "/api/guests/12/config", { auth: admin1 });
+    assert.equal(badId.status, 400);
+    const badSnap = await rawRequest(node1, "/api/restore", { method: "POST", auth: admin1, body: JSON.stringify({ snapshot: "vm/100/../../etc" }) });
+    assert.equal(badSnap.status, 400);
+    assert.ok(!fs.existsSync(path.join(tmp.dir, "node1", "guests", "140.json")), "nothing was created");
     const wrong = await guest(node1, ["list"], "admin", "wrong-password");
     assert.equal(wrong.code, 7);
     const list = await guest(node1, ["list"], "auditor", "auditor-pass");
@@ -261,16 +273,24 @@ void describe("a node whose datastore is full", { skip: why ?? false }, () => {
   });
 });
 
-async function fetchStatus(node: NodeProcess, p: string): Promise<number> {
+/** One raw request to a node's API (no pinning: the test only reads statuses and errors). */
+async function rawRequest(node: NodeProcess, p: string, opts: { method?: string; body?: string; auth?: string } = {}): Promise<{ status: number; body: string }> {
   const http2 = await import("node:http2");
   return new Promise((resolve, reject) => {
     const c = http2.connect(`https://127.0.0.1:${node.port}`, { rejectUnauthorized: false });
     c.on("error", reject);
-    const req = c.request({ ":path": p });
-    req.on("response", (h) => {
-      resolve(Number(h[":status"]));
+    const headers: Record<string, string> = { ":path": p, ":method": opts.method ?? "GET" };
+    if (opts.auth) headers.authorization = `Basic ${Buffer.from(opts.auth).toString("base64")}`;
+    if (opts.body !== undefined) headers["content-type"] = "application/json";
+    const req = c.request(headers);
+    let status = 0;
+    let body = "";
+    req.on("response", (h) => (status = Number(h[":status"])));
+    req.on("data", (b: Buffer) => (body += b.toString()));
+    req.on("end", () => {
+      resolve({ status, body });
       c.close();
     });
-    req.end();
+    req.end(opts.body);
   });
 }
