@@ -1,0 +1,181 @@
+// The backup plan as one declarative file (YAML): the guests with their RPO, the jobs that
+// keep them (backup, prune, GC, verify, sync, restore drills) with their schedules, windows
+// and retention, and who is told what. Validated whole before anything uses it: every
+// problem is one sentence with the line it is on.
+import { LineCounter, parseDocument } from "yaml";
+import { z } from "zod";
+import { GordeError } from "../errors.ts";
+import { type CalendarEvent, nextElapse, parseCalendarEvent } from "./calendar-event.ts";
+import { type Window, parseWindow, windowOpen } from "./window.ts";
+
+const name = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/, "a name of letters, digits, '.', '_' or '-'");
+const guestId = z.number().int().min(100).max(999_999_999);
+/** `26h`, `90m`, `2d`, `1w` */
+const duration = z.string().regex(/^\d{1,6}[smhdw]$/, "a duration like 26h, 90m, 2d or 1w");
+
+const Keep = z.strictObject({
+  last: z.number().int().min(1).optional(),
+  hourly: z.number().int().min(1).optional(),
+  daily: z.number().int().min(1).optional(),
+  weekly: z.number().int().min(1).optional(),
+  monthly: z.number().int().min(1).optional(),
+  yearly: z.number().int().min(1).optional(),
+});
+
+const common = {
+  name,
+  schedule: z.string().min(1),
+  window: z.string().optional(),
+  "repeat-missed": z.boolean().optional(),
+  comment: z.string().max(1024).optional(),
+};
+const guestSelection = {
+  /** `all`, or guest ids */
+  guests: z.union([z.literal("all"), z.array(guestId).min(1)]).optional(),
+  nodes: z.array(name).min(1).optional(),
+  exclude: z.array(guestId).optional(),
+};
+
+const BackupJob = z.strictObject({
+  ...common,
+  ...guestSelection,
+  type: z.literal("backup"),
+  mode: z.enum(["snapshot", "suspend", "stop"]).optional(),
+  datastore: name.optional(),
+  keep: Keep.optional(),
+  /** bytes per second: 500K, 20M, 1G */
+  rate: z.string().regex(/^\d+(\.\d+)?[KMG]?$/i, "a rate like 500K, 20M or 1G").optional(),
+  notes: z.string().max(4096).optional(),
+  "max-parallel": z.number().int().min(1).max(64).optional(),
+});
+const PruneJob = z.strictObject({ ...common, ...guestSelection, type: z.literal("prune"), datastore: name.optional(), keep: Keep });
+const GcJob = z.strictObject({ ...common, type: z.literal("gc"), datastore: name.optional() });
+const VerifyJob = z.strictObject({
+  ...common,
+  type: z.literal("verify"),
+  datastore: name.optional(),
+  /** only snapshots not verified within this many days; absent: all */
+  "outdated-after": z.number().int().min(1).max(3650).optional(),
+});
+const SyncJob = z.strictObject({ ...common, type: z.literal("sync"), datastore: name.optional(), remote: z.string().startsWith("https://", "an https:// URL"), "remote-fingerprint": z.string().min(1) });
+const DrillJob = z.strictObject({ ...common, ...guestSelection, type: z.literal("drill"), node: name.optional() });
+
+const Job = z.discriminatedUnion("type", [BackupJob, PruneJob, GcJob, VerifyJob, SyncJob, DrillJob]);
+
+const Target = z.discriminatedUnion("type", [
+  z.strictObject({ type: z.literal("webhook"), name, url: z.string().url(), headers: z.record(z.string(), z.string()).optional() }),
+  z.strictObject({
+    type: z.literal("smtp"),
+    name,
+    host: z.string().min(1),
+    port: z.number().int().min(1).max(65535),
+    secure: z.boolean().optional(),
+    starttls: z.boolean().optional(),
+    user: z.string().optional(),
+    /** the password is never in the plan: an environment variable names it */
+    "password-env": z.string().regex(/^[A-Z_][A-Z0-9_]*$/).optional(),
+    from: z.string().min(3),
+    to: z.array(z.string().min(3)).min(1),
+  }),
+]);
+
+export const PlanSchema = z.strictObject({
+  version: z.literal(1),
+  guests: z.record(z.string().regex(/^[1-9]\d{2,8}$/, "a guest id"), z.strictObject({ rpo: duration, node: name.optional() })),
+  jobs: z.array(Job).min(1),
+  notifications: z
+    .strictObject({
+      targets: z.array(Target),
+      matchers: z.array(z.strictObject({ target: name, "min-severity": z.enum(["info", "warning", "error"]).optional(), jobs: z.array(name).optional(), results: z.array(z.enum(["ok", "failed", "skipped"])).optional() })).optional(),
+    })
+    .optional(),
+});
+
+export type PlanFile = z.infer<typeof PlanSchema>;
+export type PlanJob = z.infer<typeof Job>;
+
+export interface Plan {
+  readonly file: PlanFile;
+  /** each job with its parsed schedule and window */
+  readonly jobs: readonly { readonly job: PlanJob; readonly event: CalendarEvent; readonly window?: Window }[];
+  /** guest id → RPO in milliseconds */
+  readonly rpo: ReadonlyMap<number, number>;
+}
+
+export function durationMs(d: string): number {
+  const n = Number(d.slice(0, -1));
+  return n * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[d.at(-1) as "s" | "m" | "h" | "d" | "w"];
+}
+
+/** Whether some elapse of `event` in the year after `from` falls inside `window`. */
+function everInWindow(event: CalendarEvent, window: Window, from: Date, tz: "UTC" | "local"): boolean {
+  let t: Date | null = from;
+  const until = from.getTime() + 366 * 86_400_000;
+  for (let i = 0; i < 5000 && t && t.getTime() < until; i++) {
+    t = nextElapse(event, t, tz);
+    if (t && windowOpen(window, t, tz)) return true;
+  }
+  return false;
+}
+
+/**
+ * Parses and checks a plan: the schema (strict: unknown keys named), every schedule and
+ * window, that each job's schedule falls inside its window, job names unique, and every
+ * guest a job names known to the plan. `now` anchors the window check.
+ */
+export function parsePlan(text: string, what = "plan", opts: { now?: Date; tz?: "UTC" | "local" } = {}): Plan {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  const lineOf = (path: readonly (string | number)[]): number | undefined => {
+    for (let p = [...path]; ; p = p.slice(0, -1)) {
+      const node = doc.getIn(p, true) as { range?: [number, number, number] } | undefined;
+      if (node?.range) return lines.linePos(node.range[0]).line;
+      if (p.length === 0) return undefined;
+    }
+  };
+  const fail = (line: number | undefined, message: string): never => {
+    throw new GordeError("invalid", `${what}${line ? ` line ${line}` : ""}: ${message.replace(/\.$/, "")}.`);
+  };
+  const yamlError = doc.errors[0];
+  if (yamlError) fail(lines.linePos(yamlError.pos[0]).line, `is not valid YAML: ${yamlError.message.split("\n")[0]}`);
+  const r = PlanSchema.safeParse(doc.toJS());
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    const path = issue.path.filter((k): k is string | number => typeof k !== "symbol");
+    if (issue.code === "unrecognized_keys") fail(lineOf([...path, issue.keys[0]!]), `unknown key ${issue.keys.map((k) => JSON.stringify(k)).join(", ")}${path.length ? ` in ${path.join(".")}` : ""}`);
+    fail(lineOf(path), `${path.join(".") || "the plan"} is invalid: ${issue.message}`);
+  }
+  const file = r.data!;
+  const now = opts.now ?? new Date();
+  const tz = opts.tz ?? "local";
+  const names = new Set<string>();
+  const jobs = file.jobs.map((job, i) => {
+    const at = (key: string): number | undefined => lineOf(["jobs", i, key]);
+    if (names.has(job.name)) fail(at("name"), `job name ${job.name} is used twice`);
+    names.add(job.name);
+    const parsed = <T>(key: string, fn: () => T): T => {
+      try {
+        return fn();
+      } catch (err) {
+        return fail(at(key), `job ${job.name}: ${(err as Error).message}`);
+      }
+    };
+    const event = parsed("schedule", () => parseCalendarEvent(job.schedule));
+    const window = job.window === undefined ? undefined : parsed("window", () => parseWindow(job.window!));
+    if (!nextElapse(event, now, tz)) fail(at("schedule"), `job ${job.name}: its schedule "${job.schedule}" has no elapse left`);
+    if (window && !everInWindow(event, window, now, tz)) fail(at("window"), `job ${job.name}: its schedule "${job.schedule}" never falls inside its window ${job.window}, so it would never run`);
+    if ("guests" in job) {
+      for (const id of [...(Array.isArray(job.guests) ? job.guests : []), ...(job.exclude ?? [])]) {
+        if (!(String(id) in file.guests)) fail(at(Array.isArray(job.guests) && job.guests.includes(id) ? "guests" : "exclude"), `job ${job.name} names guest ${id}, which the plan's guests do not list`);
+      }
+    }
+    return { job, event, window };
+  });
+  const targets = new Set(file.notifications?.targets.map((t) => t.name));
+  for (const [i, m] of (file.notifications?.matchers ?? []).entries()) {
+    if (!targets.has(m.target)) fail(lineOf(["notifications", "matchers", i, "target"]), `matcher ${i + 1} names target ${m.target}, which is not defined`);
+    for (const j of m.jobs ?? []) if (!names.has(j)) fail(lineOf(["notifications", "matchers", i, "jobs"]), `matcher ${i + 1} names job ${j}, which is not defined`);
+  }
+  const rpo = new Map(Object.entries(file.guests).map(([id, g]) => [Number(id), durationMs(g.rpo)]));
+  return { file, jobs, rpo };
+}
