@@ -56,6 +56,7 @@ export class TaskHistory {
           CREATE INDEX IF NOT EXISTS runs_job_start ON runs (job, start);
           PRAGMA user_version = ${SCHEMA_VERSION};`);
       }
+      db.exec("CREATE TABLE IF NOT EXISTS job_clock (job TEXT PRIMARY KEY, since INTEGER NOT NULL, last_due INTEGER)");
     } catch (err) {
       if (err instanceof GordeError) throw err;
       throw new GordeError("corrupt", `task history ${file} cannot be opened: ${(err as Error).message.replace(/\.$/, "")}.`);
@@ -105,6 +106,17 @@ export class TaskHistory {
   /** Removes ended runs that started before `before` (unix ms); returns how many. */
   prune(before: number): number {
     return Number(this.db.prepare("DELETE FROM runs WHERE start < ? AND result != 'running'").run(before).changes);
+  }
+
+  /** The scheduler's clock of a job: since when it is scheduled, the elapse it was last due at. */
+  clock(job: string, now: number): { since: number; lastDue?: number } {
+    this.db.prepare("INSERT OR IGNORE INTO job_clock (job, since) VALUES (?, ?)").run(job, now);
+    const r = this.db.prepare("SELECT since, last_due FROM job_clock WHERE job = ?").get(job) as { since: number; last_due: number | null };
+    return { since: Number(r.since), ...(r.last_due === null ? {} : { lastDue: Number(r.last_due) }) };
+  }
+
+  setLastDue(job: string, due: number): void {
+    this.db.prepare("UPDATE job_clock SET last_due = ? WHERE job = ?").run(due, job);
   }
 
   close(): void {

@@ -1,0 +1,121 @@
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, describe, it } from "node:test";
+import { parsePlan } from "../schedule/plan.ts";
+import { type JobOutcome, Scheduler } from "./scheduler.ts";
+import { TaskHistory } from "./task-history.ts";
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gorde-scheduler-"));
+const T0 = Date.parse("2026-11-25T00:00:00Z");
+
+const plan = (jobs: string) =>
+  parsePlan(`version: 1\nguests:\n  100: { rpo: 26h }\njobs:\n${jobs}`, "plan", { now: new Date(T0), tz: "UTC" });
+
+void describe("the scheduler (injected clock)", () => {
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  void it("runs a job at each elapse, records each run with its bytes, and notifies", async () => {
+    const history = TaskHistory.open(path.join(dir, "a.db"));
+    let now = T0;
+    const ran: number[] = [];
+    const told: JobOutcome[] = [];
+    const s = new Scheduler({
+      plan: plan("  - { name: every10, type: backup, schedule: '*:*:0/10', guests: [100] }\n"),
+      history,
+      now: () => now,
+      tz: "UTC",
+      run: (job, ctx) => {
+        ran.push(ctx.due);
+        ctx.log(`backing up guest ${JSON.stringify(job.type === "backup" && job.guests)}`);
+        return Promise.resolve({ bytes: 100, newBytes: ran.length === 1 ? 100 : 5, reusedBytes: ran.length === 1 ? 0 : 95 });
+      },
+      notify: (o) => void told.push(o),
+    });
+    for (; now < T0 + 35_000; now += 1000) {
+      await s.tick();
+      await s.idle();
+    }
+    assert.deepEqual(ran, [T0 + 10_000, T0 + 20_000, T0 + 30_000]);
+    const runs = history.list({ job: "every10" });
+    assert.deepEqual(runs.map((r) => r.result), ["ok", "ok", "ok"]);
+    assert.equal(runs[0]!.newBytes, 5);
+    assert.equal(runs.at(-1)!.newBytes, 100);
+    assert.match(runs[0]!.log, /backing up guest \[100\]/);
+    assert.deepEqual(told.map((o) => o.result), ["ok", "ok", "ok"]);
+    history.close();
+  });
+
+  void it("records a failure and a skip, and never runs a job twice at once", async () => {
+    const history = TaskHistory.open(path.join(dir, "b.db"));
+    let now = T0 + 9_000;
+    const load: { busy?: string } = {};
+    let release!: () => void;
+    let calls = 0;
+    const s = new Scheduler({
+      plan: plan("  - { name: flaky, type: gc, schedule: '*:*:0/10', window: '00:00-00:01' }\n"),
+      history,
+      now: () => now,
+      tz: "UTC",
+      busy: () => load.busy,
+      run: () => {
+        calls++;
+        if (calls === 1) return Promise.reject(new Error("the datastore is full"));
+        return new Promise((r) => (release = () => r({})));
+      },
+    });
+    await s.tick(); // the job comes under the scheduler at 00:00:09
+    now = T0 + 10_000;
+    await s.tick();
+    await s.idle();
+    assert.equal(history.last("flaky")!.result, "failed");
+    assert.equal(history.last("flaky")!.error, "the datastore is full");
+    now = T0 + 20_000;
+    await s.tick(); // starts the second run, which hangs
+    now = T0 + 30_000;
+    await s.tick(); // the job is still running: not started again
+    assert.equal(calls, 2);
+    release();
+    await s.idle();
+    // busy through the end of the window: waits, then is skipped with the reason
+    load.busy = "I/O pressure 80% is above 30%";
+    now = T0 + 40_000;
+    await s.tick();
+    now = T0 + 61_000;
+    await s.tick();
+    const last = history.last("flaky")!;
+    assert.equal(last.result, "skipped");
+    assert.match(last.error!, /window 00:00-00:01 closed before it could start \(I\/O pressure 80% is above 30%\)/);
+    history.close();
+  });
+
+  void it("after a restart: a run cut off is failed, a missed one is taken with repeat-missed and skipped without", async () => {
+    const file = path.join(dir, "c.db");
+    const jobs = "  - { name: take, type: verify, schedule: hourly, repeat-missed: true }\n  - { name: drop, type: gc, schedule: hourly }\n";
+    let now = T0;
+    const first = TaskHistory.open(file);
+    const s1 = new Scheduler({ plan: plan(jobs), history: first, now: () => now, tz: "UTC", maxParallel: 2, run: () => new Promise(() => undefined) });
+    await s1.tick(); // the jobs come under the scheduler
+    now = T0 + 3_600_000;
+    await s1.tick(); // both start at 01:00 and never end: the process "dies"
+    first.close();
+
+    now = T0 + 5 * 3_600_000 + 600_000; // 05:10: the 02:00..05:00 runs were missed
+    const history = TaskHistory.open(file);
+    const ran: string[] = [];
+    const s2 = new Scheduler({ plan: plan(jobs), history, now: () => now, tz: "UTC", run: (job) => (ran.push(job.name), Promise.resolve({})) });
+    const cut = history.list().filter((r) => r.result === "failed");
+    assert.equal(cut.length, 2);
+    assert.match(cut[0]!.error!, /interrupted/);
+    await s2.tick();
+    await s2.idle();
+    assert.deepEqual(ran, ["take"], "one run for all the missed elapses");
+    assert.equal(history.last("drop")!.result, "skipped");
+    assert.match(history.last("drop")!.error!, /missed at 2026-11-25T02:00:00Z/);
+    await s2.tick();
+    await s2.idle();
+    assert.deepEqual(ran, ["take"], "nothing more is due before 06:00");
+    history.close();
+  });
+});

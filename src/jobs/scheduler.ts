@@ -1,0 +1,139 @@
+// The scheduler: on every tick it asks `decide` about each job of the plan, runs what is
+// due (at most `maxParallel` at once), records every run and skip in the task history,
+// keeps each job's clock there (so a restart knows what was due), and hands each outcome
+// to `notify`. The clock, the node's load and the work itself are injected.
+import type { Plan, PlanJob } from "../schedule/plan.ts";
+import { decide } from "../schedule/due.ts";
+import type { TaskHistory } from "./task-history.ts";
+
+export interface RunOutcome {
+  bytes?: number;
+  newBytes?: number;
+  reusedBytes?: number;
+  message?: string;
+}
+
+export type JobRunner = (job: PlanJob, ctx: { due: number; log: (line: string) => void; signal: AbortSignal }) => Promise<RunOutcome>;
+
+export interface JobOutcome {
+  job: string;
+  kind: string;
+  result: "ok" | "failed" | "skipped";
+  start: number;
+  end: number;
+  message: string;
+  due: number;
+  runId: number;
+}
+
+export interface SchedulerOptions {
+  plan: Plan;
+  history: TaskHistory;
+  run: JobRunner;
+  now?: () => number;
+  /** why the node is too busy to start a job now (undefined: it is not) */
+  busy?: () => string | undefined;
+  notify?: (o: JobOutcome) => Promise<void> | void;
+  maxParallel?: number;
+  tz?: "UTC" | "local";
+}
+
+export class Scheduler {
+  private readonly opts: SchedulerOptions;
+  private readonly now: () => number;
+  private readonly running = new Map<string, Promise<void>>();
+  /** due elapses seen in time and waited on (a busy node): not missed ones */
+  private readonly seen = new Map<string, number>();
+  private readonly abort = new AbortController();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(opts: SchedulerOptions) {
+    this.opts = opts;
+    this.now = opts.now ?? Date.now;
+    // A run still marked running belongs to a process that is gone.
+    opts.history.markInterrupted(this.now());
+  }
+
+  /** One pass over the plan: starts what is due, records what is skipped. */
+  async tick(): Promise<void> {
+    const { history, plan } = this.opts;
+    for (const { job, event, window } of plan.jobs) {
+      if (this.running.has(job.name)) continue;
+      const now = this.now();
+      const clock = { ...history.clock(job.name, now), seen: this.seen.get(job.name) };
+      const d = decide({ name: job.name, event, window, repeatMissed: job["repeat-missed"] }, clock, now, this.opts.busy?.(), this.opts.tz);
+      if (d.action === "idle") continue;
+      if (d.action === "wait") {
+        this.seen.set(job.name, d.due);
+        continue;
+      }
+      this.seen.delete(job.name);
+      history.setLastDue(job.name, d.due);
+      if (d.action === "skip") {
+        const id = history.begin({ job: job.name, kind: job.type, start: now });
+        history.finish(id, { end: now, result: "skipped", error: d.reason, log: `skipped: ${d.reason}\n` });
+        await this.opts.notify?.({ job: job.name, kind: job.type, result: "skipped", start: now, end: now, message: d.reason, due: d.due, runId: id });
+        continue;
+      }
+      if (this.running.size >= (this.opts.maxParallel ?? 1)) {
+        // No slot now: the job stays due (its clock is put back) and is looked at again next tick.
+        history.setLastDue(job.name, clock.lastDue ?? clock.since);
+        this.seen.set(job.name, d.due);
+        continue;
+      }
+      const p = this.runOne(job, d.due, d.missed).finally(() => this.running.delete(job.name));
+      this.running.set(job.name, p);
+    }
+  }
+
+  /** Resolves when no job is running. */
+  async idle(): Promise<void> {
+    while (this.running.size) await Promise.allSettled([...this.running.values()]);
+  }
+
+  private async runOne(job: PlanJob, due: number, missed: boolean): Promise<void> {
+    const { history } = this.opts;
+    const start = this.now();
+    const id = history.begin({ job: job.name, kind: job.type, start });
+    const log: string[] = [];
+    const say = (line: string): void => void log.push(`${new Date(this.now()).toISOString()} ${line}`);
+    if (missed) say(`a missed run (due ${new Date(due).toISOString()}), taken now: repeat-missed is on`);
+    let outcome: JobOutcome;
+    try {
+      const r = await this.opts.run(job, { due, log: say, signal: this.abort.signal });
+      const end = this.now();
+      history.finish(id, { end, result: "ok", bytes: r.bytes, newBytes: r.newBytes, reusedBytes: r.reusedBytes, log: log.join("\n") + "\n" });
+      outcome = { job: job.name, kind: job.type, result: "ok", start, end, message: r.message ?? "ok", due, runId: id };
+    } catch (err) {
+      const end = this.now();
+      const message = (err as Error).message;
+      say(`failed: ${message}`);
+      history.finish(id, { end, result: "failed", error: message, log: log.join("\n") + "\n" });
+      outcome = { job: job.name, kind: job.type, result: "failed", start, end, message, due, runId: id };
+    }
+    try {
+      await this.opts.notify?.(outcome);
+    } catch {
+      // A notification that cannot be sent does not change the run's result.
+    }
+  }
+
+  /** Ticks every `intervalMs` until `stop`. */
+  start(intervalMs = 1000): void {
+    const loop = (): void => {
+      this.timer = setTimeout(() => {
+        void this.tick().finally(() => {
+          if (!this.abort.signal.aborted) loop();
+        });
+      }, intervalMs);
+    };
+    loop();
+  }
+
+  /** Stops ticking and asks running jobs to stop; resolves when they have. */
+  async stop(): Promise<void> {
+    clearTimeout(this.timer);
+    this.abort.abort();
+    await Promise.allSettled([...this.running.values()]);
+  }
+}
