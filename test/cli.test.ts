@@ -52,6 +52,31 @@ void describe("gorde command line", () => {
     assert.equal(run("UTC", "daily", "--from", "yesterday").code, 2);
   });
 
+  void it("plan check: the plan's problems with their lines; guests against their RPO", () => {
+    const store = path.join(tmp.dir, "plan-repo");
+    assert.equal(gorde("init", store).code, 0);
+    const old = new Date(Date.now() - 3 * 86_400_000).toISOString().replace(/\.\d{3}Z$/, "Z");
+    assert.equal(gorde("backup", store, "vm/100", `root.tree=${src}`).code, 0);
+    assert.equal(gorde("backup", store, "ct/101", `root.tree=${src}`, "--time", old).code, 0);
+    const plan = path.join(tmp.dir, "plan.yaml");
+    const text = "version: 1\nguests:\n  100: { rpo: 26h }\n  101: { rpo: 26h }\njobs:\n  - { name: nightly, type: backup, schedule: daily, guests: all, keep: { last: 3 } }\n";
+    fs.writeFileSync(plan, text);
+    const r = gorde("plan", "check", plan, "--repo", store, "--json");
+    assert.equal(r.code, 1, "guest 101 is out of its RPO");
+    const out = JSON.parse(r.out) as { ok: boolean; guests: { guest: number; withinRpo: boolean; lastBackup: string }[]; jobs: { next: string[] }[] };
+    assert.equal(out.ok, false);
+    assert.deepEqual(out.guests.map((g) => [g.guest, g.withinRpo]), [[100, true], [101, false]]);
+    assert.equal(out.guests[1]!.lastBackup, `ct/101/${old}`);
+    assert.equal(out.jobs[0]!.next.length, 3);
+    fs.writeFileSync(plan, text.replace("{ rpo: 26h }\n  101: { rpo: 26h }", "{ rpo: 26h }"));
+    const unknown = gorde("plan", "check", plan);
+    assert.equal(unknown.code, 0, unknown.err);
+    fs.writeFileSync(plan, text.replace("guests: all", "guests: [100, 105]"));
+    const bad = gorde("plan", "check", plan);
+    assert.equal(bad.code, 5);
+    assert.match(bad.err, /plan .*plan.yaml line 6: job nightly names guest 105, which the plan's guests do not list/);
+  });
+
   void it("namespaces keep groups apart", () => {
     assert.equal(gorde("init", repo).code, 0);
     const times = ["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z", "2026-01-03T06:00:00Z"];

@@ -24,6 +24,7 @@ import { nextElapse, parseCalendarEvent } from "../schedule/calendar-event.ts";
 import { ACCESS_COMMANDS } from "./access-commands.ts";
 import { serverCommand } from "./server-command.ts";
 import { guestCommand, nodeCommand } from "./node-command.ts";
+import { planCommand } from "./plan-command.ts";
 import { formatBytes, progressBar, taskProgress } from "./progress-bar.ts";
 
 export interface CommandContext {
@@ -456,6 +457,7 @@ export const COMMANDS: Record<string, Command> = {
   },
   server: serverCommand,
   node: nodeCommand,
+  plan: planCommand,
   guest: guestCommand,
   ...ACCESS_COMMANDS,
 

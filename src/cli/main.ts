@@ -51,6 +51,9 @@ Datastore commands (<repo> is a datastore directory or https://[<user>[!<token>]
   verify <repo> [<snapshot>] [--json]          check every chunk's CRC and digest
   calendar <event> [--from <iso>] [--iterations N]   the next elapses of a calendar event
                                                (PVE/systemd grammar, local time zone), UTC
+  plan check <file> [--repo <repo>] [--json]   the plan checked, its jobs' next runs, and
+                                               with a repository each guest against its RPO
+                                               (exit 1 when one is out of it)
   demo [--keep]                                the whole story on this machine
 
 Server (the password of <user> in GORDE_PASSWORD; the server's certificate pinned with

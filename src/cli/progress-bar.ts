@@ -1,15 +1,8 @@
 // A progress line on stderr when it is a terminal: bytes, MB/s, ETA, new vs reused.
 import type { ProgressEvent, ProgressFn } from "../client/progress.ts";
+import { formatBytes } from "../format/units.ts";
 
-export function formatBytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (Math.abs(n) >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return `${i === 0 ? n : n.toFixed(n < 10 ? 2 : 1)} ${units[i]}`;
-}
+export { formatBytes };
 
 export function progressBar(stream: NodeJS.WriteStream, label: string): { fn: ProgressFn | undefined; end(): void } {
   if (!stream.isTTY) return { fn: undefined, end() {} };

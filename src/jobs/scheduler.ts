@@ -4,6 +4,7 @@
 // to `notify`. The clock, the node's load and the work itself are injected.
 import type { Plan, PlanJob } from "../schedule/plan.ts";
 import { decide } from "../schedule/due.ts";
+import { type NotifyResult, type NotifyTarget, notify, severityFor } from "./notify.ts";
 import type { TaskHistory } from "./task-history.ts";
 
 export interface RunOutcome {
@@ -24,6 +25,10 @@ export interface JobOutcome {
   message: string;
   due: number;
   runId: number;
+  bytes?: number;
+  newBytes?: number;
+  reusedBytes?: number;
+  log?: string;
 }
 
 export interface SchedulerOptions {
@@ -103,13 +108,13 @@ export class Scheduler {
       const r = await this.opts.run(job, { due, log: say, signal: this.abort.signal });
       const end = this.now();
       history.finish(id, { end, result: "ok", bytes: r.bytes, newBytes: r.newBytes, reusedBytes: r.reusedBytes, log: log.join("\n") + "\n" });
-      outcome = { job: job.name, kind: job.type, result: "ok", start, end, message: r.message ?? "ok", due, runId: id };
+      outcome = { job: job.name, kind: job.type, result: "ok", start, end, message: r.message ?? "ok", due, runId: id, bytes: r.bytes, newBytes: r.newBytes, reusedBytes: r.reusedBytes, log: log.join("\n") };
     } catch (err) {
       const end = this.now();
       const message = (err as Error).message;
       say(`failed: ${message}`);
       history.finish(id, { end, result: "failed", error: message, log: log.join("\n") + "\n" });
-      outcome = { job: job.name, kind: job.type, result: "failed", start, end, message, due, runId: id };
+      outcome = { job: job.name, kind: job.type, result: "failed", start, end, message, due, runId: id, log: log.join("\n") };
     }
     try {
       await this.opts.notify?.(outcome);
@@ -136,4 +141,38 @@ export class Scheduler {
     this.abort.abort();
     await Promise.allSettled([...this.running.values()]);
   }
+}
+
+/**
+ * The plan's notifications as a scheduler's `notify`: each outcome to the targets its
+ * matchers select (a mail password comes from the environment variable the plan names).
+ */
+export function planNotifier(plan: Plan, node: string | undefined, report: (job: string, results: NotifyResult[]) => void = () => undefined): (o: JobOutcome) => Promise<void> {
+  const n = plan.file.notifications;
+  if (!n) return () => Promise.resolve();
+  const targets: NotifyTarget[] = n.targets.map((t) =>
+    t.type === "webhook"
+      ? { type: "webhook", name: t.name, url: t.url, headers: t.headers }
+      : {
+          type: "smtp",
+          name: t.name,
+          host: t.host,
+          port: t.port,
+          secure: t.secure,
+          starttls: t.starttls,
+          user: t.user,
+          password: t["password-env"] ? process.env[t["password-env"]] : undefined,
+          from: t.from,
+          to: t.to,
+        },
+  );
+  const matchers = (n.matchers ?? []).map((m) => ({ target: m.target, minSeverity: m["min-severity"], jobs: m.jobs, results: m.results }));
+  return async (o) => {
+    const results = await notify(
+      { job: o.job, kind: o.kind, result: o.result, severity: severityFor(o.result), start: o.start, end: o.end, message: o.message, node, bytes: o.bytes, newBytes: o.newBytes, reusedBytes: o.reusedBytes, log: o.log },
+      targets,
+      matchers,
+    );
+    report(o.job, results);
+  };
 }

@@ -1,0 +1,88 @@
+// `gorde plan check <file> [--repo <url>]`: the plan checked whole (every problem with its
+// line), each job's next runs, and with a repository each guest against its RPO: its last
+// finished backup, that snapshot's age, what the backup job's retention keeps. Exit 1 when
+// a guest is out of its RPO.
+import fs from "node:fs";
+import type { SnapshotJson } from "../api/routes.ts";
+import { snapshotJson } from "../datastore/group-ops.ts";
+import { GordeError } from "../errors.ts";
+import { nextElapse } from "../schedule/calendar-event.ts";
+import { type Plan, parsePlan } from "../schedule/plan.ts";
+import { type Command, int, str, withRepo } from "./commands.ts";
+
+const KEEP_NAMES = { last: "keepLast", hourly: "keepHourly", daily: "keepDaily", weekly: "keepWeekly", monthly: "keepMonthly", yearly: "keepYearly" } as const;
+
+interface GuestCheck {
+  guest: number;
+  rpoHours: number;
+  lastBackup: string | null;
+  ageHours: number | null;
+  withinRpo: boolean;
+  kept: string[];
+}
+
+function readPlan(file: string): Plan {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (err) {
+    throw new GordeError("usage", `cannot read plan ${file}: ${(err as Error).message.replace(/\.$/, "")}.`);
+  }
+  return parsePlan(text, `plan ${file}`);
+}
+
+function hours(ms: number): number {
+  return Math.round((ms / 3_600_000) * 10) / 10;
+}
+
+export const planCommand: Command = {
+  options: { repo: { type: "string" }, fingerprint: { type: "string" }, json: { type: "boolean" }, iterations: { type: "string" } },
+  async run(ctx) {
+    const [sub, file, ...rest] = ctx.positionals;
+    if (sub !== "check" || !file || rest.length) throw new GordeError("usage", "usage: gorde plan check <file> [--repo <repository>] [--iterations N] [--json]");
+    const plan = readPlan(file);
+    const now = Date.now();
+    const n = int(ctx, "iterations") ?? 3;
+    const jobs = plan.jobs.map(({ job, event }) => {
+      const next: string[] = [];
+      for (let t: Date | null = new Date(now), i = 0; i < n && (t = nextElapse(event, t, "local")); i++) next.push(t.toISOString().replace(/\.\d{3}Z$/, "Z"));
+      return { job: job.name, type: job.type, schedule: job.schedule, window: job.window ?? null, next };
+    });
+    const repo = str(ctx, "repo");
+    const guests: GuestCheck[] = [];
+    if (repo) {
+      await withRepo(ctx, repo, async (r) => {
+        for (const [guest, rpo] of plan.rpo) {
+          const snaps: SnapshotJson[] = [];
+          for (const type of ["vm", "ct"] as const) {
+            const group = { type, id: String(guest) };
+            snaps.push(...(r.kind === "remote" ? await r.remote.snapshots([], group) : (await r.store.listSnapshots([], group)).map((s) => snapshotJson(s, null))));
+          }
+          const good = snaps.filter((s) => s.finished && s.verify?.state !== "failed").sort((a, b) => a.time.localeCompare(b.time));
+          const last = good.at(-1);
+          const age = last ? now - Date.parse(last.time) : null;
+          // What the retention of the guest's backup job keeps, as the server would decide it (a dry run).
+          const job = plan.jobs.map((j) => j.job).find((j) => j.type === "backup" && j.keep && (j.guests === "all" || j.guests?.includes(guest)) && !j.exclude?.includes(guest));
+          let kept: string[] = [];
+          if (job && job.type === "backup" && job.keep && last && r.kind === "remote") {
+            const keep = Object.fromEntries(Object.entries(job.keep).map(([k, v]) => [KEEP_NAMES[k as keyof typeof KEEP_NAMES], v]));
+            const group = last.snapshot.split("/").slice(0, 2).join("/");
+            kept = (await r.remote.prune([], group, keep, true)).filter((p) => p.action !== "remove").map((p) => p.snapshot);
+          }
+          guests.push({ guest, rpoHours: hours(rpo), lastBackup: last?.snapshot ?? null, ageHours: age === null ? null : hours(age), withinRpo: age !== null && age <= rpo, kept });
+        }
+      });
+    }
+    const out = guests.filter((g) => !g.withinRpo);
+    if (ctx.values.json === true) ctx.out(JSON.stringify({ ok: out.length === 0, jobs, guests }, null, 2) + "\n");
+    else {
+      ctx.out(`plan ${file}: ${plan.jobs.length} jobs, ${plan.rpo.size} guests — valid\n`);
+      for (const j of jobs) ctx.out(`  job ${j.job} (${j.type}) "${j.schedule}"${j.window ? ` in ${j.window}` : ""}: next ${j.next.join(", ") || "never"}\n`);
+      for (const g of guests) {
+        const state = g.lastBackup ? `last backup ${g.lastBackup}, ${g.ageHours} h old` : "no finished backup";
+        ctx.out(`  guest ${g.guest}: ${state}, RPO ${g.rpoHours} h: ${g.withinRpo ? "ok" : "OUT OF RPO"}${g.kept.length ? `; retention keeps ${g.kept.length}` : ""}\n`);
+      }
+    }
+    return out.length ? 1 : 0;
+  },
+};
