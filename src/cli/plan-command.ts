@@ -1,14 +1,16 @@
 // `gorde plan check <file> [--repo <url>]`: the plan checked whole (every problem with its
 // line), each job's next runs, and with a repository each guest against its RPO: its last
 // finished backup, that snapshot's age, what the backup job's retention keeps. Exit 1 when
-// a guest is out of its RPO.
+// a guest is out of its RPO. `gorde plan apply <file> --node <url>`: shows what changes and
+// applies it; applied twice, the second changes nothing.
 import fs from "node:fs";
 import type { SnapshotJson } from "../api/routes.ts";
 import { snapshotJson } from "../datastore/group-ops.ts";
 import { GordeError } from "../errors.ts";
 import { nextElapse } from "../schedule/calendar-event.ts";
 import { type Plan, parsePlan } from "../schedule/plan.ts";
-import { type Command, int, str, withRepo } from "./commands.ts";
+import { NodeClient } from "../client/node-client.ts";
+import { type Command, type CommandContext, int, str, withRepo } from "./commands.ts";
 
 const KEEP_NAMES = { last: "keepLast", hourly: "keepHourly", daily: "keepDaily", weekly: "keepWeekly", monthly: "keepMonthly", yearly: "keepYearly" } as const;
 
@@ -35,11 +37,50 @@ function hours(ms: number): number {
   return Math.round((ms / 3_600_000) * 10) / 10;
 }
 
+/** What applying `next` over `prev` changes, a line each; empty when nothing. */
+export function planChanges(prev: Plan | undefined, next: Plan): string[] {
+  const out: string[] = [];
+  const before = new Map(prev?.file.jobs.map((j) => [j.name, JSON.stringify(j)]));
+  const after = new Map(next.file.jobs.map((j) => [j.name, JSON.stringify(j)]));
+  for (const [name, j] of after) {
+    if (!before.has(name)) out.push(`+ job ${name}`);
+    else if (before.get(name) !== j) out.push(`~ job ${name}`);
+  }
+  for (const name of before.keys()) if (!after.has(name)) out.push(`- job ${name}`);
+  if (JSON.stringify(prev?.file.guests ?? null) !== JSON.stringify(next.file.guests)) out.push("~ guests and their RPO");
+  if (JSON.stringify(prev?.file.notifications ?? null) !== JSON.stringify(next.file.notifications ?? null)) out.push("~ notifications");
+  return out;
+}
+
+const PLAN_USAGE = "usage: gorde plan check <file> [--repo <repository>] [--iterations N] [--json] | gorde plan apply <file> --node <url>";
+
+async function applyPlan(ctx: CommandContext, file: string): Promise<number> {
+  const plan = readPlan(file);
+  const url = str(ctx, "node") ?? process.env.GORDE_NODE;
+  if (!url) throw new GordeError("usage", "name the node with --node https://<user>@<host>[:8006] or GORDE_NODE.");
+  const node = await NodeClient.connect(url, { secret: process.env.GORDE_PASSWORD, fingerprint: str(ctx, "fingerprint") ?? process.env.GORDE_FINGERPRINT, signal: ctx.signal });
+  try {
+    const cur = await node.call<{ text: string | null }>("getPlan");
+    const changes = planChanges(cur.text === null ? undefined : parsePlan(cur.text, "the node's plan"), plan);
+    if (changes.length === 0) {
+      ctx.out(`plan ${file}: no change on ${url.replace(/\/\/[^@]*@/, "//")}\n`);
+      return 0;
+    }
+    for (const c of changes) ctx.out(`${c}\n`);
+    const r = await node.call<{ jobs: string[] }>("applyPlan", { json: { text: fs.readFileSync(file, "utf8") } });
+    ctx.out(`applied: backup jobs ${r.jobs.join(", ") || "none"} scheduled on the node\n`);
+    return 0;
+  } finally {
+    node.close();
+  }
+}
+
 export const planCommand: Command = {
-  options: { repo: { type: "string" }, fingerprint: { type: "string" }, json: { type: "boolean" }, iterations: { type: "string" } },
+  options: { repo: { type: "string" }, node: { type: "string" }, fingerprint: { type: "string" }, json: { type: "boolean" }, iterations: { type: "string" } },
   async run(ctx) {
     const [sub, file, ...rest] = ctx.positionals;
-    if (sub !== "check" || !file || rest.length) throw new GordeError("usage", "usage: gorde plan check <file> [--repo <repository>] [--iterations N] [--json]");
+    if (!file || rest.length || (sub !== "check" && sub !== "apply")) throw new GordeError("usage", PLAN_USAGE);
+    if (sub === "apply") return applyPlan(ctx, file);
     const plan = readPlan(file);
     const now = Date.now();
     const n = int(ctx, "iterations") ?? 3;

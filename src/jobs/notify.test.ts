@@ -3,7 +3,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { simpleParser } from "mailparser";
-import { SMTPServer } from "smtp-server";
+import { smtpServer } from "../../test/mail-fixture.ts";
 import { GordeError } from "../errors.ts";
 import { checkTarget, matchTargets, notify, renderMail, severityFor, type JobEvent, type Matcher, type NotifyTarget, type SmtpTarget, type WebhookTarget } from "./notify.ts";
 
@@ -29,40 +29,6 @@ function event(over: Partial<JobEvent> = {}): JobEvent {
   };
 }
 
-interface Arrived {
-  mailFrom: string;
-  rcptTo: string[];
-  user: unknown;
-  raw: Buffer;
-}
-
-/** A local SMTP server that keeps what arrives; with `auth`, it refuses mail without that login. */
-async function smtpServer(auth?: { user: string; pass: string }): Promise<{ port: number; mails: Arrived[]; close(): Promise<void> }> {
-  const mails: Arrived[] = [];
-  const server = new SMTPServer({
-    logger: false,
-    // plain text on loopback: no certificate the client would have to trust
-    disabledCommands: auth ? ["STARTTLS"] : ["STARTTLS", "AUTH"],
-    authOptional: !auth,
-    allowInsecureAuth: true,
-    onAuth(a, _session, cb) {
-      if (auth && a.username === auth.user && a.password === auth.pass) cb(null, { user: a.username });
-      else cb(new Error("Invalid username or password"));
-    },
-    onData(stream, session, cb) {
-      const chunks: Buffer[] = [];
-      stream.on("data", (c: Buffer) => chunks.push(c));
-      stream.on("end", () => {
-        const { mailFrom, rcptTo } = session.envelope;
-        mails.push({ mailFrom: mailFrom ? mailFrom.address : "", rcptTo: rcptTo.map((r) => r.address), user: session.user, raw: Buffer.concat(chunks) });
-        cb();
-      });
-    },
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.server.address() as AddressInfo).port;
-  return { port, mails, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
-}
 
 function smtp(port: number, over: Partial<SmtpTarget> = {}): SmtpTarget {
   return { type: "smtp", name: "mail", host: "127.0.0.1", port, from: "Gorde <gorde@node1.example>", to: ["ops@example.com", "root@node1"], timeoutMs: 3000, ...over };

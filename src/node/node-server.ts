@@ -15,6 +15,7 @@ import { AuthStore, type Privilege } from "../server/auth.ts";
 import { HttpError } from "../server/http.ts";
 import { ensureCertificate } from "../server/tls.ts";
 import { GuestManager } from "./guests.ts";
+import { NodeJobs } from "./node-jobs.ts";
 import { DEFAULT_NODE_PORT, type NodeConfig, serverSecret } from "./node-config.ts";
 
 export interface NodeOptions {
@@ -56,6 +57,7 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     log,
   });
   const cert = await ensureCertificate(stateDir);
+  const jobs = await NodeJobs.open({ dataDir: config.dataDir, node: config.name, guests, repository: () => RemoteRepository.connect(config.server.url, { secret, fingerprint: config.server.fingerprint }), log });
 
   const need = (authId: string, id: number, priv: Privilege, what: string): void => {
     if (!auth.can(authId, `/vms/${id}`, priv)) {
@@ -126,12 +128,27 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
       log(`${authId} restored ${b.snapshot} as guest ${r.id}`);
       return { json: r };
     },
+    getPlan: ({ authId }) => {
+      if (!auth.can(authId, "/", "Sys.Audit")) throw denied(authId, "read the plan");
+      return { json: jobs.current() };
+    },
+    applyPlan: async ({ authId, body }) => {
+      if (!auth.can(authId, "/", "Sys.Modify")) throw denied(authId, "apply a plan");
+      await jobs.apply((body as { text: string }).text);
+      log(`${authId} applied a plan`);
+      return { json: jobs.current() };
+    },
+    listRuns: ({ authId, query }) => {
+      if (!auth.can(authId, "/", "Sys.Audit")) throw denied(authId, "read the job history");
+      return { json: jobs.history.list({ job: query.job as string | undefined, limit: query.limit as number | undefined }) };
+    },
     ...accessHandlers(auth, log),
   };
 
   const dispatch = apiDispatcher({ routes: NODE_ROUTES, handlers, auth, log });
   const host = opts.host ?? "0.0.0.0";
   const listener = await listenHttps({ host, port: opts.port ?? DEFAULT_NODE_PORT, cert, dispatch }).catch(async (err: unknown) => {
+    await jobs.close();
     await guests.close();
     throw err;
   });
@@ -145,6 +162,7 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     async close() {
       const closed = listener.closed();
       listener.destroyConnections();
+      await jobs.close();
       await guests.close();
       await closed;
     },

@@ -46,7 +46,7 @@ export function decide(job: DueJob, clock: JobClock, now: number, busy: string |
       return { action: "skip", due, reason };
     }
     if (busy) return { action: "wait", due: covered, reason: `the node is busy: ${busy}`, until: windowCloses(job.window, new Date(now), tz)!.getTime() };
-  } else if (busy && !late) {
+  } else if (busy && now - due <= MISSED_AFTER_MS) {
     // Without a window a busy node delays a run by at most the missed margin.
     return { action: "wait", due, reason: `the node is busy: ${busy}`, until: due + MISSED_AFTER_MS };
   }

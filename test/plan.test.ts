@@ -1,0 +1,110 @@
+// The plan carried out by the scheduler itself, in real time: a backup server, a node with
+// the demo container, a plan with a job every 10 seconds applied with `gorde plan apply`;
+// two runs done by the node's scheduler (the second incremental), retention applied after
+// each, and every run told to a local SMTP server and a webhook.
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, before, describe, it } from "node:test";
+import { NodeClient } from "../src/client/node-client.ts";
+import type { TaskRun } from "../src/jobs/task-history.ts";
+import { lxcAvailable } from "../src/node/lxc.ts";
+import { tempDir } from "./helpers.ts";
+import { type Arrived, smtpServer } from "./mail-fixture.ts";
+import { type NodeProcess, type ServerProcess, freePort, gorde, startNodeProcess, startServerProcess } from "./server-fixture.ts";
+
+const lxc = lxcAvailable();
+if (!lxc.ok) console.error(`\n*** SKIPPED: the scheduler's end-to-end test needs the demo container: ${lxc.why}. ***\n`);
+
+void describe("a plan carried out by the node's scheduler", { skip: lxc.ok ? false : lxc.why }, () => {
+  const tmp = tempDir("gorde-plan-");
+  let server: ServerProcess;
+  let node: NodeProcess;
+  let mail: { port: number; mails: Arrived[]; close(): Promise<void> };
+  const hooks: { job: string; result: string; newBytes?: number }[] = [];
+  const webhook = http.createServer((req, res) => {
+    let body = "";
+    req.on("data", (b: Buffer) => (body += b.toString()));
+    req.on("end", () => {
+      hooks.push(JSON.parse(body) as { job: string; result: string });
+      res.end("ok");
+    });
+  });
+
+  before(async () => {
+    server = await startServerProcess({ stateDir: path.join(tmp.dir, "server"), datastores: { store: path.join(tmp.dir, "store") } });
+    node = await startNodeProcess({ name: "node1", dataDir: path.join(tmp.dir, "node1"), serverUrl: server.url("store"), serverFingerprint: server.fingerprint, serverSecret: "admin-pass-1" });
+    mail = await smtpServer();
+    await new Promise<void>((resolve) => webhook.listen(0, "127.0.0.1", resolve));
+  });
+
+  after(async () => {
+    await node?.stop();
+    await server?.stop();
+    await mail?.close();
+    webhook.close();
+    tmp.cleanup();
+  });
+
+  void it("runs a job every 10 seconds: full, then incremental, retention applied, SMTP and webhook told", async () => {
+    const env = { GORDE_PASSWORD: "node-admin-1", GORDE_FINGERPRINT: node.fingerprint };
+    const port = await freePort();
+    assert.equal((await gorde(["guest", "create", "101", "--demo", "ct", "--port", String(port), "--node", node.url()], env)).code, 0);
+    assert.equal((await gorde(["guest", "start", "101", "--node", node.url()], env)).code, 0);
+    const planFile = path.join(tmp.dir, "plan.yaml");
+    const plan = `version: 1
+guests:
+  101: { rpo: 1h }
+jobs:
+  - name: every10
+    type: backup
+    schedule: "*:*:0/10"
+    guests: [101]
+    keep: { last: 1 }
+    notes: "{{job}} on {{node}}"
+notifications:
+  targets:
+    - { type: webhook, name: hook, url: "http://127.0.0.1:${(webhook.address() as AddressInfo).port}/gorde" }
+    - { type: smtp, name: mail, host: 127.0.0.1, port: ${mail.port}, starttls: false, from: gorde@node1.test, to: [ops@example.test] }
+`;
+    fs.writeFileSync(planFile, plan);
+    // A bad plan is refused with its line and changes nothing.
+    fs.writeFileSync(path.join(tmp.dir, "bad.yaml"), plan.replace("guests: [101]", "guests: [101, 102]"));
+    const bad = await gorde(["plan", "apply", path.join(tmp.dir, "bad.yaml"), "--node", node.url()], env);
+    assert.equal(bad.code, 5);
+    assert.match(bad.err, /line 8: job every10 names guest 102/);
+    const applied = await gorde(["plan", "apply", planFile, "--node", node.url()], env);
+    assert.equal(applied.code, 0, applied.err);
+    assert.match(applied.out, /\+ job every10/);
+    const again = await gorde(["plan", "apply", planFile, "--node", node.url()], env);
+    assert.match(again.out, /no change/, "applied twice, the second changes nothing");
+
+    const client = await NodeClient.connect(node.url(), { secret: "node-admin-1", fingerprint: node.fingerprint });
+    try {
+      let runs: TaskRun[] = [];
+      const deadline = Date.now() + 60_000;
+      while (Date.now() < deadline) {
+        runs = (await client.call<TaskRun[]>("listRuns")).filter((r) => r.job === "every10" && r.result !== "running");
+        if (runs.length >= 2 && hooks.length >= 2 && mail.mails.length >= 2) break;
+        await sleep(500);
+      }
+      const [second, first] = [runs[0]!, runs[1]!];
+      assert.deepEqual([first.result, second.result], ["ok", "ok"], `runs: ${JSON.stringify(runs.map((r) => [r.result, r.error]))}`);
+      assert.ok(first.start < second.start && second.start - first.start >= 9_000, "one run per elapse");
+      assert.ok(first.newBytes! > 0 && first.reusedBytes === 0, "the first backup is full");
+      assert.ok(second.reusedBytes! > 0 && second.newBytes! < first.newBytes!, "the second is incremental");
+      assert.match(second.log, /retention on ct\/101: \d+ removed, 1 kept/);
+    } finally {
+      client.close();
+    }
+    const snaps = await gorde(["snapshots", server.url("store"), "ct/101", "--json", "--fingerprint", server.fingerprint], { GORDE_PASSWORD: "admin-pass-1" });
+    const finished = (JSON.parse(snaps.out) as { finished: boolean; notes: string | null }[]).filter((s) => s.finished);
+    assert.equal(finished.length, 1, "keep last 1");
+    assert.equal(finished[0]!.notes, "every10 on node1");
+    assert.ok(hooks.slice(0, 2).every((h) => h.job === "every10" && h.result === "ok"));
+    assert.match(mail.mails[0]!.raw.toString(), /Subject: .*every10/);
+  });
+});
