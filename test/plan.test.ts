@@ -64,6 +64,7 @@ jobs:
     schedule: "*:*:0/10"
     guests: [101]
     keep: { last: 1 }
+    rate: 64M
     notes: "{{job}} on {{node}}"
 notifications:
   targets:
@@ -76,6 +77,9 @@ notifications:
     const bad = await gorde(["plan", "apply", path.join(tmp.dir, "bad.yaml"), "--node", node.url()], env);
     assert.equal(bad.code, 5);
     assert.match(bad.err, /line 8: job every10 names guest 102/);
+    fs.writeFileSync(path.join(tmp.dir, "bad.yaml"), plan.replace("rate: 64M", "rate: 10"));
+    const badRate = await gorde(["plan", "apply", path.join(tmp.dir, "bad.yaml"), "--node", node.url()], env);
+    assert.match(badRate.err, /line 10: jobs.0.rate is invalid: a rate like 500K, 20M or 1G, at least 1K/);
     const applied = await gorde(["plan", "apply", planFile, "--node", node.url()], env);
     assert.equal(applied.code, 0, applied.err);
     assert.match(applied.out, /\+ job every10/);
@@ -97,6 +101,7 @@ notifications:
       assert.ok(first.newBytes! > 0 && first.reusedBytes === 0, "the first backup is full");
       assert.ok(second.reusedBytes! > 0 && second.newBytes! < first.newBytes!, "the second is incremental");
       assert.match(second.log, /retention on ct\/101: \d+ removed, 1 kept/);
+      assert.match(second.log, /bandwidth limited to 67108864 bytes\/s/);
     } finally {
       client.close();
     }

@@ -21,6 +21,7 @@ import type { TreeEntry } from "../format/tree-entry.ts";
 import { runDemo } from "./demo.ts";
 import { keyCommand } from "./key-command.ts";
 import { nextElapse, parseCalendarEvent } from "../schedule/calendar-event.ts";
+import { parseRate } from "../format/units.ts";
 import { ACCESS_COMMANDS } from "./access-commands.ts";
 import { serverCommand } from "./server-command.ts";
 import { guestCommand, nodeCommand } from "./node-command.ts";
@@ -113,12 +114,7 @@ export async function withRepo<T>(ctx: CommandContext, repo: string, fn: (r: Rep
 /** `--rate 10M`: bytes per second with an optional K, M or G (powers of 1024). */
 function rate(ctx: CommandContext): number | undefined {
   const v = str(ctx, "rate");
-  if (v === undefined) return undefined;
-  const m = /^(\d+(?:\.\d+)?)([KMG]?)(?:i?B)?(?:\/s)?$/i.exec(v);
-  if (!m) throw new GordeError("usage", `--rate takes bytes per second like 500K, 20M or 1G, not "${v}".`);
-  const n = Number(m[1]) * 1024 ** " KMG".indexOf((m[2] || " ").toUpperCase());
-  if (n < 1024) throw new GordeError("usage", "--rate must be at least 1K (1024 bytes per second).");
-  return Math.floor(n);
+  return v === undefined ? undefined : parseRate(v);
 }
 
 /** The key of `--keyfile`, opened with GORDE_KEY_PASSPHRASE. */

@@ -28,8 +28,8 @@ interface LastBackup {
 export interface GuestManagerOptions {
   dataDir: string;
   nodeName: string;
-  /** a connection to the backup server, opened per operation */
-  repository: () => Promise<RemoteRepository>;
+  /** a connection to the backup server, opened per operation (`rate`: bytes per second) */
+  repository: (rate?: number) => Promise<RemoteRepository>;
   log: (line: string) => void;
 }
 
@@ -246,7 +246,8 @@ export class GuestManager {
     return `--- console\n${consoleText}${backupText ? `--- last backup\n${backupText}` : ""}`;
   }
 
-  async backup(id: number, mode: BackupMode = "snapshot", notes?: string, signal?: AbortSignal): Promise<GuestBackupResult> {
+  async backup(id: number, mode: BackupMode = "snapshot", opts: { notes?: string; rate?: number; signal?: AbortSignal } = {}): Promise<GuestBackupResult> {
+    const { notes, rate, signal } = opts;
     const config = this.config(id);
     return this.exclusive(id, "a backup", async () => {
       const log: string[] = [];
@@ -259,7 +260,8 @@ export class GuestManager {
       const rt = this.running.get(id);
       let restart = false;
       try {
-        repo = await this.opts.repository();
+        repo = await this.opts.repository(rate);
+        if (rate) say(`bandwidth limited to ${rate} bytes/s`);
         say(`datastore ${repo.url.replace(/\/\/[^@]*@/, "//")}`);
         const opts = { repo, mode, config, runDir, notes, log, signal };
         let result;

@@ -7,6 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import type { RemoteRepository } from "../client/remote.ts";
 import { writeFileAtomic } from "../datastore/datastore.ts";
+import { parseRate } from "../format/units.ts";
 import { type JobRunner, Scheduler, planNotifier } from "../jobs/scheduler.ts";
 import { TaskHistory } from "../jobs/task-history.ts";
 import { type Plan, type PlanJob, parsePlan } from "../schedule/plan.ts";
@@ -24,20 +25,20 @@ export function selectedGuests(job: PlanJob, plan: Plan, guests: GuestManager, n
   return wanted.filter((id) => here.has(id) && !job.exclude?.includes(id) && (plan.file.guests[String(id)]?.node ?? node) === node);
 }
 
-function backupRunner(plan: Plan, guests: GuestManager, node: string, repository: () => Promise<RemoteRepository>): JobRunner {
+function backupRunner(plan: Plan, guests: GuestManager, node: string, repository: (rate?: number) => Promise<RemoteRepository>): JobRunner {
   return async (job, ctx) => {
     if (job.type !== "backup") throw new Error(`a ${job.type} job does not run on a node`);
     const ids = selectedGuests(job, plan, guests, node);
     ctx.log(`job ${job.name}: ${ids.length ? `guests ${ids.join(", ")}` : "no guest of this node selected"}`);
+    const rate = job.rate === undefined ? undefined : parseRate(String(job.rate), `job ${job.name} rate`);
     let bytes = 0;
     let newBytes = 0;
     let reusedBytes = 0;
     const failed: string[] = [];
-    for (const id of ids) {
-      if (ctx.signal.aborted) break;
+    const one = async (id: number): Promise<void> => {
       try {
         const notes = job.notes?.replaceAll("{{guest}}", String(id)).replaceAll("{{job}}", job.name).replaceAll("{{node}}", node);
-        const r = await guests.backup(id, job.mode ?? "snapshot", notes);
+        const r = await guests.backup(id, job.mode ?? "snapshot", { notes, rate, signal: ctx.signal });
         for (const l of r.log) ctx.log(l.replace(/^\S+ /, ""));
         newBytes += r.newBytes;
         reusedBytes += r.reusedBytes;
@@ -57,7 +58,13 @@ function backupRunner(plan: Plan, guests: GuestManager, node: string, repository
         failed.push(`guest ${id}: ${(err as Error).message}`);
         ctx.log(`guest ${id} failed: ${(err as Error).message}`);
       }
-    }
+    };
+    // At most max-parallel guests at once (default one): backups keep the node's guests running smoothly.
+    const queue = [...ids];
+    const workers = Array.from({ length: Math.min(job["max-parallel"] ?? 1, queue.length) }, async () => {
+      for (let id = queue.shift(); id !== undefined && !ctx.signal.aborted; id = queue.shift()) await one(id);
+    });
+    await Promise.all(workers);
     if (failed.length) throw new Error(`${failed.length} of ${ids.length} backups failed: ${failed.join("; ")}`);
     return { bytes, newBytes, reusedBytes, message: `${ids.length} guest${ids.length === 1 ? "" : "s"} backed up` };
   };
@@ -70,7 +77,7 @@ export class NodeJobs {
   private plan: Plan | undefined;
   readonly history: TaskHistory;
   private readonly file: string;
-  private readonly opts: { dataDir: string; node: string; guests: GuestManager; repository: () => Promise<RemoteRepository>; log: (line: string) => void; tickMs?: number };
+  private readonly opts: { dataDir: string; node: string; guests: GuestManager; repository: (rate?: number) => Promise<RemoteRepository>; log: (line: string) => void; tickMs?: number };
 
   private constructor(opts: NodeJobs["opts"]) {
     this.opts = opts;

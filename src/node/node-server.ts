@@ -50,14 +50,15 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
   }
   // Checked now: a node that cannot reach its backup server's identity says so at start.
   const secret = serverSecret(config);
+  const repository = (rate?: number): Promise<RemoteRepository> => RemoteRepository.connect(config.server.url, { secret, fingerprint: config.server.fingerprint, rate });
   const guests = await GuestManager.open({
     dataDir: config.dataDir,
     nodeName: config.name,
-    repository: () => RemoteRepository.connect(config.server.url, { secret, fingerprint: config.server.fingerprint }),
+    repository,
     log,
   });
   const cert = await ensureCertificate(stateDir);
-  const jobs = await NodeJobs.open({ dataDir: config.dataDir, node: config.name, guests, repository: () => RemoteRepository.connect(config.server.url, { secret, fingerprint: config.server.fingerprint }), log });
+  const jobs = await NodeJobs.open({ dataDir: config.dataDir, node: config.name, guests, repository, log });
 
   const need = (authId: string, id: number, priv: Privilege, what: string): void => {
     if (!auth.can(authId, `/vms/${id}`, priv)) {
@@ -114,7 +115,7 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     backupGuest: async ({ authId, params, body }) => {
       need(authId, idOf(params), "VM.Backup", `back up guest ${params.id}`);
       const b = body as { mode?: "snapshot" | "suspend" | "stop"; notes?: string };
-      const r = await guests.backup(idOf(params), b.mode, b.notes);
+      const r = await guests.backup(idOf(params), b.mode, { notes: b.notes });
       log(`${authId} backed up guest ${params.id}: ${r.snapshot}`);
       return { json: r };
     },

@@ -5,6 +5,7 @@
 import { LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
 import { GordeError } from "../errors.ts";
+import { parseRate } from "../format/units.ts";
 import { type CalendarEvent, nextElapse, parseCalendarEvent } from "./calendar-event.ts";
 import { type Window, parseWindow, windowOpen } from "./window.ts";
 
@@ -43,8 +44,11 @@ const BackupJob = z.strictObject({
   mode: z.enum(["snapshot", "suspend", "stop"]).optional(),
   datastore: name.optional(),
   keep: Keep.optional(),
-  /** bytes per second: 500K, 20M, 1G */
-  rate: z.string().regex(/^\d+(\.\d+)?[KMG]?$/i, "a rate like 500K, 20M or 1G").optional(),
+  /** bytes per second: 500K, 20M, 1G, or a number */
+  rate: z
+    .union([z.string(), z.number()])
+    .refine((v) => safeRate(String(v)) !== undefined, "a rate like 500K, 20M or 1G, at least 1K")
+    .optional(),
   notes: z.string().max(4096).optional(),
   "max-parallel": z.number().int().min(1).max(64).optional(),
 });
@@ -100,6 +104,14 @@ export interface Plan {
   readonly jobs: readonly { readonly job: PlanJob; readonly event: CalendarEvent; readonly window?: Window }[];
   /** guest id → RPO in milliseconds */
   readonly rpo: ReadonlyMap<number, number>;
+}
+
+function safeRate(v: string): number | undefined {
+  try {
+    return parseRate(v);
+  } catch {
+    return undefined;
+  }
 }
 
 export function durationMs(d: string): number {
