@@ -10,6 +10,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { NodeClient } from "../src/client/node-client.ts";
+import { RemoteRepository } from "../src/client/remote.ts";
 import type { TaskRun } from "../src/jobs/task-history.ts";
 import { lxcAvailable } from "../src/node/lxc.ts";
 import { tempDir } from "./helpers.ts";
@@ -66,6 +67,7 @@ jobs:
     keep: { last: 1 }
     rate: 64M
     notes: "{{job}} on {{node}}"
+  - { name: verify10, type: verify, schedule: "*:*:5/10" }
 notifications:
   targets:
     - { type: webhook, name: hook, url: "http://127.0.0.1:${(webhook.address() as AddressInfo).port}/gorde" }
@@ -85,6 +87,10 @@ notifications:
     assert.match(applied.out, /\+ job every10/);
     const again = await gorde(["plan", "apply", planFile, "--node", node.url()], env);
     assert.match(again.out, /no change/, "applied twice, the second changes nothing");
+    const serverEnv = { GORDE_PASSWORD: "admin-pass-1", GORDE_FINGERPRINT: server.fingerprint };
+    const onServer = await gorde(["plan", "apply", planFile, "--server", `https://admin@127.0.0.1:${server.port}`], serverEnv);
+    assert.equal(onServer.code, 0, onServer.err);
+    assert.match(onServer.out, /jobs verify10 scheduled there/);
 
     const client = await NodeClient.connect(node.url(), { secret: "node-admin-1", fingerprint: node.fingerprint });
     try {
@@ -92,7 +98,7 @@ notifications:
       const deadline = Date.now() + 60_000;
       while (Date.now() < deadline) {
         runs = (await client.call<TaskRun[]>("listRuns")).filter((r) => r.job === "every10" && r.result !== "running");
-        if (runs.length >= 2 && hooks.length >= 2 && mail.mails.length >= 2) break;
+        if (runs.length >= 2 && hooks.filter((h) => h.job === "every10").length >= 2 && mail.mails.length >= 2) break;
         await sleep(500);
       }
       const [second, first] = [runs[0]!, runs[1]!];
@@ -105,11 +111,24 @@ notifications:
     } finally {
       client.close();
     }
+    // The server ran the verify job as a task of its own.
+    const admin = await RemoteRepository.connect(`https://admin@127.0.0.1:${server.port}`, { secret: "admin-pass-1", fingerprint: server.fingerprint }, true);
+    try {
+      let verified: TaskRun | undefined;
+      for (const deadline = Date.now() + 30_000; !verified && Date.now() < deadline; await sleep(500)) {
+        verified = (await admin.conn.json<TaskRun[]>("GET", "/api/runs")).find((r) => r.job === "verify10" && r.result === "ok");
+      }
+      assert.ok(verified, "the server's scheduler ran the verify job");
+      assert.match(verified.log, /task UPID-/);
+    } finally {
+      admin.close();
+    }
     const snaps = await gorde(["snapshots", server.url("store"), "ct/101", "--json", "--fingerprint", server.fingerprint], { GORDE_PASSWORD: "admin-pass-1" });
     const finished = (JSON.parse(snaps.out) as { finished: boolean; notes: string | null }[]).filter((s) => s.finished);
     assert.equal(finished.length, 1, "keep last 1");
     assert.equal(finished[0]!.notes, "every10 on node1");
-    assert.ok(hooks.slice(0, 2).every((h) => h.job === "every10" && h.result === "ok"));
-    assert.match(mail.mails[0]!.raw.toString(), /Subject: .*every10/);
+    assert.ok(hooks.filter((h) => h.job === "every10").every((h) => h.result === "ok"));
+    assert.ok(hooks.some((h) => h.job === "verify10" && h.result === "ok" && (h as { node?: string }).node === "backup server"), "the server's job notifies too");
+    assert.ok(mail.mails.some((m) => /Subject: .*every10/.test(m.raw.toString())));
   });
 });

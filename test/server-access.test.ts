@@ -505,6 +505,9 @@ const CASES: Record<RouteName, Case[]> = {
     },
   ],
   listAcl: [{ label: "", expect: SYSTEM, req: () => ({}) }],
+  getPlan: [{ label: "", expect: SYSTEM, req: () => ({}) }],
+  applyPlan: [{ label: "a GC job once a year", expect: SYSTEM, req: () => ({ json: { text: "version: 1\nguests: {}\njobs:\n  - { name: yearly-gc, type: gc, schedule: yearly }\n" } }) }],
+  listRuns: [{ label: "", expect: SYSTEM, req: () => ({}) }],
   setAcl: [
     {
       label: "Admin on / for r-audit",

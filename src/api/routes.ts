@@ -545,6 +545,32 @@ export const ROUTES = {
     }),
     response: TaskRef,
   }),
+  getPlan: route({
+    method: "GET",
+    path: "/api/plan",
+    summary: "The plan as last applied here, and the jobs this host runs (backups on a node; prune, GC and verify on the server)",
+    access: "authenticated",
+    permission: "Sys.Audit on /",
+    response: z.object({ text: z.string().nullable(), jobs: z.array(z.string()) }),
+  }),
+  applyPlan: route({
+    method: "PUT",
+    path: "/api/plan",
+    summary: "Checks and applies a plan (YAML): the jobs this host runs are scheduled here",
+    access: "authenticated",
+    permission: "Sys.Modify on /",
+    body: z.strictObject({ text: z.string().min(1).max(1024 * 1024) }),
+    response: z.object({ text: z.string().nullable(), jobs: z.array(z.string()) }),
+  }),
+  listRuns: route({
+    method: "GET",
+    path: "/api/runs",
+    summary: "The history of the plan's job runs on this host, newest first",
+    access: "authenticated",
+    permission: "Sys.Audit on /",
+    query: z.strictObject({ job: z.string().max(64).optional(), limit: z.coerce.number().int().min(1).max(10000).optional() }),
+    response: z.array(z.object({ id: z.number(), job: z.string(), kind: z.string(), start: z.number(), end: z.number().nullable(), result: z.string(), error: z.string().nullable() }).passthrough()),
+  }),
 } as const;
 
 export type RouteName = keyof typeof ROUTES;

@@ -54,8 +54,10 @@ Datastore commands (<repo> is a datastore directory or https://[<user>[!<token>]
   plan check <file> [--repo <repo>] [--json]   the plan checked, its jobs' next runs, and
                                                with a repository each guest against its RPO
                                                (exit 1 when one is out of it)
-  plan apply <file> --node <url>               shows what changes, applies it on the node (its
-                                               backup jobs run there; nothing when unchanged)
+  plan apply <file> --node <url> | --server <url>
+                                               shows what changes and applies it: a node runs
+                                               the backup jobs, the server prune, GC and verify
+                                               (nothing happens when unchanged)
   demo [--keep]                                the whole story on this machine
 
 Server (the password of <user> in GORDE_PASSWORD; the server's certificate pinned with

@@ -4,7 +4,8 @@
 // a guest is out of its RPO. `gorde plan apply <file> --node <url>`: shows what changes and
 // applies it; applied twice, the second changes nothing.
 import fs from "node:fs";
-import type { SnapshotJson } from "../api/routes.ts";
+import { ROUTES, type SnapshotJson } from "../api/routes.ts";
+import { RemoteRepository } from "../client/remote.ts";
 import { snapshotJson } from "../datastore/group-ops.ts";
 import { GordeError } from "../errors.ts";
 import { nextElapse } from "../schedule/calendar-event.ts";
@@ -52,31 +53,35 @@ export function planChanges(prev: Plan | undefined, next: Plan): string[] {
   return out;
 }
 
-const PLAN_USAGE = "usage: gorde plan check <file> [--repo <repository>] [--iterations N] [--json] | gorde plan apply <file> --node <url>";
+const PLAN_USAGE = "usage: gorde plan check <file> [--repo <repository>] [--iterations N] [--json] | gorde plan apply <file> --node <url> | --server <url>";
 
+/** Applies the plan to a node (`--node`: its backup jobs run there) or to the backup server (`--server`: prune, GC, verify). */
 async function applyPlan(ctx: CommandContext, file: string): Promise<number> {
   const plan = readPlan(file);
-  const url = str(ctx, "node") ?? process.env.GORDE_NODE;
-  if (!url) throw new GordeError("usage", "name the node with --node https://<user>@<host>[:8006] or GORDE_NODE.");
-  const node = await NodeClient.connect(url, { secret: process.env.GORDE_PASSWORD, fingerprint: str(ctx, "fingerprint") ?? process.env.GORDE_FINGERPRINT, signal: ctx.signal });
+  const nodeUrl = str(ctx, "node") ?? (str(ctx, "server") === undefined ? process.env.GORDE_NODE : undefined);
+  const serverUrl = str(ctx, "server");
+  if ((nodeUrl === undefined) === (serverUrl === undefined)) throw new GordeError("usage", "give the plan to a node with --node https://<user>@<host>[:8006] (or GORDE_NODE) or to the backup server with --server https://<user>@<host>[:8007].");
+  const opts = { secret: process.env.GORDE_PASSWORD, fingerprint: str(ctx, "fingerprint") ?? process.env.GORDE_FINGERPRINT, signal: ctx.signal };
+  const client = nodeUrl !== undefined ? await NodeClient.connect(nodeUrl, opts) : await RemoteRepository.connect(serverUrl!, opts, true);
+  const where = (nodeUrl ?? serverUrl!).replace(/\/\/[^@]*@/, "//");
   try {
-    const cur = await node.call<{ text: string | null }>("getPlan");
-    const changes = planChanges(cur.text === null ? undefined : parsePlan(cur.text, "the node's plan"), plan);
+    const cur = await client.conn.json<{ text: string | null }>("GET", ROUTES.getPlan.path);
+    const changes = planChanges(cur.text === null ? undefined : parsePlan(cur.text, "the plan applied before"), plan);
     if (changes.length === 0) {
-      ctx.out(`plan ${file}: no change on ${url.replace(/\/\/[^@]*@/, "//")}\n`);
+      ctx.out(`plan ${file}: no change on ${where}\n`);
       return 0;
     }
     for (const c of changes) ctx.out(`${c}\n`);
-    const r = await node.call<{ jobs: string[] }>("applyPlan", { json: { text: fs.readFileSync(file, "utf8") } });
-    ctx.out(`applied: backup jobs ${r.jobs.join(", ") || "none"} scheduled on the node\n`);
+    const r = await client.conn.json<{ jobs: string[] }>("PUT", ROUTES.applyPlan.path, { json: { text: fs.readFileSync(file, "utf8") }, once: true });
+    ctx.out(`applied on ${where}: jobs ${r.jobs.join(", ") || "none"} scheduled there\n`);
     return 0;
   } finally {
-    node.close();
+    client.close();
   }
 }
 
 export const planCommand: Command = {
-  options: { repo: { type: "string" }, node: { type: "string" }, fingerprint: { type: "string" }, json: { type: "boolean" }, iterations: { type: "string" } },
+  options: { repo: { type: "string" }, node: { type: "string" }, server: { type: "string" }, fingerprint: { type: "string" }, json: { type: "boolean" }, iterations: { type: "string" } },
   async run(ctx) {
     const [sub, file, ...rest] = ctx.positionals;
     if (!file || rest.length || (sub !== "check" && sub !== "apply")) throw new GordeError("usage", PLAN_USAGE);

@@ -50,6 +50,8 @@ export class Scheduler {
   /** due elapses seen in time and waited on (a busy node): not missed ones */
   private readonly seen = new Map<string, number>();
   private readonly abort = new AbortController();
+  /** each job's clock, read from the history once and written through (an idle tick touches no file) */
+  private readonly clocks = new Map<string, { since: number; lastDue?: number }>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(opts: SchedulerOptions) {
@@ -65,7 +67,9 @@ export class Scheduler {
     for (const { job, event, window } of plan.jobs) {
       if (this.running.has(job.name)) continue;
       const now = this.now();
-      const clock = { ...history.clock(job.name, now), seen: this.seen.get(job.name) };
+      let stored = this.clocks.get(job.name);
+      if (!stored) this.clocks.set(job.name, (stored = history.clock(job.name, now)));
+      const clock = { ...stored, seen: this.seen.get(job.name) };
       const d = decide({ name: job.name, event, window, repeatMissed: job["repeat-missed"] }, clock, now, this.opts.busy?.(), this.opts.tz);
       if (d.action === "idle") continue;
       if (d.action === "wait") {
@@ -73,7 +77,11 @@ export class Scheduler {
         continue;
       }
       this.seen.delete(job.name);
-      history.setLastDue(job.name, d.due);
+      const setLastDue = (due: number): void => {
+        stored.lastDue = due;
+        history.setLastDue(job.name, due);
+      };
+      setLastDue(d.due);
       if (d.action === "skip") {
         const id = history.begin({ job: job.name, kind: job.type, start: now });
         history.finish(id, { end: now, result: "skipped", error: d.reason, log: `skipped: ${d.reason}\n` });
@@ -82,7 +90,7 @@ export class Scheduler {
       }
       if (this.running.size >= (this.opts.maxParallel ?? 1)) {
         // No slot now: the job stays due (its clock is put back) and is looked at again next tick.
-        history.setLastDue(job.name, clock.lastDue ?? clock.since);
+        setLastDue(clock.lastDue ?? clock.since);
         this.seen.set(job.name, d.due);
         continue;
       }

@@ -110,8 +110,11 @@ export class TaskHistory {
 
   /** The scheduler's clock of a job: since when it is scheduled, the elapse it was last due at. */
   clock(job: string, now: number): { since: number; lastDue?: number } {
-    this.db.prepare("INSERT OR IGNORE INTO job_clock (job, since) VALUES (?, ?)").run(job, now);
-    const r = this.db.prepare("SELECT since, last_due FROM job_clock WHERE job = ?").get(job) as { since: number; last_due: number | null };
+    let r = this.db.prepare("SELECT since, last_due FROM job_clock WHERE job = ?").get(job) as { since: number; last_due: number | null } | undefined;
+    if (!r) {
+      this.db.prepare("INSERT INTO job_clock (job, since) VALUES (?, ?)").run(job, now);
+      r = { since: now, last_due: null };
+    }
     return { since: Number(r.since), ...(r.last_due === null ? {} : { lastDue: Number(r.last_due) }) };
   }
 

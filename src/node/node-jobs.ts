@@ -1,17 +1,11 @@
-// The plan on a node: kept in the node's data directory, its backup jobs run by the node's
-// scheduler for the guests on this node (the first backup of a guest is full, later ones
-// incremental), each group pruned by the job's retention after its backup. Prune, GC,
-// verify and sync jobs belong to the backup server; restore drills come with the cluster.
-import fsp from "node:fs/promises";
-import os from "node:os";
-import path from "node:path";
+// A node's backup jobs: the guests of this node a job selects, each backed up (the first
+// backup of a guest is full, later ones incremental) and its group pruned by the job's
+// retention right after. Prune, GC, verify and sync jobs run on the backup server; restore
+// drills come with the cluster.
 import type { RemoteRepository } from "../client/remote.ts";
-import { writeFileAtomic } from "../datastore/datastore.ts";
 import { parseRate } from "../format/units.ts";
-import { type JobRunner, Scheduler, planNotifier } from "../jobs/scheduler.ts";
-import { TaskHistory } from "../jobs/task-history.ts";
-import { type Plan, type PlanJob, parsePlan } from "../schedule/plan.ts";
-import { busyReason, readLoad } from "../schedule/window.ts";
+import type { JobRunner } from "../jobs/scheduler.ts";
+import type { Plan, PlanJob } from "../schedule/plan.ts";
 import type { GuestManager } from "./guests.ts";
 
 const KEEP = { last: "keepLast", hourly: "keepHourly", daily: "keepDaily", weekly: "keepWeekly", monthly: "keepMonthly", yearly: "keepYearly" } as const;
@@ -25,7 +19,7 @@ export function selectedGuests(job: PlanJob, plan: Plan, guests: GuestManager, n
   return wanted.filter((id) => here.has(id) && !job.exclude?.includes(id) && (plan.file.guests[String(id)]?.node ?? node) === node);
 }
 
-function backupRunner(plan: Plan, guests: GuestManager, node: string, repository: (rate?: number) => Promise<RemoteRepository>): JobRunner {
+export function backupRunner(plan: Plan, guests: GuestManager, node: string, repository: (rate?: number) => Promise<RemoteRepository>): JobRunner {
   return async (job, ctx) => {
     if (job.type !== "backup") throw new Error(`a ${job.type} job does not run on a node`);
     const ids = selectedGuests(job, plan, guests, node);
@@ -68,65 +62,4 @@ function backupRunner(plan: Plan, guests: GuestManager, node: string, repository
     if (failed.length) throw new Error(`${failed.length} of ${ids.length} backups failed: ${failed.join("; ")}`);
     return { bytes, newBytes, reusedBytes, message: `${ids.length} guest${ids.length === 1 ? "" : "s"} backed up` };
   };
-}
-
-/** The node's plan and the scheduler that carries out its backup jobs. */
-export class NodeJobs {
-  private scheduler: Scheduler | undefined;
-  private text: string | undefined;
-  private plan: Plan | undefined;
-  readonly history: TaskHistory;
-  private readonly file: string;
-  private readonly opts: { dataDir: string; node: string; guests: GuestManager; repository: (rate?: number) => Promise<RemoteRepository>; log: (line: string) => void; tickMs?: number };
-
-  private constructor(opts: NodeJobs["opts"]) {
-    this.opts = opts;
-    this.file = path.join(opts.dataDir, "plan.yaml");
-    this.history = TaskHistory.open(path.join(opts.dataDir, "state", "history.db"));
-  }
-
-  static async open(opts: NodeJobs["opts"]): Promise<NodeJobs> {
-    const jobs = new NodeJobs(opts);
-    const text = await fsp.readFile(jobs.file, "utf8").catch(() => undefined);
-    if (text !== undefined) jobs.use(text);
-    // Runs older than 90 days leave the history.
-    jobs.history.prune(Date.now() - 90 * 86_400_000);
-    return jobs;
-  }
-
-  current(): { text: string | null; jobs: string[] } {
-    return { text: this.text ?? null, jobs: this.plan?.jobs.filter(({ job }) => job.type === "backup").map(({ job }) => job.name) ?? [] };
-  }
-
-  /** Checks and keeps a new plan, and schedules its backup jobs. */
-  async apply(text: string): Promise<void> {
-    parsePlan(text, "plan");
-    await writeFileAtomic(this.file, Buffer.from(text), { mode: 0o600 });
-    await this.scheduler?.stop();
-    this.use(text);
-    this.opts.log(`plan applied: backup jobs ${this.current().jobs.join(", ") || "none"}`);
-  }
-
-  private use(text: string): void {
-    const plan = parsePlan(text, `plan ${this.file}`);
-    const mine: Plan = { ...plan, jobs: plan.jobs.filter(({ job }) => job.type === "backup") };
-    const { guests, node, repository } = this.opts;
-    this.text = text;
-    this.plan = plan;
-    this.scheduler = new Scheduler({
-      plan: mine,
-      history: this.history,
-      run: backupRunner(plan, guests, node, repository),
-      busy: () => busyReason(readLoad(os.availableParallelism())),
-      notify: planNotifier(plan, node, (job, results) => {
-        for (const r of results) if (!r.ok) this.opts.log(`job ${job}: notification to ${r.target} failed: ${r.error}`);
-      }),
-    });
-    this.scheduler.start(this.opts.tickMs ?? 1000);
-  }
-
-  async close(): Promise<void> {
-    await this.scheduler?.stop();
-    this.history.close();
-  }
 }

@@ -15,7 +15,8 @@ import { AuthStore, type Privilege } from "../server/auth.ts";
 import { HttpError } from "../server/http.ts";
 import { ensureCertificate } from "../server/tls.ts";
 import { GuestManager } from "./guests.ts";
-import { NodeJobs } from "./node-jobs.ts";
+import { PlanRunner } from "../jobs/plan-runner.ts";
+import { backupRunner } from "./node-jobs.ts";
 import { DEFAULT_NODE_PORT, type NodeConfig, serverSecret } from "./node-config.ts";
 
 export interface NodeOptions {
@@ -58,7 +59,14 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     log,
   });
   const cert = await ensureCertificate(stateDir);
-  const jobs = await NodeJobs.open({ dataDir: config.dataDir, node: config.name, guests, repository, log });
+  const jobs = await PlanRunner.open({
+    planFile: path.join(config.dataDir, "plan.yaml"),
+    historyFile: path.join(stateDir, "history.db"),
+    host: config.name,
+    kinds: ["backup"],
+    runner: (plan) => backupRunner(plan, guests, config.name, repository),
+    log,
+  });
 
   const need = (authId: string, id: number, priv: Privilege, what: string): void => {
     if (!auth.can(authId, `/vms/${id}`, priv)) {

@@ -16,6 +16,8 @@ import { pruneGroup, snapshotJson } from "../datastore/group-ops.ts";
 import { verifyAll, verifySnapshots } from "../datastore/verify.ts";
 import { MAX_CHUNK_SIZE, ENCRYPTED_BLOB_HEADER_SIZE } from "../format/magic.ts";
 import { type Group, formatGroup, formatSnapshot, parseGroup, parseNamespace, parseSnapshotRef } from "../format/names.ts";
+import { PlanRunner } from "../jobs/plan-runner.ts";
+import type { JobRunner } from "../jobs/scheduler.ts";
 import { accessHandlers } from "./access-handlers.ts";
 import { type ApiHandler, apiDispatcher, listenHttps } from "./api-host.ts";
 import { AuthStore, type Privilege, datastoreAclPath, groupAccess, ownsGroup } from "./auth.ts";
@@ -29,6 +31,8 @@ import { ensureCertificate } from "./tls.ts";
 import { datastoreStatus } from "./status.ts";
 
 export const DEFAULT_PORT = 8007;
+/** who the tasks of the plan's jobs run as */
+const PLAN_AUTH_ID = "plan";
 const CHUNK_LIMIT = MAX_CHUNK_SIZE + ENCRYPTED_BLOB_HEADER_SIZE + 1024;
 const INDEX_LIMIT = 256 * 1024 * 1024;
 const BATCH_LIMIT = MAX_BATCH_BYTES + MAX_BATCH_CHUNKS * BATCH_RECORD_HEADER;
@@ -127,7 +131,79 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
     if (!auth.can(authId, "/", priv)) deny(authId, what);
   };
 
+  // ---- long operations as tasks (asked for over the API, or run by the plan's jobs)
+  const taskProgress = (task: { progress(p: object): void }) => {
+    let last = 0;
+    return (p: object & { done: number; total: number }): void => {
+      if (Date.now() - last < 200 && p.done < p.total) return;
+      last = Date.now();
+      task.progress({ ...p });
+    };
+  };
+  const startGc = (authId: string, e: StoreEntry, cutoffMs: number | undefined) =>
+    tasks.start({ type: "gc", authId, store: e.name }, async (task) => {
+      const r = await garbageCollect(e.store, { cutoffMs, signal: task.signal, progress: taskProgress(task) });
+      task.log(`removed ${r.removedChunks} chunks (${r.removedBytes} bytes), ${r.pendingChunks} pending, dedup factor ${r.dedupFactor.toFixed(2)}`);
+      for (const w of r.warnings) task.log(`warning: ${w}`);
+      return r;
+    });
+  const startVerify = (authId: string, e: StoreEntry, v: { ns: string[]; snaps?: SnapshotInfo[]; target?: string; outdatedDays?: number }) =>
+    tasks.start({ type: "verify", authId, store: e.name, target: v.target }, async (task) => {
+      const progress = taskProgress(task);
+      const pool = await poolOf(e);
+      const r = v.snaps
+        ? await verifySnapshots(e.store, v.snaps, { pool, signal: task.signal, progress })
+        : await verifyAll(e.store, { ns: v.ns, pool, signal: task.signal, progress, skipVerifiedWithinDays: v.outdatedDays });
+      for (const s of r.snapshots) task.log(`${s.snapshot}: ${s.state}${s.errors.length ? ` (${s.errors.join("; ")})` : ""}`);
+      if (!r.ok) throw new GordeError("corrupt", `verification found damage: ${r.badChunks.length} bad and ${r.missingChunks.length} missing chunks.`);
+      return r;
+    });
+
   const findSnap = async (e: StoreEntry, ns: string[], name: string): Promise<SnapshotInfo> => e.store.findSnapshot(ns, parseSnapshotRef(name));
+
+  // The plan's prune, GC and verify jobs run here, as tasks like those asked for over the API.
+  const planJobs: JobRunner = async (job, ctx) => {
+    const storeName = "datastore" in job && job.datastore ? job.datastore : stores.size === 1 ? [...stores.keys()][0]! : undefined;
+    const e = storeName === undefined ? undefined : stores.get(storeName);
+    if (!e) throw new GordeError("usage", storeName ? `job ${job.name} names datastore ${storeName}, which this server does not have.` : `job ${job.name} must name its datastore: this server has several.`);
+    const runTask = async (t: { id: string }): Promise<unknown> => {
+      ctx.log(`task ${t.id}`);
+      const abort = (): void => void tasks.abort(t.id);
+      ctx.signal.addEventListener("abort", abort);
+      const done = await tasks.wait(t.id).finally(() => ctx.signal.removeEventListener("abort", abort));
+      if (done.state !== "ok") throw new GordeError("io", `task ${t.id} ${done.state}: ${done.error ?? "no reason given"}`);
+      return done.result;
+    };
+    if (job.type === "gc") {
+      const r = (await runTask(startGc(PLAN_AUTH_ID, e, undefined))) as { removedBytes: number; removedChunks: number };
+      return { bytes: r.removedBytes, message: `removed ${r.removedChunks} chunks` };
+    }
+    if (job.type === "verify") {
+      const r = (await runTask(startVerify(PLAN_AUTH_ID, e, { ns: [], outdatedDays: job["outdated-after"] }))) as { snapshots: unknown[] };
+      return { message: `${r.snapshots.length} snapshots verified` };
+    }
+    if (job.type === "prune") {
+      const wanted = job.guests === "all" || job.guests === undefined ? undefined : new Set(job.guests.map(String));
+      const keep = Object.fromEntries(Object.entries(job.keep).map(([k, v]) => [`keep${k[0]!.toUpperCase()}${k.slice(1)}`, v]));
+      let removed = 0;
+      for (const g of await e.store.listGroups([])) {
+        if (g.type === "host" || (wanted && !wanted.has(g.id)) || job.exclude?.includes(Number(g.id))) continue;
+        const r = await pruneGroup(e.store, [], g, keep, false);
+        removed += r.plan.filter((d) => d.action === "remove").length;
+        ctx.log(`${formatGroup(g)}: ${r.plan.filter((d) => d.action === "remove").length} removed${r.failed.length ? `, could not remove ${r.failed.join("; ")}` : ""}`);
+      }
+      return { message: `${removed} snapshots removed` };
+    }
+    throw new GordeError("unsupported", `a ${job.type} job does not run on the backup server.`);
+  };
+  const plan = await PlanRunner.open({
+    planFile: path.join(opts.stateDir, "plan.yaml"),
+    historyFile: path.join(opts.stateDir, "history.db"),
+    host: "backup server",
+    kinds: ["prune", "gc", "verify"],
+    runner: () => planJobs,
+    log,
+  });
 
   const handlers: Record<RouteName, ApiHandler> = {
     version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
@@ -242,21 +318,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       const e = storeFor(authId, params.store!, "write");
       if (!privs(authId, e.name, []).has("Datastore.Modify")) deny(authId, `run garbage collection on ${e.name}`);
       const { cutoffSeconds } = body as { cutoffSeconds?: number };
-      const t = tasks.start({ type: "gc", authId, store: e.name }, async (task) => {
-        let last = 0;
-        const r = await garbageCollect(e.store, {
-          cutoffMs: cutoffSeconds === undefined ? undefined : cutoffSeconds * 1000,
-          signal: task.signal,
-          progress: (p) => {
-            if (Date.now() - last < 200 && p.done < p.total) return;
-            last = Date.now();
-            task.progress({ ...p });
-          },
-        });
-        task.log(`removed ${r.removedChunks} chunks (${r.removedBytes} bytes), ${r.pendingChunks} pending, dedup factor ${r.dedupFactor.toFixed(2)}`);
-        for (const w of r.warnings) task.log(`warning: ${w}`);
-        return r;
-      });
+      const t = startGc(authId, e, cutoffSeconds === undefined ? undefined : cutoffSeconds * 1000);
       return { json: { task: t.id } };
     },
     verify: async ({ authId, params, body }) => {
@@ -270,21 +332,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       } else if (!privs(authId, e.name, ns).has("Datastore.Verify")) {
         deny(authId, `verify datastore ${e.name}`);
       }
-      const t = tasks.start({ type: "verify", authId, store: e.name, target: b.snapshot }, async (task) => {
-        let last = 0;
-        const progress = (p: object & { done: number; total: number }): void => {
-          if (Date.now() - last < 200 && p.done < p.total) return;
-          last = Date.now();
-          task.progress({ ...p });
-        };
-        const pool = await poolOf(e);
-        const r = snaps
-          ? await verifySnapshots(e.store, snaps, { pool, signal: task.signal, progress })
-          : await verifyAll(e.store, { ns, pool, signal: task.signal, progress, skipVerifiedWithinDays: b.outdatedDays });
-        for (const s of r.snapshots) task.log(`${s.snapshot}: ${s.state}${s.errors.length ? ` (${s.errors.join("; ")})` : ""}`);
-        if (!r.ok) throw new GordeError("corrupt", `verification found damage: ${r.badChunks.length} bad and ${r.missingChunks.length} missing chunks.`);
-        return r;
-      });
+      const t = startVerify(authId, e, { ns, snaps, target: b.snapshot, outdatedDays: b.outdatedDays });
       return { json: { task: t.id } };
     },
     startBackup: async ({ authId, params, body, connection }) => {
@@ -452,6 +500,20 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       if (!tasks.abort(t.id)) throw new HttpError(409, `task ${t.id} is not running.`);
       return { json: { ok: true } };
     },
+    getPlan: ({ authId }) => {
+      needSys(authId, "Sys.Audit", "read the plan");
+      return { json: plan.current() };
+    },
+    applyPlan: async ({ authId, body }) => {
+      needSys(authId, "Sys.Modify", "apply a plan");
+      await plan.apply((body as { text: string }).text);
+      log(`${authId} applied a plan`);
+      return { json: plan.current() };
+    },
+    listRuns: ({ authId, query }) => {
+      needSys(authId, "Sys.Audit", "read the job history");
+      return { json: plan.history.list({ job: query.job as string | undefined, limit: query.limit as number | undefined }) };
+    },
     ...accessHandlers(auth, log),
     sync: ({ authId, params, body }) => {
       const b = body as { remote: string; fingerprint: string; authId: string; secret: string; ns?: string; groups?: string[]; last?: number };
@@ -498,6 +560,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       await sessions.close();
       listener.destroyConnections();
       await closed;
+      await plan.close();
       await tasks.close();
       for (const e of stores.values()) {
         await e.pool?.close();
