@@ -23,6 +23,7 @@ if (!lxc.ok) console.error(`\n*** SKIPPED: the scheduler's end-to-end test needs
 void describe("a plan carried out by the node's scheduler", { skip: lxc.ok ? false : lxc.why }, () => {
   const tmp = tempDir("gorde-plan-");
   let server: ServerProcess;
+  let offsite: ServerProcess;
   let node: NodeProcess;
   let mail: { port: number; mails: Arrived[]; close(): Promise<void> };
   const hooks: { job: string; result: string; newBytes?: number }[] = [];
@@ -37,6 +38,7 @@ void describe("a plan carried out by the node's scheduler", { skip: lxc.ok ? fal
 
   before(async () => {
     server = await startServerProcess({ stateDir: path.join(tmp.dir, "server"), datastores: { store: path.join(tmp.dir, "store") } });
+    offsite = await startServerProcess({ stateDir: path.join(tmp.dir, "offsite"), datastores: { copy: path.join(tmp.dir, "copy") }, env: { GORDE_SOURCE_SECRET: "admin-pass-1" } });
     node = await startNodeProcess({ name: "node1", dataDir: path.join(tmp.dir, "node1"), serverUrl: server.url("store"), serverFingerprint: server.fingerprint, serverSecret: "admin-pass-1" });
     mail = await smtpServer();
     await new Promise<void>((resolve) => webhook.listen(0, "127.0.0.1", resolve));
@@ -45,6 +47,7 @@ void describe("a plan carried out by the node's scheduler", { skip: lxc.ok ? fal
   after(async () => {
     await node?.stop();
     await server?.stop();
+    await offsite?.stop();
     await mail?.close();
     webhook.close();
     tmp.cleanup();
@@ -56,7 +59,9 @@ void describe("a plan carried out by the node's scheduler", { skip: lxc.ok ? fal
     assert.equal((await gorde(["guest", "create", "101", "--demo", "ct", "--port", String(port), "--node", node.url()], env)).code, 0);
     assert.equal((await gorde(["guest", "start", "101", "--node", node.url()], env)).code, 0);
     const planFile = path.join(tmp.dir, "plan.yaml");
+    // This test is about the schedule, not the machine's load (other tests may just have ended).
     const plan = `version: 1
+load: { max-load-per-cpu: 1000, max-cpu-pressure: 100, max-io-pressure: 100 }
 guests:
   101: { rpo: 1h }
 jobs:
@@ -78,10 +83,10 @@ notifications:
     fs.writeFileSync(path.join(tmp.dir, "bad.yaml"), plan.replace("guests: [101]", "guests: [101, 102]"));
     const bad = await gorde(["plan", "apply", path.join(tmp.dir, "bad.yaml"), "--node", node.url()], env);
     assert.equal(bad.code, 5);
-    assert.match(bad.err, /line 8: job every10 names guest 102/);
+    assert.match(bad.err, /line 9: job every10 names guest 102/);
     fs.writeFileSync(path.join(tmp.dir, "bad.yaml"), plan.replace("rate: 64M", "rate: 10"));
     const badRate = await gorde(["plan", "apply", path.join(tmp.dir, "bad.yaml"), "--node", node.url()], env);
-    assert.match(badRate.err, /line 10: jobs.0.rate is invalid: a rate like 500K, 20M or 1G, at least 1K/);
+    assert.match(badRate.err, /line 11: jobs.0.rate is invalid: a rate like 500K, 20M or 1G, at least 1K/);
     const applied = await gorde(["plan", "apply", planFile, "--node", node.url()], env);
     assert.equal(applied.code, 0, applied.err);
     assert.match(applied.out, /\+ job every10/);
@@ -111,6 +116,18 @@ notifications:
     } finally {
       client.close();
     }
+    // An offsite server pulls what the main server has, by a sync job of its own plan.
+    const offsitePlan = path.join(tmp.dir, "offsite.yaml");
+    fs.writeFileSync(offsitePlan, `version: 1\nload: { max-load-per-cpu: 1000, max-cpu-pressure: 100, max-io-pressure: 100 }\nguests: {}\njobs:\n  - name: offsite\n    type: sync\n    schedule: "*:*:0/10"\n    remote: https://admin@127.0.0.1:${server.port}/store\n    remote-fingerprint: "${server.fingerprint}"\n    remote-secret-env: GORDE_SOURCE_SECRET\n`);
+    const synced = await gorde(["plan", "apply", offsitePlan, "--server", `https://admin@127.0.0.1:${offsite.port}`], { GORDE_PASSWORD: "admin-pass-1", GORDE_FINGERPRINT: offsite.fingerprint });
+    assert.equal(synced.code, 0, synced.err);
+    let copied: { snapshot: string }[] = [];
+    for (const deadline = Date.now() + 30_000; !copied.length && Date.now() < deadline; await sleep(500)) {
+      const r = await gorde(["snapshots", `https://admin@127.0.0.1:${offsite.port}/copy`, "--json", "--fingerprint", offsite.fingerprint], { GORDE_PASSWORD: "admin-pass-1" });
+      copied = JSON.parse(r.out || "[]") as { snapshot: string }[];
+    }
+    assert.ok(copied.some((c) => c.snapshot.startsWith("ct/101/")), "the offsite server pulled the container's backup");
+
     // The server ran the verify job as a task of its own.
     const admin = await RemoteRepository.connect(`https://admin@127.0.0.1:${server.port}`, { secret: "admin-pass-1", fingerprint: server.fingerprint }, true);
     try {
@@ -123,6 +140,8 @@ notifications:
     } finally {
       admin.close();
     }
+    // Stopped, the node starts no more runs: the datastore shows what retention left.
+    await node.stop();
     const snaps = await gorde(["snapshots", server.url("store"), "ct/101", "--json", "--fingerprint", server.fingerprint], { GORDE_PASSWORD: "admin-pass-1" });
     const finished = (JSON.parse(snaps.out) as { finished: boolean; notes: string | null }[]).filter((s) => s.finished);
     assert.equal(finished.length, 1, "keep last 1");

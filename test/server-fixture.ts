@@ -76,11 +76,11 @@ async function startDaemon(args: string[], env: Record<string, string>): Promise
 }
 
 /** Starts `gorde server` on 127.0.0.1. */
-export async function startServerProcess(opts: { stateDir: string; datastores: Record<string, string>; adminPassword?: string; port?: number; extra?: string[] }): Promise<ServerProcess> {
+export async function startServerProcess(opts: { stateDir: string; datastores: Record<string, string>; adminPassword?: string; port?: number; extra?: string[]; env?: Record<string, string> }): Promise<ServerProcess> {
   const port = opts.port ?? (await freePort());
   const args = ["server", "--listen", `127.0.0.1:${port}`, "--state-dir", opts.stateDir, ...(opts.extra ?? [])];
   for (const [name, dir] of Object.entries(opts.datastores)) args.push("--datastore", `${name}=${dir}`);
-  const d = await startDaemon(args, { GORDE_ADMIN_PASSWORD: opts.adminPassword ?? "admin-pass-1" });
+  const d = await startDaemon(args, { GORDE_ADMIN_PASSWORD: opts.adminPassword ?? "admin-pass-1", ...opts.env });
   return { ...d, port, url: (store, user = "admin") => `https://${user}@127.0.0.1:${port}/${store}` };
 }
 

@@ -67,7 +67,10 @@ export class PlanRunner {
       plan: this.mine,
       history: this.history,
       run: this.opts.runner(plan),
-      busy: () => busyReason(readLoad(os.availableParallelism())),
+      busy: () => {
+        const l = plan.file.load;
+        return busyReason(readLoad(os.availableParallelism()), { maxLoadPerCpu: l?.["max-load-per-cpu"], maxCpuPressure: l?.["max-cpu-pressure"], maxIoPressure: l?.["max-io-pressure"] });
+      },
       notify: planNotifier(plan, this.opts.host, (job, results) => {
         for (const r of results) if (!r.ok) this.opts.log(`job ${job}: notification to ${r.target} failed: ${r.error}`);
       }),

@@ -29,7 +29,7 @@ export interface GuestManagerOptions {
   dataDir: string;
   nodeName: string;
   /** a connection to the backup server, opened per operation (`rate`: bytes per second) */
-  repository: (rate?: number) => Promise<RemoteRepository>;
+  repository: (rate?: number, store?: string) => Promise<RemoteRepository>;
   log: (line: string) => void;
 }
 
@@ -246,8 +246,8 @@ export class GuestManager {
     return `--- console\n${consoleText}${backupText ? `--- last backup\n${backupText}` : ""}`;
   }
 
-  async backup(id: number, mode: BackupMode = "snapshot", opts: { notes?: string; rate?: number; signal?: AbortSignal } = {}): Promise<GuestBackupResult> {
-    const { notes, rate, signal } = opts;
+  async backup(id: number, mode: BackupMode = "snapshot", opts: { notes?: string; rate?: number; store?: string; signal?: AbortSignal } = {}): Promise<GuestBackupResult> {
+    const { notes, rate, store, signal } = opts;
     const config = this.config(id);
     return this.exclusive(id, "a backup", async () => {
       const log: string[] = [];
@@ -260,7 +260,7 @@ export class GuestManager {
       const rt = this.running.get(id);
       let restart = false;
       try {
-        repo = await this.opts.repository(rate);
+        repo = await this.opts.repository(rate, store);
         if (rate) say(`bandwidth limited to ${rate} bytes/s`);
         say(`datastore ${repo.url.replace(/\/\/[^@]*@/, "//")}`);
         const opts = { repo, mode, config, runDir, notes, log, signal };

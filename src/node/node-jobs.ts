@@ -19,7 +19,7 @@ export function selectedGuests(job: PlanJob, plan: Plan, guests: GuestManager, n
   return wanted.filter((id) => here.has(id) && !job.exclude?.includes(id) && (plan.file.guests[String(id)]?.node ?? node) === node);
 }
 
-export function backupRunner(plan: Plan, guests: GuestManager, node: string, repository: (rate?: number) => Promise<RemoteRepository>): JobRunner {
+export function backupRunner(plan: Plan, guests: GuestManager, node: string, repository: (rate?: number, store?: string) => Promise<RemoteRepository>): JobRunner {
   return async (job, ctx) => {
     if (job.type !== "backup") throw new Error(`a ${job.type} job does not run on a node`);
     const ids = selectedGuests(job, plan, guests, node);
@@ -32,13 +32,13 @@ export function backupRunner(plan: Plan, guests: GuestManager, node: string, rep
     const one = async (id: number): Promise<void> => {
       try {
         const notes = job.notes?.replaceAll("{{guest}}", String(id)).replaceAll("{{job}}", job.name).replaceAll("{{node}}", node);
-        const r = await guests.backup(id, job.mode ?? "snapshot", { notes, rate, signal: ctx.signal });
+        const r = await guests.backup(id, job.mode ?? "snapshot", { notes, rate, store: job.datastore, signal: ctx.signal });
         for (const l of r.log) ctx.log(l.replace(/^\S+ /, ""));
         newBytes += r.newBytes;
         reusedBytes += r.reusedBytes;
         bytes += r.newBytes + r.reusedBytes;
         if (job.keep) {
-          const repo = await repository();
+          const repo = await repository(undefined, job.datastore);
           try {
             const keep = Object.fromEntries(Object.entries(job.keep).map(([k, v]) => [KEEP[k as keyof typeof KEEP], v]));
             const group = r.snapshot.split("/").slice(0, 2).join("/");

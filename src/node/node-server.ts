@@ -51,7 +51,12 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
   }
   // Checked now: a node that cannot reach its backup server's identity says so at start.
   const secret = serverSecret(config);
-  const repository = (rate?: number): Promise<RemoteRepository> => RemoteRepository.connect(config.server.url, { secret, fingerprint: config.server.fingerprint, rate });
+  /** the node's backup server; `store` picks another datastore there than the config's */
+  const repository = (rate?: number, store?: string): Promise<RemoteRepository> => {
+    const url = new URL(config.server.url);
+    if (store !== undefined) url.pathname = `/${store}`;
+    return RemoteRepository.connect(url.toString(), { secret, fingerprint: config.server.fingerprint, rate });
+  };
   const guests = await GuestManager.open({
     dataDir: config.dataDir,
     nodeName: config.name,

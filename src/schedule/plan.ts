@@ -61,7 +61,20 @@ const VerifyJob = z.strictObject({
   /** only snapshots not verified within this many days; absent: all */
   "outdated-after": z.number().int().min(1).max(3650).optional(),
 });
-const SyncJob = z.strictObject({ ...common, type: z.literal("sync"), datastore: name.optional(), remote: z.string().startsWith("https://", "an https:// URL"), "remote-fingerprint": z.string().min(1) });
+const SyncJob = z.strictObject({
+  ...common,
+  type: z.literal("sync"),
+  datastore: name.optional(),
+  /** the source: https://<user>[!<token>]@<host>[:<port>]/<store> */
+  remote: z.string().startsWith("https://", "an https:// URL"),
+  "remote-fingerprint": z.string().min(1),
+  /** the source's secret is never in the plan: an environment variable of the server names it */
+  "remote-secret-env": z.string().regex(/^[A-Z_][A-Z0-9_]*$/, "an environment variable name"),
+  groups: z.array(z.string().regex(/^(vm|ct|host)\/[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/, "vm/<id>, ct/<id> or host/<name>")).optional(),
+  last: z.number().int().min(1).optional(),
+  /** who owns the groups the job pulls (default: plan) */
+  owner: z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}(![A-Za-z0-9_][A-Za-z0-9._-]{0,63})?$/, "a user or user!token").optional(),
+});
 const DrillJob = z.strictObject({ ...common, ...guestSelection, type: z.literal("drill"), node: name.optional() });
 
 const Job = z.discriminatedUnion("type", [BackupJob, PruneJob, GcJob, VerifyJob, SyncJob, DrillJob]);
@@ -85,6 +98,14 @@ const Target = z.discriminatedUnion("type", [
 
 export const PlanSchema = z.strictObject({
   version: z.literal(1),
+  /** when a host counts as busy (jobs wait in their window): defaults 1.5 load per CPU, 40% CPU and 30% I/O pressure */
+  load: z
+    .strictObject({
+      "max-load-per-cpu": z.number().positive().optional(),
+      "max-cpu-pressure": z.number().min(0).max(100).optional(),
+      "max-io-pressure": z.number().min(0).max(100).optional(),
+    })
+    .optional(),
   guests: z.record(z.string().regex(/^[1-9]\d{2,8}$/, "a guest id"), z.strictObject({ rpo: duration, node: name.optional() })),
   jobs: z.array(Job).min(1),
   notifications: z

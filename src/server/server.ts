@@ -7,6 +7,7 @@ import type http2 from "node:http2";
 import path from "node:path";
 import { z } from "zod";
 import { BATCH_RECORD_HEADER, MAX_BATCH_BYTES, MAX_BATCH_CHUNKS, decodeChunkBatch, encodeChunkBatch } from "../api/chunk-batch.ts";
+import { parseServerUrl } from "../api/connection.ts";
 import { API_VERSION, type MaintenanceMode, ROUTES, type RouteName } from "../api/routes.ts";
 import { GordeError } from "../errors.ts";
 import { ChunkPool } from "../datastore/chunk-pool.ts";
@@ -159,6 +160,8 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       return r;
     });
 
+  const startSync = (authId: string, e: StoreEntry, b: { remote: string; fingerprint: string; authId: string; secret: string; ns: string[]; groups?: string[]; last?: number }) =>
+    tasks.start({ type: "sync", authId, store: e.name, target: b.remote }, (task) => syncDatastore({ ...b, store: e.store, pool: () => poolOf(e), owner: authId, task }));
   const findSnap = async (e: StoreEntry, ns: string[], name: string): Promise<SnapshotInfo> => e.store.findSnapshot(ns, parseSnapshotRef(name));
 
   // The plan's prune, GC and verify jobs run here, as tasks like those asked for over the API.
@@ -194,13 +197,23 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       }
       return { message: `${removed} snapshots removed` };
     }
+    if (job.type === "sync") {
+      const secret = process.env[job["remote-secret-env"]];
+      if (!secret) throw new GordeError("usage", `job ${job.name}: the server's environment has no ${job["remote-secret-env"]} (the source's secret).`);
+      const addr = parseServerUrl(job.remote);
+      if (!addr.authId) throw new GordeError("usage", `job ${job.name}: ${job.remote} names no user.`);
+      const r = (await runTask(
+        startSync(job.owner ?? PLAN_AUTH_ID, e, { remote: job.remote, fingerprint: job["remote-fingerprint"], authId: addr.authId, secret, ns: [], groups: job.groups, last: job.last }),
+      )) as { snapshots: number; chunks: number; bytes: number };
+      return { bytes: r.bytes, newBytes: r.bytes, message: `pulled ${r.snapshots} snapshots, ${r.chunks} chunks` };
+    }
     throw new GordeError("unsupported", `a ${job.type} job does not run on the backup server.`);
   };
   const plan = await PlanRunner.open({
     planFile: path.join(opts.stateDir, "plan.yaml"),
     historyFile: path.join(opts.stateDir, "history.db"),
     host: "backup server",
-    kinds: ["prune", "gc", "verify"],
+    kinds: ["prune", "gc", "verify", "sync"],
     runner: () => planJobs,
     log,
   });
@@ -520,10 +533,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       const e = storeFor(authId, params.store!, "write");
       const ns = parseNamespace(b.ns);
       if (!privs(authId, e.name, ns).has("Datastore.Backup")) deny(authId, `sync into ${e.name}`);
-      const t = tasks.start({ type: "sync", authId, store: e.name, target: b.remote }, (task) =>
-        syncDatastore({ ...b, ns, store: e.store, pool: () => poolOf(e), owner: authId, task }),
-      );
-      return { json: { task: t.id } };
+      return { json: { task: startSync(authId, e, { ...b, ns }).id } };
     },
   };
 
