@@ -50,7 +50,7 @@ export class Scheduler {
   /** due elapses seen in time and waited on (a busy node): not missed ones */
   private readonly seen = new Map<string, number>();
   private readonly abort = new AbortController();
-  /** each job's clock, read from the history once and written through (an idle tick touches no file) */
+  /** each job's clock, read from the history once and written through */
   private readonly clocks = new Map<string, { since: number; lastDue?: number }>();
   private timer: NodeJS.Timeout | undefined;
 
@@ -59,6 +59,8 @@ export class Scheduler {
     this.now = opts.now ?? Date.now;
     // A run still marked running belongs to a process that is gone.
     opts.history.markInterrupted(this.now());
+    // Every job's clock is read (and a new job's written) now: an idle tick touches no file.
+    for (const { job } of opts.plan.jobs) this.clocks.set(job.name, opts.history.clock(job.name, this.now()));
   }
 
   /** One pass over the plan: starts what is due, records what is skipped. */
@@ -67,8 +69,7 @@ export class Scheduler {
     for (const { job, event, window } of plan.jobs) {
       if (this.running.has(job.name)) continue;
       const now = this.now();
-      let stored = this.clocks.get(job.name);
-      if (!stored) this.clocks.set(job.name, (stored = history.clock(job.name, now)));
+      const stored = this.clocks.get(job.name)!;
       const clock = { ...stored, seen: this.seen.get(job.name) };
       const d = decide({ name: job.name, event, window, repeatMissed: job["repeat-missed"] }, clock, now, this.opts.busy?.(), this.opts.tz);
       if (d.action === "idle") continue;
