@@ -140,6 +140,11 @@ notifications:
     } finally {
       admin.close();
     }
+    const status = await gorde(["plan", "status", "--node", node.url(), "--json"], env);
+    const rows = JSON.parse(status.out) as { job: string; last: { result: string } | null; next: string | null }[];
+    assert.equal(rows[0]!.job, "every10");
+    assert.equal(rows[0]!.last?.result, "ok");
+    assert.ok(rows[0]!.next && Date.parse(rows[0]!.next) > Date.now() - 1000);
     // Stopped, the node starts no more runs: the datastore shows what retention left.
     await node.stop();
     const snaps = await gorde(["snapshots", server.url("store"), "ct/101", "--json", "--fingerprint", server.fingerprint], { GORDE_PASSWORD: "admin-pass-1" });

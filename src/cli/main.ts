@@ -58,6 +58,7 @@ Datastore commands (<repo> is a datastore directory or https://[<user>[!<token>]
                                                shows what changes and applies it: a node runs
                                                the backup jobs, the server prune, GC and verify
                                                (nothing happens when unchanged)
+  plan status --node <url> | --server <url>    each job there: last run and result, next run
   demo [--keep]                                the whole story on this machine
 
 Server (the password of <user> in GORDE_PASSWORD; the server's certificate pinned with

@@ -53,7 +53,7 @@ export function planChanges(prev: Plan | undefined, next: Plan): string[] {
   return out;
 }
 
-const PLAN_USAGE = "usage: gorde plan check <file> [--repo <repository>] [--iterations N] [--json] | gorde plan apply <file> --node <url> | --server <url>";
+const PLAN_USAGE = "usage: gorde plan check <file> [--repo <repository>] [--iterations N] [--json] | gorde plan apply <file> --node <url> | --server <url> | gorde plan status --node <url> | --server <url>";
 
 /** Applies the plan to a node (`--node`: its backup jobs run there) or to the backup server (`--server`: prune, GC, verify). */
 async function applyPlan(ctx: CommandContext, file: string): Promise<number> {
@@ -80,10 +80,46 @@ async function applyPlan(ctx: CommandContext, file: string): Promise<number> {
   }
 }
 
+/** `plan status`: each job this host runs, its last run and result, its next elapse. */
+async function planStatus(ctx: CommandContext): Promise<number> {
+  const nodeUrl = str(ctx, "node") ?? (str(ctx, "server") === undefined ? process.env.GORDE_NODE : undefined);
+  const serverUrl = str(ctx, "server");
+  if ((nodeUrl === undefined) === (serverUrl === undefined)) throw new GordeError("usage", "name the host with --node <url> (or GORDE_NODE) or --server <url>.");
+  const opts = { secret: process.env.GORDE_PASSWORD, fingerprint: str(ctx, "fingerprint") ?? process.env.GORDE_FINGERPRINT, signal: ctx.signal };
+  const client = nodeUrl !== undefined ? await NodeClient.connect(nodeUrl, opts) : await RemoteRepository.connect(serverUrl!, opts, true);
+  try {
+    const cur = await client.conn.json<{ text: string | null; jobs: string[] }>("GET", ROUTES.getPlan.path);
+    const runs = await client.conn.json<{ job: string; start: number; end: number | null; result: string; error: string | null }[]>("GET", ROUTES.listRuns.path, { query: { limit: 1000 } });
+    const plan = cur.text === null ? undefined : parsePlan(cur.text, "the applied plan");
+    const rows = cur.jobs.map((job) => {
+      const last = runs.find((r) => r.job === job && r.result !== "running");
+      const event = plan?.jobs.find((j) => j.job.name === job)?.event;
+      const next = event && nextElapse(event, new Date(), "local");
+      return {
+        job,
+        running: runs.some((r) => r.job === job && r.result === "running"),
+        last: last ? { start: new Date(last.start).toISOString(), result: last.result, error: last.error } : null,
+        next: next ? next.toISOString().replace(/\.\d{3}Z$/, "Z") : null,
+      };
+    });
+    if (ctx.values.json === true) ctx.out(JSON.stringify(rows, null, 2) + "\n");
+    else if (!rows.length) ctx.out("no plan applied here, or none of its jobs runs here\n");
+    else
+      for (const r of rows) {
+        const last = r.last ? `last ${r.last.start} ${r.last.result}${r.last.error ? ` (${r.last.error})` : ""}` : "never ran";
+        ctx.out(`${r.job}: ${r.running ? "running; " : ""}${last}; next ${r.next ?? "never"}\n`);
+      }
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
 export const planCommand: Command = {
   options: { repo: { type: "string" }, node: { type: "string" }, server: { type: "string" }, fingerprint: { type: "string" }, json: { type: "boolean" }, iterations: { type: "string" } },
   async run(ctx) {
     const [sub, file, ...rest] = ctx.positionals;
+    if (sub === "status" && file === undefined) return planStatus(ctx);
     if (!file || rest.length || (sub !== "check" && sub !== "apply")) throw new GordeError("usage", PLAN_USAGE);
     if (sub === "apply") return applyPlan(ctx, file);
     const plan = readPlan(file);
