@@ -1,10 +1,13 @@
 // The nodes' part of `gorde demo`: two `gorde node` processes, the demo VM (QEMU) and the
 // demo container (LXC) on the first, data written through their services, a full and a
 // live incremental backup while they run, and the first snapshot restored as new guests
-// on the second node whose services answer with that snapshot's data.
+// on the second node whose services answer with that snapshot's data; then a plan applied to
+// the first node, whose scheduler backs the guests up every 10 seconds by itself.
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
+import http from "node:http";
+import type net from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { GuestBackupResult, GuestStatus } from "../api/node-routes.ts";
@@ -154,5 +157,55 @@ export async function nodeStory(ctx: NodeStoryContext): Promise<RunningNode[]> {
     check(note === `written on ${g.kind} ${g.id} before the first backup`, `the restored ${g.kind} answers with the data of its snapshot`);
     check(original === `written on ${g.kind} ${g.id} after both backups`, `the original ${g.kind} still answers with its newest data`);
   }
+  await planStory(ctx, node1, guests.map((g) => g.id));
   return [node1, node2];
+}
+
+/**
+ * The plan: a backup job every 10 seconds for node1's guests (retention keep-last 2, told
+ * to a webhook), applied with the scheduler doing the rest; two scheduled runs watched.
+ */
+async function planStory(ctx: NodeStoryContext, node: RunningNode, ids: number[]): Promise<void> {
+  const { say, title, check } = ctx;
+  title("A plan: the node's scheduler backs its guests up every 10 seconds, keeps the last 2, tells a webhook");
+  const told: { job: string; result: string }[] = [];
+  const hook = http.createServer((req, res) => {
+    let body = "";
+    req.on("data", (b: Buffer) => (body += b.toString()));
+    req.on("end", () => {
+      told.push(JSON.parse(body) as { job: string; result: string });
+      res.end();
+    });
+  });
+  await new Promise<void>((resolve) => hook.listen(0, "127.0.0.1", resolve));
+  ctx.onStop(() => new Promise<void>((resolve) => hook.close(() => resolve())));
+  const text = [
+    "version: 1",
+    // The demo is about the schedule: the guests' own boots load this machine.
+    "load: { max-load-per-cpu: 1000, max-cpu-pressure: 100, max-io-pressure: 100 }",
+    "guests:",
+    ...ids.map((id) => `  ${id}: { rpo: 1h }`),
+    "jobs:",
+    `  - { name: every10s, type: backup, schedule: "*:*:0/10", guests: all, keep: { last: 2 }, notes: "{{job}} on {{node}}" }`,
+    "notifications:",
+    `  targets: [{ type: webhook, name: demo, url: "http://127.0.0.1:${(hook.address() as net.AddressInfo).port}/" }]`,
+    "",
+  ].join("\n");
+  const started = Date.now();
+  await node.client.call("applyPlan", { json: { text } });
+  say(`   applied on ${node.name}: schedule "*:*:0/10", keep-last 2, webhook`);
+  type Run = { job: string; start: number; end: number | null; result: string; newBytes: number | null; reusedBytes: number | null; error: string | null };
+  let runs: Run[] = [];
+  for (const deadline = Date.now() + 90_000; Date.now() < deadline; await sleep(500)) {
+    runs = (await node.client.call<Run[]>("listRuns")).filter((r) => r.job === "every10s" && r.result !== "running").reverse();
+    if (runs.length >= 2 && told.length >= 2) break;
+  }
+  for (const r of runs.slice(0, 2)) {
+    say(`   run at ${new Date(r.start).toISOString().slice(11, 19)}: ${r.result}, ${formatBytes(r.newBytes ?? 0)} new, ${formatBytes(r.reusedBytes ?? 0)} reused${r.error ? ` (${r.error})` : ""}`);
+  }
+  check(runs.length >= 2 && runs.slice(0, 2).every((r) => r.result === "ok"), "the scheduler ran the job twice");
+  check(runs.slice(0, 2).every((r) => (r.reusedBytes ?? 0) > 0), "scheduled backups are incremental");
+  say(`   webhook told ${told.length} times; ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  check(told.length >= 2, "the webhook was told");
+  await node.client.call("applyPlan", { json: { text: text.replace('"*:*:0/10"', "yearly") } });
 }

@@ -4,7 +4,7 @@
 // up through HTTPS twice (the second incremental), dedup shown, retention applied, garbage
 // collected and verified as server tasks, restored bit for bit, and pulled to an offsite
 // server. Then the nodes' story (demo-nodes.ts): real guests on one node, backed up live,
-// restored as working guests on another.
+// restored as working guests on another, and a plan whose scheduled backups run by themselves.
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
