@@ -9,11 +9,9 @@ import { RemoteRepository } from "../client/remote.ts";
 import { snapshotJson } from "../datastore/group-ops.ts";
 import { GordeError } from "../errors.ts";
 import { nextElapse } from "../schedule/calendar-event.ts";
-import { type Plan, parsePlan } from "../schedule/plan.ts";
+import { type Plan, keepOptions, parsePlan } from "../schedule/plan.ts";
 import { NodeClient } from "../client/node-client.ts";
 import { type Command, type CommandContext, int, str, withRepo } from "./commands.ts";
-
-const KEEP_NAMES = { last: "keepLast", hourly: "keepHourly", daily: "keepDaily", weekly: "keepWeekly", monthly: "keepMonthly", yearly: "keepYearly" } as const;
 
 interface GuestCheck {
   guest: number;
@@ -55,15 +53,20 @@ export function planChanges(prev: Plan | undefined, next: Plan): string[] {
 
 const PLAN_USAGE = "usage: gorde plan check <file> [--repo <repository>] [--iterations N] [--json] | gorde plan apply <file> --node <url> | --server <url> | gorde plan status --node <url> | --server <url>";
 
+/** The host a plan command talks to: a node (`--node`, GORDE_NODE) or the backup server (`--server`). */
+async function hostClient(ctx: CommandContext): Promise<{ client: NodeClient | RemoteRepository; where: string }> {
+  const nodeUrl = str(ctx, "node") ?? (str(ctx, "server") === undefined ? process.env.GORDE_NODE : undefined);
+  const serverUrl = str(ctx, "server");
+  if ((nodeUrl === undefined) === (serverUrl === undefined)) throw new GordeError("usage", "name the host with --node https://<user>@<host>[:8006] (or GORDE_NODE) or --server https://<user>@<host>[:8007].");
+  const opts = { secret: process.env.GORDE_PASSWORD, fingerprint: str(ctx, "fingerprint") ?? process.env.GORDE_FINGERPRINT, signal: ctx.signal };
+  const client = nodeUrl !== undefined ? await NodeClient.connect(nodeUrl, opts) : await RemoteRepository.connect(serverUrl!, opts, true);
+  return { client, where: (nodeUrl ?? serverUrl!).replace(/\/\/[^@]*@/, "//") };
+}
+
 /** Applies the plan to a node (`--node`: its backup jobs run there) or to the backup server (`--server`: prune, GC, verify). */
 async function applyPlan(ctx: CommandContext, file: string): Promise<number> {
   const plan = readPlan(file);
-  const nodeUrl = str(ctx, "node") ?? (str(ctx, "server") === undefined ? process.env.GORDE_NODE : undefined);
-  const serverUrl = str(ctx, "server");
-  if ((nodeUrl === undefined) === (serverUrl === undefined)) throw new GordeError("usage", "give the plan to a node with --node https://<user>@<host>[:8006] (or GORDE_NODE) or to the backup server with --server https://<user>@<host>[:8007].");
-  const opts = { secret: process.env.GORDE_PASSWORD, fingerprint: str(ctx, "fingerprint") ?? process.env.GORDE_FINGERPRINT, signal: ctx.signal };
-  const client = nodeUrl !== undefined ? await NodeClient.connect(nodeUrl, opts) : await RemoteRepository.connect(serverUrl!, opts, true);
-  const where = (nodeUrl ?? serverUrl!).replace(/\/\/[^@]*@/, "//");
+  const { client, where } = await hostClient(ctx);
   try {
     const cur = await client.conn.json<{ text: string | null }>("GET", ROUTES.getPlan.path);
     const changes = planChanges(cur.text === null ? undefined : parsePlan(cur.text, "the plan applied before"), plan);
@@ -82,11 +85,7 @@ async function applyPlan(ctx: CommandContext, file: string): Promise<number> {
 
 /** `plan status`: each job this host runs, its last run and result, its next elapse. */
 async function planStatus(ctx: CommandContext): Promise<number> {
-  const nodeUrl = str(ctx, "node") ?? (str(ctx, "server") === undefined ? process.env.GORDE_NODE : undefined);
-  const serverUrl = str(ctx, "server");
-  if ((nodeUrl === undefined) === (serverUrl === undefined)) throw new GordeError("usage", "name the host with --node <url> (or GORDE_NODE) or --server <url>.");
-  const opts = { secret: process.env.GORDE_PASSWORD, fingerprint: str(ctx, "fingerprint") ?? process.env.GORDE_FINGERPRINT, signal: ctx.signal };
-  const client = nodeUrl !== undefined ? await NodeClient.connect(nodeUrl, opts) : await RemoteRepository.connect(serverUrl!, opts, true);
+  const { client } = await hostClient(ctx);
   try {
     const cur = await client.conn.json<{ text: string | null; jobs: string[] }>("GET", ROUTES.getPlan.path);
     const runs = await client.conn.json<{ job: string; start: number; end: number | null; result: string; error: string | null }[]>("GET", ROUTES.listRuns.path, { query: { limit: 1000 } });
@@ -147,7 +146,7 @@ export const planCommand: Command = {
           const job = plan.jobs.map((j) => j.job).find((j) => j.type === "backup" && j.keep && (j.guests === "all" || j.guests?.includes(guest)) && !j.exclude?.includes(guest));
           let kept: string[] = [];
           if (job && job.type === "backup" && job.keep && last && r.kind === "remote") {
-            const keep = Object.fromEntries(Object.entries(job.keep).map(([k, v]) => [KEEP_NAMES[k as keyof typeof KEEP_NAMES], v]));
+            const keep = keepOptions(job.keep);
             const group = last.snapshot.split("/").slice(0, 2).join("/");
             kept = (await r.remote.prune([], group, keep, true)).filter((p) => p.action !== "remove").map((p) => p.snapshot);
           }

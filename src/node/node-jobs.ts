@@ -5,10 +5,8 @@
 import type { RemoteRepository } from "../client/remote.ts";
 import { parseRate } from "../format/units.ts";
 import type { JobRunner } from "../jobs/scheduler.ts";
-import type { Plan, PlanJob } from "../schedule/plan.ts";
+import { type Plan, type PlanJob, keepOptions } from "../schedule/plan.ts";
 import type { GuestManager } from "./guests.ts";
-
-const KEEP = { last: "keepLast", hourly: "keepHourly", daily: "keepDaily", weekly: "keepWeekly", monthly: "keepMonthly", yearly: "keepYearly" } as const;
 
 /** The guests of this node a job selects. */
 export function selectedGuests(job: PlanJob, plan: Plan, guests: GuestManager, node: string): number[] {
@@ -40,7 +38,7 @@ export function backupRunner(plan: Plan, guests: GuestManager, node: string, rep
         if (job.keep) {
           const repo = await repository(undefined, job.datastore);
           try {
-            const keep = Object.fromEntries(Object.entries(job.keep).map(([k, v]) => [KEEP[k as keyof typeof KEEP], v]));
+            const keep = keepOptions(job.keep);
             const group = r.snapshot.split("/").slice(0, 2).join("/");
             const decided = await repo.prune([], group, keep, false);
             ctx.log(`retention on ${group}: ${decided.filter((d) => d.action === "remove").length} removed, ${decided.filter((d) => d.action !== "remove").length} kept`);

@@ -135,6 +135,11 @@ function safeRate(v: string): number | undefined {
   }
 }
 
+/** A job's `keep` as prune takes it (keepLast, keepDaily, …). */
+export function keepOptions(keep: z.infer<typeof Keep>): Record<string, number> {
+  return Object.fromEntries(Object.entries(keep).map(([k, v]) => [`keep${k[0]!.toUpperCase()}${k.slice(1)}`, v]));
+}
+
 export function durationMs(d: string): number {
   const n = Number(d.slice(0, -1));
   return n * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[d.at(-1) as "s" | "m" | "h" | "d" | "w"];

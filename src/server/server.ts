@@ -18,6 +18,7 @@ import { verifyAll, verifySnapshots } from "../datastore/verify.ts";
 import { MAX_CHUNK_SIZE, ENCRYPTED_BLOB_HEADER_SIZE } from "../format/magic.ts";
 import { type Group, formatGroup, formatSnapshot, parseGroup, parseNamespace, parseSnapshotRef } from "../format/names.ts";
 import { PlanRunner } from "../jobs/plan-runner.ts";
+import { keepOptions } from "../schedule/plan.ts";
 import type { JobRunner } from "../jobs/scheduler.ts";
 import { accessHandlers } from "./access-handlers.ts";
 import { type ApiHandler, apiDispatcher, listenHttps } from "./api-host.ts";
@@ -187,7 +188,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
     }
     if (job.type === "prune") {
       const wanted = job.guests === "all" || job.guests === undefined ? undefined : new Set(job.guests.map(String));
-      const keep = Object.fromEntries(Object.entries(job.keep).map(([k, v]) => [`keep${k[0]!.toUpperCase()}${k.slice(1)}`, v]));
+      const keep = keepOptions(job.keep);
       let removed = 0;
       for (const g of await e.store.listGroups([])) {
         if (g.type === "host" || (wanted && !wanted.has(g.id)) || job.exclude?.includes(Number(g.id))) continue;
