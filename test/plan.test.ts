@@ -113,6 +113,8 @@ notifications:
       assert.ok(second.reusedBytes! > 0 && second.newBytes! < first.newBytes!, "the second is incremental");
       assert.match(second.log, /retention on ct\/101: \d+ removed, 1 kept/);
       assert.match(second.log, /bandwidth limited to 67108864 bytes\/s/);
+      assert.match(second.log, /I\/O priority best-effort 7/);
+      assert.doesNotMatch(second.log, /could not lower the I\/O priority/);
     } finally {
       client.close();
     }

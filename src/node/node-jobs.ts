@@ -4,6 +4,7 @@
 // drills come with the cluster.
 import type { RemoteRepository } from "../client/remote.ts";
 import { parseRate } from "../format/units.ts";
+import { withIoPriority } from "../sys/io-priority.ts";
 import type { JobRunner } from "../jobs/scheduler.ts";
 import { type Plan, type PlanJob, keepOptions } from "../schedule/plan.ts";
 import type { GuestManager } from "./guests.ts";
@@ -51,12 +52,20 @@ export function backupRunner(plan: Plan, guests: GuestManager, node: string, rep
         ctx.log(`guest ${id} failed: ${(err as Error).message}`);
       }
     };
-    // At most max-parallel guests at once (default one): backups keep the node's guests running smoothly.
+    // At most max-parallel guests at once (default one), at a low I/O priority: the node's guests keep running smoothly.
     const queue = [...ids];
-    const workers = Array.from({ length: Math.min(job["max-parallel"] ?? 1, queue.length) }, async () => {
-      for (let id = queue.shift(); id !== undefined && !ctx.signal.aborted; id = queue.shift()) await one(id);
-    });
-    await Promise.all(workers);
+    const level = job["io-priority"] ?? 7;
+    ctx.log(`I/O priority best-effort ${level}`);
+    await withIoPriority(
+      level,
+      () =>
+        Promise.all(
+          Array.from({ length: Math.min(job["max-parallel"] ?? 1, queue.length) }, async () => {
+            for (let id = queue.shift(); id !== undefined && !ctx.signal.aborted; id = queue.shift()) await one(id);
+          }),
+        ),
+      ctx.log,
+    );
     if (failed.length) throw new Error(`${failed.length} of ${ids.length} backups failed: ${failed.join("; ")}`);
     return { bytes, newBytes, reusedBytes, message: `${ids.length} guest${ids.length === 1 ? "" : "s"} backed up` };
   };

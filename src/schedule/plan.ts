@@ -51,6 +51,8 @@ const BackupJob = z.strictObject({
     .optional(),
   notes: z.string().max(4096).optional(),
   "max-parallel": z.number().int().min(1).max(64).optional(),
+  /** best-effort I/O priority of the backup work, 0 (high) .. 7 (low, the default), as vzdump's ionice */
+  "io-priority": z.number().int().min(0).max(7).optional(),
 });
 const PruneJob = z.strictObject({ ...common, ...guestSelection, type: z.literal("prune"), datastore: name.optional(), keep: Keep });
 const GcJob = z.strictObject({ ...common, type: z.literal("gc"), datastore: name.optional() });
