@@ -73,6 +73,7 @@ jobs:
     rate: 64M
     notes: "{{job}} on {{node}}"
   - { name: verify10, type: verify, schedule: "*:*:5/10" }
+  - { name: drill10, type: drill, schedule: "*:*:5/10", guests: [101] }
 notifications:
   targets:
     - { type: webhook, name: hook, url: "http://127.0.0.1:${(webhook.address() as AddressInfo).port}/gorde" }
@@ -114,6 +115,10 @@ notifications:
       assert.match(second.log, /retention on ct\/101: \d+ removed, 1 kept/);
       assert.match(second.log, /bandwidth limited to 67108864 bytes\/s/);
       assert.match(second.log, /I\/O priority best-effort 7/);
+      // Drills are scheduled and recorded as skipped until their runner exists.
+      const drill = (await client.call<TaskRun[]>("listRuns")).find((r) => r.job === "drill10");
+      assert.equal(drill?.result, "skipped");
+      assert.match(drill.error!, /restore drill of guests 101: this node cannot run drills yet/);
       assert.doesNotMatch(second.log, /could not lower the I\/O priority/);
     } finally {
       client.close();
@@ -144,7 +149,7 @@ notifications:
     }
     const status = await gorde(["plan", "status", "--node", node.url(), "--json"], env);
     const rows = JSON.parse(status.out) as { job: string; last: { result: string } | null; next: string | null }[];
-    assert.equal(rows[0]!.job, "every10");
+    assert.deepEqual(rows.map((r) => r.job), ["every10", "drill10"]);
     assert.equal(rows[0]!.last?.result, "ok");
     assert.ok(rows[0]!.next && Date.parse(rows[0]!.next) > Date.now() - 1000);
     // Stopped, the node starts no more runs: the datastore shows what retention left.

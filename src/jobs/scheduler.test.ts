@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { parsePlan } from "../schedule/plan.ts";
-import { type JobOutcome, Scheduler } from "./scheduler.ts";
+import { type JobOutcome, RunSkipped, Scheduler } from "./scheduler.ts";
 import { TaskHistory } from "./task-history.ts";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gorde-scheduler-"));
@@ -87,6 +87,27 @@ void describe("the scheduler (injected clock)", () => {
     const last = history.last("flaky")!;
     assert.equal(last.result, "skipped");
     assert.match(last.error!, /window 00:00-00:01 closed before it could start \(I\/O pressure 80% is above 30%\)/);
+    history.close();
+  });
+
+  void it("a run its runner cannot do is recorded and told as skipped, not failed", async () => {
+    const history = TaskHistory.open(path.join(dir, "d.db"));
+    let now = T0;
+    const told: JobOutcome[] = [];
+    const s = new Scheduler({
+      plan: plan("  - { name: drill, type: drill, schedule: '*:*:0/10', guests: [100] }\n"),
+      history,
+      now: () => now,
+      tz: "UTC",
+      run: () => Promise.reject(new RunSkipped("no drill runner here")),
+      notify: (o) => void told.push(o),
+    });
+    now = T0 + 10_000;
+    await s.tick();
+    await s.idle();
+    assert.equal(history.last("drill")!.result, "skipped");
+    assert.equal(history.last("drill")!.error, "no drill runner here");
+    assert.deepEqual(told.map((o) => o.result), ["skipped"]);
     history.close();
   });
 

@@ -14,6 +14,9 @@ export interface RunOutcome {
   message?: string;
 }
 
+/** Thrown by a runner for a run it cannot do now: recorded and told as skipped, not failed. */
+export class RunSkipped extends Error {}
+
 export type JobRunner = (job: PlanJob, ctx: { due: number; log: (line: string) => void; signal: AbortSignal }) => Promise<RunOutcome>;
 
 export interface JobOutcome {
@@ -121,9 +124,10 @@ export class Scheduler {
     } catch (err) {
       const end = this.now();
       const message = (err as Error).message;
-      say(`failed: ${message}`);
-      history.finish(id, { end, result: "failed", error: message, log: log.join("\n") + "\n" });
-      outcome = { job: job.name, kind: job.type, result: "failed", start, end, message, due, runId: id, log: log.join("\n") };
+      const result = err instanceof RunSkipped ? "skipped" : "failed";
+      say(`${result}: ${message}`);
+      history.finish(id, { end, result, error: message, log: log.join("\n") + "\n" });
+      outcome = { job: job.name, kind: job.type, result, start, end, message, due, runId: id, log: log.join("\n") };
     }
     try {
       await this.opts.notify?.(outcome);

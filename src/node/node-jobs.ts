@@ -5,7 +5,7 @@
 import type { RemoteRepository } from "../client/remote.ts";
 import { parseRate } from "../format/units.ts";
 import { withIoPriority } from "../sys/io-priority.ts";
-import type { JobRunner } from "../jobs/scheduler.ts";
+import { type JobRunner, RunSkipped } from "../jobs/scheduler.ts";
 import { type Plan, type PlanJob, keepOptions } from "../schedule/plan.ts";
 import type { GuestManager } from "./guests.ts";
 
@@ -18,8 +18,10 @@ export function selectedGuests(job: PlanJob, plan: Plan, guests: GuestManager, n
   return wanted.filter((id) => here.has(id) && !job.exclude?.includes(id) && (plan.file.guests[String(id)]?.node ?? node) === node);
 }
 
-export function backupRunner(plan: Plan, guests: GuestManager, node: string, repository: (rate?: number, store?: string) => Promise<RemoteRepository>): JobRunner {
+export function nodeJobRunner(plan: Plan, guests: GuestManager, node: string, repository: (rate?: number, store?: string) => Promise<RemoteRepository>): JobRunner {
   return async (job, ctx) => {
+    // Drills are scheduled here and recorded; their runner (a sandboxed restore that boots and checks the guest) comes with the cluster.
+    if (job.type === "drill") throw new RunSkipped(`restore drill of guests ${selectedGuests(job, plan, guests, node).join(", ") || "(none on this node)"}: this node cannot run drills yet`);
     if (job.type !== "backup") throw new Error(`a ${job.type} job does not run on a node`);
     const ids = selectedGuests(job, plan, guests, node);
     ctx.log(`job ${job.name}: ${ids.length ? `guests ${ids.join(", ")}` : "no guest of this node selected"}`);

@@ -16,7 +16,7 @@ import { HttpError } from "../server/http.ts";
 import { ensureCertificate } from "../server/tls.ts";
 import { GuestManager } from "./guests.ts";
 import { PlanRunner } from "../jobs/plan-runner.ts";
-import { backupRunner } from "./node-jobs.ts";
+import { nodeJobRunner } from "./node-jobs.ts";
 import { DEFAULT_NODE_PORT, type NodeConfig, serverSecret } from "./node-config.ts";
 
 export interface NodeOptions {
@@ -68,8 +68,8 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     planFile: path.join(config.dataDir, "plan.yaml"),
     historyFile: path.join(stateDir, "history.db"),
     host: config.name,
-    kinds: ["backup"],
-    runner: (plan) => backupRunner(plan, guests, config.name, repository),
+    kinds: ["backup", "drill"],
+    runner: (plan) => nodeJobRunner(plan, guests, config.name, repository),
     log,
   });
 
