@@ -1,6 +1,6 @@
 // Benchmark data: a raw ext4 image populated from /usr and a directory tree
-// copied from /usr/lib, built once and cached under bench/data/. Also the
-// seeded modifications applied between backups.
+// copied from /usr/lib (each with a folder of repeated data added), built once and
+// cached under bench/data/. Also the seeded modifications applied between backups.
 
 import {
   chmodSync,
@@ -37,7 +37,8 @@ const MiB = 1024 * KiB;
 const GiB = 1024 * MiB;
 
 /** Bump when the way data is built changes, so caches are rebuilt. */
-const DATA_VERSION = 1;
+/** 2: the gorde-repeats folder (addRepeats) in the image and the tree. */
+const DATA_VERSION = 2;
 
 export const IMAGE_WRITES = 500;
 export const WRITE_SIZE = 4 * KiB;
@@ -218,6 +219,38 @@ function sizeOf(path: string): number {
 }
 
 /** The seeded list of 4 KiB-aligned block offsets written into the image. */
+/**
+ * What users' disks hold more of than /usr: three copies of a 1 MiB document, 64 equal
+ * small files, one 256 KiB block 16 times in a row (every 256 KiB window of it is the same
+ * chunk, wherever ext4 puts it) and 4 MiB of zeros. Equal chunks in flight at once broke
+ * uploads that distinct data never did. Seeded, with a fixed time: rebuilds are identical.
+ */
+export function addRepeats(dir: string): void {
+  const d = join(dir, "gorde-repeats");
+  mkdirSync(d);
+  const prng = new Prng(0x60bde003);
+  const block = Buffer.alloc(256 * KiB);
+  for (let o = 0; o < block.length; o += 4) block.writeUInt32LE(prng.u32(), o);
+  const lines: string[] = [];
+  for (let i = 0, n = 0; n < MiB; i++) {
+    const l = `${i}: the service answered request ${i} in ${i % 17} ms\n`;
+    lines.push(l);
+    n += l.length;
+  }
+  const files: [string, Buffer | string][] = [
+    ["blocks.bin", Buffer.concat(Array.from({ length: 16 }, () => block))],
+    ["zeros.bin", Buffer.alloc(4 * MiB)],
+    ...[0, 1, 2].map((i): [string, string] => [`README.${i}`, lines.join("")]),
+    ...Array.from({ length: 64 }, (_, i): [string, string] => [`unit${i}.conf`, "enabled=yes\n"]),
+  ];
+  const t = Number(FS_FAKE_TIME);
+  for (const [name, body] of files) {
+    writeFileSync(join(d, name), body);
+    utimesSync(join(d, name), t, t);
+  }
+  utimesSync(d, t, t);
+}
+
 export function imageWriteOffsets(imageBytes: number): number[] {
   const prng = new Prng(IMAGE_SEED);
   const blocks = imageBytes / WRITE_SIZE;
@@ -284,6 +317,7 @@ export function ensureImage(sizes: Sizes, log: Log): ImageInfo {
     rmSync(stage, { recursive: true, force: true });
     log(`building ${p.image}: copying ${(sizes.stageBudget / 1e6).toFixed(0)} MB from /usr ...`);
     const stageStats = copyBudgeted("/usr", stage, sizes.stageBudget, Number.POSITIVE_INFINITY);
+    addRepeats(stage);
     const tmp = p.image + ".tmp";
     rmSync(tmp, { force: true });
     const fd = openSync(tmp, "w");
@@ -340,6 +374,7 @@ export function ensureTree(sizes: Sizes, log: Log): TreeInfo {
   rmSync(tmp, { recursive: true, force: true });
   log(`building ${p.tree}: copying ${(sizes.treeBudget / MiB).toFixed(0)} MiB from /usr/lib ...`);
   const copy = copyBudgeted("/usr/lib", tmp, sizes.treeBudget, sizes.treeFileCap);
+  addRepeats(tmp);
   renameSync(tmp, p.tree);
   const out: TreeInfo = {
     version: DATA_VERSION,

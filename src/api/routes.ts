@@ -301,17 +301,18 @@ export const ROUTES = {
   uploadChunks: route({
     method: "PUT",
     path: "/api/backup/{session}/chunks",
-    summary: "Upload several encoded chunks in one body (records of digest, plain size, blob length, blob); each is checked as by uploadChunk",
+    summary:
+      "Upload several encoded chunks in one body (records of digest, plain size, blob length, blob); each is checked as by uploadChunk, a repeated digest is stored once; `stored` counts the records the datastore now holds for the backup, new or not",
     access: "authenticated",
     permission: "the session's owner",
     params: z.strictObject({ session: SessionId }),
     body: "binary",
-    response: z.object({ stored: z.number(), existing: z.number() }),
+    response: z.object({ stored: z.number() }),
   }),
   uploadIndex: route({
     method: "PUT",
     path: "/api/backup/{session}/index/{file}",
-    summary: "Upload an index file; every chunk it names must be stored",
+    summary: "Upload an index file; every chunk it names must have been uploaded in this backup or be named by its base snapshot",
     access: "authenticated",
     permission: "the session's owner",
     params: z.strictObject({ session: SessionId, file: FileName }),

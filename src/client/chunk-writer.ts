@@ -46,7 +46,10 @@ export class ChunkWriter {
   private inflight = 0;
   private waiters: (() => void)[] = [];
   private error: Error | undefined;
+  /** digests stored by this backup (local: written; remote: uploaded or being uploaded) */
   private written = new Set<string>();
+  /** remote: each digest's one upload, shared by every equal chunk however they interleave */
+  private uploads = new Map<string, Promise<void>>();
   private pending: PendingChunk[] = [];
   private spare = new Map<number, Buffer[]>();
   private pendingBytes = 0;
@@ -137,7 +140,7 @@ export class ChunkWriter {
       } else {
         // Uploaded once per backup (the server keeps one copy); failures surface in drain().
         this.inflight++;
-        t.upload(hex, encodeBlob(Buffer.alloc(size), this.level, this.key), size)
+        this.uploadOnce(t, hex, encodeBlob(Buffer.alloc(size), this.level, this.key), size)
           .catch((e: unknown) => {
             this.error ??= e instanceof Error ? e : new Error(String(e));
           })
@@ -148,6 +151,23 @@ export class ChunkWriter {
       }
     }
     return hex;
+  }
+
+  /**
+   * Uploads a chunk unless this backup already did or is doing so: one request per digest
+   * however often the data occurs and however its encodings interleave. Resolves to true
+   * for the call that sent it.
+   */
+  private async uploadOnce(t: Extract<ChunkTarget, { kind: "remote" }>, hex: string, blob: Buffer, size: number): Promise<boolean> {
+    const sent = this.uploads.get(hex);
+    if (sent) {
+      await sent;
+      return false;
+    }
+    const p = t.upload(hex, blob, size);
+    this.uploads.set(hex, p);
+    await p;
+    return true;
   }
 
   /** Counts a chunk reused without reading it (a file whose metadata did not change). */
@@ -172,21 +192,23 @@ export class ChunkWriter {
       enc = await this.pool.encode(enc.data!, true);
     }
     this.recycle(enc.data);
-    if (enc.state === "new") {
-      // Two equal chunks in flight at once are both stored: harmless, counted once.
-      if (t.kind === "remote") {
-        if (!this.written.has(enc.hex)) await t.upload(enc.hex, enc.blob!, size);
-      } else {
-        this.pending.push(enc.pending!);
-        this.pendingBytes += enc.stored!;
-        if (this.pending.length >= COMMIT_FILES || this.pendingBytes >= COMMIT_BYTES) await this.commit();
-      }
-      if (!this.written.has(enc.hex)) {
-        this.written.add(enc.hex);
-        this.stats.newChunks++;
-        this.stats.newBytes += size;
-        this.stats.storedBytes += enc.stored!;
-      }
+    let first: boolean;
+    if (enc.state === "new" && t.kind === "remote") {
+      first = await this.uploadOnce(t, enc.hex, enc.blob!, size);
+    } else if (enc.state === "new") {
+      // Two equal chunks written at once both get their name (equal files): counted once.
+      this.pending.push(enc.pending!);
+      this.pendingBytes += enc.stored!;
+      if (this.pending.length >= COMMIT_FILES || this.pendingBytes >= COMMIT_BYTES) await this.commit();
+      first = !this.written.has(enc.hex);
+      this.written.add(enc.hex);
+    } else {
+      first = false;
+    }
+    if (first) {
+      this.stats.newChunks++;
+      this.stats.newBytes += size;
+      this.stats.storedBytes += enc.stored!;
     } else {
       this.stats.reusedChunks++;
       this.stats.reusedBytes += size;

@@ -12,8 +12,16 @@ export type WorkerRequest =
   | { id: number; op: "load"; hex: string }
   | { id: number; op: "commit"; batch: PendingChunk[] }
   | { id: number; op: "readFiles"; paths: Uint8Array[] }
-  | { id: number; op: "store"; blob: ArrayBuffer; hex: string; size: number | null }
-  | { id: number; op: "storeBatch"; body: ArrayBuffer; records: { hex: string; size: number; offset: number; length: number }[] };
+  | { id: number; op: "store"; blob: ArrayBuffer; hex: string; size: number | null; encrypted: boolean | null }
+  | { id: number; op: "storeBatch"; body: ArrayBuffer; records: BatchRecord[]; encrypted: boolean | null };
+
+/** A chunk of a batch body: its digest, plain size and where its blob lies in the body. */
+export interface BatchRecord {
+  hex: string;
+  size: number;
+  offset: number;
+  length: number;
+}
 
 export type WorkerReply =
   | { id: number; op: "init" }
@@ -49,22 +57,20 @@ export interface Encoded {
 }
 
 export interface StoredChunk {
-  state: "exists" | "new";
+  /** new: written to a temp file; exists: stored already; repeat: written by an earlier record of the batch */
+  state: "exists" | "new" | "repeat";
   pending?: PendingChunk;
   encrypted: boolean;
   size: number | null;
+  /** an encrypted upload under the name of a stored plain chunk: the plain chunk stays */
+  shadowed?: true;
 }
 
 /** One record of a batch: stored, or the error that refused it. */
 export type StoreResult = StoredChunk | { error: { code: string; message: string } };
 
-export interface Stored {
-  state: "exists" | "new";
-  pending?: PendingChunk;
-  encrypted: boolean;
-  /** plain size, when the blob could be decoded (not encrypted) */
-  size: number | null;
-}
+/** `size`: the plain size, when the blob could be decoded (not encrypted). */
+export type Stored = StoredChunk;
 
 interface Pending {
   resolve(r: WorkerReply): void;
@@ -150,14 +156,15 @@ export class ChunkPool {
   }
 
   /**
-   * Checks an uploaded blob (CRC; unless encrypted, its digest and `size`) and writes it
-   * to a temp file that `commit` names; a chunk already stored is left as it is.
+   * Checks an uploaded blob (CRC, crypt mode unless `encrypted` is null; unless encrypted,
+   * its digest and `size`) and writes it to a temp file that `commit` names; a chunk stored
+   * with the same crypt mode is left as it is (chunk-worker.ts, storeOne).
    */
-  async store(blob: Buffer, hex: string, size: number | null): Promise<Stored> {
+  async store(blob: Buffer, hex: string, size: number | null, encrypted: boolean | null): Promise<Stored> {
     const ab = ownsBuffer(blob) ? (blob.buffer as ArrayBuffer) : (new Uint8Array(blob).buffer as ArrayBuffer);
-    const r = await this.call({ id: this.nextId++, op: "store", blob: ab, hex, size }, [ab]);
+    const r = await this.call({ id: this.nextId++, op: "store", blob: ab, hex, size, encrypted }, [ab]);
     if (r.op !== "store") throw new Error("unexpected worker reply");
-    return { state: r.state, pending: r.pending, encrypted: r.encrypted, size: r.size };
+    return { state: r.state, pending: r.pending, encrypted: r.encrypted, size: r.size, ...(r.shadowed ? { shadowed: true as const } : {}) };
   }
 
   /** Decodes a blob and checks its digest; the blob's buffer is transferred. */
@@ -183,12 +190,9 @@ export class ChunkPool {
    * `store` for several blobs in one body (a batch upload): one message each way, and the
    * body's memory comes back (`body` in the result) for the next batch.
    */
-  async storeBatch(
-    body: ArrayBuffer,
-    records: { hex: string; size: number; offset: number; length: number }[],
-  ): Promise<{ results: (Stored | GordeError)[]; body: ArrayBuffer }> {
+  async storeBatch(body: ArrayBuffer, records: BatchRecord[], encrypted: boolean | null): Promise<{ results: (Stored | GordeError)[]; body: ArrayBuffer }> {
     // `body` is transferred: the caller owns it whole (never a view into a shared pool).
-    const r = await this.call({ id: this.nextId++, op: "storeBatch", body, records }, [body]);
+    const r = await this.call({ id: this.nextId++, op: "storeBatch", body, records, encrypted }, [body]);
     if (r.op !== "storeBatch") throw new Error("unexpected worker reply");
     return {
       results: r.results.map((x) => ("error" in x ? new GordeError(x.error.code as ErrorCode, x.error.message) : x)),

@@ -6,7 +6,7 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { GordeError } from "../errors.ts";
-import { SHARD_HEX } from "../format/magic.ts";
+import { SHARD_HEX, magicKind } from "../format/magic.ts";
 import { flock, syncfs } from "../sys/posix.ts";
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -32,6 +32,11 @@ export class ChunkStore {
 
   exists(hex: string): boolean {
     return fs.existsSync(this.chunkPath(hex));
+  }
+
+  /** What is stored under `hex`: nothing, a plain blob or an encrypted one (by its magic). */
+  storedKind(hex: string): StoredKind {
+    return storedKindAt(this.chunkPath(hex));
   }
 
   /** Writes a chunk (the caller checked it is missing); a concurrent insert of the same digest is harmless. */
@@ -109,7 +114,7 @@ export class ChunkStore {
  * the shard directories known to exist.
  */
 export function writeChunkFile(chunkDir: string, hex: string, blob: Uint8Array, shards: Set<string>): string {
-  const pending = writeChunkTemp(chunkDir, hex, blob, shards, true);
+  const pending = writeChunkTemp(chunkDir, hex, blob, shards, { sync: true, replace: true });
   // rename replaces a chunk that appeared meanwhile; both hold the same content.
   fs.renameSync(pending.tmp, pending.final);
   return path.dirname(pending.final);
@@ -119,6 +124,34 @@ export function writeChunkFile(chunkDir: string, hex: string, blob: Uint8Array, 
 export interface PendingChunk {
   tmp: string;
   final: string;
+  /**
+   * The writer checked the chunk's digest against its plain data (every unencrypted chunk):
+   * it may replace what is stored under that name. An encrypted chunk, whose digest nobody
+   * without the key can check, never replaces a stored chunk (docs/format.md, section 5).
+   */
+  replace: boolean;
+}
+
+/** What a chunk file holds, told by its magic: absent, plain (BP, BZ), encrypted (BE, BX) or unknown. */
+export type StoredKind = "absent" | "plain" | "encrypted" | "unknown";
+
+/** Reads the 8-byte magic of the chunk file at `file`. */
+export function storedKindAt(file: string): StoredKind {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, "r");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return "absent";
+    throw err;
+  }
+  try {
+    const head = Buffer.alloc(8);
+    const n = fs.readSync(fd, head, 0, 8, 0);
+    const kind = magicKind(head.subarray(0, n))?.kind;
+    return kind === "BP" || kind === "BZ" ? "plain" : kind === "BE" || kind === "BX" ? "encrypted" : "unknown";
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /**
@@ -126,7 +159,7 @@ export interface PendingChunk {
  * it durable (one syncfs for a batch) before `commitChunks` renames it: a chunk under
  * its final name is always complete on disk.
  */
-export function writeChunkTemp(chunkDir: string, hex: string, blob: Uint8Array, shards: Set<string>, sync: boolean): PendingChunk {
+export function writeChunkTemp(chunkDir: string, hex: string, blob: Uint8Array, shards: Set<string>, opts: { sync: boolean; replace: boolean }): PendingChunk {
   const shard = hex.slice(0, SHARD_HEX);
   const dir = path.join(chunkDir, shard);
   if (!shards.has(shard)) {
@@ -139,17 +172,21 @@ export function writeChunkTemp(chunkDir: string, hex: string, blob: Uint8Array, 
   try {
     let off = 0;
     while (off < blob.length) off += fs.writeSync(fd, blob, off, blob.length - off, off);
-    if (sync) fs.fdatasyncSync(fd);
+    if (opts.sync) fs.fdatasyncSync(fd);
   } catch (err) {
     fs.closeSync(fd);
     fs.rmSync(tmp, { force: true });
     throw storeError(err, hex);
   }
   fs.closeSync(fd);
-  return { tmp, final };
+  return { tmp, final, replace: opts.replace };
 }
 
-/** Makes a batch of temp chunk files durable with one syncfs, then gives them their names. */
+/**
+ * Makes a batch of temp chunk files durable with one syncfs, then gives them their names:
+ * a rename for a chunk that may replace (two copies of checked plain data are equal), a
+ * link that fails on an existing name for one that may not (the stored chunk stays).
+ */
 export function commitChunks(chunkDir: string, batch: PendingChunk[]): void {
   if (batch.length === 0) return;
   const fd = fs.openSync(chunkDir, "r");
@@ -158,7 +195,18 @@ export function commitChunks(chunkDir: string, batch: PendingChunk[]): void {
   } finally {
     fs.closeSync(fd);
   }
-  for (const c of batch) fs.renameSync(c.tmp, c.final);
+  for (const c of batch) {
+    if (c.replace) {
+      fs.renameSync(c.tmp, c.final);
+      continue;
+    }
+    try {
+      fs.linkSync(c.tmp, c.final);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    fs.unlinkSync(c.tmp);
+  }
 }
 
 /** Reads a chunk file synchronously (worker threads); a missing chunk is named. */

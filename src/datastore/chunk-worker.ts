@@ -1,7 +1,8 @@
 // Worker thread: the CPU and the blocking file work of chunks, off the main thread.
 // encode: hash, skip if stored, compress (and encrypt), write the chunk's temp file or,
 //   when uploading, hand the encoded chunk back.
-// store: check an uploaded chunk (CRC, digest unless encrypted) and write its temp file.
+// store: check an uploaded chunk (CRC, crypt mode, digest unless encrypted) and write its
+//   temp file unless a chunk of the same crypt mode is stored under its name.
 // commit: one syncfs for a batch of temp files, then rename them to their names.
 // load: read a chunk file, check its CRC, decompress, check its digest.
 // The main thread only reads the source and hands out work; with one more worker
@@ -15,7 +16,7 @@ import { type ChunkKey, deriveChunkKey, keyedDigest } from "../format/crypt.ts";
 import { SHARD_HEX } from "../format/magic.ts";
 import { mallocTrim } from "../sys/posix.ts";
 import type { StoreResult, StoredChunk, WorkerReply, WorkerRequest } from "./chunk-pool.ts";
-import { commitChunks, readChunkFile, writeChunkTemp } from "./chunk-store.ts";
+import { commitChunks, readChunkFile, storedKindAt, writeChunkTemp } from "./chunk-store.ts";
 
 let chunkDir: string | null = null;
 let level = 1;
@@ -36,10 +37,20 @@ function account(bytes: number): void {
   }
 }
 
-/** Stored already: in the chunk directory, or (uploading) in the previous snapshot. */
+function chunkFile(dir: string, hex: string): string {
+  return path.join(dir, hex.slice(0, SHARD_HEX), hex);
+}
+
+/**
+ * Stored already: in the chunk directory as a blob of this backup's crypt mode, or
+ * (uploading) in the previous snapshot. A plain chunk's name stored as an encrypted blob
+ * was not written by whoever computed the digest (a hostile upload): stored again.
+ */
 function chunkExists(hex: string): boolean {
   if (chunkDir === null) return known.has(hex);
-  return fs.existsSync(path.join(chunkDir, hex.slice(0, SHARD_HEX), hex));
+  if (known.has(hex)) return fs.existsSync(chunkFile(chunkDir, hex));
+  const kind = storedKindAt(chunkFile(chunkDir, hex));
+  return kind === "plain" || (key !== undefined && kind === "encrypted");
 }
 
 function digestHex(data: Uint8Array): string {
@@ -89,10 +100,26 @@ function transferable(b: Buffer): ArrayBuffer {
     : (b.buffer.slice(b.byteOffset, b.byteOffset + b.length) as ArrayBuffer);
 }
 
-/** Checks an uploaded blob (CRC; unless encrypted, digest and size) and writes its temp file. */
-function storeOne(blob: Buffer, hex: string, declared: number | null): StoredChunk {
+/**
+ * Checks an uploaded blob (CRC, crypt mode; unless encrypted, digest and size) and writes
+ * its temp file unless the chunk is stored. What is stored decides (docs/server.md):
+ * - nothing: written; a plain chunk may replace, an encrypted one never does;
+ * - a blob of the same crypt mode: kept, the upload is dropped;
+ * - an encrypted blob under the name of a plain chunk whose digest this upload proved:
+ *   not that chunk's data (a hostile upload), so the checked plain chunk replaces it;
+ * - a plain blob under the name an encrypted upload gives: kept (a keyed digest never
+ *   equals the plain digest of stored data); the upload is dropped and `shadowed` set.
+ * `written` holds the digests of this batch already written: a repeat is checked, not written.
+ */
+function storeOne(blob: Buffer, hex: string, declared: number | null, expectEncrypted: boolean | null, written: Set<string>): StoredChunk {
   const what = `chunk ${hex}`;
   const { encrypted } = checkBlob(blob, what);
+  if (expectEncrypted !== null && encrypted !== expectEncrypted) {
+    throw Object.assign(
+      new Error(`${what} is ${encrypted ? "encrypted" : "not encrypted"} but the backup was opened ${expectEncrypted ? "with" : "without"} a key.`),
+      { code: "invalid" },
+    );
+  }
   let size: number | null = null;
   if (!encrypted) {
     // The server has no key: it checks what it can, the digest of plain chunks.
@@ -106,8 +133,14 @@ function storeOne(blob: Buffer, hex: string, declared: number | null): StoredChu
     size = data.length;
     account(data.length);
   }
-  if (chunkExists(hex)) return { state: "exists", encrypted, size };
-  const pending = writeChunkTemp(needDir(), hex, blob, shards, false);
+  if (written.has(hex)) return { state: "repeat", encrypted, size };
+  const dir = needDir();
+  const stored = storedKindAt(chunkFile(dir, hex));
+  if (stored === "plain" || (stored !== "absent" && encrypted)) {
+    return stored === "plain" && encrypted ? { state: "exists", encrypted, size, shadowed: true } : { state: "exists", encrypted, size };
+  }
+  const pending = writeChunkTemp(dir, hex, blob, shards, { sync: false, replace: !encrypted });
+  written.add(hex);
   return { state: "new", pending, encrypted, size };
 }
 
@@ -140,7 +173,7 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
           transfer: [msg.data, b],
         };
       }
-      const pending = writeChunkTemp(chunkDir, hex, blob, shards, false);
+      const pending = writeChunkTemp(chunkDir, hex, blob, shards, { sync: false, replace: key === undefined });
       // The data goes back too, for the caller to reuse its memory.
       return {
         reply: { id: msg.id, op: "encode", hex, state: "new", stored: blob.length, pending, data: msg.data },
@@ -148,16 +181,17 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
       };
     }
     case "store": {
-      const r = storeOne(Buffer.from(msg.blob), msg.hex, msg.size);
+      const r = storeOne(Buffer.from(msg.blob), msg.hex, msg.size, msg.encrypted, new Set());
       return { reply: { id: msg.id, op: "store", ...r }, transfer: [] };
     }
     case "storeBatch": {
       // The batch body comes back for the caller to reuse: allocating one per request
       // kept the garbage collector busy.
       const body = Buffer.from(msg.body);
+      const written = new Set<string>();
       const results: StoreResult[] = msg.records.map((rec) => {
         try {
-          return storeOne(body.subarray(rec.offset, rec.offset + rec.length), rec.hex, rec.size);
+          return storeOne(body.subarray(rec.offset, rec.offset + rec.length), rec.hex, rec.size, msg.encrypted, written);
         } catch (err) {
           const e = err as { code?: string; message: string };
           return { error: { code: e.code === "corrupt" || e.code === "unsupported" || e.code === "invalid" ? e.code : "io", message: e.message } };

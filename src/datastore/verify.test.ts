@@ -2,7 +2,9 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { after, describe, it } from "node:test";
+import { randomBytes } from "node:crypto";
 import { encodeBlob } from "../format/blob.ts";
+import { deriveChunkKey } from "../format/crypt.ts";
 import { ChunkPool } from "./chunk-pool.ts";
 import { Datastore, MANIFEST_FILE, type SnapshotInfo } from "./datastore.ts";
 import { verifyAll, verifySnapshots } from "./verify.ts";
@@ -80,6 +82,22 @@ void describe("verifySnapshots", () => {
     assert.ok(fs.existsSync(`${file}.0.bad`));
     assert.deepEqual(await verifyState(store, a), { state: "failed", time: NOW, badChunks: 1 });
     assert.deepEqual(await verifyState(store, b), { state: "ok", time: NOW });
+    store.close();
+  });
+
+  void it("an encrypted blob under the digest a plain snapshot names is not its data: failed and moved aside", async () => {
+    const store = await newStore("gorde-verify-");
+    const victim = data(true);
+    const a = await makeSnapshot(store, T, { img: [data(), victim] });
+    const hex = hexOf(victim);
+    const file = store.chunks.chunkPath(hex);
+    // A well-formed encrypted blob (its CRC is right): only its crypt mode gives it away.
+    fs.writeFileSync(file, encodeBlob(randomBytes(4096), 1, deriveChunkKey(randomBytes(32))));
+    const r = await verifySnapshots(store, [a], { pool, now: NOW });
+    assert.equal(r.snapshots[0]!.state, "failed");
+    assert.match(r.snapshots[0]!.errors.join(" "), new RegExp(`chunk ${hex} is encrypted but snapshot vm/100/\\S+ is not`));
+    assert.ok(!fs.existsSync(file), "moved aside, so the next backup stores the real chunk");
+    assert.ok(fs.existsSync(`${file}.0.bad`));
     store.close();
   });
 

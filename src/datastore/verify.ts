@@ -65,7 +65,7 @@ export interface VerifyReport {
   ok: boolean;
 }
 
-type ChunkState = { ok: true } | { ok: false; missing: true } | { ok: false; missing: false; bad: BadChunk };
+type ChunkState = { ok: true; encrypted: boolean } | { ok: false; missing: true } | { ok: false; missing: false; bad: BadChunk };
 
 interface Run {
   store: Datastore;
@@ -145,8 +145,10 @@ async function verifyOne(run: Run, snap: SnapshotInfo, index: number, count: num
     const states = await checkChunks(run, list, (done) =>
       opts.progress?.({ snapshot: name, done, total: list.length, snapshotsDone: index, snapshotsTotal: count }),
     );
+    const encrypted = snap.manifest.cryptMode === "encrypt";
     let unlisted = 0;
-    for (const [i, state] of states.entries()) {
+    for (const [i, checked] of states.entries()) {
+      const state = checked.ok && checked.encrypted !== encrypted ? wrongMode(run, list[i]!, name, encrypted) : checked;
       if (state.ok) continue;
       badCount++;
       if (errors.length >= MAX_CHUNK_ERRORS) unlisted++;
@@ -168,6 +170,27 @@ async function verifyOne(run: Run, snap: SnapshotInfo, index: number, count: num
     errors.push(`the verify state of ${name} could not be recorded: ${(err as Error).message}`);
   }
   return result(state, errors);
+}
+
+/**
+ * A chunk whose crypt mode is not its snapshot's is not that snapshot's data: its server
+ * could check neither. An encrypted blob under a plain snapshot's digest (which names
+ * plain data) is moved aside, so the next backup stores the real chunk again; a plain
+ * chunk under an encrypted snapshot's name stays (it is valid for plain snapshots).
+ */
+function wrongMode(run: Run, hex: string, snapshot: string, snapshotEncrypted: boolean): ChunkState {
+  const bad: BadChunk = {
+    digest: hex,
+    reason: `chunk ${hex} is ${snapshotEncrypted ? "not encrypted" : "encrypted"} but snapshot ${snapshot} is ${snapshotEncrypted ? "encrypted" : "not"}: it is not this snapshot's data.`,
+  };
+  if (!snapshotEncrypted) {
+    const to = quarantine(run.store.chunks.chunkPath(hex));
+    if (to !== undefined) bad.renamedTo = to;
+    const state: ChunkState = { ok: false, missing: false, bad };
+    run.cache.set(hex, Promise.resolve(state));
+  }
+  run.report.badChunks.push(bad);
+  return { ok: false, missing: false, bad };
 }
 
 /** Checks the chunks, a few reads in flight; results come back in the order of `digests`. */
@@ -216,8 +239,8 @@ async function readAndCheck(run: Run, hex: string): Promise<ChunkState> {
   report.chunksChecked++;
   try {
     // Encrypted chunks (no key here) are checked by their CRC only.
-    await run.pool.check(blob, hex);
-    return { ok: true };
+    const { encrypted } = await run.pool.check(blob, hex);
+    return { ok: true, encrypted };
   } catch (err) {
     // Only a chunk proven corrupt (CRC, digest, undecodable) is moved aside: not one
     // written by a newer gorde, nor one a failing worker could not check.

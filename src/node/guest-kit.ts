@@ -181,6 +181,14 @@ export async function writeServiceFiles(root: string, name: string): Promise<voi
   await w("data/counter", "0\n");
   await w("data/note", `first note of ${name}\n`);
   await w("www/index.html", `<p>${name}: a gorde demo guest</p>\n`);
+  // What real guests hold plenty of: the same license text in several packages' docs, and
+  // a file of one block repeated (equal chunks in one backup, on disk images and trees).
+  const license = Array.from({ length: 400 }, (_, i) => `${i + 1}. Permission is granted to use, copy and share this software.\n`).join("");
+  for (const pkg of ["busybox", "httpd", "gorde-service"]) await w(`usr/share/doc/${pkg}/copyright`, license);
+  const block = Buffer.alloc(64 * 1024);
+  for (let i = 0; i < block.length; i += 4) block.writeUInt32LE(Math.imul(i + 1, 2654435761) >>> 0, i);
+  await fsp.mkdir(path.join(root, "srv"), { recursive: true });
+  await fsp.writeFile(path.join(root, "srv/blocks.bin"), Buffer.concat(Array.from({ length: 32 }, () => block)));
   await w(
     "service/run",
     `#!/bin/sh

@@ -383,8 +383,9 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
     },
     uploadChunk: async ({ authId, params, query, body }) => {
       const s = sessions.backup(params.session!, authId);
+      const before = s.stats.newChunks;
       const stored = await s.putChunk(params.digest!, query.size as number, body as Buffer);
-      metrics.chunkReceived(s.storeName, stored, (body as Buffer).length);
+      metrics.chunkReceived(s.storeName, s.stats.newChunks > before, (body as Buffer).length);
       return { json: { stored } };
     },
     uploadChunks: async ({ authId, params, body }) => {
@@ -392,18 +393,14 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       const b = body as Buffer;
       const bytes = b.length;
       const records = decodeChunkBatch(b, CHUNK_LIMIT, MAX_CHUNK_SIZE);
-      const seen = new Set<string>();
-      for (const r of records) {
-        if (seen.has(r.hex)) throw new HttpError(400, `chunk ${r.hex} is twice in one batch.`);
-        seen.add(r.hex);
-      }
       // The body is a recycled buffer we own whole (see bodies below): it moves to a worker and comes back.
       const owned = b.byteOffset === 0 && bodies.owns(b.buffer as ArrayBuffer) ? (b.buffer as ArrayBuffer) : (new Uint8Array(b).buffer as ArrayBuffer);
       const refs = records.map((r) => ({ hex: r.hex, size: r.size, offset: r.blob.byteOffset - b.byteOffset, length: r.blob.length }));
+      const before = { ...s.stats };
       const res = await s.putChunks(owned, refs);
-      if (res.body) bodies.give(res.body);
-      metrics.chunksReceived(s.storeName, res.stored, res.existing, bytes);
-      return { json: { stored: res.stored, existing: res.existing } };
+      bodies.give(res.body);
+      metrics.chunksReceived(s.storeName, s.stats.newChunks - before.newChunks, s.stats.existingChunks - before.existingChunks, bytes);
+      return { json: { stored: res.stored } };
     },
     uploadIndex: async ({ authId, params, body }) => {
       await sessions.backup(params.session!, authId).putIndex(params.file!, body as Buffer);
@@ -418,7 +415,8 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
         const name = await s.finish(body);
         sessions.backups.delete(s.id);
         metrics.backupDone(s.storeName, "ok", s.stats.newBytes);
-        log(`${authId} finished backup ${s.storeName}:${name} (${s.stats.newChunks} new chunks)`);
+        const shadowed = s.stats.shadowedChunks ? `; ${s.stats.shadowedChunks} encrypted uploads under the names of stored unencrypted chunks were dropped` : "";
+        log(`${authId} finished backup ${s.storeName}:${name} (${s.stats.newChunks} new chunks${shadowed})`);
         return { json: { snapshot: name } };
       } catch (err) {
         if (!(err instanceof HttpError && err.status === 400)) {
@@ -453,7 +451,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       const s = sessions.reader(params.session!, authId);
       const file = s.chunkPath(params.digest!);
       metrics.chunkServed(s.storeName);
-      return { binary: await readChunk(await poolOf(stores.get(s.storeName)!), file) };
+      return { binary: s.served(params.digest!, await readChunk(await poolOf(stores.get(s.storeName)!), file)) };
     },
     readerChunks: async ({ authId, params, body }) => {
       const s = sessions.reader(params.session!, authId);
@@ -465,7 +463,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
           if (/ENOENT|no such file/.test(d)) throw new HttpError(404, `chunk ${digests[i]} is missing from the datastore; run verify.`);
           throw new GordeError("io", d);
         }
-        return { hex: digests[i]!, size: 0, blob: d };
+        return { hex: digests[i]!, size: 0, blob: s.served(digests[i]!, d) };
       });
       for (let i = 0; i < chunks.length; i++) metrics.chunkServed(s.storeName);
       return { binary: encodeChunkBatch(chunks) };

@@ -8,12 +8,12 @@ import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import { GordeError } from "../errors.ts";
-import type { ChunkPool } from "../datastore/chunk-pool.ts";
+import type { BatchRecord, ChunkPool } from "../datastore/chunk-pool.ts";
 import type { PendingChunk } from "../datastore/chunk-store.ts";
 import { type Datastore, type Lock, MANIFEST_FILE, OWNER_FILE, type SnapshotInfo, lockDir, writeFileAtomic } from "../datastore/datastore.ts";
 import { decodeDynamicIndex } from "../format/dynamic-index.ts";
 import { decodeFixedIndex } from "../format/fixed-index.ts";
-import { DIGEST_SIZE, FORMAT_VERSION } from "../format/magic.ts";
+import { DIGEST_SIZE, FORMAT_VERSION, magicKind } from "../format/magic.ts";
 import { type Manifest, ManifestSchema, encodeManifest, sha256Hex } from "../format/manifest.ts";
 import { type Group, type SnapshotRef, formatGroup, formatSnapshot, formatTime } from "../format/names.ts";
 import { HttpError } from "./http.ts";
@@ -63,12 +63,13 @@ export class BackupSession implements SessionBase {
   readonly chunks = new Set<string>();
   readonly indexes = new Map<string, { csum: string; size: number }>();
   private baseChunks: Set<string> | undefined;
+  private baseAll: Set<string> | undefined;
   private pending: PendingChunk[] = [];
   private pendingBytes = 0;
   private readonly locks: Lock[];
   private readonly groupCreated: boolean;
   private readonly pool: ChunkPool;
-  stats = { newChunks: 0, newBytes: 0, receivedBytes: 0, existingChunks: 0 };
+  stats = { newChunks: 0, newBytes: 0, receivedBytes: 0, existingChunks: 0, shadowedChunks: 0 };
   done = false;
   /** the commit of finish() under way: an abort waits for it instead of removing what it writes */
   private finishing: Promise<void> | undefined;
@@ -162,6 +163,18 @@ export class BackupSession implements SessionBase {
     return bytes;
   }
 
+  /** Every chunk the base snapshot names (read once). */
+  private async baseDigests(): Promise<Set<string>> {
+    if (this.baseAll) return this.baseAll;
+    const all = new Set<string>();
+    const base = this.base;
+    for (const f of base?.manifest?.archives.flatMap((a) => a.indexes) ?? []) {
+      const bytes = await fsp.readFile(path.join(base!.dir, f.file));
+      for (const d of indexDigests(f.file, bytes, `index ${f.file} of ${formatSnapshot(base!)}`)) all.add(d);
+    }
+    return (this.baseAll = all);
+  }
+
   /** A chunk of the base: only those named by a base index the client fetched. */
   baseChunkPath(hex: string): string {
     if (!this.baseChunks?.has(hex)) throw new HttpError(403, `chunk ${hex} is not named by an index of the base snapshot fetched in this session.`);
@@ -177,56 +190,55 @@ export class BackupSession implements SessionBase {
 
   /**
    * A batch of uploaded chunks in `body` (owned whole by the caller, handed over to a
-   * worker and given back for reuse). Every record is checked as by `putChunk`; the first
-   * refused one is thrown after the others are taken.
+   * worker and given back for reuse). Every record is checked (CRC, the session's crypt
+   * mode, the digest of a plain chunk), including a chunk that is stored already, so an
+   * upload proves its data; a digest repeated in the batch is checked and stored once.
+   * The first refused record is thrown after the others are taken. `stored` counts the
+   * records the datastore now holds for this backup: it does not tell whether a chunk
+   * was new (docs/server.md, "Chunk uploads").
    */
-  async putChunks(body: ArrayBuffer, records: { hex: string; size: number; offset: number; length: number }[]): Promise<{ stored: number; existing: number; body: ArrayBuffer | undefined }> {
-    let existing = 0;
-    const todo = [];
-    for (const r of records) {
-      this.stats.receivedBytes += r.length;
-      if (this.store.chunks.touch(r.hex)) {
-        this.chunks.add(r.hex);
-        existing++;
-      } else todo.push(r);
-    }
-    this.stats.existingChunks += existing;
-    if (todo.length === 0) return { stored: 0, existing, body };
-    const { results, body: back } = await this.pool.storeBatch(body, todo);
+  async putChunks(body: ArrayBuffer, records: BatchRecord[]): Promise<{ stored: number; body: ArrayBuffer }> {
+    const encrypted = this.keyFingerprint !== null;
     let stored = 0;
     let refused: Error | undefined;
-    for (let i = 0; i < todo.length; i++) {
-      const rec = todo[i]!;
-      const r = results[i]!;
-      if (r instanceof GordeError) {
-        refused ??= r.code === "io" ? r : new HttpError(400, r.message);
-        continue;
-      }
-      if (r.encrypted !== (this.keyFingerprint !== null)) {
-        if (r.pending) await fsp.rm(r.pending.tmp, { force: true });
-        refused ??= new HttpError(400, `chunk ${rec.hex} is ${r.encrypted ? "encrypted" : "not encrypted"} but the session was opened ${this.keyFingerprint ? "with" : "without"} a key.`);
-        continue;
-      }
-      if (r.state === "exists") {
-        if (!this.store.chunks.touch(rec.hex)) {
-          refused ??= new HttpError(503, `chunk ${rec.hex} was removed while it was uploaded; send it again.`);
+    let todo = records;
+    for (let attempt = 1; todo.length > 0; attempt++) {
+      const r = await this.pool.storeBatch(body, todo, encrypted);
+      body = r.body;
+      const again: BatchRecord[] = [];
+      for (const [i, rec] of todo.entries()) {
+        const res = r.results[i]!;
+        if (res instanceof GordeError) {
+          refused ??= res.code === "io" ? res : new HttpError(400, res.message);
           continue;
         }
+        if (attempt === 1) this.stats.receivedBytes += rec.length;
+        if (res.state === "exists") {
+          // Marks it used for a GC running now; removed since the worker looked: stored again from this upload.
+          if (!this.store.chunks.touch(rec.hex)) {
+            again.push(rec);
+            continue;
+          }
+          this.stats.existingChunks++;
+          if (res.shadowed) this.stats.shadowedChunks++;
+        } else if (res.state === "new") {
+          this.pending.push(res.pending!);
+          this.pendingBytes += rec.length;
+          this.stats.newChunks++;
+          this.stats.newBytes += rec.size;
+        }
         this.chunks.add(rec.hex);
-        this.stats.existingChunks++;
-        existing++;
-        continue;
+        stored++;
       }
-      this.pending.push(r.pending!);
-      this.pendingBytes += rec.length;
-      this.chunks.add(rec.hex);
-      this.stats.newChunks++;
-      this.stats.newBytes += rec.size;
-      stored++;
+      if (again.length > 0 && attempt === 3) {
+        refused ??= new HttpError(503, `chunk ${again[0]!.hex} was removed while it was uploaded; send it again.`);
+        break;
+      }
+      todo = again;
     }
     if (this.pending.length >= COMMIT_FILES || this.pendingBytes >= COMMIT_BYTES) await this.commit();
     if (refused) throw refused;
-    return { stored, existing, body: back };
+    return { stored, body };
   }
 
   private async commit(): Promise<void> {
@@ -238,14 +250,20 @@ export class BackupSession implements SessionBase {
     for (const c of batch) this.store.chunks.markWritten(path.dirname(c.final));
   }
 
-  /** Stores an index file after checking that every chunk it names is stored. */
+  /**
+   * Stores an index file after checking that every chunk it names was uploaded in this
+   * backup or is named by the base snapshot (and still stored), as PBS does: an index
+   * cannot name a chunk of another owner that the client never proved it holds.
+   */
   async putIndex(file: string, bytes: Buffer): Promise<void> {
     const what = `index ${file}`;
     const digests = indexDigests(file, bytes, what);
+    let base: Set<string> | undefined;
     for (const hex of digests) {
-      if (!this.chunks.has(hex) && !this.store.chunks.exists(hex)) {
-        throw new HttpError(400, `${what} names chunk ${hex}, which was not uploaded and is not stored.`);
-      }
+      if (this.chunks.has(hex)) continue;
+      base ??= await this.baseDigests();
+      if (!base.has(hex)) throw new HttpError(400, `${what} names chunk ${hex}, which was neither uploaded in this backup nor is in its base snapshot.`);
+      if (!this.store.chunks.exists(hex)) throw new HttpError(400, `${what} names chunk ${hex} of the base snapshot, which is missing from the datastore; run verify.`);
     }
     await writeFileAtomic(path.join(this.dir, file), bytes);
     this.indexes.set(file, { csum: sha256Hex(bytes), size: bytes.length });
@@ -359,6 +377,19 @@ export class ReaderSession implements SessionBase {
     const p = this.store.chunks.chunkPath(hex);
     if (!fs.existsSync(p)) throw new HttpError(404, `chunk ${hex} is missing from the datastore; run verify.`);
     return p;
+  }
+
+  /**
+   * A chunk read for this snapshot, served only when its crypt mode is the snapshot's:
+   * a blob of the other mode under that name is not this snapshot's data (verify fails
+   * the snapshot for it), so it is answered as missing.
+   */
+  served(hex: string, blob: Buffer): Buffer {
+    const kind = magicKind(blob)?.kind;
+    if ((kind === "BE" || kind === "BX") !== (this.snap.manifest?.cryptMode === "encrypt")) {
+      throw new HttpError(404, `chunk ${hex} is missing from the datastore; run verify.`);
+    }
+    return blob;
   }
 
   close(): void {

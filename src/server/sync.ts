@@ -119,7 +119,9 @@ async function pullSnapshot(conn: ServerConnection, remoteStore: string, o: Sync
     for (const f of manifest.archives.flatMap((a) => a.indexes)) {
       const bytes = await conn.binary("GET", routePath(ROUTES.readerFile, { session: sid, file: f.file }));
       if (bytes.length !== f.size || sha256Hex(bytes) !== f.csum) throw new GordeError("corrupt", `index ${f.file} of ${name} does not match its manifest.`);
-      const missing = [...indexDigests(f.file, bytes, `index ${f.file} of ${name}`)].filter((hex) => !o.store.chunks.touch(hex));
+      // A stored chunk of the other crypt mode is not this snapshot's data: fetched and checked (the worker decides).
+      const want = manifest.cryptMode === "encrypt" ? "encrypted" : "plain";
+      const missing = [...indexDigests(f.file, bytes, `index ${f.file} of ${name}`)].filter((hex) => o.store.chunks.storedKind(hex) !== want || !o.store.chunks.touch(hex));
       let next = 0;
       const worker = async (): Promise<void> => {
         while (next < missing.length) {
@@ -127,7 +129,7 @@ async function pullSnapshot(conn: ServerConnection, remoteStore: string, o: Sync
           const hex = missing[next++]!;
           const blob = await conn.binary("GET", routePath(ROUTES.readerChunk, { session: sid, digest: hex }));
           const n = blob.length;
-          const r = await pool.store(blob, hex, null);
+          const r = await pool.store(blob, hex, null, manifest.cryptMode === "encrypt");
           if (r.state === "new") {
             pending.push(r.pending!);
             result.chunks++;
