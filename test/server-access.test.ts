@@ -322,6 +322,12 @@ const BACKUP: GroupRows = {
 };
 const CHANGE_OWNER: GroupRows = { own: MODIFY, token: MODIFY, power: MODIFY, foreign: MODIFY };
 
+/** A remote nothing listens at; r-backup may sync from it (RemoteSyncOperator on /remote/offsite). */
+const REMOTE = "offsite";
+const REMOTE_BODY = { name: REMOTE, url: "https://sync@127.0.0.1:1/main", fingerprint: "00".repeat(32), secret: "remote-secret-1" };
+/** A remote that exists, on which nobody but admin has a privilege. */
+const HIDDEN_REMOTE = "hidden";
+
 const taskOk = async (_who: Who, res: Response): Promise<void> => {
   const { task } = JSON.parse(res.body.toString()) as { task: string };
   await waitTask(task);
@@ -516,16 +522,38 @@ const CASES: Record<RouteName, Case[]> = {
       ok: async () => void (await ok("admin", "setAcl", { json: { path: "/", authId: "r-audit", role: "Admin", remove: true } })),
     },
   ],
+  listRemotes: [{ label: "", expect: EVERYONE, req: () => ({}) }],
+  addRemote: [
+    {
+      label: "another offsite server",
+      expect: SYSTEM,
+      req: () => ({ json: { name: "added", url: "https://sync@127.0.0.1:1/main", fingerprint: "11".repeat(32), secret: "remote-secret-2" } }),
+      ok: async () => void (await ok("admin", "removeRemote", { params: { name: "added" } })),
+    },
+  ],
+  removeRemote: [
+    {
+      label: REMOTE,
+      expect: SYSTEM,
+      req: () => ({ params: { name: REMOTE } }),
+      ok: async () => void (await ok("admin", "addRemote", { json: REMOTE_BODY })),
+    },
+  ],
   sync: [
     {
-      // Backup on the target: the task starts (and fails at once: nothing listens there)
-      label: "from a server that is not there",
+      // Backup on the target and Remote.Read on the remote: the task starts (and fails at once: nothing listens there)
+      label: `from ${REMOTE}, which is not there`,
       //       A    RA   DA   PW   BK   TK   WD   B2   RD   BR   AU   NA
-      expect: [200, 200, 200, 200, 200, 200, 200, 200, 403, 404, 403, 404],
-      req: () => ({
-        json: { remote: "https://127.0.0.1:1/main", fingerprint: "00".repeat(32), authId: "admin", secret: "remote-secret" },
-      }),
+      expect: [200, 403, 403, 403, 200, 403, 200, 403, 403, 404, 403, 404],
+      req: () => ({ json: { remote: REMOTE } }),
       ok: taskOk,
+    },
+    {
+      // only those who may read every remote learn that it does not exist
+      label: "from an unknown remote",
+      //       A    RA   DA   PW   BK   TK   WD   B2   RD   BR   AU   NA
+      expect: [404, 403, 403, 403, 403, 403, 403, 403, 403, 404, 403, 404],
+      req: () => ({ json: { remote: "nowhere" } }),
     },
   ],
 };
@@ -560,6 +588,8 @@ const WRITING = new Set<RouteName>([
   "uploadIndex",
   "finishBackup",
   "abortBackup",
+  "addRemote",
+  "removeRemote",
   "addUser",
   "updateUser",
   "removeUser",
@@ -571,7 +601,7 @@ const WRITING = new Set<RouteName>([
 /** What a refusal says: a 403 comes only from a permission check; a 404 hides a datastore, session or task. */
 const REFUSAL: Record<number, RegExp> = {
   403: /^permission denied: \S+ may not /,
-  404: /^no datastore \S+\.$|^no such (backup|reader) session |^no task /,
+  404: /^no datastore \S+\.$|^no such (backup|reader) session |^no task |^no remote nowhere; /,
   409: /^task \S+ is not running\.$/,
 };
 
@@ -754,6 +784,9 @@ void describe("gorde server: the permission matrix", { timeout: 60_000 }, () => 
       }),
     );
     await backupAs("admin", "vm/100", "other");
+    await ok("admin", "addRemote", { json: REMOTE_BODY });
+    await ok("admin", "addRemote", { json: { ...REMOTE_BODY, name: HIDDEN_REMOTE, secret: "remote-secret-3" } });
+    await ok("admin", "setAcl", { json: { path: `/remote/${REMOTE}`, authId: "r-backup", role: "RemoteSyncOperator" } });
     const v = await ok<{ task: string }>("r-reader", "verify", { json: { snapshot: await newest(GROUPS.own.group) } });
     readerTask = v.task;
     assert.equal(await waitTask(readerTask), "ok");
@@ -947,6 +980,97 @@ void describe("gorde server: the permission matrix", { timeout: 60_000 }, () => 
     assert.ok(!groups.some((g) => g.group === NEW_GROUP), "aborted backups left no group");
   });
 
+  void it("remotes: only an administrator adds or removes them; a backup user lists only those granted to it", async () => {
+    const before = diskState();
+    for (const who of ["r-backup", "r-dsadmin", "r-admin", "r-backup!wide"] as const) {
+      const add = await call(conn(who), "addRemote", { json: { ...REMOTE_BODY, name: "mine" } });
+      assert.equal(add.status, 403, `${who} adds a remote`);
+      assert.match(errorOf(add), /^permission denied: \S+ may not add remotes\.$/);
+      assert.equal((await call(conn(who), "removeRemote", { params: { name: REMOTE } })).status, 403, `${who} removes a remote`);
+    }
+    assert.deepEqual(diskChanges(before, diskState()), []);
+    const names = async (who: Who): Promise<string[]> => (await ok<{ name: string }[]>(who, "listRemotes")).map((r) => r.name);
+    assert.deepEqual(await names("admin"), [HIDDEN_REMOTE, REMOTE]);
+    assert.deepEqual(await names("r-backup"), [REMOTE], "RemoteSyncOperator on one remote sees that one");
+    for (const who of ["backup2", "r-backup!tok", "r-dsadmin", "r-audit", "r-noaccess"] as const) assert.deepEqual(await names(who), [], who);
+    // a backup user without Remote.Read cannot sync at all
+    const res = await call(conn("backup2"), "sync", { json: { remote: REMOTE } });
+    assert.equal(res.status, 403);
+    assert.equal(errorOf(res), `permission denied: backup2 may not sync from remote ${REMOTE}.`);
+  });
+
+  void it("remotes are listed without their secrets, which stay in a file of mode 0600", async () => {
+    const listed = JSON.stringify(await ok("admin", "listRemotes"));
+    assert.deepEqual(JSON.parse(listed), [
+      { name: HIDDEN_REMOTE, url: "https://sync@127.0.0.1:1/main", fingerprint: Array(32).fill("00").join(":") },
+      { name: REMOTE, url: "https://sync@127.0.0.1:1/main", fingerprint: Array(32).fill("00").join(":") },
+    ]);
+    const secretsFile = path.join(stateDir, "remote-secrets.json");
+    assert.equal(fs.statSync(secretsFile).mode & 0o777, 0o600);
+    assert.match(fs.readFileSync(secretsFile, "utf8"), /remote-secret-1/);
+    assert.doesNotMatch(fs.readFileSync(path.join(stateDir, "remotes.json"), "utf8"), /remote-secret/);
+    assert.doesNotMatch(listed, /remote-secret/);
+  });
+
+  void it("a sync names a remote: a URL is refused, and an unknown remote answers as one the caller may not read", async () => {
+    const before = diskState();
+    for (const body of [
+      { remote: "https://127.0.0.1:1/main" },
+      { remote: "https://admin@offsite.example:8007/main" },
+      { remote: "https://127.0.0.1:1/main", fingerprint: "00".repeat(32), authId: "admin", secret: "x" },
+    ]) {
+      const res = await call(conn("admin"), "sync", { json: body });
+      assert.equal(res.status, 400, JSON.stringify(body));
+      if (!("fingerprint" in body)) assert.match(errorOf(res), /^request body remote is invalid: a sync names a remote, not a URL: an administrator adds the server first with `gorde remote add`\.$/);
+    }
+    const forbidden = await call(conn("r-backup"), "sync", { json: { remote: HIDDEN_REMOTE } });
+    const unknown = await call(conn("r-backup"), "sync", { json: { remote: "nowhere" } });
+    assert.equal(forbidden.status, 403);
+    assert.deepEqual([unknown.status, errorOf(unknown)], [forbidden.status, errorOf(forbidden).replace(HIDDEN_REMOTE, "nowhere")]);
+    assert.deepEqual(diskChanges(before, diskState()), []);
+  });
+
+  void it("remote add refuses bad names, URLs and fingerprints, and a name taken", async () => {
+    const before = diskState();
+    const bad: [Record<string, string>, RegExp][] = [
+      [{ name: "" }, /name is invalid/],
+      [{ name: "off.site" }, /name is invalid: a remote name/],
+      [{ name: "1site" }, /name is invalid/],
+      [{ name: "-site" }, /name is invalid/],
+      [{ name: "off site" }, /name is invalid/],
+      [{ name: "x".repeat(33) }, /name is invalid/],
+      [{ name: "https://x" }, /name is invalid/],
+      [{ url: "http://sync@127.0.0.1:1/main" }, /url is invalid/],
+      [{ url: "https://127.0.0.1:1/main" }, /names no valid user/],
+      [{ url: "https://sync@127.0.0.1:1" }, /names no datastore/],
+      [{ url: "https://sync:pw@127.0.0.1:1/main" }, /carries no password/],
+      [{ url: "https://sync@127.0.0.1:1/main?x=1" }, /query or fragment/],
+      [{ url: "https://sync@127.0.0.1:1/main/ns" }, /names no valid datastore/],
+      [{ url: "https://sync@127.0.0.1:99999/main" }, /not a repository URL/],
+      [{ fingerprint: "abc" }, /not a SHA-256 fingerprint/],
+      [{ secret: "" }, /secret is invalid/],
+    ];
+    for (const [change, why] of bad) {
+      const res = await call(conn("admin"), "addRemote", { json: { ...REMOTE_BODY, name: "fresh", ...change } });
+      assert.equal(res.status, 400, `${JSON.stringify(change)}: ${errorOf(res)}`);
+      assert.match(errorOf(res), why, JSON.stringify(change));
+    }
+    const taken = await call(conn("admin"), "addRemote", { json: REMOTE_BODY });
+    assert.deepEqual([taken.status, errorOf(taken)], [409, `remote ${REMOTE} exists already; remove it first to change it.`]);
+    assert.equal((await call(conn("admin"), "removeRemote", { params: { name: "nowhere" } })).status, 404);
+    assert.deepEqual(diskChanges(before, diskState()), []);
+  });
+
+  void it("a sync that cannot reach its remote says so with the remote's name and a short reason", async () => {
+    const { task } = await ok<{ task: string }>("r-backup", "sync", { json: { remote: REMOTE } });
+    assert.equal(await waitTask(task), "failed");
+    const t = await ok<{ error: string; target: string }>("r-backup", "getTask", { params: { id: task } });
+    assert.equal(t.error, `cannot connect to remote ${REMOTE}: connection refused.`);
+    assert.equal(t.target, `remote ${REMOTE}`);
+    const log = await ok<{ lines: string[] }>("r-backup", "taskLog", { params: { id: task } });
+    assert.doesNotMatch(log.lines.join("\n"), /127\.0\.0\.1|:1\b|sync@/);
+  });
+
   // Last: it adds groups to main.
   void it("sync pulls only into groups the caller owns or creates, never into an ownerless group with snapshots", async () => {
     // a group written straight into the datastore directory has no owner
@@ -979,9 +1103,9 @@ void describe("gorde server: the permission matrix", { timeout: 60_000 }, () => 
         }
       }
       const before = await snapshots("vm/777");
-      const { task } = await ok<{ task: string }>("r-backup", "sync", {
-        json: { remote: `https://127.0.0.1:${source.port}/src`, fingerprint: source.fingerprint, authId: "admin", secret: ADMIN_PASSWORD },
-      });
+      await ok("admin", "addRemote", { json: { name: "source", url: `https://admin@127.0.0.1:${source.port}/src`, fingerprint: source.fingerprint, secret: ADMIN_PASSWORD } });
+      await ok("admin", "setAcl", { json: { path: "/remote/source", authId: "r-backup", role: "RemoteSyncOperator" } });
+      const { task } = await ok<{ task: string }>("r-backup", "sync", { json: { remote: "source" } });
       assert.equal(await waitTask(task), "ok");
       const groups = await ok<{ group: string; owner: string | null }[]>("admin", "listGroups");
       const owner = (g: string): string | null | undefined => groups.find((x) => x.group === g)?.owner;

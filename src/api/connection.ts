@@ -143,8 +143,8 @@ export class ServerConnection {
       const fail = (err: Error & { code?: string }): void => {
         session.destroy();
         if (err instanceof GordeError) reject(err);
-        else if (err.code === "ECONNREFUSED") reject(new GordeError("io", `no gorde server answers at ${where} (connection refused).`));
-        else reject(new GordeError("io", `cannot connect to ${where}: ${err.message}.`));
+        else if (err.code === "ECONNREFUSED") reject(new GordeError("io", `no gorde server answers at ${where} (connection refused).`, { cause: err }));
+        else reject(new GordeError("io", `cannot connect to ${where}: ${err.message}.`, { cause: err }));
       };
       session.once("error", fail);
       session.once("connect", () => {

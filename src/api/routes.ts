@@ -2,6 +2,7 @@
 // call it. The server validates with these schemas, the client builds its requests from
 // them, and the OpenAPI document is generated from them: one source for all three.
 import { z } from "zod";
+import { REMOTE_NAME_RE, remoteNameProblem } from "../format/names.ts";
 
 const name = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/, "a name of letters, digits, '.', '_' or '-'");
 export const StoreName = name;
@@ -17,6 +18,7 @@ export const GroupName = z.string().regex(/^(vm|ct|host)\/[A-Za-z0-9_][A-Za-z0-9
 export const SnapshotName = z
   .string()
   .regex(/^(vm|ct|host)\/[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\/(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z|latest)$/, "<type>/<id>/<time>");
+export const RemoteName = z.string().max(1024).regex(REMOTE_NAME_RE, { error: (iss) => remoteNameProblem(String(iss.input)) });
 export const Digest = z.string().regex(/^[0-9a-f]{64}$/, "64 lower-case hex digits");
 export const FileName = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}$/, "a file name");
 export const SessionId = z.string().regex(/^[A-Za-z0-9_-]{16,64}$/, "a session id");
@@ -61,7 +63,7 @@ const TaskInfoSchema = z.object({
   result: z.unknown().optional(),
 });
 const Ok = z.object({ ok: z.literal(true) });
-const Role = z.enum(["Admin", "NoAccess", "DatastoreAdmin", "DatastorePowerUser", "DatastoreBackup", "DatastoreReader", "DatastoreAudit", "PVEAuditor", "PVEVMUser"]);
+const Role = z.enum(["Admin", "NoAccess", "DatastoreAdmin", "DatastorePowerUser", "DatastoreBackup", "DatastoreReader", "DatastoreAudit", "RemoteAdmin", "RemoteAudit", "RemoteSyncOperator", "PVEAuditor", "PVEVMUser"]);
 export const MaintenanceMode = z.enum(["none", "read-only", "offline"]);
 export type MaintenanceMode = z.infer<typeof MaintenanceMode>;
 
@@ -70,7 +72,8 @@ export type Access =
   | "public" // no credentials
   | "authenticated" // any valid user or token
   | "datastore" // a privilege on /datastore/<store>[/<ns>], see `access` text
-  | "system"; // Sys.* or Permissions.Modify on /
+  | "system" // Sys.* or Permissions.Modify on /
+  | "remote"; // a privilege on /remote[/<name>]
 
 export interface Route {
   method: "GET" | "POST" | "PUT" | "DELETE";
@@ -528,18 +531,46 @@ export const ROUTES = {
     }),
     response: Ok,
   }),
+  listRemotes: route({
+    method: "GET",
+    path: "/api/remotes",
+    summary: "The remotes (other gorde servers a sync pulls from), without their secrets",
+    access: "authenticated",
+    permission: "any; lists the remotes with Remote.Audit on /remote/<name>",
+    response: z.array(z.object({ name: z.string(), url: z.string(), fingerprint: z.string() })),
+  }),
+  addRemote: route({
+    method: "POST",
+    path: "/api/remotes",
+    summary: "Add a remote: another gorde server's datastore, the user or token and secret to pull with, its certificate fingerprint",
+    access: "remote",
+    permission: "Remote.Modify on /remote",
+    body: z.strictObject({
+      name: RemoteName,
+      url: z.string().regex(/^https:\/\/[^\s]+$/, "https://<user>[!<token>]@<host>[:<port>]/<store>").max(1024),
+      fingerprint: z.string().max(200),
+      secret: z.string().min(1).max(1024),
+    }),
+    response: z.object({ name: z.string(), url: z.string(), fingerprint: z.string() }),
+  }),
+  removeRemote: route({
+    method: "DELETE",
+    path: "/api/remotes/{name}",
+    summary: "Remove a remote and its secret",
+    access: "remote",
+    permission: "Remote.Modify on /remote",
+    params: z.strictObject({ name: RemoteName }),
+    response: Ok,
+  }),
   sync: route({
     method: "POST",
     path: "/api/datastores/{store}/sync",
-    summary: "Pull snapshots from another gorde server into this datastore (a task)",
+    summary: "Pull snapshots from a remote into this datastore (a task)",
     access: "datastore",
-    permission: "Datastore.Backup on the target datastore",
+    permission: "Datastore.Backup on the target datastore and Remote.Read on /remote/<remote>",
     params: storeParam,
     body: z.strictObject({
-      remote: z.string().regex(/^https:\/\/[^\s]+$/).max(1024),
-      fingerprint: z.string().max(200),
-      authId: AuthId,
-      secret: z.string().min(1).max(1024),
+      remote: RemoteName,
       ns: Namespace.optional(),
       groups: z.array(GroupName).max(1000).optional(),
       last: z.number().int().min(1).max(100000).optional(),

@@ -1,10 +1,9 @@
-// Commands that only make sense against a server: users, tokens, ACLs, group owners,
-// datastore status and maintenance mode.
+// Commands that only make sense against a server: users, tokens, ACLs, remotes, group
+// owners, datastore status, maintenance mode and sync.
 import { ROUTES, routePath } from "../api/routes.ts";
-import { parseServerUrl } from "../api/connection.ts";
 import { GordeError } from "../errors.ts";
 import { RemoteRepository } from "../client/remote.ts";
-import { formatGroup, parseGroup, parseNamespace, parseTimeOption } from "../format/names.ts";
+import { REMOTE_NAME_RE, formatGroup, parseGroup, parseNamespace, parseTimeOption } from "../format/names.ts";
 import { formatBytes } from "./progress-bar.ts";
 import type { Command, CommandContext } from "./commands.ts";
 
@@ -46,6 +45,8 @@ function expireOption(ctx: CommandContext): number | undefined {
 const USER_USAGE = "user list|add|passwd|update|remove <server> [<name>] (password in GORDE_NEW_PASSWORD)";
 const TOKEN_USAGE = "token list|add|remove <server> <user> [<token name>]";
 const ACL_USAGE = "acl list|set|remove <server> [<path> <user or token> <role>]";
+const REMOTE_USAGE = "remote list|add|remove <server> [<name>] [--url https://<user>[!<token>]@<host>[:<port>]/<store> --remote-fingerprint <fp>] (its secret in GORDE_REMOTE_PASSWORD)";
+const SYNC_USAGE = "sync <repo> <remote> [--group <g>]... [--last N] [--ns <ns>]";
 
 export const ACCESS_COMMANDS: Record<string, Command> = {
   user: {
@@ -163,22 +164,58 @@ export const ACCESS_COMMANDS: Record<string, Command> = {
     },
   },
 
-  sync: {
-    options: { ...common, "source-fingerprint": { type: "string" }, group: { type: "string", multiple: true }, last: { type: "string" }, ns: { type: "string" } },
+  remote: {
+    options: { ...common, url: { type: "string" }, "remote-fingerprint": { type: "string" } },
     async run(ctx) {
-      const [url, source] = ctx.positionals;
-      if (!url || !source || ctx.positionals.length > 2) usage("sync <repo> <source repo> --source-fingerprint <fp> [--group <g>]... [--last N] (source password in GORDE_SOURCE_PASSWORD)");
-      const src = parseServerUrl(source);
-      if (!src.authId || src.store === "") throw new GordeError("usage", `the source ${source} must name a user and a datastore: https://<user>@<host>[:<port>]/<store>.`);
-      const secret = process.env.GORDE_SOURCE_PASSWORD;
-      if (!secret) throw new GordeError("usage", "set GORDE_SOURCE_PASSWORD to the password or token secret of the source server's user.");
-      const fingerprint = ctx.values["source-fingerprint"] as string | undefined;
-      if (!fingerprint) throw new GordeError("usage", "give the source server's certificate fingerprint with --source-fingerprint.");
+      const [sub, url, name] = ctx.positionals;
+      if (!sub || !url || ctx.positionals.length > 3) usage(REMOTE_USAGE);
+      if (sub !== "list" && sub !== "add" && sub !== "remove") usage(REMOTE_USAGE);
+      if (sub === "list" && name !== undefined) usage(REMOTE_USAGE);
+      if (sub !== "list") {
+        if (!name) usage(REMOTE_USAGE);
+        if (!REMOTE_NAME_RE.test(name)) throw new GordeError("usage", `"${name}" is not a valid remote name: a letter, then letters, digits, '_' or '-', at most 32.`);
+      }
+      let body: { name: string; url: string; fingerprint: string; secret: string } | undefined;
+      if (sub === "add") {
+        const remoteUrl = ctx.values.url as string | undefined;
+        if (!remoteUrl) throw new GordeError("usage", "give the remote's datastore with --url https://<user>[!<token>]@<host>[:<port>]/<store>.");
+        const fingerprint = ctx.values["remote-fingerprint"] as string | undefined;
+        if (!fingerprint) throw new GordeError("usage", "give the remote's certificate fingerprint with --remote-fingerprint (it prints it when it starts).");
+        const secret = process.env.GORDE_REMOTE_PASSWORD;
+        if (!secret) throw new GordeError("usage", "set GORDE_REMOTE_PASSWORD to the password or token secret of the remote's user.");
+        body = { name: name!, url: remoteUrl, fingerprint, secret };
+      } else if (ctx.values.url !== undefined || ctx.values["remote-fingerprint"] !== undefined) {
+        throw new GordeError("usage", `--url and --remote-fingerprint belong to remote add, not remote ${sub}.`);
+      }
+      await withServer(ctx, url, true, async (r) => {
+        const c = r.conn;
+        if (sub === "list") {
+          const list = await c.json<{ name: string; url: string; fingerprint: string }[]>("GET", ROUTES.listRemotes.path);
+          return print(ctx, list, () => list.map((x) => `${x.name}  ${x.url}  ${x.fingerprint}\n`).join(""));
+        }
+        if (sub === "add") {
+          const added = await c.json<{ name: string; url: string; fingerprint: string }>("POST", ROUTES.addRemote.path, { json: body, once: true });
+          return print(ctx, added, () => `added remote ${added.name}: ${added.url}\n`);
+        }
+        await c.json("DELETE", routePath(ROUTES.removeRemote, { name: name! }));
+        print(ctx, { removed: name }, () => `removed remote ${name}\n`);
+      });
+    },
+  },
+
+  sync: {
+    options: { ...common, group: { type: "string", multiple: true }, last: { type: "string" }, ns: { type: "string" } },
+    async run(ctx) {
+      const [url, remote] = ctx.positionals;
+      if (!url || !remote || ctx.positionals.length > 2) usage(SYNC_USAGE);
+      if (remote.includes("://")) {
+        throw new GordeError("usage", `"${remote}" is a URL, but a sync names a remote: an administrator adds the server first with gorde remote add <server> <name> --url <url> --remote-fingerprint <fp>.`);
+      }
+      if (!REMOTE_NAME_RE.test(remote)) throw new GordeError("usage", `"${remote}" is not a valid remote name: a letter, then letters, digits, '_' or '-', at most 32.`);
       const last = ctx.values.last === undefined ? undefined : Number(ctx.values.last);
       if (last !== undefined && !(Number.isInteger(last) && last > 0)) throw new GordeError("usage", "--last takes a positive whole number.");
-      const remote = `https://${src.host.includes(":") ? `[${src.host}]` : src.host}:${src.port}/${src.store}`;
       await withServer(ctx, url, false, async (r) => {
-        const body = { remote, fingerprint, authId: src.authId, secret, ns: (ctx.values.ns as string | undefined) || undefined, groups: ctx.values.group, last };
+        const body = { remote, ns: (ctx.values.ns as string | undefined) || undefined, groups: ctx.values.group, last };
         const res = await r.runTask("sync", body, (e) => {
           if (!ctx.values.json && e.type === "log" && e.line) ctx.err(`${e.line}\n`);
         }, ctx.signal);

@@ -11,6 +11,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ServerConnection } from "../api/connection.ts";
+import { ROUTES } from "../api/routes.ts";
 import { type BackupResult, runBackup } from "../client/backup.ts";
 import { createKeyFile, loadMasterKey } from "../client/key-file.ts";
 import { RemoteRepository } from "../client/remote.ts";
@@ -177,7 +178,12 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     stops.unshift(() => offsite.close());
     const off = await RemoteRepository.connect(`https://admin@127.0.0.1:${offsite.port}/copy`, { secret: offsitePassword, fingerprint: offsite.fingerprint });
     stops.unshift(() => Promise.resolve(off.close()));
-    const source = { remote: `https://127.0.0.1:${server.port}/main`, fingerprint: server.fingerprint, authId: token.tokenId, secret: token.secret };
+    // An administrator of the offsite server names the source once; a sync names only the remote.
+    await off.conn.json("POST", ROUTES.addRemote.path, {
+      json: { name: "main", url: `https://${token.tokenId}@127.0.0.1:${server.port}/main`, fingerprint: server.fingerprint, secret: token.secret },
+      once: true,
+    });
+    const source = { remote: "main" };
     const s1 = (await off.runTask("sync", source)) as { snapshots: number; chunks: number; bytes: number };
     say(`   pulled ${s1.snapshots} snapshots, ${s1.chunks} chunks (${formatBytes(s1.bytes)}); the container stays encrypted`);
     check(s1.snapshots === 6, "the offsite server has every snapshot");

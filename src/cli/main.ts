@@ -72,12 +72,16 @@ Server (the password of <user> in GORDE_PASSWORD; the server's certificate pinne
   token list|add|remove <server> <user> [<name>]         (the secret is shown once)
   acl list|set|remove <server> [<path> <user or token> <role>]
         roles: Admin DatastoreAdmin DatastorePowerUser DatastoreBackup DatastoreReader
-               DatastoreAudit NoAccess, on nodes PVEAuditor PVEVMUser;
-               paths: / /datastore/<store>[/<ns>] /vms /vms/<id>
+               DatastoreAudit RemoteAdmin RemoteAudit RemoteSyncOperator NoAccess,
+               on nodes PVEAuditor PVEVMUser;
+               paths: / /datastore/<store>[/<ns>] /remote /remote/<name> /vms /vms/<id>
+  remote list <server>                         the other servers a sync may pull from
+  remote add <server> <name> --url https://<user>[!<token>]@<host>[:<port>]/<store>
+        --remote-fingerprint <fp>              (its secret in GORDE_REMOTE_PASSWORD)
+  remote remove <server> <name>
   task list|log|abort <server> [<task id>] [--running]   GC, verify and sync runs
-  sync <repo> <source repo> --source-fingerprint <fp> [--group <g>]... [--last N]
-                                               pull snapshots from another server
-                                               (source password in GORDE_SOURCE_PASSWORD)
+  sync <repo> <remote> [--group <g>]... [--last N]
+                                               pull snapshots from a remote into <repo>
 
 Nodes and guests (the node's URL https://<user>@<host>[:8006] in --node or GORDE_NODE,
 its password in GORDE_PASSWORD, its certificate pinned like a server's):

@@ -97,3 +97,16 @@ export function parseSnapshotRef(s: string): Group & { time: number | "latest" }
   if (time === undefined) throw usage(`"${t}" is not a snapshot time: expected YYYY-MM-DDTHH:MM:SSZ (UTC) or latest.`);
   return { ...group, time };
 }
+
+/**
+ * Remote names: a letter, then letters, digits, '_' and '-', at most 32. No dot and no
+ * colon, so a host name or a URL is never taken for a remote's name.
+ */
+export const REMOTE_NAME_RE = /^[A-Za-z][A-Za-z0-9_-]{0,31}$/;
+
+/** Why `s` is not a remote name (a sync or a sync job gave a URL, most likely). */
+export function remoteNameProblem(s: string): string {
+  return s.includes("://")
+    ? "a sync names a remote, not a URL: an administrator adds the server first with `gorde remote add`"
+    : "a remote name: a letter, then letters, digits, '_' or '-', at most 32";
+}

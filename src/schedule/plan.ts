@@ -5,6 +5,7 @@
 import { LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
 import { GordeError } from "../errors.ts";
+import { REMOTE_NAME_RE, remoteNameProblem } from "../format/names.ts";
 import { parseRate } from "../format/units.ts";
 import { type CalendarEvent, nextElapse, parseCalendarEvent } from "./calendar-event.ts";
 import { type Window, parseWindow, windowOpen } from "./window.ts";
@@ -67,11 +68,8 @@ const SyncJob = z.strictObject({
   ...common,
   type: z.literal("sync"),
   datastore: name.optional(),
-  /** the source: https://<user>[!<token>]@<host>[:<port>]/<store> */
-  remote: z.string().startsWith("https://", "an https:// URL"),
-  "remote-fingerprint": z.string().min(1),
-  /** the source's secret is never in the plan: an environment variable of the server names it */
-  "remote-secret-env": z.string().regex(/^[A-Z_][A-Z0-9_]*$/, "an environment variable name"),
+  /** the source: a remote added on the server with `gorde remote add` (its URL, user and secret stay there) */
+  remote: z.string().regex(REMOTE_NAME_RE, { error: (iss) => remoteNameProblem(String(iss.input)) }),
   groups: z.array(z.string().regex(/^(vm|ct|host)\/[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/, "vm/<id>, ct/<id> or host/<name>")).optional(),
   last: z.number().int().min(1).optional(),
   /** who owns the groups the job pulls (default: plan) */

@@ -1,5 +1,6 @@
 // Privileges, roles, auth ids and ACL paths of `gorde server`, modelled on Proxmox Backup
 // Server. Everything here is pure: the store (auth.ts) does the I/O.
+import { REMOTE_NAME_RE } from "../format/names.ts";
 import { GordeError } from "../errors.ts";
 
 export const PRIVILEGES = [
@@ -12,6 +13,10 @@ export const PRIVILEGES = [
   "Datastore.Prune",
   "Datastore.Modify",
   "Datastore.Verify",
+  // remotes: other servers a sync pulls from (PBS's names), on /remote and /remote/<name>
+  "Remote.Audit",
+  "Remote.Modify",
+  "Remote.Read",
   // a node's guests (PVE's names)
   "VM.Audit",
   "VM.PowerMgmt",
@@ -28,6 +33,9 @@ export const ROLE_NAMES = [
   "DatastoreBackup",
   "DatastoreReader",
   "DatastoreAudit",
+  "RemoteAdmin",
+  "RemoteAudit",
+  "RemoteSyncOperator",
   "PVEAuditor",
   "PVEVMUser",
 ] as const;
@@ -49,6 +57,10 @@ export const ROLES: Readonly<Record<RoleName, readonly Privilege[]>> = Object.fr
   DatastoreBackup: ["Datastore.Backup"],
   DatastoreReader: ["Datastore.Audit", "Datastore.Read", "Datastore.Verify"],
   DatastoreAudit: ["Datastore.Audit"],
+  RemoteAdmin: ["Remote.Audit", "Remote.Modify", "Remote.Read"],
+  RemoteAudit: ["Remote.Audit"],
+  /** may pull from a remote (with Datastore.Backup on the target datastore) */
+  RemoteSyncOperator: ["Remote.Audit", "Remote.Read"],
   /** a node's guests: look only */
   PVEAuditor: ["Sys.Audit", "VM.Audit"],
   /** a node's guests: look, start and stop, back up and restore (not create, configure or remove) */
@@ -96,7 +108,7 @@ export function isValidAuthId(s: string): boolean {
 
 /**
  * Validates an ACL path and returns its components: `/` → [], `/datastore` → ["datastore"],
- * `/datastore/<store>/<ns>...`, and on a node `/vms` and `/vms/<id>`. Only the canonical spelling is accepted (no trailing or
+ * `/datastore/<store>/<ns>...`, `/remote`, `/remote/<name>`, and on a node `/vms` and `/vms/<id>`. Only the canonical spelling is accepted (no trailing or
  * doubled slash, no `.` or `..`), so one place in the tree has exactly one name.
  */
 export function parseAclPath(s: string): string[] {
@@ -108,7 +120,11 @@ export function parseAclPath(s: string): string[] {
     if (parts.length > 2 || (parts.length === 2 && !/^[1-9]\d{2,8}$/.test(parts[1]!))) throw bad("expected /vms or /vms/<guest id>");
     return parts;
   }
-  if (parts[0] !== "datastore") throw bad("expected /, /datastore, /datastore/<store>[/<namespace>...], /vms or /vms/<guest id>");
+  if (parts[0] === "remote") {
+    if (parts.length > 2 || (parts.length === 2 && !REMOTE_NAME_RE.test(parts[1]!))) throw bad("expected /remote or /remote/<remote name>");
+    return parts;
+  }
+  if (parts[0] !== "datastore") throw bad("expected /, /datastore, /datastore/<store>[/<namespace>...], /remote, /remote/<name>, /vms or /vms/<guest id>");
   if (parts.length > 2 + MAX_NS_DEPTH) throw bad(`namespaces are at most ${MAX_NS_DEPTH} levels deep`);
   for (const p of parts.slice(1)) {
     if (p === "") throw bad("it has an empty component");
@@ -122,6 +138,13 @@ export function parseAclPath(s: string): string[] {
 /** The ACL path of a datastore or of a namespace in it. */
 export function datastoreAclPath(store: string, ns: readonly string[] = []): string {
   const p = ["", "datastore", store, ...ns].join("/");
+  parseAclPath(p);
+  return p;
+}
+
+/** The ACL path of a remote, or of all remotes. */
+export function remoteAclPath(name?: string): string {
+  const p = name === undefined ? "/remote" : `/remote/${name}`;
   parseAclPath(p);
   return p;
 }

@@ -73,6 +73,9 @@ void describe("roles", () => {
       DatastoreBackup: ["Datastore.Backup"],
       DatastoreReader: ["Datastore.Audit", "Datastore.Read", "Datastore.Verify"],
       DatastoreAudit: ["Datastore.Audit"],
+      RemoteAdmin: ["Remote.Audit", "Remote.Modify", "Remote.Read"],
+      RemoteAudit: ["Remote.Audit"],
+      RemoteSyncOperator: ["Remote.Audit", "Remote.Read"],
       PVEAuditor: ["Sys.Audit", "VM.Audit"],
       PVEVMUser: ["VM.Audit", "VM.PowerMgmt", "VM.Backup"],
     };
@@ -196,7 +199,14 @@ void describe("validation", () => {
     assert.deepEqual(parseAclPath("/datastore/s1/ns.a/b_c-d"), ["datastore", "s1", "ns.a", "b_c-d"]);
     assert.deepEqual(parseAclPath("/vms"), ["vms"]);
     assert.deepEqual(parseAclPath("/vms/100"), ["vms", "100"]);
+    assert.deepEqual(parseAclPath("/remote"), ["remote"]);
+    assert.deepEqual(parseAclPath("/remote/offsite-1"), ["remote", "offsite-1"]);
     for (const bad of [
+      "/remote/",
+      "/remote/offsite/main",
+      "/remote/offsite.example",
+      "/remote/1offsite",
+      "/remote/https:",
       "/vms/",
       "/vms/99",
       "/vms/0100",

@@ -191,7 +191,7 @@ function hashToken(secret: string): string {
 }
 
 /** A state file, written atomically with mode 0600. */
-async function writeState(file: string, data: unknown): Promise<void> {
+export async function writeState(file: string, data: unknown): Promise<void> {
   try {
     await writeFileAtomic(file, `${JSON.stringify(data, null, 2)}\n`, { mode: 0o600 });
   } catch (err) {
@@ -199,7 +199,7 @@ async function writeState(file: string, data: unknown): Promise<void> {
   }
 }
 
-async function readState<T>(file: string, schema: z.ZodType<T>, what: string): Promise<T | undefined> {
+export async function readState<T>(file: string, schema: z.ZodType<T>, what: string): Promise<T | undefined> {
   let text: string;
   try {
     text = await fsp.readFile(file, "utf8");

@@ -7,7 +7,6 @@ import type http2 from "node:http2";
 import path from "node:path";
 import { z } from "zod";
 import { BATCH_RECORD_HEADER, MAX_BATCH_BYTES, MAX_BATCH_CHUNKS, decodeChunkBatch, encodeChunkBatch } from "../api/chunk-batch.ts";
-import { parseServerUrl } from "../api/connection.ts";
 import { API_VERSION, type MaintenanceMode, ROUTES, type RouteName } from "../api/routes.ts";
 import { GordeError } from "../errors.ts";
 import { ChunkPool } from "../datastore/chunk-pool.ts";
@@ -22,11 +21,12 @@ import { keepOptions } from "../schedule/plan.ts";
 import type { JobRunner } from "../jobs/scheduler.ts";
 import { accessHandlers } from "./access-handlers.ts";
 import { type ApiHandler, apiDispatcher, listenHttps } from "./api-host.ts";
-import { AuthStore, type Privilege, datastoreAclPath, groupAccess, ownsGroup } from "./auth.ts";
+import { AuthStore, type Privilege, datastoreAclPath, groupAccess, ownsGroup, remoteAclPath } from "./auth.ts";
 import { HttpError, sendError } from "./http.ts";
 import { ServerMetrics } from "./metrics.ts";
 import { openApiDocument } from "./openapi.ts";
 import { BackupSession, ReaderSession, SessionTable } from "./sessions.ts";
+import { type Remote, RemoteStore } from "./remotes.ts";
 import { TaskManager } from "./tasks.ts";
 import { syncDatastore } from "./sync.ts";
 import { ensureCertificate } from "./tls.ts";
@@ -88,6 +88,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
   const maintenanceFile = path.join(opts.stateDir, "maintenance.json");
   const maintenance = await loadMaintenance(maintenanceFile);
   const tasks = await TaskManager.open(path.join(opts.stateDir, "tasks"));
+  const remotes = await RemoteStore.open(opts.stateDir);
   const cert = await ensureCertificate(opts.stateDir);
   const bodies = new BodyBuffers();
   /** finish requests whose answer is not sent yet */
@@ -161,8 +162,8 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       return r;
     });
 
-  const startSync = (authId: string, e: StoreEntry, b: { remote: string; fingerprint: string; authId: string; secret: string; ns: string[]; groups?: string[]; last?: number }) =>
-    tasks.start({ type: "sync", authId, store: e.name, target: b.remote }, (task) => syncDatastore({ ...b, store: e.store, pool: () => poolOf(e), owner: authId, task }));
+  const startSync = (authId: string, e: StoreEntry, b: { remote: Remote; ns: string[]; groups?: string[]; last?: number }) =>
+    tasks.start({ type: "sync", authId, store: e.name, target: `remote ${b.remote.name}` }, (task) => syncDatastore({ ...b, store: e.store, pool: () => poolOf(e), owner: authId, task }));
   const findSnap = async (e: StoreEntry, ns: string[], name: string): Promise<SnapshotInfo> => e.store.findSnapshot(ns, parseSnapshotRef(name));
 
   // The plan's prune, GC and verify jobs run here, as tasks like those asked for over the API.
@@ -199,13 +200,14 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       return { message: `${removed} snapshots removed` };
     }
     if (job.type === "sync") {
-      const secret = process.env[job["remote-secret-env"]];
-      if (!secret) throw new GordeError("usage", `job ${job.name}: the server's environment has no ${job["remote-secret-env"]} (the source's secret).`);
-      const addr = parseServerUrl(job.remote);
-      if (!addr.authId) throw new GordeError("usage", `job ${job.name}: ${job.remote} names no user.`);
-      const r = (await runTask(
-        startSync(job.owner ?? PLAN_AUTH_ID, e, { remote: job.remote, fingerprint: job["remote-fingerprint"], authId: addr.authId, secret, ns: [], groups: job.groups, last: job.last }),
-      )) as { snapshots: number; chunks: number; bytes: number };
+      // The plan is applied by an administrator (Sys.Modify), who names the remote.
+      const remote = remotes.get(job.remote);
+      if (!remote) throw new GordeError("not-found", `job ${job.name} names remote ${job.remote}, which this server does not have: add it with gorde remote add.`);
+      const r = (await runTask(startSync(job.owner ?? PLAN_AUTH_ID, e, { remote, ns: [], groups: job.groups, last: job.last }))) as {
+        snapshots: number;
+        chunks: number;
+        bytes: number;
+      };
       return { bytes: r.bytes, newBytes: r.bytes, message: `pulled ${r.snapshots} snapshots, ${r.chunks} chunks` };
     }
     throw new GordeError("unsupported", `a ${job.type} job does not run on the backup server.`);
@@ -527,12 +529,29 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       return { json: plan.history.list({ job: query.job as string | undefined, limit: query.limit as number | undefined }) };
     },
     ...accessHandlers(auth, log),
+    listRemotes: ({ authId }) => ({ json: remotes.list().filter((r) => auth.can(authId, remoteAclPath(r.name), "Remote.Audit")) }),
+    addRemote: async ({ authId, body }) => {
+      if (!auth.can(authId, remoteAclPath(), "Remote.Modify")) deny(authId, "add remotes");
+      const r = await remotes.add(body as { name: string; url: string; fingerprint: string; secret: string });
+      log(`${authId} added remote ${r.name} (${r.url})`);
+      return { json: r };
+    },
+    removeRemote: async ({ authId, params }) => {
+      if (!auth.can(authId, remoteAclPath(), "Remote.Modify")) deny(authId, "remove remotes");
+      await remotes.remove(params.name!);
+      log(`${authId} removed remote ${params.name}`);
+      return { json: { ok: true } };
+    },
     sync: ({ authId, params, body }) => {
-      const b = body as { remote: string; fingerprint: string; authId: string; secret: string; ns?: string; groups?: string[]; last?: number };
+      const b = body as { remote: string; ns?: string; groups?: string[]; last?: number };
       const e = storeFor(authId, params.store!, "write");
       const ns = parseNamespace(b.ns);
       if (!privs(authId, e.name, ns).has("Datastore.Backup")) deny(authId, `sync into ${e.name}`);
-      return { json: { task: startSync(authId, e, { ...b, ns }).id } };
+      // Permission before existence: an unknown remote and one the caller may not read answer alike.
+      if (!auth.can(authId, remoteAclPath(b.remote), "Remote.Read")) deny(authId, `sync from remote ${b.remote}`);
+      const remote = remotes.get(b.remote);
+      if (!remote) throw new HttpError(404, `no remote ${b.remote}; an administrator adds it with gorde remote add.`);
+      return { json: { task: startSync(authId, e, { remote, ns, groups: b.groups, last: b.last }).id } };
     },
   };
 

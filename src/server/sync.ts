@@ -5,7 +5,7 @@
 // the manifest before the snapshot is made visible, manifest last.
 import fsp from "node:fs/promises";
 import path from "node:path";
-import { ServerConnection, parseServerUrl } from "../api/connection.ts";
+import { ServerConnection } from "../api/connection.ts";
 import { ROUTES, type SnapshotJson, routePath } from "../api/routes.ts";
 import { GordeError } from "../errors.ts";
 import type { ChunkPool } from "../datastore/chunk-pool.ts";
@@ -14,15 +14,13 @@ import { type Datastore, MANIFEST_FILE, type Lock, lockDir, writeFileAtomic } fr
 import { ManifestSchema, encodeManifest, sha256Hex } from "../format/manifest.ts";
 import { formatGroup, formatSnapshot, parseGroup, parseSnapshotRef } from "../format/names.ts";
 import { ownsGroup } from "./auth-roles.ts";
+import type { Remote } from "./remotes.ts";
 import { indexDigests } from "./sessions.ts";
 import type { TaskContext } from "./tasks.ts";
 
 export interface SyncOptions {
-  /** https://<host>[:<port>]/<store> of the source server */
-  remote: string;
-  fingerprint: string;
-  authId: string;
-  secret: string;
+  /** the source: a remote an administrator configured */
+  remote: Remote;
   ns: string[];
   /** only these groups (`vm/100`); all when absent */
   groups?: string[];
@@ -44,14 +42,47 @@ export interface SyncResult {
 
 const PARALLEL = 8;
 
+/**
+ * Why a remote could not be reached, in a few words after its configured name: the task
+ * log is read by whoever started the sync, who chose the remote by name, not its address.
+ */
+function unreachable(name: string, err: unknown): GordeError {
+  const e = err as Error & { code?: string; cause?: { code?: string } };
+  const code = e.cause?.code ?? e.code;
+  const reason = /certificate fingerprint/.test(e.message)
+    ? "its certificate does not match the configured fingerprint"
+    : code === "ECONNREFUSED"
+      ? "connection refused"
+      : code === "ENOTFOUND" || code === "EAI_AGAIN"
+        ? "its host name is not known"
+        : code === "ETIMEDOUT"
+          ? "timed out"
+          : code === "EHOSTUNREACH" || code === "ENETUNREACH"
+            ? "no route to it"
+            : "the connection failed";
+  return new GordeError("io", `cannot connect to remote ${name}: ${reason}.`, { cause: err });
+}
+
 export async function syncDatastore(o: SyncOptions): Promise<SyncResult> {
-  const addr = parseServerUrl(o.remote);
-  if (addr.store === "") throw new GordeError("usage", `${o.remote} names no datastore to pull from.`);
-  const conn = await ServerConnection.connect({ host: addr.host, port: addr.port, authId: o.authId, secret: o.secret, fingerprint: o.fingerprint, signal: o.task.signal });
+  const r = o.remote;
+  o.task.log(`pulling from remote ${r.name}`);
+  let conn: ServerConnection;
+  try {
+    conn = await ServerConnection.connect({ host: r.host, port: r.port, authId: r.authId, secret: r.secret, fingerprint: r.fingerprint, signal: o.task.signal });
+  } catch (err) {
+    o.task.signal.throwIfAborted();
+    throw unreachable(r.name, err);
+  }
   const result: SyncResult = { snapshots: 0, skipped: 0, chunks: 0, bytes: 0 };
   try {
     const ns = o.ns.join("/") || undefined;
-    const list = await conn.json<SnapshotJson[]>("GET", routePath(ROUTES.listSnapshots, { store: addr.store }), { query: { ns } });
+    const list = await conn.json<SnapshotJson[]>("GET", routePath(ROUTES.listSnapshots, { store: r.store }), { query: { ns } }).catch((err: unknown) => {
+      o.task.signal.throwIfAborted();
+      const code = err instanceof GordeError ? err.code : undefined;
+      if (code === "denied") throw new GordeError("denied", `remote ${r.name} refused its configured user or secret, or denies it the datastore.`, { cause: err });
+      if (code === "not-found") throw new GordeError("not-found", `remote ${r.name} has no datastore ${r.store} its configured user may see.`, { cause: err });
+      throw unreachable(r.name, err);
+    });
     const wanted = new Set(o.groups?.map((g) => formatGroup(parseGroup(g))));
     const byGroup = new Map<string, SnapshotJson[]>();
     for (const s of list) {
@@ -84,7 +115,7 @@ export async function syncDatastore(o: SyncOptions): Promise<SyncResult> {
         const have = await fsp.stat(path.join(dir, MANIFEST_FILE)).catch(() => undefined);
         if (have) continue;
         if (owner === null) await o.store.setGroupOwner(o.ns, g, o.owner);
-        await pullSnapshot(conn, addr.store, o, pool, s.snapshot, dir, result);
+        await pullSnapshot(conn, r.store, o, pool, s.snapshot, dir, result);
         o.task.progress({ snapshots: result.snapshots, chunks: result.chunks, bytes: result.bytes });
       }
     }
