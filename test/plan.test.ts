@@ -38,7 +38,7 @@ void describe("a plan carried out by the node's scheduler", { skip: lxc.ok ? fal
 
   before(async () => {
     server = await startServerProcess({ stateDir: path.join(tmp.dir, "server"), datastores: { store: path.join(tmp.dir, "store") } });
-    offsite = await startServerProcess({ stateDir: path.join(tmp.dir, "offsite"), datastores: { copy: path.join(tmp.dir, "copy") }, env: { GORDE_SOURCE_SECRET: "admin-pass-1" } });
+    offsite = await startServerProcess({ stateDir: path.join(tmp.dir, "offsite"), datastores: { copy: path.join(tmp.dir, "copy") } });
     node = await startNodeProcess({ name: "node1", dataDir: path.join(tmp.dir, "node1"), serverUrl: server.url("store"), serverFingerprint: server.fingerprint, serverSecret: "admin-pass-1" });
     mail = await smtpServer();
     await new Promise<void>((resolve) => webhook.listen(0, "127.0.0.1", resolve));
@@ -123,10 +123,16 @@ notifications:
     } finally {
       client.close();
     }
-    // An offsite server pulls what the main server has, by a sync job of its own plan.
+    // An offsite server pulls what the main server has, by a sync job of its own plan, from a remote its administrator added.
+    const offsiteEnv = { GORDE_PASSWORD: "admin-pass-1", GORDE_FINGERPRINT: offsite.fingerprint };
+    const remote = await gorde(["remote", "add", `https://admin@127.0.0.1:${offsite.port}`, "main", "--url", server.url("store"), "--remote-fingerprint", server.fingerprint], {
+      ...offsiteEnv,
+      GORDE_REMOTE_PASSWORD: "admin-pass-1",
+    });
+    assert.equal(remote.code, 0, remote.err);
     const offsitePlan = path.join(tmp.dir, "offsite.yaml");
-    fs.writeFileSync(offsitePlan, `version: 1\nload: { max-load-per-cpu: 1000, max-cpu-pressure: 100, max-io-pressure: 100 }\nguests: {}\njobs:\n  - name: offsite\n    type: sync\n    schedule: "*:*:0/10"\n    remote: https://admin@127.0.0.1:${server.port}/store\n    remote-fingerprint: "${server.fingerprint}"\n    remote-secret-env: GORDE_SOURCE_SECRET\n`);
-    const synced = await gorde(["plan", "apply", offsitePlan, "--server", `https://admin@127.0.0.1:${offsite.port}`], { GORDE_PASSWORD: "admin-pass-1", GORDE_FINGERPRINT: offsite.fingerprint });
+    fs.writeFileSync(offsitePlan, `version: 1\nload: { max-load-per-cpu: 1000, max-cpu-pressure: 100, max-io-pressure: 100 }\nguests: {}\njobs:\n  - name: offsite\n    type: sync\n    schedule: "*:*:0/10"\n    remote: main\n`);
+    const synced = await gorde(["plan", "apply", offsitePlan, "--server", `https://admin@127.0.0.1:${offsite.port}`], offsiteEnv);
     assert.equal(synced.code, 0, synced.err);
     let copied: { snapshot: string }[] = [];
     for (const deadline = Date.now() + 30_000; !copied.length && Date.now() < deadline; await sleep(500)) {

@@ -237,8 +237,30 @@ void describe("gorde server", () => {
     const copyStore = path.join(tmp.dir, "copy-store");
     const copy = await startServerProcess({ stateDir: path.join(tmp.dir, "copy-state"), datastores: { copy: copyStore }, adminPassword: "copy-pass-1" });
     try {
-      const cenv = { GORDE_PASSWORD: "copy-pass-1", GORDE_FINGERPRINT: copy.fingerprint, GORDE_SOURCE_PASSWORD: ADMIN };
-      const args = ["sync", copy.url("copy"), srv.url("main"), "--source-fingerprint", srv.fingerprint, "--json"];
+      const cenv = { GORDE_PASSWORD: "copy-pass-1", GORDE_FINGERPRINT: copy.fingerprint };
+      const copyServer = `https://admin@127.0.0.1:${copy.port}`;
+      // A sync names a remote an administrator added; a URL is refused before the server is asked.
+      const byUrl = await gorde(["sync", copy.url("copy"), srv.url("main")], cenv);
+      assert.equal(byUrl.code, 2, byUrl.err);
+      assert.match(byUrl.err, /is a URL, but a sync names a remote: an administrator adds the server first with gorde remote add /);
+      const unknown = await gorde(["sync", copy.url("copy"), "main"], cenv);
+      assert.equal(unknown.code, 3, unknown.err);
+      assert.match(unknown.err, /no remote main; an administrator adds it with gorde remote add/);
+      const noSecret = await gorde(["remote", "add", copyServer, "main", "--url", srv.url("main"), "--remote-fingerprint", srv.fingerprint], cenv);
+      assert.equal(noSecret.code, 2);
+      assert.match(noSecret.err, /GORDE_REMOTE_PASSWORD/);
+      const badName = await gorde(["remote", "add", copyServer, "main.example", "--url", srv.url("main"), "--remote-fingerprint", srv.fingerprint], { ...cenv, GORDE_REMOTE_PASSWORD: ADMIN });
+      assert.equal(badName.code, 2);
+      assert.match(badName.err, /"main\.example" is not a valid remote name/);
+      const added = json<{ name: string; url: string }>(
+        await gorde(["remote", "add", copyServer, "main", "--url", srv.url("main"), "--remote-fingerprint", srv.fingerprint, "--json"], { ...cenv, GORDE_REMOTE_PASSWORD: ADMIN }),
+      );
+      assert.deepEqual(added.url, srv.url("main"));
+      const listed = await gorde(["remote", "list", copyServer, "--json"], cenv);
+      assert.deepEqual(json<{ name: string; url: string; fingerprint: string }[]>(listed), [{ name: "main", url: srv.url("main"), fingerprint: srv.fingerprint }]);
+      assert.ok(!listed.out.includes(ADMIN), "the remote's secret is never listed");
+      assert.match((await gorde(["remote", "list", copyServer], cenv)).out, /^main {2}https:\/\/admin@127\.0\.0\.1:\d+\/main {2}[0-9a-f:]{95}\n$/);
+      const args = ["sync", copy.url("copy"), "main", "--json"];
       const first = json<{ snapshots: number; chunks: number }>(await gorde([...args, "--group", "vm/100", "--last", "1"], cenv));
       assert.equal(first.snapshots, 1);
       const allRun = await gorde(args, cenv);
@@ -255,6 +277,9 @@ void describe("gorde server", () => {
       assert.equal((await gorde(["restore", copy.url("copy"), "vm/100/latest", "disk.img", out], cenv)).code, 0);
       assert.ok(fs.readFileSync(out).equals(fs.readFileSync(img)));
       assert.equal((await gorde(["verify", copy.url("copy")], cenv)).code, 0);
+      assert.equal((await gorde(["remote", "remove", copyServer, "main"], cenv)).code, 0);
+      assert.deepEqual(json<unknown[]>(await gorde(["remote", "list", copyServer, "--json"], cenv)), []);
+      assert.equal((await gorde(args, cenv)).code, 3, "a removed remote is gone");
     } finally {
       await copy.stop();
     }

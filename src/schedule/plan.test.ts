@@ -32,6 +32,11 @@ jobs:
     type: drill
     schedule: sun 04:00
     guests: [100]
+  - name: offsite
+    type: sync
+    schedule: daily
+    remote: main-site
+    last: 3
 notifications:
   targets:
     - { type: webhook, name: ops, url: "http://127.0.0.1:9/hook" }
@@ -42,7 +47,7 @@ notifications:
 void describe("the plan file", () => {
   void it("reads a good plan: jobs with their schedules and windows, guests with their RPO", () => {
     const p = parse(GOOD);
-    assert.deepEqual(p.jobs.map((j) => j.job.name), ["nightly", "gc", "verify", "drill"]);
+    assert.deepEqual(p.jobs.map((j) => j.job.name), ["nightly", "gc", "verify", "drill", "offsite"]);
     assert.equal(p.rpo.get(100), 26 * 3_600_000);
     assert.equal(p.jobs[0]!.window?.start, 60);
   });
@@ -57,10 +62,13 @@ void describe("the plan file", () => {
       ["bad YAML", GOOD.replace("jobs:\n", "jobs:\n  - [\n"), /plan.yaml line \d+: is not valid YAML/],
       ["duplicate job", GOOD.replace("name: gc", "name: nightly"), /line 17: job name nightly is used twice/],
       ["bad mode", GOOD.replace("mode: snapshot", "mode: live"), /line 12: jobs.0.mode is invalid: Invalid option/],
-      ["unknown matcher target", GOOD.replace("{ target: ops,", "{ target: mail,"), /line 32: matcher 1 names target mail, which is not defined/],
+      ["unknown matcher target", GOOD.replace("{ target: ops,", "{ target: mail,"), /line 37: matcher 1 names target mail, which is not defined/],
       ["bad rpo", GOOD.replace("{ rpo: 26h }", "{ rpo: soon }"), /line 3: guests.100.rpo is invalid: a duration/],
       ["no version", GOOD.replace("version: 1\n", ""), /version is invalid/],
       ["no elapse left", GOOD.replace("sat 03:00", "2015-10-21"), /job gc: its schedule "2015-10-21" has no elapse left/],
+      ["sync from a URL", GOOD.replace("remote: main-site", "remote: https://admin@backup:8007/main"), /line 31: jobs.4.remote is invalid: a sync names a remote, not a URL: an administrator adds the server first with `gorde remote add`/],
+      ["sync from a host name", GOOD.replace("remote: main-site", "remote: backup.example"), /line 31: jobs.4.remote is invalid: a remote name: a letter/],
+      ["sync with the old keys", GOOD.replace("    last: 3\n", "    last: 3\n    remote-fingerprint: aa\n"), /unknown key "remote-fingerprint" in jobs.4/],
       ["duplicate key", GOOD.replace("    type: gc\n", "    type: gc\n    type: gc\n"), /not valid YAML: Map keys must be unique/],
     ];
     for (const [what, text, re] of cases) {
