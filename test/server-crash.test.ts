@@ -466,7 +466,13 @@ void describe("a backup to a gorde server whose client or server dies", { timeou
   /** The session the server's log shows started since `from`, once it does; undefined if `run` ended first. */
   const sessionStarted = async (srv: ServerProcess, from: number, run: Promise<Run>): Promise<{ snapshot: string; at: number } | undefined> => {
     const re = /started backup main:(vm\/100\/\S+)/;
-    const at = await Promise.race([waitForLog(srv, re, from), run.then(() => undefined)]);
+    // The server logs the start before it answers, but its log and the client's exit come
+    // through two pipes: a client that ended may be seen before the line that preceded it.
+    const ended = run.then(
+      () => sleep(5000),
+      () => sleep(5000),
+    );
+    const at = await Promise.race([waitForLog(srv, re, from), ended.then(() => undefined)]);
     return at === undefined ? undefined : { snapshot: re.exec(srv.stderr.slice(from))![1]!, at };
   };
 
