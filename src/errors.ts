@@ -22,6 +22,17 @@ export class GordeError extends Error {
   }
 }
 
+/** Refused before it was checked: too many recent failures (HTTP 429 with Retry-After). */
+export class ThrottledError extends GordeError {
+  readonly retryAfterMs: number;
+
+  constructor(message: string, retryAfterMs: number) {
+    super("denied", message);
+    this.name = "ThrottledError";
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
 export function invalid(message: string, cause?: unknown): GordeError {
   return new GordeError("invalid", message, { cause });
 }

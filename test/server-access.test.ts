@@ -705,6 +705,9 @@ void describe("gorde server: the permission matrix", { timeout: 600_000 }, () =>
       datastores: { main: storeDirs[0]!, other: storeDirs[1]! },
       adminPassword: ADMIN_PASSWORD,
       authFailureDelayMs: 0,
+      // every route is called with wrong passwords from this one address: the matrix is
+      // about 401 and 403; throttling has its own tests (server-login.test.ts)
+      loginLimits: { userAddress: { burst: 10_000, refillMs: 1 }, address: { burst: 10_000, refillMs: 1 }, user: { burst: 10_000, refillMs: 1 } },
     });
     const connect = async (authId: string, secret: string): Promise<ServerConnection> => {
       secrets.set(authId, secret);

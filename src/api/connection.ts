@@ -320,7 +320,7 @@ function isMaintenance(r: Response): boolean {
   return r.status === 503 && r.body.toString("utf8").includes("maintenance");
 }
 
-const BY_STATUS: Record<number, ErrorCode> = { 400: "usage", 401: "denied", 403: "denied", 404: "not-found", 409: "locked", 413: "usage", 507: "io" };
+const BY_STATUS: Record<number, ErrorCode> = { 400: "usage", 401: "denied", 403: "denied", 404: "not-found", 409: "locked", 413: "usage", 429: "denied", 507: "io" };
 
 /** The server's error as a GordeError with the server's code and sentence. */
 export function responseError(r: Response, what: string): GordeError {

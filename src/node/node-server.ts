@@ -12,6 +12,7 @@ import { parseSnapshotRef } from "../format/names.ts";
 import { accessHandlers, denied } from "../server/access-handlers.ts";
 import { type ApiHandler, apiDispatcher, listenHttps } from "../server/api-host.ts";
 import { AuthStore, type Privilege } from "../server/auth.ts";
+import type { LoginLimits } from "../server/login-limiter.ts";
 import { HttpError } from "../server/http.ts";
 import { ensureCertificate } from "../server/tls.ts";
 import { GuestManager } from "./guests.ts";
@@ -26,6 +27,8 @@ export interface NodeOptions {
   /** password of user admin, needed on the first start (empty state directory) */
   adminPassword?: string;
   authFailureDelayMs?: number;
+  /** throttling of failed logins (tests use small ones; defaults DEFAULT_LOGIN_LIMITS) */
+  loginLimits?: Partial<LoginLimits>;
   log?: (line: string) => void;
 }
 
@@ -43,7 +46,7 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
   const log = opts.log ?? (() => undefined);
   const stateDir = path.join(config.dataDir, "state");
   await fsp.mkdir(stateDir, { recursive: true, mode: 0o700 });
-  const auth = await AuthStore.open(stateDir, { failureDelayMs: opts.authFailureDelayMs });
+  const auth = await AuthStore.open(stateDir, { failureDelayMs: opts.authFailureDelayMs, loginLimits: opts.loginLimits, log });
   if (auth.isEmpty()) {
     if (!opts.adminPassword) throw new GordeError("usage", "the node's data directory is new: set GORDE_ADMIN_PASSWORD to the password of its first user, admin.");
     await auth.createFirstAdmin("admin", opts.adminPassword);

@@ -70,7 +70,9 @@ export function apiDispatcher<N extends string>(
           authId = known.authId;
         } else {
           const cred = parseAuthorization(header);
-          const who = cred && (await auth.authenticate(cred.authId, cred.secret));
+          // the peer of the TCP connection: a header such as X-Forwarded-For is anyone's to write
+          const address = stream.session?.socket?.remoteAddress;
+          const who = cred && (await auth.authenticate(cred.authId, cred.secret, { address }));
           if (!who) throw new HttpError(401, "authentication failed: give a valid user and password or API token.");
           authId = who;
           verified.set(connection, { header: header!, authId, revision: auth.revision, until: Date.now() + 30_000 });

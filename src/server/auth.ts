@@ -10,7 +10,8 @@ import * as path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { writeFileAtomic } from "../sys/atomic-write.ts";
-import { GordeError } from "../errors.ts";
+import { GordeError, ThrottledError } from "../errors.ts";
+import { FairGate, type LoginLimits, LoginLimiter, addressKey } from "./login-limiter.ts";
 import {
   type AclEntry,
   type Privilege,
@@ -55,6 +56,10 @@ export interface AuthStoreOptions {
   now?: () => number;
   /** scrypt cost for new password hashes; stored with each hash. Default N=2^15, r=8, p=1. */
   scryptCost?: { n: number; r: number; p: number };
+  /** throttling of password checks (login-limiter.ts); defaults DEFAULT_LOGIN_LIMITS */
+  loginLimits?: Partial<LoginLimits>;
+  /** where lockouts are logged, one line each */
+  log?: (line: string) => void;
 }
 
 const MIN_PASSWORD = 5;
@@ -250,6 +255,9 @@ export class AuthStore {
   private readonly scryptCost: { n: number; r: number; p: number };
   /** hashes compared against when the auth id is unknown, so timing does not tell */
   private readonly dummyPassword: Promise<PasswordHash>;
+  private readonly limiter: LoginLimiter;
+  /** every scrypt of a check runs through it */
+  private readonly gate: FairGate;
 
   /** per-process key: the cache holds HMACs of credentials, never secrets */
   private readonly cacheKey = randomBytes(32);
@@ -272,6 +280,8 @@ export class AuthStore {
     this.cacheTtlMs = options.cacheTtlMs ?? 60_000;
     this.now = options.now ?? Date.now;
     this.scryptCost = options.scryptCost ?? DEFAULT_SCRYPT;
+    this.limiter = new LoginLimiter(options.loginLimits, { now: this.now, log: options.log });
+    this.gate = new FairGate(this.limiter.limits.concurrent);
     this.dummyPassword = hashPassword(randomBytes(16).toString("hex"), this.scryptCost);
     // opening never fails because of the dummy hash; a failure shows at the first use
     this.dummyPassword.catch(() => undefined);
@@ -553,14 +563,36 @@ export class AuthStore {
    * failure (unknown, wrong secret, disabled, expired) so callers answer 401 without saying
    * which. Successful checks are remembered for a short time: scrypt is slow on purpose
    * and every HTTP request is authenticated.
+   *
+   * Password checks are throttled by user and by `address`, the source address
+   * (login-limiter.ts): a throttled one throws ThrottledError before any work, whether or
+   * not the password is right. Token secrets are 256 random bits checked with one SHA-256:
+   * nothing to guess and nothing to slow down, so they are not throttled.
    */
-  async authenticate(authId: string, secret: string): Promise<string | undefined> {
+  async authenticate(authId: string, secret: string, opts: { address?: string } = {}): Promise<string | undefined> {
     let ok = false;
+    const password = typeof authId === "string" && !authId.includes("!");
+    const address = addressKey(opts.address);
+    // an invalid name still counts against its address
+    const user = password && isValidAuthId(authId) ? authId : "";
+    let took = false;
+    if (password) {
+      const wait = this.limiter.wait(user, address);
+      if (wait > 0) throw new ThrottledError(`too many failed logins: try again in ${Math.ceil(wait / 1000)} s.`, wait);
+    }
     try {
-      ok = await this.check(authId, secret);
+      ok = await this.check(authId, secret, {
+        address,
+        starting: () => {
+          if (!password) return;
+          this.limiter.take(user, address);
+          took = true;
+        },
+      });
     } catch {
       ok = false;
     }
+    if (ok && user !== "") this.limiter.succeeded(user, address, { took });
     if (ok) return authId;
     if (this.failureDelayMs > 0) await sleep(this.failureDelayMs);
     return undefined;
@@ -579,11 +611,19 @@ export class AuthStore {
     return isValidAuthId(authId) && this.active(authId);
   }
 
-  private async check(authId: string, secret: string): Promise<boolean> {
+  /**
+   * `starting` is called when a new check begins, not for one answered from the cache or
+   * joining the same check under way.
+   */
+  private async check(authId: string, secret: string, opts: { address: string; starting: () => void }): Promise<boolean> {
     if (typeof authId !== "string" || typeof secret !== "string") return false;
     if (secret === "" || secret.length > MAX_SECRET || !isValidAuthId(authId) || !this.active(authId)) {
       // the same work as a real check, so the answer's timing does not reveal who exists
-      if (!authId.includes("!")) await verifyPassword(secret.slice(0, MAX_SECRET), await this.dummyPassword);
+      if (!authId.includes("!")) {
+        opts.starting();
+        const dummy = await this.dummyPassword;
+        await this.gate.run(opts.address, authId, () => verifyPassword(secret.slice(0, MAX_SECRET), dummy));
+      }
       return false;
     }
     const key = createHmac("sha256", this.cacheKey).update(authId).update("\0").update(secret).digest("base64");
@@ -595,8 +635,9 @@ export class AuthStore {
     }
     const running = this.inflight.get(key);
     if (running) return running;
+    opts.starting();
     const epoch = this.epoch;
-    const pending = this.verify(authId, secret).then((ok) => {
+    const pending = this.verify(authId, secret, opts.address).then((ok) => {
       if (ok && epoch === this.epoch) this.remember(key, authId, now);
       return ok;
     });
@@ -608,7 +649,7 @@ export class AuthStore {
     }
   }
 
-  private async verify(authId: string, secret: string): Promise<boolean> {
+  private async verify(authId: string, secret: string, address: string): Promise<boolean> {
     if (authId.includes("!")) {
       const rec = this.tokens.get(authId);
       if (!rec) return false;
@@ -616,7 +657,7 @@ export class AuthStore {
     }
     const rec = this.users.get(authId);
     if (!rec) return false;
-    return verifyPassword(secret, rec.password);
+    return this.gate.run(address, authId, () => verifyPassword(secret, rec.password));
   }
 
   private remember(key: string, authId: string, now: number): void {

@@ -3,7 +3,7 @@
 // every error into one status code and a one-sentence message.
 import type http2 from "node:http2";
 import type { z } from "zod";
-import { GordeError, type ErrorCode } from "../errors.ts";
+import { GordeError, ThrottledError, type ErrorCode } from "../errors.ts";
 import type { Route } from "../api/routes.ts";
 
 export class HttpError extends Error {
@@ -27,8 +27,9 @@ const STATUS: Record<ErrorCode, number> = {
 };
 
 /** Status and message of any error thrown by a handler. */
-export function errorStatus(err: unknown): { status: number; message: string; code?: ErrorCode } {
+export function errorStatus(err: unknown): { status: number; message: string; code?: ErrorCode; retryAfter?: number } {
   if (err instanceof HttpError) return { status: err.status, message: err.message };
+  if (err instanceof ThrottledError) return { status: 429, message: err.message, code: err.code, retryAfter: Math.max(1, Math.ceil(err.retryAfterMs / 1000)) };
   if (err instanceof GordeError) {
     if (/ENOSPC|no space left/i.test(err.message)) return { status: 507, message: "the datastore is out of space; the backup was not stored.", code: "io" };
     return { status: STATUS[err.code], message: err.message, code: err.code };
@@ -156,7 +157,7 @@ export function sendBinary(stream: http2.ServerHttp2Stream, body: Buffer): void 
 }
 
 export function sendError(stream: http2.ServerHttp2Stream, err: unknown): number {
-  const { status, message, code } = errorStatus(err);
+  const { status, message, code, retryAfter } = errorStatus(err);
   if (stream.destroyed || stream.closed) return status;
   if (stream.headersSent) {
     stream.close();
@@ -164,6 +165,7 @@ export function sendError(stream: http2.ServerHttp2Stream, err: unknown): number
   }
   const headers: Record<string, string | number> = {};
   if (status === 401) headers["www-authenticate"] = 'Basic realm="gorde"';
+  if (retryAfter !== undefined) headers["retry-after"] = retryAfter;
   const body = Buffer.from(JSON.stringify({ error: message, code }));
   stream.respond({ ":status": status, "content-type": "application/json", "content-length": body.length, ...headers });
   stream.end(body);

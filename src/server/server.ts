@@ -22,6 +22,7 @@ import type { JobRunner } from "../jobs/scheduler.ts";
 import { accessHandlers } from "./access-handlers.ts";
 import { type ApiHandler, apiDispatcher, listenHttps } from "./api-host.ts";
 import { AuthStore, type Privilege, datastoreAclPath, groupAccess, ownsGroup, remoteAclPath } from "./auth.ts";
+import type { LoginLimits } from "./login-limiter.ts";
 import { HttpError, sendError } from "./http.ts";
 import { ServerMetrics } from "./metrics.ts";
 import { openApiDocument } from "./openapi.ts";
@@ -51,6 +52,8 @@ export interface ServerOptions {
   sessionIdleMs?: number;
   /** delay after a failed login (default 500 ms) */
   authFailureDelayMs?: number;
+  /** throttling of failed logins (tests use small ones; defaults DEFAULT_LOGIN_LIMITS) */
+  loginLimits?: Partial<LoginLimits>;
   log?: (line: string) => void;
 }
 
@@ -71,7 +74,7 @@ interface StoreEntry {
 export async function startServer(opts: ServerOptions): Promise<GordeServer> {
   await fsp.mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
   const log = opts.log ?? (() => undefined);
-  const auth = await AuthStore.open(opts.stateDir, { failureDelayMs: opts.authFailureDelayMs });
+  const auth = await AuthStore.open(opts.stateDir, { failureDelayMs: opts.authFailureDelayMs, loginLimits: opts.loginLimits, log });
   if (auth.isEmpty()) {
     if (!opts.adminPassword) {
       throw new GordeError("usage", "the state directory is new: set GORDE_ADMIN_PASSWORD to the password of the first user, admin.");
