@@ -3,7 +3,7 @@ import fs from "node:fs";
 import { z } from "zod";
 import { GordeError } from "../errors.ts";
 import { DEFAULT_PORT, startServer } from "../server/server.ts";
-import { type Command, untilAborted } from "./commands.ts";
+import { type Command, untilAborted } from "./command.ts";
 
 const ConfigSchema = z.strictObject({
   listen: z.string().optional(),

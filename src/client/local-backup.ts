@@ -9,7 +9,7 @@ import type { FixedIndex } from "../format/fixed-index.ts";
 import { DIGEST_SIZE } from "../format/magic.ts";
 import { encodeManifest } from "../format/manifest.ts";
 import { type SnapshotRef, formatSnapshot, formatTime } from "../format/names.ts";
-import type { BackupSession, SessionRequest } from "./backup.ts";
+import type { BackupSession, SessionRequest } from "./backup-session.ts";
 
 export async function openLocalBackup(store: Datastore, req: SessionRequest): Promise<BackupSession> {
   const { ns, group } = req;
