@@ -176,3 +176,18 @@ void test("a cycle is found and the import from the lower file named", () => {
   assert.equal(cycles([edge("a.ts", "a.ts")]).length, 1);
   assert.deepEqual(cycles([edge("a.ts", "b.ts"), edge("b.ts", "c.ts")]), []);
 });
+
+void test("writeFileAtomic and fsyncDir are defined once, in src/sys/atomic-write.ts, and imported from there", () => {
+  const files = fs.readdirSync(SRC, { recursive: true, encoding: "utf8" }).filter((f) => f.endsWith(".ts") && !f.endsWith(".test.ts"));
+  const wrong: string[] = [];
+  for (const file of files) {
+    const text = fs.readFileSync(path.join(SRC, file), "utf8");
+    for (const m of text.matchAll(/\bfunction\s+(writeFileAtomic|fsyncDir)\b|\bexport\s*\{[^}]*\b(writeFileAtomic|fsyncDir)\b[^}]*\}/g)) {
+      if (file !== "sys/atomic-write.ts") wrong.push(`src/${file}: ${m[0].replace(/\s+/g, " ")} (import it from src/sys/atomic-write.ts instead)`);
+    }
+  }
+  for (const { from, to, line, names } of imports()) {
+    if (/\b(writeFileAtomic|fsyncDir)\b/.test(names) && to !== "sys/atomic-write.ts") wrong.push(`src/${from}:${line} imports ${names} from src/${to}, not src/sys/atomic-write.ts`);
+  }
+  assert.deepEqual(wrong, []);
+});

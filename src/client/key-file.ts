@@ -9,6 +9,7 @@ import zlib from "node:zlib";
 import { z } from "zod";
 import { GordeError, invalid } from "../errors.ts";
 import { MASTER_KEY_SIZE, deriveChunkKey, type ChunkKey } from "../format/crypt.ts";
+import { fsyncDir } from "../sys/atomic-write.ts";
 
 export interface ScryptParams {
   readonly n: number;
@@ -171,15 +172,6 @@ async function readKeyFile(file: string): Promise<{ content: Buffer; data: KeyFi
 
 function serialize(data: KeyFileData): Buffer {
   return Buffer.from(JSON.stringify(data, null, 2) + "\n");
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fsp.open(dir, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
 
 /**

@@ -2,11 +2,11 @@
 // (docs/format.md, "Chunk store"). Inserts are atomic: temp file, fdatasync, rename.
 // An existing chunk is never rewritten; the digest names the content.
 import fs from "node:fs";
-import fsp from "node:fs/promises";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { GordeError } from "../errors.ts";
 import { SHARD_HEX, magicKind } from "../format/magic.ts";
+import { fsyncDir } from "../sys/atomic-write.ts";
 import { flock, syncfs } from "../sys/posix.ts";
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -231,13 +231,4 @@ function storeError(err: unknown, hex: string): Error {
     return new GordeError("io", `the datastore is full: chunk ${hex.slice(0, 16)}… could not be written.`, { cause: err });
   }
   return err as Error;
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fsp.open(dir, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
