@@ -3,7 +3,7 @@
 // every error into one status code and a one-sentence message.
 import type http2 from "node:http2";
 import type { z } from "zod";
-import { GordeError, type ErrorCode } from "../errors.ts";
+import { GordeError, type ErrorCode, systemCode } from "../errors.ts";
 import type { Route } from "../api/routes.ts";
 
 export class HttpError extends Error {
@@ -30,7 +30,7 @@ const STATUS: Record<ErrorCode, number> = {
 export function errorStatus(err: unknown): { status: number; message: string; code?: ErrorCode } {
   if (err instanceof HttpError) return { status: err.status, message: err.message };
   if (err instanceof GordeError) {
-    if (/ENOSPC|no space left/i.test(err.message)) return { status: 507, message: "the datastore is out of space; the backup was not stored.", code: "io" };
+    if (systemCode(err) === "ENOSPC") return { status: 507, message: "the datastore is out of space; the backup was not stored.", code: "io" };
     return { status: STATUS[err.code], message: err.message, code: err.code };
   }
   const e = err as NodeJS.ErrnoException;
