@@ -11,6 +11,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { writeFileAtomic } from "../sys/atomic-write.ts";
 import { GordeError } from "../errors.ts";
+import { firstIssue } from "../schema-issue.ts";
 import {
   type AclEntry,
   type Privilege,
@@ -215,9 +216,8 @@ async function readState<T>(file: string, schema: z.ZodType<T>, what: string): P
   }
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const where = issue ? `${issue.path.join(".") || "(root)"}: ${issue.message}` : "invalid";
-    throw new GordeError("invalid", `${file} is not a valid ${what} file: ${where}.`);
+    const { path: at, message } = firstIssue(parsed.error);
+    throw new GordeError("invalid", `${file} is not a valid ${what} file: ${at || "(root)"}: ${message}.`);
   }
   return parsed.data;
 }

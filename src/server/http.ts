@@ -4,6 +4,7 @@
 import type http2 from "node:http2";
 import type { z } from "zod";
 import { GordeError, type ErrorCode, systemCode } from "../errors.ts";
+import { issueSentence } from "../schema-issue.ts";
 import type { Route } from "../api/routes.ts";
 
 export class HttpError extends Error {
@@ -88,9 +89,7 @@ export function matchRoute(
 export function validate<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
   const r = schema.safeParse(value);
   if (r.success) return r.data;
-  const issue = r.error.issues[0]!;
-  const field = issue.path.length > 0 ? ` ${issue.path.join(".")}` : "";
-  throw new HttpError(400, `${what}${field} is invalid: ${issue.message.replace(/\.$/, "")}.`);
+  throw new HttpError(400, issueSentence(r.error, what));
 }
 
 /** Reads a request body of at most `limit` bytes; a larger one (declared or sent) is 413. */
