@@ -9,6 +9,10 @@ import { SHARD_HEX, magicKind } from "../format/magic.ts";
 import { fsyncDir } from "../sys/atomic-write.ts";
 import { flock, syncfs } from "../sys/posix.ts";
 
+/** Directory sync: shard directories fsynced at once; above SYNCFS_ABOVE of them, one syncfs instead. */
+const FSYNC_AT_ONCE = 16;
+const SYNCFS_ABOVE = 32;
+
 const HEX64 = /^[0-9a-f]{64}$/;
 
 export class ChunkStore {
@@ -87,7 +91,7 @@ export class ChunkStore {
   async sync(): Promise<void> {
     const dirs = [...this.dirty];
     this.dirty.clear();
-    if (dirs.length > 32) {
+    if (dirs.length > SYNCFS_ABOVE) {
       const fd = fs.openSync(this.dir, "r");
       try {
         syncfs(fd);
@@ -96,8 +100,8 @@ export class ChunkStore {
       }
       return;
     }
-    for (let i = 0; i < dirs.length; i += 16) {
-      await Promise.all(dirs.slice(i, i + 16).map((d) => fsyncDir(d)));
+    for (let i = 0; i < dirs.length; i += FSYNC_AT_ONCE) {
+      await Promise.all(dirs.slice(i, i + FSYNC_AT_ONCE).map((d) => fsyncDir(d)));
     }
     if (dirs.length > 0) await fsyncDir(this.dir); // new shard directories
   }
