@@ -40,3 +40,15 @@ export function invalid(message: string, cause?: unknown): GordeError {
 export function corrupt(message: string, cause?: unknown): GordeError {
   return new GordeError("corrupt", message, { cause });
 }
+
+/**
+ * The code of the failed system call (ENOSPC, ENOENT, …) behind `err`: its own, or its
+ * cause's when gorde wrapped it. Callers branch on this, never on a message's words.
+ */
+export function systemCode(err: unknown): string | undefined {
+  for (let e = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (!(e instanceof GordeError) && typeof code === "string" && /^E[A-Z0-9]+$/.test(code)) return code;
+  }
+  return undefined;
+}

@@ -4,6 +4,7 @@
 // disk. Unknown keys are refused: a typo must not silently change a guest.
 import { z } from "zod";
 import { GordeError } from "../errors.ts";
+import { firstIssue, issueSentence } from "../schema-issue.ts";
 
 const diskName = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/, "a disk name of letters, digits, '.', '_' or '-'");
 
@@ -42,12 +43,11 @@ export type VmGuestConfig = z.infer<typeof VmConfigSchema>;
 export function parseGuestConfig(raw: unknown, what = "guest configuration"): GuestConfig {
   const r = GuestConfigSchema.safeParse(raw);
   if (r.success) return r.data;
-  const issue = r.error.issues[0]!;
+  const { issue } = firstIssue(r.error);
   if (issue.code === "unrecognized_keys") throw new GordeError("invalid", `${what} has an unknown key ${issue.keys.map((k) => JSON.stringify(k)).join(", ")}.`);
   if (issue.code === "invalid_key") {
     const key = issue.path.at(-1);
     throw new GordeError("invalid", `${what} ${issue.path.slice(0, -1).join(".")} has an invalid name ${JSON.stringify(key)}.`);
   }
-  const where = issue.path.length ? ` ${issue.path.join(".")}` : "";
-  throw new GordeError("invalid", `${what}${where} is invalid: ${issue.message.replace(/\.$/, "")}.`);
+  throw new GordeError("invalid", issueSentence(r.error, what));
 }

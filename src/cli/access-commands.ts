@@ -5,7 +5,7 @@ import { GordeError } from "../errors.ts";
 import { RemoteRepository } from "../client/remote.ts";
 import { REMOTE_NAME_RE, formatGroup, parseGroup, parseNamespace, parseTimeOption } from "../format/names.ts";
 import { formatBytes } from "./progress-bar.ts";
-import type { Command, CommandContext } from "./commands.ts";
+import type { Command, CommandContext } from "./command.ts";
 
 const common = { json: { type: "boolean" }, fingerprint: { type: "string" } } as const;
 

@@ -1,5 +1,4 @@
 // One function per command: parse, validate, one library call, print.
-import type { ParseArgsOptionsConfig } from "node:util";
 import { GordeError } from "../errors.ts";
 import { type BackupOptions, backup, runBackup } from "../client/backup.ts";
 import { loadMasterKey } from "../client/key-file.ts";
@@ -21,25 +20,12 @@ import type { TreeEntry } from "../format/tree-entry.ts";
 import { runDemo } from "./demo.ts";
 import { keyCommand } from "./key-command.ts";
 import { nextElapse, parseCalendarEvent } from "../schedule/calendar-event.ts";
-import { parseRate } from "../format/units.ts";
 import { ACCESS_COMMANDS } from "./access-commands.ts";
 import { serverCommand } from "./server-command.ts";
 import { guestCommand, nodeCommand } from "./node-command.ts";
 import { planCommand } from "./plan-command.ts";
 import { formatBytes, progressBar, taskProgress } from "./progress-bar.ts";
-
-export interface CommandContext {
-  values: Record<string, string | boolean | string[] | undefined>;
-  positionals: string[];
-  signal: AbortSignal;
-  out(s: string): void;
-  err(s: string): void;
-}
-
-export interface Command {
-  options: ParseArgsOptionsConfig;
-  run(ctx: CommandContext): Promise<number | void>;
-}
+import { type Command, type CommandContext, int, str, withRepo } from "./command.ts";
 
 const json = { json: { type: "boolean" } } as const;
 const ns = { ns: { type: "string" } } as const;
@@ -50,72 +36,15 @@ function args(ctx: CommandContext, min: number, max: number, usage: string): str
   return p;
 }
 
-export function str(ctx: CommandContext, name: string): string | undefined {
-  const v = ctx.values[name];
-  return typeof v === "string" ? v : undefined;
-}
-
-export function int(ctx: CommandContext, name: string): number | undefined {
-  const v = str(ctx, name);
-  if (v === undefined) return undefined;
-  if (!/^\d+$/.test(v)) throw new GordeError("usage", `--${name} takes a non-negative whole number, not "${v}".`);
-  return Number(v);
-}
-
-/** Resolves when the command is interrupted (SIGINT, SIGTERM): daemons run until then. */
-export function untilAborted(signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    signal.addEventListener("abort", () => resolve(), { once: true });
-  });
-}
-
 function printJson(ctx: CommandContext, v: unknown): void {
   ctx.out(JSON.stringify(v, null, 2) + "\n");
 }
-
-/** A repository: a local datastore directory or a datastore on a server. */
-export type Repo = { kind: "local"; store: Datastore } | { kind: "remote"; remote: RemoteRepository };
 
 /** Options of every command that may reach a server. */
 export const remoteOptions = {
   fingerprint: { type: "string" },
   rate: { type: "string" },
 } as const;
-
-export function isRemote(repo: string): boolean {
-  return /^https?:\/\//.test(repo);
-}
-
-/** Opens a repository for `fn` and closes it afterwards. */
-export async function withRepo<T>(ctx: CommandContext, repo: string, fn: (r: Repo) => Promise<T>): Promise<T> {
-  if (isRemote(repo)) {
-    const remote = await RemoteRepository.connect(repo, {
-      secret: process.env.GORDE_PASSWORD,
-      fingerprint: str(ctx, "fingerprint") ?? process.env.GORDE_FINGERPRINT,
-      rate: rate(ctx),
-      signal: ctx.signal,
-    });
-    try {
-      return await fn({ kind: "remote", remote });
-    } finally {
-      remote.close();
-    }
-  }
-  if (str(ctx, "fingerprint") !== undefined) throw new GordeError("usage", "--fingerprint applies to https:// repositories only.");
-  const store = await Datastore.open(repo);
-  try {
-    return await fn({ kind: "local", store });
-  } finally {
-    store.close();
-  }
-}
-
-/** `--rate 10M`: bytes per second with an optional K, M or G (powers of 1024). */
-function rate(ctx: CommandContext): number | undefined {
-  const v = str(ctx, "rate");
-  return v === undefined ? undefined : parseRate(v);
-}
 
 /** The key of `--keyfile`, opened with GORDE_KEY_PASSPHRASE. */
 async function keyOption(ctx: CommandContext): Promise<BackupOptions["key"]> {

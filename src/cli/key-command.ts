@@ -4,7 +4,7 @@
 import fsp from "node:fs/promises";
 import { GordeError } from "../errors.ts";
 import { changePassphrase, createKeyFile, importKeyFile, keyInfo, paperKey, parsePaperKey } from "../client/key-file.ts";
-import type { CommandContext } from "./commands.ts";
+import type { CommandContext } from "./command.ts";
 
 const USAGE = "usage: gorde key create|info|passwd|paper|import ...";
 const PASSPHRASE_ENV = "GORDE_KEY_PASSPHRASE";

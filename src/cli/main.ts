@@ -5,7 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { GordeError, type ErrorCode } from "../errors.ts";
-import type { CommandContext } from "./commands.ts";
+import type { CommandContext } from "./command.ts";
 
 process.env.UV_THREADPOOL_SIZE ??= "8"; // directory scans and small reads in parallel
 // Cache the compiled sources: besides a faster start, a process (and each worker thread)

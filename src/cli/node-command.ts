@@ -8,7 +8,7 @@ import { GordeError } from "../errors.ts";
 import { loadNodeConfig } from "../node/node-config.ts";
 import { startNode } from "../node/node-server.ts";
 import { parseListen } from "./server-command.ts";
-import { type Command, int, str, untilAborted } from "./commands.ts";
+import { type Command, int, str, untilAborted } from "./command.ts";
 
 export const nodeCommand: Command = {
   options: { config: { type: "string" }, listen: { type: "string" } },

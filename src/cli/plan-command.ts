@@ -11,7 +11,7 @@ import { GordeError } from "../errors.ts";
 import { nextElapse } from "../schedule/calendar-event.ts";
 import { type Plan, keepOptions, parsePlan } from "../schedule/plan.ts";
 import { NodeClient } from "../client/node-client.ts";
-import { type Command, type CommandContext, int, str, withRepo } from "./commands.ts";
+import { type Command, type CommandContext, int, str, withRepo } from "./command.ts";
 
 interface GuestCheck {
   guest: number;

@@ -2,8 +2,9 @@
 import fs from "node:fs";
 import { z } from "zod";
 import { GordeError } from "../errors.ts";
+import { firstIssue } from "../schema-issue.ts";
 import { DEFAULT_PORT, startServer } from "../server/server.ts";
-import { type Command, untilAborted } from "./commands.ts";
+import { type Command, untilAborted } from "./command.ts";
 
 const ConfigSchema = z.strictObject({
   listen: z.string().optional(),
@@ -28,8 +29,8 @@ function loadConfig(file: string): z.infer<typeof ConfigSchema> {
   }
   const r = ConfigSchema.safeParse(raw);
   if (!r.success) {
-    const i = r.error.issues[0]!;
-    throw new GordeError("usage", `config file ${file}: ${i.path.join(".") || "top level"}: ${i.message.replace(/\.$/, "")}.`);
+    const { path: at, message } = firstIssue(r.error);
+    throw new GordeError("usage", `config file ${file}: ${at || "top level"}: ${message}.`);
   }
   return r.data;
 }

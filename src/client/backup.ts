@@ -3,21 +3,21 @@
 import os from "node:os";
 import { GordeError } from "../errors.ts";
 import { ChunkPool } from "../datastore/chunk-pool.ts";
-import { type ChunkLoader, ChunkReader } from "../datastore/chunk-reader.ts";
-import type { ArchiveIndexes } from "../datastore/snapshot-indexes.ts";
+import { ChunkReader } from "../datastore/chunk-reader.ts";
 import { DEFAULT_ZSTD_LEVEL } from "../format/blob.ts";
 import type { ChunkKey } from "../format/crypt.ts";
 import { encodeDynamicIndex } from "../format/dynamic-index.ts";
-import { type FixedIndex, encodeFixedIndex, isValidFixedChunkSize } from "../format/fixed-index.ts";
+import { encodeFixedIndex, isValidFixedChunkSize } from "../format/fixed-index.ts";
 import { FORMAT_VERSION } from "../format/magic.ts";
 import { type ArchiveEntry, MAX_LOG_LINES, type Manifest, sha256Hex } from "../format/manifest.ts";
-import { type Group, type SnapshotRef, formatSnapshot, parseArchiveName } from "../format/names.ts";
-import { ChunkWriter, type ChunkTarget, type WriteStats } from "./chunk-writer.ts";
+import { type Group, formatSnapshot, parseArchiveName } from "../format/names.ts";
+import { ChunkWriter, type WriteStats } from "./chunk-writer.ts";
 import { type BlockReader, DEFAULT_IMAGE_CHUNK_SIZE, backupImage } from "./image-archive.ts";
 import type { ProgressFn } from "./progress.ts";
 import { type TreeOptions, backupTree } from "./tree-archive.ts";
 import type { Datastore } from "../datastore/datastore.ts";
 import { openLocalBackup } from "./local-backup.ts";
+import type { BackupSession, SessionRequest } from "./backup-session.ts";
 
 export interface BackupSource {
   archive: string;
@@ -57,35 +57,6 @@ export interface BackupResult {
   archives: { name: string; kind: "img" | "tree"; size: number; readChunks?: number; dirtyChunks?: number | null }[];
   stats: WriteStats;
   durationMs: number;
-}
-
-/**
- * A snapshot being written: the group is locked, the snapshot is invisible until
- * `finish`, and `abort` (or a dropped connection) leaves nothing behind.
- */
-export interface BackupSession {
-  readonly ref: SnapshotRef;
-  /** the snapshot the backup is incremental to: finished, not failed verification */
-  readonly base: { name: string; manifest: Manifest } | null;
-  readonly target: ChunkTarget;
-  /** chunk directory the workers write into; null when chunks are uploaded */
-  readonly chunkDir: string | null;
-  baseIndexes(archive: string): Promise<ArchiveIndexes | undefined>;
-  /** reads chunks of the base snapshot (a file archive's previous entries) */
-  baseLoader(pool: ChunkPool): ChunkLoader;
-  /** every chunk of a reused index is still stored */
-  allStored(index: FixedIndex): Promise<boolean>;
-  writeIndex(file: string, bytes: Buffer): Promise<void>;
-  finish(manifest: Manifest): Promise<void>;
-  abort(): Promise<void>;
-}
-
-export interface SessionRequest {
-  ns: string[];
-  group: Group;
-  time?: number;
-  startedMs: number;
-  keyFingerprint: string | null;
 }
 
 /** Checks the options that do not depend on the target. */

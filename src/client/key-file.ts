@@ -8,7 +8,9 @@ import path from "node:path";
 import zlib from "node:zlib";
 import { z } from "zod";
 import { GordeError, invalid } from "../errors.ts";
+import { firstIssue } from "../schema-issue.ts";
 import { MASTER_KEY_SIZE, deriveChunkKey, type ChunkKey } from "../format/crypt.ts";
+import { fsyncDir } from "../sys/atomic-write.ts";
 
 export interface ScryptParams {
   readonly n: number;
@@ -119,11 +121,6 @@ async function openKey(data: KeyFileData, passphrase: string, what: string): Pro
   return { master, key };
 }
 
-function describeIssue(issue: z.core.$ZodIssue): string {
-  const where = issue.path.map(String).join(".");
-  return where ? `member ${where}: ${issue.message}` : issue.message;
-}
-
 function parseKeyFile(content: Uint8Array, what: string): KeyFileData {
   let json: unknown;
   try {
@@ -133,8 +130,8 @@ function parseKeyFile(content: Uint8Array, what: string): KeyFileData {
   }
   const parsed = KeyFileSchema.safeParse(json);
   if (!parsed.success) {
-    const first = parsed.error.issues[0];
-    throw invalid(`${what} is malformed (${first ? describeIssue(first) : "unknown problem"}).`);
+    const { path: at, message } = firstIssue(parsed.error);
+    throw invalid(`${what} is malformed (${at ? `member ${at}: ${message}` : message}).`);
   }
   return parsed.data;
 }
@@ -171,15 +168,6 @@ async function readKeyFile(file: string): Promise<{ content: Buffer; data: KeyFi
 
 function serialize(data: KeyFileData): Buffer {
   return Buffer.from(JSON.stringify(data, null, 2) + "\n");
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fsp.open(dir, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
 
 /**

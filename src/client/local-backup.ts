@@ -3,13 +3,14 @@
 import fsp from "node:fs/promises";
 import path from "node:path";
 import { GordeError } from "../errors.ts";
-import { type Datastore, type Lock, MANIFEST_FILE, lockDir, writeFileAtomic } from "../datastore/datastore.ts";
+import { type Datastore, type Lock, MANIFEST_FILE, lockDir } from "../datastore/datastore.ts";
+import { writeFileAtomic } from "../sys/atomic-write.ts";
 import { loadArchiveIndexes } from "../datastore/snapshot-indexes.ts";
 import type { FixedIndex } from "../format/fixed-index.ts";
 import { DIGEST_SIZE } from "../format/magic.ts";
 import { encodeManifest } from "../format/manifest.ts";
 import { type SnapshotRef, formatSnapshot, formatTime } from "../format/names.ts";
-import type { BackupSession, SessionRequest } from "./backup.ts";
+import type { BackupSession, SessionRequest } from "./backup-session.ts";
 
 export async function openLocalBackup(store: Datastore, req: SessionRequest): Promise<BackupSession> {
   const { ns, group } = req;

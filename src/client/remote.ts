@@ -12,7 +12,7 @@ import type { ChunkPool } from "../datastore/chunk-pool.ts";
 import { readArchiveIndexes } from "../datastore/snapshot-indexes.ts";
 import { type Manifest, ManifestSchema } from "../format/manifest.ts";
 import { type Group, formatGroup, parseSnapshotRef } from "../format/names.ts";
-import type { BackupSession, SessionRequest } from "./backup.ts";
+import type { BackupSession, SessionRequest } from "./backup-session.ts";
 import type { SnapshotReader } from "./restore.ts";
 
 export interface RemoteOptions {

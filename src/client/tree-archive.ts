@@ -406,7 +406,7 @@ class Prefetcher {
       batch.forEach((w, i) => {
         const p = read.then((datas) => {
           const d = datas[i]!;
-          if (typeof d === "string") throw new GordeError("io", `cannot read ${w.abs.toString()}: ${d.replace(/\.$/, "")}.`);
+          if (d instanceof GordeError) throw new GordeError("io", `cannot read ${w.abs.toString()}: ${d.message.replace(/\.$/, "")}.`, { cause: d });
           return d;
         });
         p.catch(() => undefined);

@@ -39,9 +39,25 @@ export type WorkerReply =
   | { id: number; op: "storeBatch"; results: StoreResult[]; body: ArrayBuffer }
   | { id: number; op: "commit" }
   | { id: number; op: "check"; encrypted: boolean }
-  | { id: number; op: "files"; datas: (ArrayBuffer | string)[] }
+  | { id: number; op: "files"; datas: (ArrayBuffer | WorkerError)[] }
   | { id: number; op: "decode"; data: ArrayBuffer }
-  | { id: number; op: "error"; code: string; message: string };
+  | ({ id: number; op: "error" } & WorkerError);
+
+/**
+ * A failure as it crosses from a worker thread: gorde's code (a system error is "io"),
+ * the sentence, and the code of the failed system call (ENOSPC, ENOENT, …) if one failed.
+ * The receiving side branches on the codes, never on the sentence.
+ */
+export interface WorkerError {
+  code: ErrorCode;
+  message: string;
+  errno?: string;
+}
+
+/** The error a worker reported, as a GordeError whose cause carries the system call's code. */
+export function fromWorker(e: WorkerError): GordeError {
+  return new GordeError(e.code, e.message, e.errno === undefined ? undefined : { cause: Object.assign(new Error(e.message), { code: e.errno }) });
+}
 
 export interface Encoded {
   hex: string;
@@ -67,7 +83,7 @@ export interface StoredChunk {
 }
 
 /** One record of a batch: stored, or the error that refused it. */
-export type StoreResult = StoredChunk | { error: { code: string; message: string } };
+export type StoreResult = StoredChunk | { error: WorkerError };
 
 /** `size`: the plain size, when the blob could be decoded (not encrypted). */
 export type Stored = StoredChunk;
@@ -101,7 +117,7 @@ export class ChunkPool {
     if (!p) return;
     this.pending.delete(r.id);
     this.busy[p.worker]!--;
-    if (r.op === "error") p.reject(new GordeError(r.code as ErrorCode, r.message));
+    if (r.op === "error") p.reject(fromWorker(r));
     else p.resolve(r);
   }
 
@@ -195,7 +211,7 @@ export class ChunkPool {
     const r = await this.call({ id: this.nextId++, op: "storeBatch", body, records, encrypted }, [body]);
     if (r.op !== "storeBatch") throw new Error("unexpected worker reply");
     return {
-      results: r.results.map((x) => ("error" in x ? new GordeError(x.error.code as ErrorCode, x.error.message) : x)),
+      results: r.results.map((x) => ("error" in x ? fromWorker(x.error) : x)),
       body: r.body,
     };
   }
@@ -208,12 +224,12 @@ export class ChunkPool {
   /**
    * Reads whole files (never through a symlink) in a worker: for many small files,
    * blocking reads there cost far less than asynchronous ones on the main thread.
-   * Each result is the content, or the error message for that file.
+   * Each result is the content, or the error that file gave (`systemCode` tells ENOENT).
    */
-  async readFiles(paths: Uint8Array[]): Promise<(Buffer | string)[]> {
+  async readFiles(paths: Uint8Array[]): Promise<(Buffer | GordeError)[]> {
     const r = await this.call({ id: this.nextId++, op: "readFiles", paths }, []);
     if (r.op !== "files") throw new Error("unexpected worker reply");
-    return r.datas.map((d) => (typeof d === "string" ? d : Buffer.from(d)));
+    return r.datas.map((d) => (d instanceof ArrayBuffer ? Buffer.from(d) : fromWorker(d)));
   }
 
   /** Reads, decodes and checks a stored chunk. */

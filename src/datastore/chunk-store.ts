@@ -2,12 +2,16 @@
 // (docs/format.md, "Chunk store"). Inserts are atomic: temp file, fdatasync, rename.
 // An existing chunk is never rewritten; the digest names the content.
 import fs from "node:fs";
-import fsp from "node:fs/promises";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { GordeError } from "../errors.ts";
 import { SHARD_HEX, magicKind } from "../format/magic.ts";
+import { fsyncDir } from "../sys/atomic-write.ts";
 import { flock, syncfs } from "../sys/posix.ts";
+
+/** Directory sync: shard directories fsynced at once; above SYNCFS_ABOVE of them, one syncfs instead. */
+const FSYNC_AT_ONCE = 16;
+const SYNCFS_ABOVE = 32;
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
@@ -87,7 +91,7 @@ export class ChunkStore {
   async sync(): Promise<void> {
     const dirs = [...this.dirty];
     this.dirty.clear();
-    if (dirs.length > 32) {
+    if (dirs.length > SYNCFS_ABOVE) {
       const fd = fs.openSync(this.dir, "r");
       try {
         syncfs(fd);
@@ -96,8 +100,8 @@ export class ChunkStore {
       }
       return;
     }
-    for (let i = 0; i < dirs.length; i += 16) {
-      await Promise.all(dirs.slice(i, i + 16).map((d) => fsyncDir(d)));
+    for (let i = 0; i < dirs.length; i += FSYNC_AT_ONCE) {
+      await Promise.all(dirs.slice(i, i + FSYNC_AT_ONCE).map((d) => fsyncDir(d)));
     }
     if (dirs.length > 0) await fsyncDir(this.dir); // new shard directories
   }
@@ -231,13 +235,4 @@ function storeError(err: unknown, hex: string): Error {
     return new GordeError("io", `the datastore is full: chunk ${hex.slice(0, 16)}… could not be written.`, { cause: err });
   }
   return err as Error;
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fsp.open(dir, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }

@@ -15,7 +15,8 @@ import { checkBlob, decodeBlob, encodeBlob } from "../format/blob.ts";
 import { type ChunkKey, deriveChunkKey, keyedDigest } from "../format/crypt.ts";
 import { SHARD_HEX } from "../format/magic.ts";
 import { mallocTrim } from "../sys/posix.ts";
-import type { StoreResult, StoredChunk, WorkerReply, WorkerRequest } from "./chunk-pool.ts";
+import { type ErrorCode, GordeError, systemCode } from "../errors.ts";
+import type { StoreResult, StoredChunk, WorkerError, WorkerReply, WorkerRequest } from "./chunk-pool.ts";
 import { commitChunks, readChunkFile, storedKindAt, writeChunkTemp } from "./chunk-store.ts";
 
 let chunkDir: string | null = null;
@@ -65,7 +66,7 @@ function needDir(): string {
 function decodeChecked(blob: Buffer, hex: string): Buffer {
   const data = decodeBlob(blob, `chunk ${hex}`, undefined, key);
   if (digestHex(data) !== hex) {
-    throw Object.assign(new Error(`chunk ${hex} does not match its digest.`), { code: "corrupt" });
+    throw new GordeError("corrupt", `chunk ${hex} does not match its digest.`);
   }
   account(data.length);
   return data;
@@ -94,6 +95,20 @@ function readWhole(file: Buffer): Buffer {
   }
 }
 
+/**
+ * A thrown error as it crosses to the main thread: gorde's own codes pass through; a
+ * failed system call (ENOSPC, EIO, …) is an I/O failure that keeps its errno.
+ */
+function toWorkerError(err: unknown): WorkerError {
+  const e = err as { code?: unknown; message?: unknown };
+  const message = typeof e?.message === "string" ? e.message : String(err);
+  const code: ErrorCode = PASSED.has(e?.code as ErrorCode) ? (e.code as ErrorCode) : "io";
+  const errno = code === "io" && !(err instanceof GordeError) ? systemCode(err) : undefined;
+  return errno === undefined ? { code, message } : { code, message, errno };
+}
+
+const PASSED = new Set<ErrorCode>(["corrupt", "unsupported", "invalid"]);
+
 function transferable(b: Buffer): ArrayBuffer {
   return b.byteOffset === 0 && b.buffer.byteLength === b.length
     ? (b.buffer as ArrayBuffer)
@@ -115,20 +130,17 @@ function storeOne(blob: Buffer, hex: string, declared: number | null, expectEncr
   const what = `chunk ${hex}`;
   const { encrypted } = checkBlob(blob, what);
   if (expectEncrypted !== null && encrypted !== expectEncrypted) {
-    throw Object.assign(
-      new Error(`${what} is ${encrypted ? "encrypted" : "not encrypted"} but the backup was opened ${expectEncrypted ? "with" : "without"} a key.`),
-      { code: "invalid" },
-    );
+    throw new GordeError("invalid", `${what} is ${encrypted ? "encrypted" : "not encrypted"} but the backup was opened ${expectEncrypted ? "with" : "without"} a key.`);
   }
   let size: number | null = null;
   if (!encrypted) {
     // The server has no key: it checks what it can, the digest of plain chunks.
     const data = decodeBlob(blob, what);
     if (createHash("sha256").update(data).digest("hex") !== hex) {
-      throw Object.assign(new Error(`${what} does not match its digest.`), { code: "invalid" });
+      throw new GordeError("invalid", `${what} does not match its digest.`);
     }
     if (declared !== null && data.length !== declared) {
-      throw Object.assign(new Error(`${what} has ${data.length} bytes, not the ${declared} it was declared with.`), { code: "invalid" });
+      throw new GordeError("invalid", `${what} has ${data.length} bytes, not the ${declared} it was declared with.`);
     }
     size = data.length;
     account(data.length);
@@ -193,8 +205,7 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
         try {
           return storeOne(body.subarray(rec.offset, rec.offset + rec.length), rec.hex, rec.size, msg.encrypted, written);
         } catch (err) {
-          const e = err as { code?: string; message: string };
-          return { error: { code: e.code === "corrupt" || e.code === "unsupported" || e.code === "invalid" ? e.code : "io", message: e.message } };
+          return { error: toWorkerError(err) };
         }
       });
       return { reply: { id: msg.id, op: "storeBatch", results, body: msg.body }, transfer: [msg.body] };
@@ -204,7 +215,7 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
       return { reply: { id: msg.id, op: "commit" }, transfer: [] };
     }
     case "readFiles": {
-      const datas: (ArrayBuffer | string)[] = [];
+      const datas: (ArrayBuffer | WorkerError)[] = [];
       const transfer: ArrayBuffer[] = [];
       for (const p of msg.paths) {
         try {
@@ -213,7 +224,7 @@ function handle(msg: WorkerRequest): { reply: WorkerReply; transfer: ArrayBuffer
           datas.push(ab);
           transfer.push(ab);
         } catch (err) {
-          datas.push((err as Error).message);
+          datas.push(toWorkerError(err));
         }
       }
       return { reply: { id: msg.id, op: "files", datas }, transfer };
@@ -242,9 +253,6 @@ parentPort!.on("message", (msg: WorkerRequest) => {
     const { reply, transfer } = handle(msg);
     parentPort!.postMessage(reply, transfer);
   } catch (err) {
-    const e = err as { code?: string; message: string };
-    // gorde's own codes pass through; system errors (ENOSPC, EIO, …) are I/O failures.
-    const code = e.code === "corrupt" || e.code === "unsupported" || e.code === "invalid" ? e.code : "io";
-    parentPort!.postMessage({ id: msg.id, op: "error", code, message: e.message } satisfies WorkerReply);
+    parentPort!.postMessage({ id: msg.id, op: "error", ...toWorkerError(err) } satisfies WorkerReply);
   }
 });

@@ -21,9 +21,7 @@ import {
 } from "../format/names.ts";
 import { flock } from "../sys/posix.ts";
 import { ChunkStore } from "./chunk-store.ts";
-import { fsyncDir, writeFileAtomic } from "../sys/atomic-write.ts";
-
-export { fsyncDir, writeFileAtomic };
+import { writeFileAtomic } from "../sys/atomic-write.ts";
 
 export const MARKER_FILE = ".gorde-datastore";
 export const MANIFEST_FILE = "manifest.json";

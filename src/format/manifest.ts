@@ -3,6 +3,7 @@
 import { createHash } from "node:crypto";
 import { z } from "zod";
 import { GordeError, corrupt } from "../errors.ts";
+import { firstIssue } from "../schema-issue.ts";
 import { FORMAT_VERSION } from "./magic.ts";
 
 /** lines of a backup's log kept in its manifest */
@@ -91,8 +92,8 @@ export function decodeManifest(buf: Buffer, what = "manifest"): Manifest {
   }
   const parsed = ManifestSchema.safeParse(raw);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw corrupt(`${what} is malformed: ${issue ? `${issue.path.join(".") || "(root)"}: ${issue.message}` : "invalid"}.`);
+    const { path: at, message } = firstIssue(parsed.error);
+    throw corrupt(`${what} is malformed: ${at || "(root)"}: ${message}.`);
   }
   return parsed.data;
 }

@@ -3,7 +3,7 @@
 // node; prune, GC, verify and sync on the backup server).
 import fsp from "node:fs/promises";
 import os from "node:os";
-import { writeFileAtomic } from "../datastore/datastore.ts";
+import { writeFileAtomic } from "../sys/atomic-write.ts";
 import { type Plan, type PlanJob, parsePlan } from "../schedule/plan.ts";
 import { busyReason, readLoad } from "../schedule/window.ts";
 import { type JobRunner, Scheduler, planNotifier } from "./scheduler.ts";

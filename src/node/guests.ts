@@ -8,7 +8,7 @@ import { type GuestConfig, parseGuestConfig } from "../api/guest-config.ts";
 import type { BackupMode, CreateGuest, GuestBackupResult, GuestStatus, RestoreGuest } from "../api/node-routes.ts";
 import { restoreArchive } from "../client/restore.ts";
 import type { RemoteRepository } from "../client/remote.ts";
-import { writeFileAtomic } from "../datastore/datastore.ts";
+import { writeFileAtomic } from "../sys/atomic-write.ts";
 import { GordeError } from "../errors.ts";
 import { parseSnapshotRef } from "../format/names.ts";
 import { type BitmapRecord, backupRunningCt, backupRunningVm, backupStoppedGuest, summary } from "./guest-backup.ts";

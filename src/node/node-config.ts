@@ -5,6 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { z } from "zod";
 import { GordeError } from "../errors.ts";
+import { firstIssue } from "../schema-issue.ts";
 
 export const DEFAULT_NODE_PORT = 8006;
 
@@ -36,9 +37,9 @@ export function loadNodeConfig(file: string): NodeConfig {
   }
   const r = NodeConfigSchema.safeParse(raw);
   if (!r.success) {
-    const i = r.error.issues[0]!;
+    const { issue: i, path: at, message } = firstIssue(r.error);
     if (i.code === "unrecognized_keys") throw new GordeError("usage", `node config ${file} has an unknown key ${i.keys.map((k) => JSON.stringify([...i.path, k].join("."))).join(", ")}.`);
-    throw new GordeError("usage", `node config ${file}: ${i.path.join(".") || "top level"} is invalid: ${i.message.replace(/\.$/, "")}.`);
+    throw new GordeError("usage", `node config ${file}: ${at || "top level"} is invalid: ${message}.`);
   }
   return { ...r.data, dataDir: path.resolve(r.data.dataDir) };
 }

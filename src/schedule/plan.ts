@@ -6,6 +6,7 @@ import { LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
 import { GordeError } from "../errors.ts";
 import { REMOTE_NAME_RE, remoteNameProblem } from "../format/names.ts";
+import { firstIssue } from "../schema-issue.ts";
 import { parseRate } from "../format/units.ts";
 import { type CalendarEvent, nextElapse, parseCalendarEvent } from "./calendar-event.ts";
 import { type Window, parseWindow, windowOpen } from "./window.ts";
@@ -178,10 +179,10 @@ export function parsePlan(text: string, what = "plan", opts: { now?: Date; tz?: 
   if (yamlError) fail(lines.linePos(yamlError.pos[0]).line, `is not valid YAML: ${yamlError.message.split("\n")[0]}`);
   const r = PlanSchema.safeParse(doc.toJS());
   if (!r.success) {
-    const issue = r.error.issues[0]!;
+    const { issue, path: at, message } = firstIssue(r.error);
     const path = issue.path.filter((k): k is string | number => typeof k !== "symbol");
     if (issue.code === "unrecognized_keys") fail(lineOf([...path, issue.keys[0]!]), `unknown key ${issue.keys.map((k) => JSON.stringify(k)).join(", ")}${path.length ? ` in ${path.join(".")}` : ""}`);
-    fail(lineOf(path), `${path.join(".") || "the plan"} is invalid: ${issue.message}`);
+    fail(lineOf(path), `${at || "the plan"} is invalid: ${message}`);
   }
   const file = r.data!;
   const now = opts.now ?? new Date();

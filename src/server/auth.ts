@@ -11,6 +11,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { writeFileAtomic } from "../sys/atomic-write.ts";
 import { GordeError, ThrottledError } from "../errors.ts";
+import { firstIssue } from "../schema-issue.ts";
 import { FairGate, type LoginLimits, LoginLimiter, addressKey } from "./login-limiter.ts";
 import {
   type AclEntry,
@@ -220,9 +221,8 @@ export async function readState<T>(file: string, schema: z.ZodType<T>, what: str
   }
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const where = issue ? `${issue.path.join(".") || "(root)"}: ${issue.message}` : "invalid";
-    throw new GordeError("invalid", `${file} is not a valid ${what} file: ${where}.`);
+    const { path: at, message } = firstIssue(parsed.error);
+    throw new GordeError("invalid", `${file} is not a valid ${what} file: ${at || "(root)"}: ${message}.`);
   }
   return parsed.data;
 }

@@ -3,7 +3,8 @@
 // every error into one status code and a one-sentence message.
 import type http2 from "node:http2";
 import type { z } from "zod";
-import { GordeError, ThrottledError, type ErrorCode } from "../errors.ts";
+import { GordeError, ThrottledError, type ErrorCode, systemCode } from "../errors.ts";
+import { issueSentence } from "../schema-issue.ts";
 import type { Route } from "../api/routes.ts";
 
 export class HttpError extends Error {
@@ -31,7 +32,7 @@ export function errorStatus(err: unknown): { status: number; message: string; co
   if (err instanceof HttpError) return { status: err.status, message: err.message };
   if (err instanceof ThrottledError) return { status: 429, message: err.message, code: err.code, retryAfter: Math.max(1, Math.ceil(err.retryAfterMs / 1000)) };
   if (err instanceof GordeError) {
-    if (/ENOSPC|no space left/i.test(err.message)) return { status: 507, message: "the datastore is out of space; the backup was not stored.", code: "io" };
+    if (systemCode(err) === "ENOSPC") return { status: 507, message: "the datastore is out of space; the backup was not stored.", code: "io" };
     return { status: STATUS[err.code], message: err.message, code: err.code };
   }
   const e = err as NodeJS.ErrnoException;
@@ -89,9 +90,7 @@ export function matchRoute(
 export function validate<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
   const r = schema.safeParse(value);
   if (r.success) return r.data;
-  const issue = r.error.issues[0]!;
-  const field = issue.path.length > 0 ? ` ${issue.path.join(".")}` : "";
-  throw new HttpError(400, `${what}${field} is invalid: ${issue.message.replace(/\.$/, "")}.`);
+  throw new HttpError(400, issueSentence(r.error, what));
 }
 
 /** Reads a request body of at most `limit` bytes; a larger one (declared or sent) is 413. */

@@ -8,9 +8,10 @@ import path from "node:path";
 import { z } from "zod";
 import { BATCH_RECORD_HEADER, MAX_BATCH_BYTES, MAX_BATCH_CHUNKS, decodeChunkBatch, encodeChunkBatch } from "../api/chunk-batch.ts";
 import { API_VERSION, type MaintenanceMode, ROUTES, type RouteName } from "../api/routes.ts";
-import { GordeError } from "../errors.ts";
+import { GordeError, systemCode } from "../errors.ts";
 import { ChunkPool } from "../datastore/chunk-pool.ts";
-import { Datastore, type SnapshotInfo, writeFileAtomic } from "../datastore/datastore.ts";
+import { Datastore, type SnapshotInfo } from "../datastore/datastore.ts";
+import { writeFileAtomic } from "../sys/atomic-write.ts";
 import { garbageCollect } from "../datastore/gc.ts";
 import { pruneGroup, snapshotJson } from "../datastore/group-ops.ts";
 import { verifyAll, verifySnapshots } from "../datastore/verify.ts";
@@ -464,9 +465,9 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       const files = digests.map((hex) => s.chunkPath(hex));
       const datas = await (await poolOf(stores.get(s.storeName)!)).readFiles(files.map((f) => Buffer.from(f)));
       const chunks = datas.map((d, i) => {
-        if (typeof d === "string") {
-          if (/ENOENT|no such file/.test(d)) throw new HttpError(404, `chunk ${digests[i]} is missing from the datastore; run verify.`);
-          throw new GordeError("io", d);
+        if (d instanceof GordeError) {
+          if (systemCode(d) === "ENOENT") throw new HttpError(404, `chunk ${digests[i]} is missing from the datastore; run verify.`);
+          throw d;
         }
         return { hex: digests[i]!, size: 0, blob: s.served(digests[i]!, d) };
       });
@@ -629,9 +630,9 @@ class BodyBuffers {
 /** A chunk file read in a worker thread: one round trip, where the thread pool takes several. */
 async function readChunk(pool: ChunkPool, file: string): Promise<Buffer> {
   const [data] = await pool.readFiles([Buffer.from(file)]);
-  if (typeof data === "string") {
-    if (/ENOENT|no such file/.test(data)) throw new HttpError(404, `chunk ${path.basename(file)} is missing from the datastore; run verify.`);
-    throw new GordeError("io", data);
+  if (data instanceof GordeError) {
+    if (systemCode(data) === "ENOENT") throw new HttpError(404, `chunk ${path.basename(file)} is missing from the datastore; run verify.`);
+    throw data;
   }
   return data!;
 }

@@ -8,9 +8,11 @@ import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import { GordeError } from "../errors.ts";
+import { firstIssue } from "../schema-issue.ts";
 import type { BatchRecord, ChunkPool } from "../datastore/chunk-pool.ts";
 import type { PendingChunk } from "../datastore/chunk-store.ts";
-import { type Datastore, type Lock, MANIFEST_FILE, OWNER_FILE, type SnapshotInfo, lockDir, writeFileAtomic } from "../datastore/datastore.ts";
+import { type Datastore, type Lock, MANIFEST_FILE, OWNER_FILE, type SnapshotInfo, lockDir } from "../datastore/datastore.ts";
+import { writeFileAtomic } from "../sys/atomic-write.ts";
 import { decodeDynamicIndex } from "../format/dynamic-index.ts";
 import { decodeFixedIndex } from "../format/fixed-index.ts";
 import { DIGEST_SIZE, FORMAT_VERSION, magicKind } from "../format/magic.ts";
@@ -273,8 +275,8 @@ export class BackupSession implements SessionBase {
   async finish(raw: unknown): Promise<string> {
     const parsed = ManifestSchema.safeParse(raw);
     if (!parsed.success) {
-      const i = parsed.error.issues[0]!;
-      throw new HttpError(400, `the manifest is invalid at ${i.path.join(".") || "top level"}: ${i.message.replace(/\.$/, "")}.`);
+      const { path: at, message } = firstIssue(parsed.error);
+      throw new HttpError(400, `the manifest is invalid at ${at || "top level"}: ${message}.`);
     }
     const m: Manifest = parsed.data;
     const name = formatSnapshot(this.ref);

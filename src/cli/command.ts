@@ -1,0 +1,77 @@
+// What every command is given and returns, and the helpers the command files share:
+// options read from the parsed arguments, a repository opened for the command's call.
+import type { ParseArgsOptionsConfig } from "node:util";
+import { GordeError } from "../errors.ts";
+import { RemoteRepository } from "../client/remote.ts";
+import { Datastore } from "../datastore/datastore.ts";
+import { parseRate } from "../format/units.ts";
+
+export interface CommandContext {
+  values: Record<string, string | boolean | string[] | undefined>;
+  positionals: string[];
+  signal: AbortSignal;
+  out(s: string): void;
+  err(s: string): void;
+}
+
+export interface Command {
+  options: ParseArgsOptionsConfig;
+  run(ctx: CommandContext): Promise<number | void>;
+}
+
+export function str(ctx: CommandContext, name: string): string | undefined {
+  const v = ctx.values[name];
+  return typeof v === "string" ? v : undefined;
+}
+
+export function int(ctx: CommandContext, name: string): number | undefined {
+  const v = str(ctx, name);
+  if (v === undefined) return undefined;
+  if (!/^\d+$/.test(v)) throw new GordeError("usage", `--${name} takes a non-negative whole number, not "${v}".`);
+  return Number(v);
+}
+
+/** Resolves when the command is interrupted (SIGINT, SIGTERM): daemons run until then. */
+export function untilAborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    signal.addEventListener("abort", () => resolve(), { once: true });
+  });
+}
+
+/** A repository: a local datastore directory or a datastore on a server. */
+export type Repo = { kind: "local"; store: Datastore } | { kind: "remote"; remote: RemoteRepository };
+
+export function isRemote(repo: string): boolean {
+  return /^https?:\/\//.test(repo);
+}
+
+/** Opens a repository for `fn` and closes it afterwards. */
+export async function withRepo<T>(ctx: CommandContext, repo: string, fn: (r: Repo) => Promise<T>): Promise<T> {
+  if (isRemote(repo)) {
+    const remote = await RemoteRepository.connect(repo, {
+      secret: process.env.GORDE_PASSWORD,
+      fingerprint: str(ctx, "fingerprint") ?? process.env.GORDE_FINGERPRINT,
+      rate: rate(ctx),
+      signal: ctx.signal,
+    });
+    try {
+      return await fn({ kind: "remote", remote });
+    } finally {
+      remote.close();
+    }
+  }
+  if (str(ctx, "fingerprint") !== undefined) throw new GordeError("usage", "--fingerprint applies to https:// repositories only.");
+  const store = await Datastore.open(repo);
+  try {
+    return await fn({ kind: "local", store });
+  } finally {
+    store.close();
+  }
+}
+
+/** `--rate 10M`: bytes per second with an optional K, M or G (powers of 1024). */
+function rate(ctx: CommandContext): number | undefined {
+  const v = str(ctx, "rate");
+  return v === undefined ? undefined : parseRate(v);
+}
