@@ -43,6 +43,7 @@ void describe("the scheduler (injected clock)", () => {
     assert.equal(runs[0]!.newBytes, 5);
     assert.equal(runs.at(-1)!.newBytes, 100);
     assert.match(runs[0]!.log, /backing up guest \[100\]/);
+    assert.match(runs[0]!.log, new RegExp(`^\\S+ due ${new Date(T0 + 30_000).toISOString()}$`, "m"), "the log names the elapse the run is for");
     assert.deepEqual(told.map((o) => o.result), ["ok", "ok", "ok"]);
     history.close();
   });

@@ -114,7 +114,8 @@ export class Scheduler {
     const id = history.begin({ job: job.name, kind: job.type, start });
     const log: string[] = [];
     const say = (line: string): void => void log.push(`${new Date(this.now()).toISOString()} ${line}`);
-    if (missed) say(`a missed run (due ${new Date(due).toISOString()}), taken now: repeat-missed is on`);
+    // The elapse a run is for, not its start (a tick, a busy node or a long previous run delays it), tells one run per elapse.
+    say(missed ? `a missed run (due ${new Date(due).toISOString()}), taken now: repeat-missed is on` : `due ${new Date(due).toISOString()}`);
     let outcome: JobOutcome;
     try {
       const r = await this.opts.run(job, { due, log: say, signal: this.abort.signal });
