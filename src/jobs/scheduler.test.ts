@@ -48,6 +48,38 @@ void describe("the scheduler (injected clock)", () => {
     history.close();
   });
 
+  void it("a job whose runs outlast its interval does not keep a later job waiting: the longest due goes first", async () => {
+    const history = TaskHistory.open(path.join(dir, "fair.db"));
+    let now = T0;
+    const started: [string, number][] = [];
+    const pending: { at: number; done: () => void }[] = [];
+    const s = new Scheduler({
+      plan: plan("  - { name: every10, type: backup, schedule: '*:*:0/10', guests: [100] }\n  - { name: drill10, type: drill, schedule: '*:*:5/10', guests: [100] }\n"),
+      history,
+      now: () => now,
+      tz: "UTC",
+      run: (job, ctx) => {
+        started.push([job.name, ctx.due - T0]);
+        // Each backup takes 15 s, longer than its interval (a full backup on a loaded node).
+        if (job.name === "every10") return new Promise((resolve) => pending.push({ at: now + 15_000, done: () => resolve({}) }));
+        return Promise.resolve({});
+      },
+    });
+    for (; now <= T0 + 60_000; now += 1000) {
+      for (const p of pending.filter((p) => p.at <= now)) {
+        pending.splice(pending.indexOf(p), 1);
+        p.done();
+      }
+      await new Promise((r) => setImmediate(r)); // a finished run leaves its slot
+      await s.tick();
+    }
+    // every10 runs from 10 to 25: drill10, due at 15 since then, gets the slot at 25 before every10's run due at 20.
+    assert.deepEqual(started.slice(0, 4), [["drill10", 5_000], ["every10", 10_000], ["drill10", 15_000], ["every10", 20_000]]);
+    for (const p of pending) p.done();
+    await s.idle();
+    history.close();
+  });
+
   void it("records a failure and a skip, and never runs a job twice at once", async () => {
     const history = TaskHistory.open(path.join(dir, "b.db"));
     let now = T0 + 9_000;

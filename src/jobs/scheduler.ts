@@ -66,9 +66,14 @@ export class Scheduler {
     for (const { job } of opts.plan.jobs) this.clocks.set(job.name, opts.history.clock(job.name, this.now()));
   }
 
-  /** One pass over the plan: starts what is due, records what is skipped. */
+  /**
+   * One pass over the plan: records what is skipped, then starts what is due, the longest due
+   * first while slots are free. Taken in plan order instead, a job whose runs outlast its
+   * interval would be due again at every free slot and keep a later job waiting for ever.
+   */
   async tick(): Promise<void> {
     const { history, plan } = this.opts;
+    const ready: { job: PlanJob; due: number; missed: boolean }[] = [];
     for (const { job, event, window } of plan.jobs) {
       if (this.running.has(job.name)) continue;
       const now = this.now();
@@ -76,31 +81,37 @@ export class Scheduler {
       const clock = { ...stored, seen: this.seen.get(job.name) };
       const d = decide({ name: job.name, event, window, repeatMissed: job["repeat-missed"] }, clock, now, this.opts.busy?.(), this.opts.tz);
       if (d.action === "idle") continue;
+      if (d.action === "run") {
+        ready.push({ job, due: d.due, missed: d.missed });
+        continue;
+      }
       if (d.action === "wait") {
         this.seen.set(job.name, d.due);
         continue;
       }
       this.seen.delete(job.name);
-      const setLastDue = (due: number): void => {
-        stored.lastDue = due;
-        history.setLastDue(job.name, due);
-      };
-      setLastDue(d.due);
-      if (d.action === "skip") {
-        const id = history.begin({ job: job.name, kind: job.type, start: now });
-        history.finish(id, { end: now, result: "skipped", error: d.reason, log: `skipped: ${d.reason}\n` });
-        await this.opts.notify?.({ job: job.name, kind: job.type, result: "skipped", start: now, end: now, message: d.reason, due: d.due, runId: id });
-        continue;
-      }
+      this.setLastDue(job.name, d.due);
+      const id = history.begin({ job: job.name, kind: job.type, start: now });
+      history.finish(id, { end: now, result: "skipped", error: d.reason, log: `skipped: ${d.reason}\n` });
+      await this.opts.notify?.({ job: job.name, kind: job.type, result: "skipped", start: now, end: now, message: d.reason, due: d.due, runId: id });
+    }
+    ready.sort((a, b) => a.due - b.due);
+    for (const { job, due, missed } of ready) {
       if (this.running.size >= (this.opts.maxParallel ?? 1)) {
-        // No slot now: the job stays due (its clock is put back) and is looked at again next tick.
-        setLastDue(clock.lastDue ?? clock.since);
-        this.seen.set(job.name, d.due);
+        // No slot now: the job stays due (its clock untouched) and is looked at again next tick.
+        this.seen.set(job.name, due);
         continue;
       }
-      const p = this.runOne(job, d.due, d.missed).finally(() => this.running.delete(job.name));
+      this.seen.delete(job.name);
+      this.setLastDue(job.name, due);
+      const p = this.runOne(job, due, missed).finally(() => this.running.delete(job.name));
       this.running.set(job.name, p);
     }
+  }
+
+  private setLastDue(job: string, due: number): void {
+    this.clocks.get(job)!.lastDue = due;
+    this.opts.history.setLastDue(job, due);
   }
 
   /** Resolves when no job is running. */
