@@ -3,6 +3,7 @@
 // keeps each job's clock there (so a restart knows what was due), and hands each outcome
 // to `notify`. The clock, the node's load and the work itself are injected.
 import type { Plan, PlanJob } from "../schedule/plan.ts";
+import { nextElapse } from "../schedule/calendar-event.ts";
 import { decide } from "../schedule/due.ts";
 import { type NotifyResult, type NotifyTarget, notify, severityFor } from "./notify.ts";
 import type { TaskHistory } from "./task-history.ts";
@@ -73,16 +74,22 @@ export class Scheduler {
    */
   async tick(): Promise<void> {
     const { history, plan } = this.opts;
-    const ready: { job: PlanJob; due: number; missed: boolean }[] = [];
+    const ready: { job: PlanJob; due: number; missed: boolean; firstDue: number }[] = [];
     for (const { job, event, window } of plan.jobs) {
-      if (this.running.has(job.name)) continue;
       const now = this.now();
       const stored = this.clocks.get(job.name)!;
+      if (this.running.has(job.name)) {
+        // An elapse that goes by while the job still runs is seen, not missed: one run right after covers it.
+        const next = nextElapse(event, new Date(stored.lastDue ?? stored.since), this.opts.tz)?.getTime();
+        if (!this.seen.has(job.name) && next !== undefined && next <= now) this.seen.set(job.name, next);
+        continue;
+      }
+      const firstDue = nextElapse(event, new Date(stored.lastDue ?? stored.since), this.opts.tz)?.getTime();
       const clock = { ...stored, seen: this.seen.get(job.name) };
       const d = decide({ name: job.name, event, window, repeatMissed: job["repeat-missed"] }, clock, now, this.opts.busy?.(), this.opts.tz);
       if (d.action === "idle") continue;
       if (d.action === "run") {
-        ready.push({ job, due: d.due, missed: d.missed });
+        ready.push({ job, due: d.due, missed: d.missed, firstDue: firstDue ?? d.due });
         continue;
       }
       if (d.action === "wait") {
@@ -95,11 +102,11 @@ export class Scheduler {
       history.finish(id, { end: now, result: "skipped", error: d.reason, log: `skipped: ${d.reason}\n` });
       await this.opts.notify?.({ job: job.name, kind: job.type, result: "skipped", start: now, end: now, message: d.reason, due: d.due, runId: id });
     }
-    ready.sort((a, b) => a.due - b.due);
-    for (const { job, due, missed } of ready) {
+    ready.sort((a, b) => a.firstDue - b.firstDue);
+    for (const { job, due, missed, firstDue } of ready) {
       if (this.running.size >= (this.opts.maxParallel ?? 1)) {
-        // No slot now: the job stays due (its clock untouched) and is looked at again next tick.
-        this.seen.set(job.name, due);
+        // No slot now: the job stays due (its clock untouched, its elapse seen) and is looked at again next tick.
+        this.seen.set(job.name, firstDue);
         continue;
       }
       this.seen.delete(job.name);
