@@ -47,7 +47,11 @@ async function startDaemon(args: string[], env: Record<string, string>): Promise
   let err = "";
   child.stderr!.on("data", (b: Buffer) => (err += b.toString()));
   const fingerprint = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`gorde ${args[0]} did not start: ${err}`)), 20_000);
+    // A daemon that did not start is killed: left running, it would keep the test process alive.
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`gorde ${args[0]} did not start: ${err}`));
+    }, 20_000);
     child.stdout!.on("data", (b: Buffer) => {
       out += b.toString();
       const m = /^fingerprint: (\S+)$/m.exec(out);

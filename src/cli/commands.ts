@@ -170,6 +170,7 @@ export const COMMANDS: Record<string, Command> = {
         target: target!,
         path: str(ctx, "path"),
         key,
+        warn: (m) => ctx.err(`gorde restore: ${m}\n`),
         concurrency: int(ctx, "concurrency"),
         signal: ctx.signal,
         progress: bar.fn,
@@ -193,6 +194,7 @@ export const COMMANDS: Record<string, Command> = {
         path: p,
         recursive: ctx.values.recursive === true,
         key: await keyOption(ctx),
+        warn: (m) => ctx.err(`gorde ls: ${m}\n`),
       };
       const entries = await withRepo(ctx, repo!, (r) =>
         r.kind === "local" ? listArchive(r.store, opts) : withReader(ctx, r.remote, snap!, (reader) => listEntries(reader, opts)),

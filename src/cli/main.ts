@@ -41,7 +41,9 @@ Datastore commands (<repo> is a datastore directory or https://[<user>[!<token>]
         [--keyfile <file>] [--concurrency N]
   snapshots <repo> [<group>] [--json]          list snapshots (unfinished ones are marked)
   restore <repo> <snapshot> <archive> <target> [--path <p>] [--keyfile <file>] [--json]
-  ls <repo> <snapshot> <archive> [<path>] [--recursive] [--json]
+  ls <repo> <snapshot> <archive> [<path>] [--recursive] [--keyfile <file>] [--json]
+                                               (--keyfile is needed for an encrypted snapshot,
+                                               and ignored, with a warning, for a plain one)
   forget <repo> <snapshot>                     remove one snapshot
   protect <repo> <snapshot> [--off]            protected snapshots are never pruned
   notes <repo> <snapshot> [<text>]             show or set a snapshot's notes

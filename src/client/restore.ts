@@ -25,6 +25,8 @@ export interface RestoreOptions {
   /** file archives: a file or subtree to restore */
   path?: string;
   key?: RestoreKey;
+  /** told once when a key is given for a snapshot that is not encrypted (the key is then ignored) */
+  warn?: (message: string) => void;
   /** chunks fetched at once for a block image (default 24) */
   concurrency?: number;
   signal?: AbortSignal;
@@ -75,9 +77,16 @@ async function readSnapshotFile(snap: SnapshotInfo, file: string): Promise<Buffe
   }
 }
 
-/** Refuses a wrong or missing key before any chunk is read. */
-export function checkKey(manifest: Manifest, name: string, key: RestoreKey | undefined): void {
-  if (manifest.cryptMode !== "encrypt") return;
+/**
+ * The key a snapshot is read with, before any chunk is read: refuses a missing or wrong key
+ * for an encrypted snapshot; none for a plain one, whose chunks a key would only garble (a key
+ * given anyway is ignored and `warn` told so).
+ */
+export function readingKey(manifest: Manifest, name: string, key: RestoreKey | undefined, warn?: (message: string) => void): RestoreKey | undefined {
+  if (manifest.cryptMode !== "encrypt") {
+    if (key) warn?.(`snapshot ${name} is not encrypted; --keyfile ignored.`);
+    return undefined;
+  }
   if (!key) throw new GordeError("usage", `snapshot ${name} is encrypted; give its key with --keyfile.`);
   if (manifest.keyFingerprint !== key.chunkKey.fingerprint) {
     throw new GordeError(
@@ -85,6 +94,7 @@ export function checkKey(manifest: Manifest, name: string, key: RestoreKey | und
       `snapshot ${name} was encrypted with key ${manifest.keyFingerprint}, not with the key given (${key.chunkKey.fingerprint}).`,
     );
   }
+  return key;
 }
 
 export interface RestoreKey {
@@ -95,17 +105,16 @@ export interface RestoreKey {
 /** Runs `fn` on a snapshot's archive with a worker pool that decodes (and decrypts) chunks. */
 export async function withArchive<T>(
   reader: SnapshotReader,
-  archive: string,
-  key: RestoreKey | undefined,
-  fn: (idx: ArchiveIndexes, chunks: ChunkReader, loader: ChunkLoader) => Promise<T>,
+  opts: { archive: string; key?: RestoreKey; warn?: (message: string) => void },
+  fn: (idx: ArchiveIndexes, chunks: ChunkReader, loader: ChunkLoader, key: RestoreKey | undefined) => Promise<T>,
 ): Promise<T> {
   const pool = new ChunkPool();
   try {
-    checkKey(reader.manifest, reader.name, key);
-    const idx = await readArchiveIndexes(reader.manifest, archive, reader.name, (f) => reader.readFile(f));
+    const key = readingKey(reader.manifest, reader.name, opts.key, opts.warn);
+    const idx = await readArchiveIndexes(reader.manifest, opts.archive, reader.name, (f) => reader.readFile(f));
     await pool.init(reader.chunkDir, 0, Buffer.alloc(0), key?.master);
     const loader = reader.loader(pool);
-    return await fn(idx, new ChunkReader(loader, 16), loader);
+    return await fn(idx, new ChunkReader(loader, 16), loader, key);
   } finally {
     await pool.close();
   }
@@ -136,11 +145,12 @@ export interface ListOptions {
   path?: string;
   recursive?: boolean;
   key?: RestoreKey;
+  warn?: (message: string) => void;
 }
 
 export async function restoreArchive(snap: SnapshotReader, opts: RestoreOptions): Promise<RestoreResult> {
   const started = Date.now();
-  return withArchive(snap, opts.archive, opts.key, async (idx, reader, loader) => {
+  return withArchive(snap, opts, async (idx, reader, loader, key) => {
     if (idx.kind === "img") {
       if (opts.path !== undefined) throw new GordeError("usage", "--path applies to file archives (.tree), not to block images.");
       if (fs.existsSync(opts.target) && !fs.statSync(opts.target).isBlockDevice()) {
@@ -150,7 +160,7 @@ export async function restoreArchive(snap: SnapshotReader, opts: RestoreOptions)
       if (!fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
         throw new GordeError("not-found", `directory ${dir} does not exist; create it before restoring an image into it.`);
       }
-      const zeroHex = (n: number): string => zeroDigestHex(n, opts.key?.chunkKey);
+      const zeroHex = (n: number): string => zeroDigestHex(n, key?.chunkKey);
       // From a server, more in flight keeps its batched reads full.
       const inflight = opts.concurrency || (snap.chunkDir === null ? 48 : undefined);
       await restoreImage(idx.index, opts.target, { loader, zeroHex, inflight, signal: opts.signal, progress: opts.progress });
@@ -168,7 +178,7 @@ export async function restoreArchive(snap: SnapshotReader, opts: RestoreOptions)
 }
 
 export async function listEntries(snap: SnapshotReader, opts: ListOptions): Promise<TreeEntry[]> {
-  return withArchive(snap, opts.archive, opts.key, async (idx, reader) => {
+  return withArchive(snap, opts, async (idx, reader) => {
     if (idx.kind !== "tree") throw new GordeError("usage", `${opts.archive} is a block image; only file archives can be listed.`);
     const all = await readTreeEntries(idx.entries, idx.payload.size, reader);
     const sub = (opts.path ?? "").replace(/^\/+|\/+$/g, "");

@@ -43,7 +43,67 @@ void describe("the scheduler (injected clock)", () => {
     assert.equal(runs[0]!.newBytes, 5);
     assert.equal(runs.at(-1)!.newBytes, 100);
     assert.match(runs[0]!.log, /backing up guest \[100\]/);
+    assert.match(runs[0]!.log, new RegExp(`^\\S+ due ${new Date(T0 + 30_000).toISOString()}$`, "m"), "the log names the elapse the run is for");
     assert.deepEqual(told.map((o) => o.result), ["ok", "ok", "ok"]);
+    history.close();
+  });
+
+  void it("a job whose runs outlast its interval does not keep a later job waiting: the longest due goes first", async () => {
+    const history = TaskHistory.open(path.join(dir, "fair.db"));
+    let now = T0;
+    const started: [string, number][] = [];
+    const pending: { at: number; done: () => void }[] = [];
+    const s = new Scheduler({
+      plan: plan("  - { name: every10, type: backup, schedule: '*:*:0/10', guests: [100] }\n  - { name: drill10, type: drill, schedule: '*:*:5/10', guests: [100] }\n"),
+      history,
+      now: () => now,
+      tz: "UTC",
+      run: (job, ctx) => {
+        started.push([job.name, ctx.due - T0]);
+        // Each backup takes 15 s, longer than its interval (a full backup on a loaded node).
+        if (job.name === "every10") return new Promise((resolve) => pending.push({ at: now + 15_000, done: () => resolve({}) }));
+        return Promise.resolve({});
+      },
+    });
+    for (; now <= T0 + 60_000; now += 1000) {
+      for (const p of pending.filter((p) => p.at <= now)) {
+        pending.splice(pending.indexOf(p), 1);
+        p.done();
+      }
+      await new Promise((r) => setImmediate(r)); // a finished run leaves its slot
+      await s.tick();
+    }
+    // every10 runs from 10 to 25: drill10, due at 15 since then, gets the slot at 25 before every10's run due at 20.
+    assert.deepEqual(started.slice(0, 4), [["drill10", 5_000], ["every10", 10_000], ["drill10", 15_000], ["every10", 20_000]]);
+    for (const p of pending) p.done();
+    await s.idle();
+    history.close();
+  });
+
+  void it("elapses that go by while a job still runs are not missed: one run right after covers them", async () => {
+    const history = TaskHistory.open(path.join(dir, "long.db"));
+    let now = T0;
+    const started: number[] = [];
+    let finish: (() => void) | undefined;
+    const s = new Scheduler({
+      plan: plan("  - { name: every10, type: backup, schedule: '*:*:0/10', guests: [100] }\n"),
+      history,
+      now: () => now,
+      tz: "UTC",
+      run: (_job, ctx) => {
+        started.push(ctx.due - T0);
+        // The first run takes 75 s: the elapses at 20 to 80 go by meanwhile, some more than a minute before it ends.
+        return started.length === 1 ? new Promise((resolve) => (finish = () => resolve({}))) : Promise.resolve({});
+      },
+    });
+    for (; now <= T0 + 86_000; now += 1000) {
+      if (now === T0 + 85_000) finish!();
+      await new Promise((r) => setImmediate(r));
+      await s.tick();
+    }
+    await s.idle();
+    assert.deepEqual(started, [10_000, 80_000], "one run, at 85, covers the elapses 20 to 80");
+    assert.deepEqual(history.list({ job: "every10" }).map((r) => r.result), ["ok", "ok"], "none skipped as missed");
     history.close();
   });
 

@@ -3,6 +3,7 @@
 // keeps each job's clock there (so a restart knows what was due), and hands each outcome
 // to `notify`. The clock, the node's load and the work itself are injected.
 import type { Plan, PlanJob } from "../schedule/plan.ts";
+import { nextElapse } from "../schedule/calendar-event.ts";
 import { decide } from "../schedule/due.ts";
 import { type NotifyResult, type NotifyTarget, notify, severityFor } from "./notify.ts";
 import type { TaskHistory } from "./task-history.ts";
@@ -66,41 +67,58 @@ export class Scheduler {
     for (const { job } of opts.plan.jobs) this.clocks.set(job.name, opts.history.clock(job.name, this.now()));
   }
 
-  /** One pass over the plan: starts what is due, records what is skipped. */
+  /**
+   * One pass over the plan: records what is skipped, then starts what is due, the longest due
+   * first while slots are free. Taken in plan order instead, a job whose runs outlast its
+   * interval would be due again at every free slot and keep a later job waiting for ever.
+   */
   async tick(): Promise<void> {
     const { history, plan } = this.opts;
+    const ready: { job: PlanJob; due: number; missed: boolean; firstDue: number }[] = [];
     for (const { job, event, window } of plan.jobs) {
-      if (this.running.has(job.name)) continue;
       const now = this.now();
       const stored = this.clocks.get(job.name)!;
+      if (this.running.has(job.name)) {
+        // An elapse that goes by while the job still runs is seen, not missed: one run right after covers it.
+        const next = nextElapse(event, new Date(stored.lastDue ?? stored.since), this.opts.tz)?.getTime();
+        if (!this.seen.has(job.name) && next !== undefined && next <= now) this.seen.set(job.name, next);
+        continue;
+      }
+      const firstDue = nextElapse(event, new Date(stored.lastDue ?? stored.since), this.opts.tz)?.getTime();
       const clock = { ...stored, seen: this.seen.get(job.name) };
       const d = decide({ name: job.name, event, window, repeatMissed: job["repeat-missed"] }, clock, now, this.opts.busy?.(), this.opts.tz);
       if (d.action === "idle") continue;
+      if (d.action === "run") {
+        ready.push({ job, due: d.due, missed: d.missed, firstDue: firstDue ?? d.due });
+        continue;
+      }
       if (d.action === "wait") {
         this.seen.set(job.name, d.due);
         continue;
       }
       this.seen.delete(job.name);
-      const setLastDue = (due: number): void => {
-        stored.lastDue = due;
-        history.setLastDue(job.name, due);
-      };
-      setLastDue(d.due);
-      if (d.action === "skip") {
-        const id = history.begin({ job: job.name, kind: job.type, start: now });
-        history.finish(id, { end: now, result: "skipped", error: d.reason, log: `skipped: ${d.reason}\n` });
-        await this.opts.notify?.({ job: job.name, kind: job.type, result: "skipped", start: now, end: now, message: d.reason, due: d.due, runId: id });
-        continue;
-      }
+      this.setLastDue(job.name, d.due);
+      const id = history.begin({ job: job.name, kind: job.type, start: now });
+      history.finish(id, { end: now, result: "skipped", error: d.reason, log: `skipped: ${d.reason}\n` });
+      await this.opts.notify?.({ job: job.name, kind: job.type, result: "skipped", start: now, end: now, message: d.reason, due: d.due, runId: id });
+    }
+    ready.sort((a, b) => a.firstDue - b.firstDue);
+    for (const { job, due, missed, firstDue } of ready) {
       if (this.running.size >= (this.opts.maxParallel ?? 1)) {
-        // No slot now: the job stays due (its clock is put back) and is looked at again next tick.
-        setLastDue(clock.lastDue ?? clock.since);
-        this.seen.set(job.name, d.due);
+        // No slot now: the job stays due (its clock untouched, its elapse seen) and is looked at again next tick.
+        this.seen.set(job.name, firstDue);
         continue;
       }
-      const p = this.runOne(job, d.due, d.missed).finally(() => this.running.delete(job.name));
+      this.seen.delete(job.name);
+      this.setLastDue(job.name, due);
+      const p = this.runOne(job, due, missed).finally(() => this.running.delete(job.name));
       this.running.set(job.name, p);
     }
+  }
+
+  private setLastDue(job: string, due: number): void {
+    this.clocks.get(job)!.lastDue = due;
+    this.opts.history.setLastDue(job, due);
   }
 
   /** Resolves when no job is running. */
@@ -114,7 +132,8 @@ export class Scheduler {
     const id = history.begin({ job: job.name, kind: job.type, start });
     const log: string[] = [];
     const say = (line: string): void => void log.push(`${new Date(this.now()).toISOString()} ${line}`);
-    if (missed) say(`a missed run (due ${new Date(due).toISOString()}), taken now: repeat-missed is on`);
+    // The elapse a run is for, not its start (a tick, a busy node or a long previous run delays it), tells one run per elapse.
+    say(missed ? `a missed run (due ${new Date(due).toISOString()}), taken now: repeat-missed is on` : `due ${new Date(due).toISOString()}`);
     let outcome: JobOutcome;
     try {
       const r = await this.opts.run(job, { due, log: say, signal: this.abort.signal });

@@ -36,8 +36,9 @@ export function decide(job: DueJob, clock: JobClock, now: number, busy: string |
   const due = nextElapse(job.event, from, tz)?.getTime() ?? null;
   if (due === null || due > now) return { action: "idle", next: due };
   const late = now - due > MISSED_AFTER_MS && clock.seen !== due;
-  // One run (or skip) covers every elapse up to now: a scheduler that was down runs a job once, not once per missed elapse.
-  const covered = late ? lastElapseUpTo(job.event, due, now, tz) : due;
+  // One run (or skip) covers every elapse up to now: a scheduler that was down, or a job that
+  // ran past several of its elapses, runs once, not once per elapse gone by.
+  const covered = now - due > MISSED_AFTER_MS ? lastElapseUpTo(job.event, due, now, tz) : due;
   if (late && !job.repeatMissed) return { action: "skip", due: covered, reason: `missed at ${iso(due)} while the scheduler was not running (repeat-missed is off)` };
   if (job.window) {
     if (!windowOpen(job.window, new Date(now), tz)) {
