@@ -6,6 +6,7 @@
 import fs from "node:fs";
 import { ROUTES, type SnapshotJson } from "../api/routes.ts";
 import { RemoteRepository } from "../client/remote.ts";
+import { latestUsable } from "../datastore/datastore.ts";
 import { snapshotJson } from "../datastore/group-ops.ts";
 import { GordeError } from "../errors.ts";
 import { nextElapse } from "../schedule/calendar-event.ts";
@@ -139,8 +140,7 @@ export const planCommand: Command = {
             const group = { type, id: String(guest) };
             snaps.push(...(r.kind === "remote" ? await r.remote.snapshots([], group) : (await r.store.listSnapshots([], group)).map((s) => snapshotJson(s, null))));
           }
-          const good = snaps.filter((s) => s.finished && s.verify?.state !== "failed").sort((a, b) => a.time.localeCompare(b.time));
-          const last = good.at(-1);
+          const last = latestUsable(snaps.sort((a, b) => a.time.localeCompare(b.time)));
           const age = last ? now - Date.parse(last.time) : null;
           // What the retention of the guest's backup job keeps, as the server would decide it (a dry run).
           const job = plan.jobs.map((j) => j.job).find((j) => j.type === "backup" && j.keep && (j.guests === "all" || j.guests?.includes(guest)) && !j.exclude?.includes(guest));

@@ -1,24 +1,19 @@
 // Sends chunks through the worker pool and into the chunk store (or up to a server), many
 // in flight, and tells the caller each chunk's digest. Known chunks are neither compressed
 // nor written.
-import path from "node:path";
-import type { ChunkStore, PendingChunk } from "../datastore/chunk-store.ts";
+import type { SnapshotWriter } from "../datastore/snapshot-writer.ts";
 import { encodeBlob } from "../format/blob.ts";
 import type { ChunkKey } from "../format/crypt.ts";
 import type { ChunkPool } from "../datastore/chunk-pool.ts";
 import { isZero, zeroDigestHex } from "../format/zero-chunk.ts";
 
 /**
- * Where new chunks go: a local chunk store (the workers write temp files that are named
- * in batches), or a server (the workers hand back encoded chunks to upload).
+ * Where new chunks go: a local snapshot writer (the workers write temp files that it
+ * names in batches), or a server (the workers hand back encoded chunks to upload).
  */
 export type ChunkTarget =
-  | { kind: "local"; store: ChunkStore }
+  | { kind: "local"; writer: SnapshotWriter }
   | { kind: "remote"; upload(hex: string, blob: Buffer, size: number): Promise<void> };
-
-/** Written chunks are made durable and named in batches of this many files or bytes. */
-const COMMIT_FILES = 1024;
-const COMMIT_BYTES = 64 * 1024 * 1024;
 
 export interface WriteStats {
   /** plain bytes submitted */
@@ -50,9 +45,7 @@ export class ChunkWriter {
   private written = new Set<string>();
   /** remote: each digest's one upload, shared by every equal chunk however they interleave */
   private uploads = new Map<string, Promise<void>>();
-  private pending: PendingChunk[] = [];
   private spare = new Map<number, Buffer[]>();
-  private pendingBytes = 0;
   private readonly target: ChunkTarget;
   private readonly pool: ChunkPool;
   private readonly maxInflight: number;
@@ -88,17 +81,7 @@ export class ChunkWriter {
   async drain(): Promise<void> {
     while (this.inflight > 0) await new Promise<void>((r) => this.waiters.push(r));
     if (this.error !== undefined) throw this.error;
-    await this.commit();
-  }
-
-  /** One syncfs for the chunks written since the last commit, then their renames. */
-  private async commit(): Promise<void> {
-    const batch = this.pending;
-    if (batch.length === 0) return;
-    this.pending = [];
-    this.pendingBytes = 0;
-    await this.pool.commit(batch);
-    if (this.target.kind === "local") for (const c of batch) this.target.store.markWritten(path.dirname(c.final));
+    if (this.target.kind === "local") await this.target.writer.commit(this.pool);
   }
 
   /**
@@ -136,7 +119,7 @@ export class ChunkWriter {
       const t = this.target;
       if (t.kind === "local") {
         // touch: a GC running now must not remove the zero chunk this snapshot uses
-        if (!t.store.touch(hex)) t.store.insert(hex, encodeBlob(Buffer.alloc(size), this.level, this.key));
+        if (!t.writer.chunks.touch(hex)) t.writer.chunks.insert(hex, encodeBlob(Buffer.alloc(size), this.level, this.key));
       } else {
         // Uploaded once per backup (the server keeps one copy); failures surface in drain().
         this.inflight++;
@@ -187,7 +170,7 @@ export class ChunkWriter {
     }
     const t = this.target;
     let enc = await this.pool.encode(data);
-    if (t.kind === "local" && enc.state === "exists" && !this.written.has(enc.hex) && !t.store.touch(enc.hex)) {
+    if (t.kind === "local" && enc.state === "exists" && !this.written.has(enc.hex) && !t.writer.chunks.touch(enc.hex)) {
       // Removed between the check and the touch (a concurrent GC): store it again.
       enc = await this.pool.encode(enc.data!, true);
     }
@@ -195,11 +178,9 @@ export class ChunkWriter {
     let first: boolean;
     if (enc.state === "new" && t.kind === "remote") {
       first = await this.uploadOnce(t, enc.hex, enc.blob!, size);
-    } else if (enc.state === "new") {
+    } else if (enc.state === "new" && t.kind === "local") {
       // Two equal chunks written at once both get their name (equal files): counted once.
-      this.pending.push(enc.pending!);
-      this.pendingBytes += enc.stored!;
-      if (this.pending.length >= COMMIT_FILES || this.pendingBytes >= COMMIT_BYTES) await this.commit();
+      await t.writer.stage(this.pool, [{ pending: enc.pending!, bytes: enc.stored! }]);
       first = !this.written.has(enc.hex);
       this.written.add(enc.hex);
     } else {

@@ -40,6 +40,23 @@ export interface SnapshotInfo extends SnapshotRef {
   error?: GordeError;
 }
 
+/** A snapshot as listed here (its verify state in its manifest) or by a server (`verify`). */
+export type ListedSnapshot = { finished: boolean } & ({ manifest: Manifest | undefined } | { verify: { state: string } | null | undefined });
+
+/**
+ * The newest finished snapshot whose last verification did not fail (`snaps` oldest
+ * first): a backup's base, and the last good backup a node's dirty bitmaps and
+ * `plan check` go by.
+ */
+export function latestUsable<T extends ListedSnapshot>(snaps: readonly T[]): T | undefined {
+  for (let i = snaps.length - 1; i >= 0; i--) {
+    const s = snaps[i]!;
+    const state = "manifest" in s ? s.manifest?.unprotected.verify?.state : s.verify?.state;
+    if (s.finished && state !== "failed") return s;
+  }
+  return undefined;
+}
+
 export class Datastore {
   readonly dir: string;
   readonly chunks: ChunkStore;

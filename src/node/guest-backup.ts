@@ -10,6 +10,7 @@ import type { GuestConfig } from "../api/guest-config.ts";
 import type { BackupMode } from "../api/node-routes.ts";
 import { type BackupResult, type BackupSource, runBackup } from "../client/backup.ts";
 import type { RemoteRepository } from "../client/remote.ts";
+import { latestUsable } from "../datastore/datastore.ts";
 import { GordeError } from "../errors.ts";
 import type { CtProcess } from "./lxc.ts";
 import { GuestAgent } from "./guest-agent.ts";
@@ -39,10 +40,10 @@ function line(log: string[], text: string): void {
   log.push(`${new Date().toISOString()} ${text}`);
 }
 
-/** The server's newest finished snapshot of a group, if any. */
+/** The server's newest usable snapshot of a group (finished, verify not failed), if any. */
 async function newestSnapshot(repo: RemoteRepository, type: "vm" | "ct", id: number): Promise<string | undefined> {
   const snaps = await repo.snapshots([], { type, id: String(id) });
-  return snaps.filter((s) => s.finished && s.verify?.state !== "failed").at(-1)?.snapshot;
+  return latestUsable(snaps)?.snapshot;
 }
 
 let viewSerial = 0;

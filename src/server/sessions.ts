@@ -10,18 +10,14 @@ import path from "node:path";
 import { GordeError } from "../errors.ts";
 import { firstIssue } from "../schema-issue.ts";
 import type { BatchRecord, ChunkPool } from "../datastore/chunk-pool.ts";
-import type { PendingChunk } from "../datastore/chunk-store.ts";
-import { type Datastore, type Lock, MANIFEST_FILE, OWNER_FILE, type SnapshotInfo, lockDir } from "../datastore/datastore.ts";
-import { writeFileAtomic } from "../sys/atomic-write.ts";
+import { type Datastore, type Lock, type SnapshotInfo, lockDir } from "../datastore/datastore.ts";
+import { SnapshotWriter, type StagedChunk } from "../datastore/snapshot-writer.ts";
 import { decodeDynamicIndex } from "../format/dynamic-index.ts";
 import { decodeFixedIndex } from "../format/fixed-index.ts";
 import { DIGEST_SIZE, FORMAT_VERSION, magicKind } from "../format/magic.ts";
-import { type Manifest, ManifestSchema, encodeManifest, sha256Hex } from "../format/manifest.ts";
-import { type Group, type SnapshotRef, formatGroup, formatSnapshot, formatTime } from "../format/names.ts";
+import { type Manifest, ManifestSchema, sha256Hex } from "../format/manifest.ts";
+import { type Group, type SnapshotRef, formatGroup, formatSnapshot } from "../format/names.ts";
 import { HttpError } from "./http.ts";
-
-const COMMIT_FILES = 1024;
-const COMMIT_BYTES = 64 * 1024 * 1024;
 
 /** Every digest an index file names (its kind from the file name). */
 export function indexDigests(file: string, bytes: Buffer, what: string): Set<string> {
@@ -56,7 +52,6 @@ export class BackupSession implements SessionBase {
   readonly store: Datastore;
   readonly ns: string[];
   readonly ref: SnapshotRef;
-  readonly dir: string;
   readonly base: SnapshotInfo | undefined;
   readonly keyFingerprint: string | null;
   readonly connection: object;
@@ -66,40 +61,20 @@ export class BackupSession implements SessionBase {
   readonly indexes = new Map<string, { csum: string; size: number }>();
   private baseChunks: Set<string> | undefined;
   private baseAll: Set<string> | undefined;
-  private pending: PendingChunk[] = [];
-  private pendingBytes = 0;
-  private readonly locks: Lock[];
-  private readonly groupCreated: boolean;
+  private readonly writer: SnapshotWriter;
   private readonly pool: ChunkPool;
   stats = { newChunks: 0, newBytes: 0, receivedBytes: 0, existingChunks: 0, shadowedChunks: 0 };
-  done = false;
-  /** the commit of finish() under way: an abort waits for it instead of removing what it writes */
-  private finishing: Promise<void> | undefined;
 
-  private constructor(init: {
-    authId: string;
-    storeName: string;
-    store: Datastore;
-    pool: ChunkPool;
-    ns: string[];
-    ref: SnapshotRef;
-    base: SnapshotInfo | undefined;
-    keyFingerprint: string | null;
-    locks: Lock[];
-    groupCreated: boolean;
-    connection: object;
-  }) {
+  private constructor(init: { authId: string; storeName: string; pool: ChunkPool; writer: SnapshotWriter; keyFingerprint: string | null; connection: object }) {
     this.authId = init.authId;
     this.storeName = init.storeName;
-    this.store = init.store;
+    this.writer = init.writer;
+    this.store = init.writer.store;
     this.pool = init.pool;
-    this.ns = init.ns;
-    this.ref = init.ref;
-    this.dir = init.store.snapshotDir(init.ns, init.ref);
-    this.base = init.base;
+    this.ns = init.writer.ns;
+    this.ref = init.writer.ref;
+    this.base = init.writer.base;
     this.keyFingerprint = init.keyFingerprint;
-    this.locks = init.locks;
-    this.groupCreated = init.groupCreated;
     this.connection = init.connection;
   }
 
@@ -118,41 +93,15 @@ export class BackupSession implements SessionBase {
     connection: object;
   }): Promise<BackupSession> {
     const { store, ns, group } = init;
-    const locks: Lock[] = [];
-    let dir: string | undefined;
-    try {
-      locks.push(store.lockGroup(ns, group));
-      if (init.newGroup) {
-        // Under the lock: two first backups of one group by different users cannot both
-        // become its owner.
-        const owner = await store.groupOwner(ns, group);
-        if (owner !== null && owner !== init.authId) throw new HttpError(409, `group ${formatGroup(group)} was just created by ${owner}.`);
-        await store.setGroupOwner(ns, group, init.authId);
-      }
-      const existing = await store.listSnapshots(ns, group);
-      const last = existing.at(-1);
-      let time = init.time ?? Math.floor(Date.now() / 1000);
-      if (last && time <= last.time) {
-        if (init.time !== undefined) {
-          throw new GordeError("usage", `snapshot time ${formatTime(time)} is not newer than the group's last snapshot ${formatTime(last.time)}.`);
-        }
-        time = last.time + 1;
-      }
-      const base = existing.filter((s) => s.finished && s.manifest?.unprotected.verify?.state !== "failed").at(-1);
-      if (base) locks.push(lockDir(base.dir, "sh", `snapshot ${formatSnapshot(base)}`));
-      locks.push(store.registerBackup(Date.now()));
-      const ref = { ...group, time };
-      dir = store.snapshotDir(ns, ref);
-      await fsp.mkdir(dir);
-      locks.push(lockDir(dir, "sh", `snapshot ${formatSnapshot(ref)}`));
-      return new BackupSession({ ...init, ref, base, locks, groupCreated: init.newGroup });
-    } catch (err) {
-      if (dir !== undefined) await fsp.rm(dir, { recursive: true, force: true });
-      // Only the holder of the group lock may remove the group: a concurrent backup may own it.
-      if (init.newGroup && locks.length > 0) await removeEmptyGroup(store.groupDir(ns, group));
-      for (const l of locks.reverse()) l.release();
-      throw err;
-    }
+    // Under the group lock: two first backups of one group by different users cannot both
+    // become its owner.
+    const claimGroup = async (): Promise<void> => {
+      const owner = await store.groupOwner(ns, group);
+      if (owner !== null && owner !== init.authId) throw new HttpError(409, `group ${formatGroup(group)} was just created by ${owner}.`);
+      await store.setGroupOwner(ns, group, init.authId);
+    };
+    const writer = await SnapshotWriter.open(store, { ns, group, time: init.time, claimGroup: init.newGroup ? claimGroup : undefined });
+    return new BackupSession({ ...init, writer });
   }
 
   /** A file of the base snapshot (its indexes), for the client's incremental backup. */
@@ -208,6 +157,7 @@ export class BackupSession implements SessionBase {
       const r = await this.pool.storeBatch(body, todo, encrypted);
       body = r.body;
       const again: BatchRecord[] = [];
+      const fresh: StagedChunk[] = [];
       for (const [i, rec] of todo.entries()) {
         const res = r.results[i]!;
         if (res instanceof GordeError) {
@@ -224,32 +174,23 @@ export class BackupSession implements SessionBase {
           this.stats.existingChunks++;
           if (res.shadowed) this.stats.shadowedChunks++;
         } else if (res.state === "new") {
-          this.pending.push(res.pending!);
-          this.pendingBytes += rec.length;
+          fresh.push({ pending: res.pending!, bytes: rec.length });
           this.stats.newChunks++;
           this.stats.newBytes += rec.size;
         }
         this.chunks.add(rec.hex);
         stored++;
       }
+      // Committed once a batch is full, at the latest when the backup finishes.
+      await this.writer.stage(this.pool, fresh);
       if (again.length > 0 && attempt === 3) {
         refused ??= new HttpError(503, `chunk ${again[0]!.hex} was removed while it was uploaded; send it again.`);
         break;
       }
       todo = again;
     }
-    if (this.pending.length >= COMMIT_FILES || this.pendingBytes >= COMMIT_BYTES) await this.commit();
     if (refused) throw refused;
     return { stored, body };
-  }
-
-  private async commit(): Promise<void> {
-    const batch = this.pending;
-    if (batch.length === 0) return;
-    this.pending = [];
-    this.pendingBytes = 0;
-    await this.pool.commit(batch);
-    for (const c of batch) this.store.chunks.markWritten(path.dirname(c.final));
   }
 
   /**
@@ -267,7 +208,7 @@ export class BackupSession implements SessionBase {
       if (!base.has(hex)) throw new HttpError(400, `${what} names chunk ${hex}, which was neither uploaded in this backup nor is in its base snapshot.`);
       if (!this.store.chunks.exists(hex)) throw new HttpError(400, `${what} names chunk ${hex} of the base snapshot, which is missing from the datastore; run verify.`);
     }
-    await writeFileAtomic(path.join(this.dir, file), bytes);
+    await this.writer.writeIndex(file, bytes);
     this.indexes.set(file, { csum: sha256Hex(bytes), size: bytes.length });
   }
 
@@ -298,48 +239,13 @@ export class BackupSession implements SessionBase {
       }
     }
     for (const f of this.indexes.keys()) if (!named.has(f)) throw new HttpError(400, `index ${f} was uploaded but the manifest does not name it.`);
-    this.finishing = (async () => {
-      await this.commit();
-      await this.store.chunks.sync();
-      await writeFileAtomic(path.join(this.dir, MANIFEST_FILE), encodeManifest(m));
-      this.done = true;
-      this.release();
-    })();
-    await this.finishing;
+    await this.writer.finish(m, this.pool);
     return name;
   }
 
-  /** Removes everything of an unfinished session. */
+  /** Removes everything of an unfinished session (a finish under way completes first). */
   async abort(): Promise<void> {
-    // A finish that got this far completes (the snapshot is whole) or fails (then this cleans up).
-    await this.finishing?.catch(() => undefined);
-    if (this.done) return;
-    this.done = true;
-    // Chunks not yet named go too: on a full disk their space is what the next backup needs.
-    const pending = this.pending;
-    this.pending = [];
-    try {
-      await Promise.all(pending.map((c) => fsp.rm(c.tmp, { force: true })));
-      await fsp.rm(this.dir, { recursive: true, force: true });
-      // Still under the group lock: a backup starting next must not lose its directory.
-      if (this.groupCreated) await removeEmptyGroup(this.store.groupDir(this.ns, this.ref));
-    } finally {
-      // Even when removal failed (the next prune removes an unfinished snapshot): never a held group.
-      this.release();
-    }
-  }
-
-  private release(): void {
-    for (const l of this.locks.reverse()) l.release();
-    this.locks.length = 0;
-  }
-}
-
-/** A group directory that holds nothing but its owner file (its first backup failed). */
-async function removeEmptyGroup(dir: string): Promise<void> {
-  const names = await fsp.readdir(dir).catch(() => [] as string[]);
-  if (names.every((n) => n === OWNER_FILE || n.startsWith(".lock"))) {
-    await fsp.rm(dir, { recursive: true, force: true });
+    await this.writer.abort();
   }
 }
 

@@ -9,10 +9,9 @@ import { ServerConnection } from "../api/connection.ts";
 import { ROUTES, type SnapshotJson, routePath } from "../api/routes.ts";
 import { GordeError } from "../errors.ts";
 import type { ChunkPool } from "../datastore/chunk-pool.ts";
-import type { PendingChunk } from "../datastore/chunk-store.ts";
-import { type Datastore, MANIFEST_FILE, type Lock, lockDir } from "../datastore/datastore.ts";
-import { writeFileAtomic } from "../sys/atomic-write.ts";
-import { ManifestSchema, encodeManifest, sha256Hex } from "../format/manifest.ts";
+import { type Datastore, MANIFEST_FILE } from "../datastore/datastore.ts";
+import { SnapshotWriter } from "../datastore/snapshot-writer.ts";
+import { ManifestSchema, sha256Hex } from "../format/manifest.ts";
 import { formatGroup, formatSnapshot, parseGroup, parseSnapshotRef } from "../format/names.ts";
 import { ownsGroup } from "./auth-roles.ts";
 import type { Remote } from "./remotes.ts";
@@ -116,7 +115,7 @@ export async function syncDatastore(o: SyncOptions): Promise<SyncResult> {
         const have = await fsp.stat(path.join(dir, MANIFEST_FILE)).catch(() => undefined);
         if (have) continue;
         if (owner === null) await o.store.setGroupOwner(o.ns, g, o.owner);
-        await pullSnapshot(conn, r.store, o, pool, s.snapshot, dir, result);
+        await pullSnapshot(conn, r.store, o, pool, s.snapshot, result);
         o.task.progress({ snapshots: result.snapshots, chunks: result.chunks, bytes: result.bytes });
       }
     }
@@ -127,7 +126,7 @@ export async function syncDatastore(o: SyncOptions): Promise<SyncResult> {
   }
 }
 
-async function pullSnapshot(conn: ServerConnection, remoteStore: string, o: SyncOptions, pool: ChunkPool, name: string, dir: string, result: SyncResult): Promise<void> {
+async function pullSnapshot(conn: ServerConnection, remoteStore: string, o: SyncOptions, pool: ChunkPool, name: string, result: SyncResult): Promise<void> {
   const ref = parseSnapshotRef(name);
   const opened = await conn.json<{ session: string; manifest: unknown }>("POST", routePath(ROUTES.openReader, { store: remoteStore }), {
     json: { ns: o.ns.join("/") || undefined, snapshot: name },
@@ -140,14 +139,9 @@ async function pullSnapshot(conn: ServerConnection, remoteStore: string, o: Sync
     throw new GordeError("corrupt", `the source server's manifest for ${name} names another snapshot.`);
   }
   const sid = opened.session;
-  const locks: Lock[] = [o.store.lockGroup(o.ns, ref), o.store.registerBackup(Date.now())];
-  let created = false;
-  let done = false;
+  let writer: SnapshotWriter | undefined;
   try {
-    await fsp.mkdir(dir);
-    created = true;
-    locks.push(lockDir(dir, "sh", `snapshot ${name}`));
-    const pending: PendingChunk[] = [];
+    writer = await SnapshotWriter.open(o.store, { ns: o.ns, group: { type: ref.type, id: ref.id }, time: manifest.time, copy: true });
     for (const f of manifest.archives.flatMap((a) => a.indexes)) {
       const bytes = await conn.binary("GET", routePath(ROUTES.readerFile, { session: sid, file: f.file }));
       if (bytes.length !== f.size || sha256Hex(bytes) !== f.csum) throw new GordeError("corrupt", `index ${f.file} of ${name} does not match its manifest.`);
@@ -155,6 +149,7 @@ async function pullSnapshot(conn: ServerConnection, remoteStore: string, o: Sync
       const want = manifest.cryptMode === "encrypt" ? "encrypted" : "plain";
       const missing = [...indexDigests(f.file, bytes, `index ${f.file} of ${name}`)].filter((hex) => o.store.chunks.storedKind(hex) !== want || !o.store.chunks.touch(hex));
       let next = 0;
+      const w = writer;
       const worker = async (): Promise<void> => {
         while (next < missing.length) {
           o.task.signal.throwIfAborted();
@@ -163,27 +158,22 @@ async function pullSnapshot(conn: ServerConnection, remoteStore: string, o: Sync
           const n = blob.length;
           const r = await pool.store(blob, hex, null, manifest.cryptMode === "encrypt");
           if (r.state === "new") {
-            pending.push(r.pending!);
+            await w.stage(pool, [{ pending: r.pending!, bytes: n }]);
             result.chunks++;
             result.bytes += n;
           }
         }
       };
       await Promise.all(Array.from({ length: PARALLEL }, worker));
-      await writeFileAtomic(path.join(dir, f.file), bytes);
+      await writer.writeIndex(f.file, bytes);
     }
-    await pool.commit(pending);
-    for (const c of pending) o.store.chunks.markWritten(path.dirname(c.final));
-    await o.store.chunks.sync();
     // A copy starts with its own verify state: none.
     const copy = { ...manifest, unprotected: manifest.unprotected.notes !== undefined ? { notes: manifest.unprotected.notes } : {} };
-    await writeFileAtomic(path.join(dir, MANIFEST_FILE), encodeManifest(copy));
-    done = true;
+    await writer.finish(copy, pool);
     result.snapshots++;
     o.task.log(`pulled ${formatSnapshot(ref as typeof ref & { time: number })}`);
   } finally {
-    for (const l of locks.reverse()) l.release();
-    if (!done && created) await fsp.rm(dir, { recursive: true, force: true });
+    await writer?.abort();
     await conn.request("DELETE", routePath(ROUTES.closeReader, { session: sid }), { once: true }).catch(() => undefined);
   }
 }
