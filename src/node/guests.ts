@@ -4,7 +4,7 @@
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
-import { type GuestConfig, parseGuestConfig } from "../api/guest-config.ts";
+import { type GuestConfig, DEMO_CT_HEALTH_CHECKS, DEMO_VM_HEALTH_CHECKS, parseGuestConfig } from "../api/guest-config.ts";
 import type { BackupMode, CreateGuest, GuestBackupResult, GuestStatus, RestoreGuest } from "../api/node-routes.ts";
 import { restoreArchive } from "../client/restore.ts";
 import type { RemoteRepository } from "../client/remote.ts";
@@ -145,8 +145,8 @@ export class GuestManager {
         const name = d.name ?? `${d.kind}${d.id}`;
         config =
           d.kind === "vm"
-            ? { kind: "vm", id, name, memoryMiB: d.memoryMiB ?? 256, cpus: d.cpus ?? 1, disks: { disk0: this.dir("images", String(id), "disk0.raw") }, httpPort: d.httpPort, agent: true }
-            : { kind: "ct", id, name, memoryMiB: d.memoryMiB ?? 64, cpus: d.cpus ?? 1, rootfs: this.dir("rootfs", String(id)), init: "/init", httpPort: d.httpPort };
+            ? { kind: "vm", id, name, memoryMiB: d.memoryMiB ?? 256, cpus: d.cpus ?? 1, disks: { disk0: this.dir("images", String(id), "disk0.raw") }, httpPort: d.httpPort, agent: true, healthChecks: DEMO_VM_HEALTH_CHECKS }
+            : { kind: "ct", id, name, memoryMiB: d.memoryMiB ?? 64, cpus: d.cpus ?? 1, rootfs: this.dir("rootfs", String(id)), init: "/init", httpPort: d.httpPort, healthChecks: DEMO_CT_HEALTH_CHECKS };
         this.checkPortFree(config);
         if (config.kind === "vm") {
           await fsp.mkdir(this.dir("images", String(id)), { recursive: true });
