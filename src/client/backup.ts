@@ -41,7 +41,7 @@ export interface BackupOptions extends TreeOptions {
    * answers of the guest's `expect: snapshot` probes, called once the point-in-time view
    * is taken (the node reads them before and after it); stored in the manifest
    */
-  captures?: () => Promise<Capture[]>;
+  captures?: () => Promise<Capture[] | undefined>;
   /** encrypts every chunk on this side; the manifest records the key's fingerprint */
   key?: { master: Uint8Array; chunkKey: ChunkKey };
   /** chunks processed (and, to a server, uploaded) at once; default 12 */

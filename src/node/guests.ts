@@ -11,6 +11,7 @@ import type { RemoteRepository } from "../client/remote.ts";
 import { writeFileAtomic } from "../datastore/datastore.ts";
 import { GordeError } from "../errors.ts";
 import { parseSnapshotRef } from "../format/names.ts";
+import { AnswerCapture } from "./capture.ts";
 import { type BitmapRecord, backupRunningCt, backupRunningVm, backupStoppedGuest, summary } from "./guest-backup.ts";
 import { type GuestKit, buildCtRootfs, buildVmDisk, ensureGuestKit } from "./guest-kit.ts";
 import { type CtProcess, startCt } from "./lxc.ts";
@@ -266,10 +267,18 @@ export class GuestManager {
         const opts = { repo, mode, config, runDir, notes, log, signal };
         let result;
         if (rt && mode === "stop") {
+          // Its answers are read before it stops and once it runs again, before the manifest.
+          const answers = new AnswerCapture(config, say, signal);
+          await answers.before();
           say("stopping the guest (stop mode)");
           await this.stopNow(id);
           restart = true;
-          result = await backupStoppedGuest(opts);
+          const startAgain = async (): Promise<void> => {
+            await this.startNow(id);
+            restart = false;
+            say(`guest ${id} started again`);
+          };
+          result = await backupStoppedGuest({ ...opts, answers, restart: startAgain });
         } else if (rt?.kind === "vm") {
           result = await backupRunningVm(rt.vm, { ...opts, state: rt.bitmaps });
         } else if (rt?.kind === "ct") {
@@ -298,8 +307,10 @@ export class GuestManager {
       } finally {
         repo?.close();
         if (restart) {
-          await this.startNow(id).catch((e: Error) => say(`could not start guest ${id} again: ${e.message}`));
-          say(`guest ${id} started again`);
+          await this.startNow(id).then(
+            () => say(`guest ${id} started again`),
+            (e: Error) => say(`could not start guest ${id} again: ${e.message}`),
+          );
         }
       }
     });
