@@ -11,6 +11,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { GuestConfig } from "../src/api/guest-config.ts";
 import type { GuestBackupResult } from "../src/api/node-routes.ts";
+import type { SnapshotJson } from "../src/api/routes.ts";
 import type { Manifest } from "../src/format/manifest.ts";
 import { lxcAvailable } from "../src/node/lxc.ts";
 import { QEMU } from "../src/node/qemu.ts";
@@ -88,6 +89,15 @@ void describe("answers captured at backup time", { skip: why ?? false }, () => {
     const log = m.log!.join("\n");
     assert.match(log, /container frozen[^]*container thawed[^]*answer of probe note \(GET \/cgi-bin\/note\): captured, status 200, sha256 [0-9a-f]{64}/);
     assert.equal(await serviceGet(port, "/cgi-bin/note", 5000), note, "the service runs on");
+
+    // The listing shows the answers' states.
+    const r = await gorde(["snapshots", server.url("store"), "ct/110", "--json"], { GORDE_PASSWORD: "admin-pass-1", GORDE_FINGERPRINT: server.fingerprint });
+    assert.equal(r.code, 0, r.err);
+    const listed = (JSON.parse(r.out) as SnapshotJson[]).find((s) => s.snapshot === live.snapshot)!;
+    assert.deepEqual(listed.captures, [
+      { probe: "note", state: "captured" },
+      { probe: "counter", state: "unstable" },
+    ]);
 
     // Stop mode: read before the stop and again once the guest runs again, before the manifest.
     const stopMode = await json<GuestBackupResult>(["backup", "110", "--mode", "stop"]);
