@@ -12,7 +12,7 @@ import { Datastore, MANIFEST_FILE } from "../src/datastore/datastore.ts";
 import { encodeBlob } from "../src/format/blob.ts";
 import { DynamicIndexBuilder, decodeDynamicIndex, encodeDynamicIndex } from "../src/format/dynamic-index.ts";
 import { decodeFixedIndex } from "../src/format/fixed-index.ts";
-import { DIGEST_SIZE, FORMAT_VERSION } from "../src/format/magic.ts";
+import { DIGEST_SIZE } from "../src/format/magic.ts";
 import { type Manifest, encodeManifest, sha256Hex } from "../src/format/manifest.ts";
 import { formatTime } from "../src/format/names.ts";
 import { type TreeEntry, encodeEnd, encodeEntry, encodedSize, streamHeader } from "../src/format/tree-entry.ts";
@@ -507,7 +507,7 @@ void describe("bad input", () => {
         indexes.push({ file, csum: sha256Hex(bytes), size: bytes.length });
       }
       const manifest: Manifest = {
-        format: FORMAT_VERSION,
+        format: 1,
         type: "host",
         id: "evil",
         time,

@@ -7,7 +7,6 @@ import path from "node:path";
 import { encodeBlob } from "../src/format/blob.ts";
 import { DynamicIndexBuilder, encodeDynamicIndex } from "../src/format/dynamic-index.ts";
 import { encodeFixedIndex } from "../src/format/fixed-index.ts";
-import { FORMAT_VERSION } from "../src/format/magic.ts";
 import { type ArchiveEntry, encodeManifest, sha256Hex } from "../src/format/manifest.ts";
 import type { Group } from "../src/format/names.ts";
 import { Datastore, MANIFEST_FILE, type SnapshotInfo } from "../src/datastore/datastore.ts";
@@ -85,7 +84,7 @@ export async function makeSnapshot(
   }
   if (finished) {
     const manifest = encodeManifest({
-      format: FORMAT_VERSION,
+      format: 1,
       type: group.type,
       id: group.id,
       time,

@@ -37,6 +37,8 @@ export const SnapshotSchema = z.object({
   error: z.string().nullable(),
   owner: z.string().nullable(),
   encrypted: z.boolean(),
+  /** the state of each answer captured at backup time (absent from an older server) */
+  captures: z.array(z.object({ probe: z.string(), state: z.enum(["captured", "unstable", "failed"]) })).optional(),
 });
 export type SnapshotJson = z.infer<typeof SnapshotSchema>;
 

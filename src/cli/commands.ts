@@ -148,7 +148,7 @@ export const COMMANDS: Record<string, Command> = {
       if (ctx.values.json) return printJson(ctx, list);
       if (list.length === 0) return ctx.out("no snapshots\n");
       for (const j of list) {
-        const flags = [j.error ? `damaged: ${j.error}` : j.finished ? "" : "unfinished", j.protected ? "protected" : "", j.encrypted ? "encrypted" : "", j.verify ? `verify ${j.verify.state}` : ""]
+        const flags = [j.error ? `damaged: ${j.error}` : j.finished ? "" : "unfinished", j.protected ? "protected" : "", j.encrypted ? "encrypted" : "", j.verify ? `verify ${j.verify.state}` : "", j.captures?.length ? `answers: ${j.captures.map((c) => `${c.probe} ${c.state}`).join(", ")}` : ""]
           .filter(Boolean)
           .join(", ");
         ctx.out(`${j.snapshot}  ${formatBytes(j.size).padStart(10)}  ${j.archives.map((a) => a.name).join(" ")}${flags ? `  (${flags})` : ""}\n`);

@@ -8,8 +8,7 @@ import { DEFAULT_ZSTD_LEVEL } from "../format/blob.ts";
 import type { ChunkKey } from "../format/crypt.ts";
 import { encodeDynamicIndex } from "../format/dynamic-index.ts";
 import { encodeFixedIndex, isValidFixedChunkSize } from "../format/fixed-index.ts";
-import { FORMAT_VERSION } from "../format/magic.ts";
-import { type ArchiveEntry, MAX_LOG_LINES, type Manifest, sha256Hex } from "../format/manifest.ts";
+import { type ArchiveEntry, type Capture, MAX_LOG_LINES, type Manifest, manifestFormat, sha256Hex } from "../format/manifest.ts";
 import { type Group, formatSnapshot, parseArchiveName } from "../format/names.ts";
 import { ChunkWriter, type WriteStats } from "./chunk-writer.ts";
 import { type BlockReader, DEFAULT_IMAGE_CHUNK_SIZE, backupImage } from "./image-archive.ts";
@@ -38,6 +37,11 @@ export interface BackupOptions extends TreeOptions {
   config?: Record<string, unknown>;
   /** the backup's log, stored in the manifest; lines added until it is finished count */
   log?: string[];
+  /**
+   * answers of the guest's `expect: snapshot` probes, called once the point-in-time view
+   * is taken (the node reads them before and after it); stored in the manifest
+   */
+  captures?: () => Promise<Capture[] | undefined>;
   /** encrypts every chunk on this side; the manifest records the key's fingerprint */
   key?: { master: Uint8Array; chunkKey: ChunkKey };
   /** chunks processed (and, to a server, uploaded) at once; default 12 */
@@ -155,8 +159,10 @@ export async function runBackup(
       }
     }
     await writer.drain();
+    const captures = opts.captures ? await opts.captures() : undefined;
+    const unprotected = opts.notes !== undefined ? { notes: opts.notes } : {};
     const manifest: Manifest = {
-      format: FORMAT_VERSION,
+      format: manifestFormat({ captures, unprotected }),
       type: session.ref.type,
       id: session.ref.id,
       time: session.ref.time,
@@ -171,7 +177,8 @@ export async function runBackup(
         newChunks: writer.stats.newChunks,
         durationMs: Date.now() - started,
       },
-      unprotected: opts.notes !== undefined ? { notes: opts.notes } : {},
+      ...(captures ? { captures } : {}),
+      unprotected,
     };
     await session.finish(manifest);
     finished = true;

@@ -8,7 +8,7 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { GordeError } from "../errors.ts";
-import { FORMAT_VERSION } from "../format/magic.ts";
+import { DATASTORE_FORMAT } from "../format/magic.ts";
 import { type Manifest, decodeManifest, encodeManifest } from "../format/manifest.ts";
 import {
   BACKUP_TYPES,
@@ -80,7 +80,7 @@ export class Datastore {
     if (entries.length > 0) throw new GordeError("usage", `${dir} is not empty; a new datastore needs an empty directory.`);
     await fsp.mkdir(path.join(abs, ".chunks"), { recursive: true });
     await fsp.mkdir(path.join(abs, ".running"), { recursive: true });
-    const marker = { format: FORMAT_VERSION, created: Math.floor(Date.now() / 1000) };
+    const marker = { format: DATASTORE_FORMAT, created: Math.floor(Date.now() / 1000) };
     await writeFileAtomic(path.join(abs, MARKER_FILE), Buffer.from(JSON.stringify(marker) + "\n"));
     return new Datastore(abs);
   }
@@ -106,10 +106,10 @@ export class Datastore {
     if (typeof format !== "number" || !Number.isInteger(format) || format < 1) {
       throw new GordeError("corrupt", `${path.join(dir, MARKER_FILE)} has no valid format version.`);
     }
-    if (format > FORMAT_VERSION) {
+    if (format > DATASTORE_FORMAT) {
       throw new GordeError(
         "unsupported",
-        `${dir} uses datastore format ${format}, written by a newer gorde; this gorde reads up to format ${FORMAT_VERSION}.`,
+        `${dir} uses datastore format ${format}, written by a newer gorde; this gorde reads up to format ${DATASTORE_FORMAT}.`,
       );
     }
     return new Datastore(abs);

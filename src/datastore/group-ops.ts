@@ -17,6 +17,7 @@ export function snapshotJson(s: SnapshotInfo, owner: string | null = null) {
     error: s.error?.message ?? null,
     owner,
     encrypted: s.manifest?.cryptMode === "encrypt",
+    captures: s.manifest?.captures?.map((c) => ({ probe: c.probe, state: c.state })) ?? [],
   };
 }
 

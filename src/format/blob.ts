@@ -9,7 +9,7 @@ import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import zlib from "node:zlib";
 import { GordeError, corrupt } from "../errors.ts";
 import type { ChunkKey } from "./crypt.ts";
-import { BLOB_HEADER_SIZE, ENCRYPTED_BLOB_HEADER_SIZE, FORMAT_VERSION, MAGIC, MAX_CHUNK_SIZE, magicKind } from "./magic.ts";
+import { BLOB_HEADER_SIZE, ENCRYPTED_BLOB_HEADER_SIZE, MAGIC, MAX_CHUNK_SIZE, kindVersion, magicKind } from "./magic.ts";
 
 /** zstd level for chunks: level 1 runs ~1.5× faster than 3 here for ~5% more bytes. */
 export const DEFAULT_ZSTD_LEVEL = 1;
@@ -69,10 +69,10 @@ function readHeader(blob: Uint8Array, what: string, withEncrypted: boolean): { k
   }
   if (!encrypted && m.kind !== "BP" && m.kind !== "BZ") throw corrupt(`${what} has an unknown blob kind "${m.kind}".`);
   if (m.version < 1) throw corrupt(`${what} has an invalid format version 0.`);
-  if (m.version > FORMAT_VERSION) {
+  if (m.version > kindVersion(m.kind)) {
     throw new GordeError(
       "unsupported",
-      `${what} was written by a newer gorde (format version ${m.version}); this gorde reads up to version ${FORMAT_VERSION}.`,
+      `${what} was written by a newer gorde (format version ${m.version}); this gorde reads up to version ${kindVersion(m.kind)}.`,
     );
   }
   if (encrypted && b.length < ENCRYPTED_BLOB_HEADER_SIZE) throw corrupt(`${what} is truncated (${b.length} bytes).`);

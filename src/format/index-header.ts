@@ -1,5 +1,5 @@
 import { GordeError, corrupt } from "../errors.ts";
-import { FORMAT_VERSION, INDEX_HEADER_SIZE, magicKind } from "./magic.ts";
+import { INDEX_HEADER_SIZE, kindVersion, magicKind } from "./magic.ts";
 
 /** Refuses a file that is not of `kind`, or that a newer gorde wrote. */
 export function checkMagic(buf: Buffer, kind: string, what: string): void {
@@ -7,10 +7,10 @@ export function checkMagic(buf: Buffer, kind: string, what: string): void {
   const m = magicKind(buf);
   if (!m || m.kind !== kind) throw corrupt(`${what} does not start with the expected magic.`);
   if (m.version < 1) throw corrupt(`${what} has an invalid format version 0.`);
-  if (m.version > FORMAT_VERSION) {
+  if (m.version > kindVersion(m.kind)) {
     throw new GordeError(
       "unsupported",
-      `${what} was written by a newer gorde (format version ${m.version}); this gorde reads up to version ${FORMAT_VERSION}.`,
+      `${what} was written by a newer gorde (format version ${m.version}); this gorde reads up to version ${kindVersion(m.kind)}.`,
     );
   }
 }

@@ -6,8 +6,17 @@
 // kind's layout version as a big-endian u16. Each kind's version is pinned here: a
 // kind whose layout changes gets a new version; the others keep theirs.
 
-/** Format version this build writes; it reads every version up to this one. */
-export const FORMAT_VERSION = 1;
+/**
+ * The newest format version of any file this build writes (docs/format.md §8); it reads
+ * every version up to this one. Version 2: the manifest's `captures` and
+ * `unprotected.drill`. A file is written at the lowest version that holds its content.
+ */
+export const FORMAT_VERSION = 2;
+/**
+ * The datastore marker's format: raised only when which chunks are referenced from where
+ * changes (an older GC must then refuse the datastore), not for every new file version.
+ */
+export const DATASTORE_FORMAT = 1;
 
 function magic(kind: string, version: number): Buffer {
   const b = Buffer.alloc(8);
@@ -34,6 +43,13 @@ export const MAGIC = {
 } as const;
 
 export type MagicName = keyof typeof MAGIC;
+
+/** The newest layout version of a kind of binary file that this build can decode. */
+export function kindVersion(kind: string): number {
+  let v = 0;
+  for (const m of Object.values(MAGIC)) if (m.toString("latin1", 4, 6) === kind) v = Math.max(v, m.readUInt16BE(6));
+  return v;
+}
 
 /** The kind letters of a magic, or undefined when `bytes` is not a gorde magic. */
 export function magicKind(bytes: Uint8Array): { kind: string; version: number } | undefined {

@@ -42,6 +42,41 @@ export const VerifyStateSchema = z.strictObject({
   badChunks: z.number().int().nonnegative().optional(),
 });
 
+/** what a drill or check name looks like (the probe names of a guest's health checks) */
+const checkName = z.string().regex(/^[a-z][a-z0-9-]{0,31}$/);
+
+/**
+ * An `expect: snapshot` probe's answer, read just before and just after the backup's
+ * point-in-time view (format 2). Equal answers are `captured` (digest and a short
+ * excerpt); different ones `unstable`, and a drill does not use them.
+ */
+export const CaptureSchema = z.strictObject({
+  probe: checkName,
+  path: z.string().max(1024),
+  state: z.enum(["captured", "unstable", "failed"]),
+  time: z.number().int(),
+  status: z.number().int().min(100).max(599).optional(),
+  /** SHA-256 of the answer's body */
+  digest: hex64.optional(),
+  /** the body's first bytes, for people reading the snapshot */
+  excerpt: z.string().max(256).optional(),
+  message: z.string().max(1024).optional(),
+});
+
+/** the newest drill of the snapshot (format 2), like verify's state */
+export const DrillStateSchema = z.strictObject({
+  result: z.enum(["passed", "failed", "error"]),
+  time: z.number().int(),
+  node: z.string().max(253).optional(),
+  /** seconds from the drill's start to every probe passing */
+  rtoSeconds: z.number().nonnegative().optional(),
+  /** the check that failed, and why */
+  check: z.string().max(64).optional(),
+  message: z.string().max(1024).optional(),
+});
+export type Capture = z.infer<typeof CaptureSchema>;
+export type DrillState = z.infer<typeof DrillStateSchema>;
+
 export const ManifestSchema = z.strictObject({
   format: z.number().int().positive(),
   type: z.enum(["vm", "ct", "host"]),
@@ -62,18 +97,27 @@ export const ManifestSchema = z.strictObject({
       durationMs: z.number().nonnegative(),
     })
     .optional(),
-  /** may change after the backup: notes, verify state */
+  /** answers of the guest's `expect: snapshot` probes at backup time (format 2) */
+  captures: z.array(CaptureSchema).max(16).optional(),
+  /** may change after the backup: notes, verify state, drill result */
   unprotected: z.strictObject({
     notes: z.string().max(64 * 1024).optional(),
     verify: VerifyStateSchema.optional(),
+    drill: DrillStateSchema.optional(),
   }),
 });
 
 export type Manifest = z.infer<typeof ManifestSchema>;
 export type ArchiveEntry = z.infer<typeof ArchiveSchema>;
 
+/** The lowest format version that holds the manifest's members (docs/format.md §8). */
+export function manifestFormat(m: Pick<Manifest, "captures" | "unprotected">): number {
+  return m.captures !== undefined || m.unprotected.drill !== undefined ? 2 : 1;
+}
+
+/** Encodes the manifest at the lowest format version that holds it, so older readers keep reading what they can. */
 export function encodeManifest(m: Manifest): Buffer {
-  return Buffer.from(JSON.stringify(m, null, 2) + "\n");
+  return Buffer.from(JSON.stringify({ ...m, format: manifestFormat(m) }, null, 2) + "\n");
 }
 
 export function decodeManifest(buf: Buffer, what = "manifest"): Manifest {
@@ -95,6 +139,7 @@ export function decodeManifest(buf: Buffer, what = "manifest"): Manifest {
     const { path: at, message } = firstIssue(parsed.error);
     throw corrupt(`${what} is malformed: ${at || "(root)"}: ${message}.`);
   }
+  if (parsed.data.format < manifestFormat(parsed.data)) throw corrupt(`${what} is malformed: it has members of format ${manifestFormat(parsed.data)} but says format ${parsed.data.format}.`);
   return parsed.data;
 }
 

@@ -9,9 +9,11 @@ import path from "node:path";
 import type { GuestConfig } from "../api/guest-config.ts";
 import type { BackupMode } from "../api/node-routes.ts";
 import { type BackupResult, type BackupSource, runBackup } from "../client/backup.ts";
+import type { Capture } from "../format/manifest.ts";
 import type { RemoteRepository } from "../client/remote.ts";
 import { latestUsable } from "../datastore/datastore.ts";
 import { GordeError } from "../errors.ts";
+import { AnswerCapture } from "./capture.ts";
 import type { CtProcess } from "./lxc.ts";
 import { GuestAgent } from "./guest-agent.ts";
 import { type LiveView, openLiveView } from "./live-view.ts";
@@ -34,6 +36,11 @@ export interface GuestBackupOptions {
   notes?: string;
   log: string[];
   signal?: AbortSignal;
+}
+
+/** The answers of the guest's `expect: snapshot` probes, read around the view; they never fail the backup. */
+function answerCapture(opts: GuestBackupOptions): AnswerCapture {
+  return new AnswerCapture(opts.config, (t) => line(opts.log, t), opts.signal);
 }
 
 function line(log: string[], text: string): void {
@@ -79,6 +86,8 @@ export async function backupRunningVm(vm: VmProcess, opts: GuestBackupOptions & 
   let paused = false;
   let ok = false;
   const agent = vm.agentSocket ? await GuestAgent.connect(vm.agentSocket) : undefined;
+  const answers = answerCapture(opts);
+  let captures: Capture[] | undefined;
   let frozen = false;
   const thaw = async (): Promise<void> => {
     if (!frozen) return;
@@ -89,6 +98,7 @@ export async function backupRunningVm(vm: VmProcess, opts: GuestBackupOptions & 
     );
   };
   try {
+    await answers.before();
     if (!vm.agentSocket) line(log, "no guest agent configured: file systems are not frozen (crash-consistent view)");
     else if (!agent) line(log, "the guest agent did not answer: file systems are not frozen (crash-consistent view)");
     else {
@@ -128,9 +138,31 @@ export async function backupRunningVm(vm: VmProcess, opts: GuestBackupOptions & 
       line(log, "VM running again; the views hold the instant");
     }
     await thaw();
+    // Snapshot mode: the guest runs again and the views hold the instant. Suspend mode: it
+    // stays paused for the read, so its second answer is read after it.
+    if (!paused) captures = await answers.after();
     line(log, `reading ${disks.length} disk${disks.length > 1 ? "s" : ""} from the live view${record ? ` (dirty bitmaps since ${record.snapshot})` : ""}`);
     const result = await runBackup(
-      { group: { type: "vm", id: String(config.id) }, sources, config: { ...config }, notes: opts.notes, log, signal: opts.signal },
+      {
+        group: { type: "vm", id: String(config.id) },
+        sources,
+        config: { ...config },
+        notes: opts.notes,
+        log,
+        signal: opts.signal,
+        captures: async () => {
+          if (!paused) return captures;
+          try {
+            await qmp.execute("cont");
+          } catch (err) {
+            line(log, `warning: the VM could not be resumed for the second reads of its answers: ${(err as Error).message}`);
+            return undefined;
+          }
+          paused = false;
+          line(log, "VM running again after the read (suspend mode)");
+          return answers.after();
+        },
+      },
       (req) => repo.openBackup(req),
     );
     ok = true;
@@ -146,14 +178,32 @@ export async function backupRunningVm(vm: VmProcess, opts: GuestBackupOptions & 
   }
 }
 
-/** A stopped VM's or container's backup, read from its files. */
-export async function backupStoppedGuest(opts: GuestBackupOptions): Promise<BackupResult> {
-  const { config } = opts;
+/**
+ * A stopped VM's or container's backup, read from its files. A guest that was stopped
+ * already answers nothing, so nothing is captured; in stop mode the node read the answers
+ * before stopping it (`answers`), and `restart` starts it again once its files are read,
+ * for the second reads.
+ */
+export async function backupStoppedGuest(opts: GuestBackupOptions & { answers?: AnswerCapture; restart?: () => Promise<void> }): Promise<BackupResult> {
+  const { config, answers, restart } = opts;
+  const names = answerCapture(opts).probes.map((p) => p.name);
+  if (!answers && names.length > 0) line(opts.log, `the guest is stopped, its service does not answer: nothing captured for probe${names.length > 1 ? "s" : ""} ${names.join(", ")}`);
+  const captures =
+    answers && restart
+      ? async (): Promise<Capture[] | undefined> => {
+          try {
+            await restart();
+          } catch (err) {
+            line(opts.log, `could not start the guest again: ${(err as Error).message}`);
+          }
+          return answers.after({ waitForService: true });
+        }
+      : undefined;
   const sources: BackupSource[] =
     config.kind === "vm" ? Object.entries(config.disks).map(([name, file]) => ({ archive: `${name}.img`, source: file })) : [{ archive: "root.tree", source: config.rootfs }];
   line(opts.log, `reading the ${config.kind === "vm" ? "disk files" : "root file system"} of the stopped guest`);
   return runBackup(
-    { group: { type: config.kind, id: String(config.id) }, sources, config: { ...config }, notes: opts.notes, log: opts.log, signal: opts.signal },
+    { group: { type: config.kind, id: String(config.id) }, sources, config: { ...config }, notes: opts.notes, log: opts.log, signal: opts.signal, captures },
     (req) => opts.repo.openBackup(req),
   );
 }
@@ -162,16 +212,36 @@ export async function backupStoppedGuest(opts: GuestBackupOptions): Promise<Back
 export async function backupRunningCt(ct: CtProcess, opts: GuestBackupOptions): Promise<BackupResult> {
   const { config, log } = opts;
   if (config.kind !== "ct") throw new GordeError("usage", `guest ${config.id} is not a container.`);
+  const answers = answerCapture(opts);
+  await answers.before();
   await ct.freeze();
+  let frozen = true;
   line(log, "container frozen (a directory root file system has no storage snapshots: frozen for the whole read)");
+  const thaw = async (): Promise<void> => {
+    if (!frozen) return;
+    frozen = false;
+    await ct.thaw().catch(() => undefined);
+    line(log, "container thawed");
+  };
   try {
     return await runBackup(
-      { group: { type: "ct", id: String(config.id) }, sources: [{ archive: "root.tree", source: config.rootfs }], config: { ...config }, notes: opts.notes, log, signal: opts.signal },
+      {
+        group: { type: "ct", id: String(config.id) },
+        sources: [{ archive: "root.tree", source: config.rootfs }],
+        config: { ...config },
+        notes: opts.notes,
+        log,
+        signal: opts.signal,
+        // The view is the frozen container: it runs again once its files are read.
+        captures: async () => {
+          await thaw();
+          return answers.after();
+        },
+      },
       (req) => opts.repo.openBackup(req),
     );
   } finally {
-    await ct.thaw().catch(() => undefined);
-    line(log, "container thawed");
+    await thaw();
   }
 }
 

@@ -4,13 +4,14 @@
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
-import { type GuestConfig, parseGuestConfig } from "../api/guest-config.ts";
+import { type GuestConfig, DEMO_CT_HEALTH_CHECKS, DEMO_VM_HEALTH_CHECKS, parseGuestConfig } from "../api/guest-config.ts";
 import type { BackupMode, CreateGuest, GuestBackupResult, GuestStatus, RestoreGuest } from "../api/node-routes.ts";
 import { restoreArchive } from "../client/restore.ts";
 import type { RemoteRepository } from "../client/remote.ts";
 import { writeFileAtomic } from "../sys/atomic-write.ts";
 import { GordeError } from "../errors.ts";
 import { parseSnapshotRef } from "../format/names.ts";
+import { AnswerCapture } from "./capture.ts";
 import { type BitmapRecord, backupRunningCt, backupRunningVm, backupStoppedGuest, summary } from "./guest-backup.ts";
 import { type GuestKit, buildCtRootfs, buildVmDisk, ensureGuestKit } from "./guest-kit.ts";
 import { type CtProcess, startCt } from "./lxc.ts";
@@ -145,8 +146,8 @@ export class GuestManager {
         const name = d.name ?? `${d.kind}${d.id}`;
         config =
           d.kind === "vm"
-            ? { kind: "vm", id, name, memoryMiB: d.memoryMiB ?? 256, cpus: d.cpus ?? 1, disks: { disk0: this.dir("images", String(id), "disk0.raw") }, httpPort: d.httpPort, agent: true }
-            : { kind: "ct", id, name, memoryMiB: d.memoryMiB ?? 64, cpus: d.cpus ?? 1, rootfs: this.dir("rootfs", String(id)), init: "/init", httpPort: d.httpPort };
+            ? { kind: "vm", id, name, memoryMiB: d.memoryMiB ?? 256, cpus: d.cpus ?? 1, disks: { disk0: this.dir("images", String(id), "disk0.raw") }, httpPort: d.httpPort, agent: true, healthChecks: DEMO_VM_HEALTH_CHECKS }
+            : { kind: "ct", id, name, memoryMiB: d.memoryMiB ?? 64, cpus: d.cpus ?? 1, rootfs: this.dir("rootfs", String(id)), init: "/init", httpPort: d.httpPort, healthChecks: DEMO_CT_HEALTH_CHECKS };
         this.checkPortFree(config);
         if (config.kind === "vm") {
           await fsp.mkdir(this.dir("images", String(id)), { recursive: true });
@@ -266,10 +267,18 @@ export class GuestManager {
         const opts = { repo, mode, config, runDir, notes, log, signal };
         let result;
         if (rt && mode === "stop") {
+          // Its answers are read before it stops and once it runs again, before the manifest.
+          const answers = new AnswerCapture(config, say, signal);
+          await answers.before();
           say("stopping the guest (stop mode)");
           await this.stopNow(id);
           restart = true;
-          result = await backupStoppedGuest(opts);
+          const startAgain = async (): Promise<void> => {
+            await this.startNow(id);
+            restart = false;
+            say(`guest ${id} started again`);
+          };
+          result = await backupStoppedGuest({ ...opts, answers, restart: startAgain });
         } else if (rt?.kind === "vm") {
           result = await backupRunningVm(rt.vm, { ...opts, state: rt.bitmaps });
         } else if (rt?.kind === "ct") {
@@ -298,8 +307,10 @@ export class GuestManager {
       } finally {
         repo?.close();
         if (restart) {
-          await this.startNow(id).catch((e: Error) => say(`could not start guest ${id} again: ${e.message}`));
-          say(`guest ${id} started again`);
+          await this.startNow(id).then(
+            () => say(`guest ${id} started again`),
+            (e: Error) => say(`could not start guest ${id} again: ${e.message}`),
+          );
         }
       }
     });

@@ -3,7 +3,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
-import { loadNodeConfig, serverSecret } from "./node-config.ts";
+import { checkedScript, loadNodeConfig, serverSecret } from "./node-config.ts";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gorde-node-config-"));
 const write = (name: string, text: string): string => {
@@ -43,5 +43,44 @@ void describe("node config", () => {
     } finally {
       if (saved !== undefined) process.env.GORDE_SERVER_SECRET = saved;
     }
+  });
+});
+
+void describe("health check scripts", () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), "gorde-scripts-"));
+  after(() => fs.rmSync(root, { recursive: true, force: true }));
+  const script = (name: string, mode: number, inDir = root): string => {
+    const f = path.join(inDir, name);
+    fs.writeFileSync(f, "#!/bin/sh\nexit 0\n");
+    fs.chmodSync(f, mode);
+    return f;
+  };
+  let n = 0;
+  const configFile = (c: object): string => {
+    const f = path.join(root, `config-${++n}.json`);
+    fs.writeFileSync(f, JSON.stringify({ ...good, ...c }));
+    return f;
+  };
+  const config = (scripts: Record<string, string>) => loadNodeConfig(configFile({ scripts }));
+
+  void it("gives a root-owned script writable by no one else, and refuses any other with one sentence", { skip: process.getuid?.() !== 0 && "needs root (file ownership)" }, () => {
+    const open = fs.mkdtempSync(path.join(root, "open-"));
+    fs.chmodSync(open, 0o777);
+    const foreign = script("foreign", 0o755);
+    fs.chownSync(foreign, 65534, 65534);
+    const c = config({ good: script("good", 0o755), writable: script("writable", 0o757), plain: script("plain", 0o644), foreign, opendir: script("x", 0o755, open), dir: root });
+    assert.equal(checkedScript(c, "good"), path.join(root, "good"));
+    assert.throws(() => checkedScript(c, "nope"), /script "nope" is not defined in the node's configuration/);
+    assert.throws(() => checkedScript(c, "writable"), /is writable by others than its owner/);
+    assert.throws(() => checkedScript(c, "plain"), /is not executable/);
+    assert.throws(() => checkedScript(c, "foreign"), /is not owned by root/);
+    assert.throws(() => checkedScript(c, "opendir"), /which others than root may change/);
+    assert.throws(() => checkedScript(c, "dir"), /is not a regular file/);
+  });
+
+  void it("refuses a script table with a bad name or a relative path, and a bad drill id range", () => {
+    assert.throws(() => config({ "../x": "/bin/true" }), /scripts.*invalid|invalid name/);
+    assert.throws(() => config({ ok: "bin/true" }), /an absolute path/);
+    assert.throws(() => loadNodeConfig(configFile({ drill: { ids: { first: 9999, last: 9900 } } })), /a range first\.\.last/);
   });
 });

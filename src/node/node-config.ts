@@ -5,9 +5,12 @@ import fs from "node:fs";
 import path from "node:path";
 import { z } from "zod";
 import { GordeError } from "../errors.ts";
+import { scriptName } from "../api/guest-config.ts";
 import { firstIssue } from "../schema-issue.ts";
 
 export const DEFAULT_NODE_PORT = 8006;
+/** guest ids a drill's sandbox takes, unless the config names others */
+export const DEFAULT_DRILL_IDS = { first: 9900, last: 9999 } as const;
 
 export const NodeConfigSchema = z.strictObject({
   /** the node's name in the cluster */
@@ -24,6 +27,20 @@ export const NodeConfigSchema = z.strictObject({
     /** file holding the password or token secret (else GORDE_SERVER_SECRET) */
     secretFile: z.string().startsWith("/", "an absolute path").optional(),
   }),
+  /**
+   * script name → absolute path of an executable that a `script` health check runs, as
+   * PVE's hookscripts: only the node's administrator defines them (root-owned, writable by
+   * no one else), guest configs and snapshots only name them.
+   */
+  scripts: z.record(scriptName, z.string().startsWith("/", "an absolute path")).optional(),
+  drill: z
+    .strictObject({
+      /** the guest ids drill sandboxes take: never a production guest's */
+      ids: z
+        .strictObject({ first: z.number().int().min(100).max(999_999_999), last: z.number().int().min(100).max(999_999_999) })
+        .refine((r) => r.first <= r.last && r.last - r.first < 10_000, "a range first..last of at most 10000 ids"),
+    })
+    .optional(),
 });
 export type NodeConfig = z.infer<typeof NodeConfigSchema>;
 
@@ -56,4 +73,30 @@ export function serverSecret(config: NodeConfig): string {
   const s = process.env.GORDE_SERVER_SECRET;
   if (!s) throw new GordeError("usage", "the node needs the backup server's secret: set server.secretFile in its config or GORDE_SERVER_SECRET.");
   return s;
+}
+
+/**
+ * The file of a health check's script, checked as PVE checks a hookscript: defined in the
+ * node's config, a regular executable file owned by root and writable by no one else, in
+ * directories writable by no one else (else anyone could swap it for their own).
+ */
+export function checkedScript(config: NodeConfig, name: string): string {
+  const file = config.scripts?.[name];
+  if (!file) throw new GordeError("usage", `script ${JSON.stringify(name)} is not defined in the node's configuration (scripts).`);
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(file);
+  } catch (err) {
+    throw new GordeError("usage", `script ${name} (${file}) cannot be read: ${(err as Error).message.replace(/\.$/, "")}.`);
+  }
+  if (!st.isFile()) throw new GordeError("usage", `script ${name} (${file}) is not a regular file.`);
+  if (st.uid !== 0) throw new GordeError("usage", `script ${name} (${file}) is not owned by root.`);
+  if (st.mode & 0o022) throw new GordeError("usage", `script ${name} (${file}) is writable by others than its owner.`);
+  if (!(st.mode & 0o100)) throw new GordeError("usage", `script ${name} (${file}) is not executable.`);
+  for (let dir = path.dirname(file); ; dir = path.dirname(dir)) {
+    const d = fs.statSync(dir);
+    if (d.uid !== 0 || (d.mode & 0o022 && !(d.mode & 0o1000))) throw new GordeError("usage", `script ${name} (${file}) is in ${dir}, which others than root may change.`);
+    if (dir === "/") break;
+  }
+  return file;
 }

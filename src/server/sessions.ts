@@ -14,8 +14,8 @@ import { type Datastore, type Lock, type SnapshotInfo, lockDir } from "../datast
 import { SnapshotWriter, type StagedChunk } from "../datastore/snapshot-writer.ts";
 import { decodeDynamicIndex } from "../format/dynamic-index.ts";
 import { decodeFixedIndex } from "../format/fixed-index.ts";
-import { DIGEST_SIZE, FORMAT_VERSION, magicKind } from "../format/magic.ts";
-import { type Manifest, ManifestSchema, sha256Hex } from "../format/manifest.ts";
+import { DIGEST_SIZE, magicKind } from "../format/magic.ts";
+import { type Manifest, ManifestSchema, manifestFormat, sha256Hex } from "../format/manifest.ts";
 import { type Group, type SnapshotRef, formatGroup, formatSnapshot } from "../format/names.ts";
 import { HttpError } from "./http.ts";
 
@@ -221,7 +221,7 @@ export class BackupSession implements SessionBase {
     }
     const m: Manifest = parsed.data;
     const name = formatSnapshot(this.ref);
-    if (m.format !== FORMAT_VERSION) throw new HttpError(400, `the manifest has format ${m.format}; this server writes format ${FORMAT_VERSION}.`);
+    if (m.format !== manifestFormat(m)) throw new HttpError(400, `the manifest has format ${m.format}; its members are of format ${manifestFormat(m)}.`);
     if (m.type !== this.ref.type || m.id !== this.ref.id || m.time !== this.ref.time) {
       throw new HttpError(400, `the manifest names another snapshot than the session's ${name}.`);
     }
@@ -229,6 +229,7 @@ export class BackupSession implements SessionBase {
       throw new HttpError(400, "the manifest's encryption does not match the session's key.");
     }
     if (m.unprotected.verify !== undefined) throw new HttpError(400, "a new manifest cannot carry a verify state.");
+    if (m.unprotected.drill !== undefined) throw new HttpError(400, "a new manifest cannot carry a drill result.");
     const named = new Set<string>();
     for (const a of m.archives) {
       for (const f of a.indexes) {
