@@ -25,6 +25,7 @@ import { parseRate } from "../format/units.ts";
 import { ACCESS_COMMANDS } from "./access-commands.ts";
 import { serverCommand } from "./server-command.ts";
 import { guestCommand, nodeCommand } from "./node-command.ts";
+import { drillCommand } from "./drill-command.ts";
 import { planCommand } from "./plan-command.ts";
 import { formatBytes, progressBar, taskProgress } from "./progress-bar.ts";
 
@@ -456,6 +457,7 @@ export const COMMANDS: Record<string, Command> = {
   plan: planCommand,
   guest: guestCommand,
   ...ACCESS_COMMANDS,
+  drill: drillCommand,
 
   demo: {
     options: { keep: { type: "boolean" } },
