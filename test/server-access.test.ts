@@ -358,6 +358,7 @@ const CASES: Record<RouteName, Case[]> = {
     (key) => refill(key),
   ),
   setNotes: groupCases(NOTES, async (g, who) => ({ json: { snapshot: await newest(g.group), notes: `written by ${who}` } })),
+  setDrill: groupCases(NOTES, async (g, who) => ({ json: { snapshot: await newest(g.group), state: { result: "passed", time: 1_800_000_000, node: who.replace(/[^a-z0-9-]/g, "-"), rtoSeconds: 12.5 } } })),
   setProtected: groupCases(
     NOTES,
     async (g) => ({ json: { snapshot: await newest(g.group), protected: true } }),
@@ -579,6 +580,7 @@ const WRITING = new Set<RouteName>([
   "setMaintenance",
   "forgetSnapshot",
   "setNotes",
+  "setDrill",
   "setProtected",
   "setOwner",
   "prune",

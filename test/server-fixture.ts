@@ -99,14 +99,14 @@ export interface NodeProcess {
   stderr(): string;
 }
 
-/** Starts `gorde node` on 127.0.0.1 with a config file written into `dataDir`. */
-export async function startNodeProcess(opts: { name: string; dataDir: string; serverUrl: string; serverFingerprint: string; serverSecret: string; adminPassword?: string }): Promise<NodeProcess> {
+/** Starts `gorde node` on 127.0.0.1 with a config file written into `dataDir` (`extra`: more keys of the config). */
+export async function startNodeProcess(opts: { name: string; dataDir: string; serverUrl: string; serverFingerprint: string; serverSecret: string; adminPassword?: string; extra?: Record<string, unknown> }): Promise<NodeProcess> {
   const port = await freePort();
   fs.mkdirSync(opts.dataDir, { recursive: true });
   const secretFile = path.join(opts.dataDir, "server-secret");
   fs.writeFileSync(secretFile, opts.serverSecret + "\n", { mode: 0o600 });
   const config = path.join(opts.dataDir, "node.json");
-  fs.writeFileSync(config, JSON.stringify({ name: opts.name, dataDir: opts.dataDir, listen: `127.0.0.1:${port}`, server: { url: opts.serverUrl, fingerprint: opts.serverFingerprint, secretFile } }));
+  fs.writeFileSync(config, JSON.stringify({ name: opts.name, dataDir: opts.dataDir, listen: `127.0.0.1:${port}`, server: { url: opts.serverUrl, fingerprint: opts.serverFingerprint, secretFile }, ...opts.extra }));
   const d = await startDaemon(["node", "--config", config], { GORDE_ADMIN_PASSWORD: opts.adminPassword ?? "node-admin-1" });
   return { ...d, name: opts.name, port, url: (user = "admin") => `https://${user}@127.0.0.1:${port}` };
 }

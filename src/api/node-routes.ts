@@ -5,7 +5,7 @@
 // /vms/<id> (or above).
 import { z } from "zod";
 import { CtConfigSchema, GuestConfigSchema, VmConfigSchema } from "./guest-config.ts";
-import { ROUTES, type Route, SnapshotName } from "./routes.ts";
+import { ROUTES, type Route, SnapshotName, TaskId } from "./routes.ts";
 
 function route<const R extends Route>(r: R): R {
   return r;
@@ -73,6 +73,49 @@ export const RestoreGuestSchema = z.strictObject({
   force: z.boolean().optional(),
 });
 export type RestoreGuest = z.infer<typeof RestoreGuestSchema>;
+
+/** One check of a restore drill: its own steps (verify, restore, boot) and the guest's probes. */
+export const DrillCheckSchema = z.object({ name: z.string(), ok: z.boolean(), seconds: z.number(), message: z.string() });
+export type DrillCheck = z.infer<typeof DrillCheckSchema>;
+
+export const DrillResult = z.enum(["running", "passed", "failed", "error"]);
+
+/** A restore drill as the node's history keeps it (seconds are counted from the drill's start). */
+export const DrillRecordSchema = z.object({
+  id: z.number(),
+  guest: z.number(),
+  /** the snapshot drilled (null until chosen) */
+  snapshot: z.string().nullable(),
+  node: z.string(),
+  /** the sandbox's guest id */
+  sandbox: z.number().nullable(),
+  /** the plan's job that ran it, null when asked for */
+  job: z.string().nullable(),
+  /** unix ms */
+  start: z.number(),
+  end: z.number().nullable(),
+  /** the snapshot's age when the drill started */
+  rpoSeconds: z.number().nullable(),
+  restoredSeconds: z.number().nullable(),
+  bootedSeconds: z.number().nullable(),
+  /** to every probe passing */
+  rtoSeconds: z.number().nullable(),
+  bytesRestored: z.number().nullable(),
+  result: DrillResult,
+  /** the check that failed (failed), and why (failed or error) */
+  failedCheck: z.string().nullable(),
+  error: z.string().nullable(),
+  checks: z.array(DrillCheckSchema),
+  log: z.string(),
+});
+export type DrillRecord = z.infer<typeof DrillRecordSchema>;
+
+export const StartDrillSchema = z.strictObject({
+  guest: z.number().int().min(100).max(999_999_999),
+  /** default: the guest's newest finished snapshot whose verification did not fail */
+  snapshot: SnapshotName.optional(),
+});
+export type StartDrill = z.infer<typeof StartDrillSchema>;
 
 export const NODE_ROUTES = {
   version: ROUTES.version,
@@ -184,6 +227,38 @@ export const NODE_ROUTES = {
     body: RestoreGuestSchema,
     response: GuestStatusSchema,
   }),
+  startDrill: route({
+    method: "POST",
+    path: "/api/drills",
+    summary: "Starts a restore drill of a guest's snapshot in a sandbox on this node (a task)",
+    access: "authenticated",
+    permission: "VM.Backup on /vms/<id>",
+    body: StartDrillSchema,
+    response: z.object({ task: TaskId, drill: z.number() }),
+  }),
+  listDrills: route({
+    method: "GET",
+    path: "/api/drills",
+    summary: "The restore drills of this node, newest first",
+    access: "authenticated",
+    permission: "VM.Audit on /vms/<id>",
+    query: z.strictObject({ guest: GuestId.optional(), limit: z.coerce.number().int().min(1).max(10000).optional() }),
+    response: z.array(DrillRecordSchema),
+  }),
+  getDrill: route({
+    method: "GET",
+    path: "/api/drills/{id}",
+    summary: "One restore drill with its checks and log",
+    access: "authenticated",
+    permission: "VM.Audit on /vms/<id>",
+    params: z.strictObject({ id: z.coerce.number().int().min(1).max(Number.MAX_SAFE_INTEGER) }),
+    response: DrillRecordSchema,
+  }),
+  listTasks: ROUTES.listTasks,
+  getTask: ROUTES.getTask,
+  taskLog: ROUTES.taskLog,
+  taskEvents: ROUTES.taskEvents,
+  abortTask: ROUTES.abortTask,
   getPlan: ROUTES.getPlan,
   applyPlan: ROUTES.applyPlan,
   listRuns: ROUTES.listRuns,

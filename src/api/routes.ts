@@ -2,6 +2,7 @@
 // call it. The server validates with these schemas, the client builds its requests from
 // them, and the OpenAPI document is generated from them: one source for all three.
 import { z } from "zod";
+import { DrillStateSchema } from "../format/manifest.ts";
 import { REMOTE_NAME_RE, remoteNameProblem } from "../format/names.ts";
 
 const name = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/, "a name of letters, digits, '.', '_' or '-'");
@@ -34,6 +35,8 @@ export const SnapshotSchema = z.object({
   archives: z.array(z.object({ name: z.string(), kind: z.enum(["img", "tree"]), size: z.number() })),
   notes: z.string().nullable(),
   verify: z.object({ state: z.enum(["ok", "failed"]), time: z.number() }).passthrough().nullable(),
+  /** the newest restore drill of the snapshot */
+  drill: DrillStateSchema.nullable().optional(),
   error: z.string().nullable(),
   owner: z.string().nullable(),
   encrypted: z.boolean(),
@@ -202,6 +205,16 @@ export const ROUTES = {
     permission: "Datastore.Modify, or Datastore.Backup (own groups)",
     params: storeParam,
     body: z.strictObject({ ...nsQuery, snapshot: SnapshotName, notes: z.string().max(64 * 1024) }),
+    response: Ok,
+  }),
+  setDrill: route({
+    method: "PUT",
+    path: "/api/datastores/{store}/drill",
+    summary: "Record the result and RTO of a snapshot's newest restore drill (a node does, after the drill)",
+    access: "datastore",
+    permission: "Datastore.Modify, or Datastore.Backup (own groups)",
+    params: storeParam,
+    body: z.strictObject({ ...nsQuery, snapshot: SnapshotName, state: DrillStateSchema }),
     response: Ok,
   }),
   setProtected: route({

@@ -23,6 +23,7 @@ import { nextElapse, parseCalendarEvent } from "../schedule/calendar-event.ts";
 import { ACCESS_COMMANDS } from "./access-commands.ts";
 import { serverCommand } from "./server-command.ts";
 import { guestCommand, nodeCommand } from "./node-command.ts";
+import { drillCommand } from "./drill-command.ts";
 import { planCommand } from "./plan-command.ts";
 import { formatBytes, progressBar, taskProgress } from "./progress-bar.ts";
 import { type Command, type CommandContext, int, str, withRepo } from "./command.ts";
@@ -387,6 +388,7 @@ export const COMMANDS: Record<string, Command> = {
   plan: planCommand,
   guest: guestCommand,
   ...ACCESS_COMMANDS,
+  drill: drillCommand,
 
   demo: {
     options: { keep: { type: "boolean" } },

@@ -94,6 +94,10 @@ its password in GORDE_PASSWORD, its certificate pinned like a server's):
   guest create <id> --config <file>            a guest from its configuration (JSON)
   guest backup <id> [--mode snapshot|suspend|stop]   to the node's backup server
   guest restore <snapshot> [--id <new id>] [--port <p>] [--start] [--force]
+  drill run <guest> [--snapshot <snapshot>] [--json]   a restore drill in a sandbox: verify,
+                                               restore, boot, the guest's health checks;
+                                               exit 0 only when it passed
+  drill list [--guest <id>] [--json] | drill show <id> [--json]   the node's drill history
 
 Encryption keys (passphrase in GORDE_KEY_PASSPHRASE):
   key create|info|passwd|paper <file>          passwd takes the new one from GORDE_NEW_KEY_PASSPHRASE

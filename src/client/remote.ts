@@ -10,7 +10,7 @@ import { ServerConnection, parseServerUrl } from "../api/connection.ts";
 import { GordeError } from "../errors.ts";
 import type { ChunkPool } from "../datastore/chunk-pool.ts";
 import { readArchiveIndexes } from "../datastore/snapshot-indexes.ts";
-import { type Manifest, ManifestSchema } from "../format/manifest.ts";
+import { type DrillState, type Manifest, ManifestSchema } from "../format/manifest.ts";
 import { type Group, formatGroup, parseSnapshotRef } from "../format/names.ts";
 import type { BackupSession, SessionRequest } from "./backup-session.ts";
 import type { SnapshotReader } from "./restore.ts";
@@ -329,6 +329,11 @@ export class RemoteRepository {
 
   async setNotes(ns: string[], snapshot: string, notes: string): Promise<void> {
     await this.call("setNotes", { json: { ns: ns.join("/") || undefined, snapshot, notes } });
+  }
+
+  /** Records the snapshot's newest restore drill in its unprotected part. */
+  async setDrillState(ns: string[], snapshot: string, state: DrillState): Promise<void> {
+    await this.call("setDrill", { json: { ns: ns.join("/") || undefined, snapshot, state } });
   }
 
   async setOwner(ns: string[], group: string, owner: string): Promise<void> {

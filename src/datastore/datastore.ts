@@ -9,7 +9,7 @@ import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { GordeError } from "../errors.ts";
 import { DATASTORE_FORMAT } from "../format/magic.ts";
-import { type Manifest, decodeManifest, encodeManifest } from "../format/manifest.ts";
+import { type DrillState, type Manifest, decodeManifest, encodeManifest } from "../format/manifest.ts";
 import {
   BACKUP_TYPES,
   type Group,
@@ -239,6 +239,14 @@ export class Datastore {
     } finally {
       fs.closeSync(fd);
     }
+  }
+
+  /** Records the snapshot's newest restore drill (its result and RTO) in its unprotected part, as verify's state. */
+  async setDrillState(snap: SnapshotInfo, state: DrillState): Promise<void> {
+    if (!snap.finished) throw new GordeError("usage", `snapshot ${formatSnapshot(snap)} is unfinished; it cannot have been drilled.`);
+    await this.updateUnprotected(snap, (u) => {
+      u.drill = state;
+    });
   }
 
   async setProtected(snap: SnapshotInfo, on: boolean): Promise<void> {

@@ -14,6 +14,7 @@ export function snapshotJson(s: SnapshotInfo, owner: string | null = null) {
     archives: s.manifest?.archives.map((a) => ({ name: a.name, kind: a.kind, size: a.size })) ?? [],
     notes: s.manifest?.unprotected.notes ?? null,
     verify: s.manifest?.unprotected.verify ?? null,
+    drill: s.manifest?.unprotected.drill ?? null,
     error: s.error?.message ?? null,
     owner,
     encrypted: s.manifest?.cryptMode === "encrypt",

@@ -12,6 +12,7 @@ import { MAX_CDC_AVG_SIZE, MIN_CDC_AVG_SIZE, cdcParams, gearTable } from "./cdc-
 import { encodeFixedIndex } from "./fixed-index.ts";
 import {
   BLOB_HEADER_SIZE,
+  DATASTORE_FORMAT,
   DIGEST_SIZE,
   DYNAMIC_ENTRY_SIZE,
   ENCRYPTED_BLOB_HEADER_SIZE,
@@ -113,6 +114,12 @@ void test("every row of the magic table has the bytes of its MAGIC entry", () =>
     assert.ok(r.ascii.startsWith(letters), `line ${r.line}: ${r.name}: the ASCII column should start with ${letters}`);
     assert.notEqual(r.meaning, "", `line ${r.line}: ${r.name}: the meaning is empty`);
   }
+});
+
+void test("docs/format.md states the DATASTORE_FORMAT of the code", () => {
+  const stated = [...readDoc().matchAll(/DATASTORE_FORMAT\s*=\s*(\d+)/g)].map((m) => Number(m[1]));
+  assert.ok(stated.length > 0, 'docs/format.md should state the marker\'s format as "DATASTORE_FORMAT = N"');
+  for (const v of stated) assert.equal(v, DATASTORE_FORMAT, "docs/format.md states another DATASTORE_FORMAT than src/format/magic.ts");
 });
 
 void test("docs/format.md states the FORMAT_VERSION of the code", () => {
@@ -218,7 +225,7 @@ void test("the index header and the fixed index example of docs/format.md are wh
   }
 });
 
-const NOT_CONSTANTS = new Set(["O_EXCL", "O_CREAT", "EEXIST", "JSON", "YYYY", "MAGIC", "GEAR", "MASK_HARD", "MASK_EASY", "FORMAT_VERSION"]);
+const NOT_CONSTANTS = new Set(["O_EXCL", "O_CREAT", "EEXIST", "JSON", "YYYY", "MAGIC", "GEAR", "MASK_HARD", "MASK_EASY", "FORMAT_VERSION", "DATASTORE_FORMAT"]);
 
 void test("every constant docs/format.md names is checked above or named with the file that defines it", () => {
   const doc = flatDoc();

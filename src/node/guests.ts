@@ -1,9 +1,11 @@
 // A node's guests: their configurations (one JSON file each, as PVE's /etc/pve/qemu-server),
 // their disks or root file systems, the QEMU and LXC processes that run them, and their
 // backups to and restores from the backup server. One operation at a time per guest.
+import { execFile } from "node:child_process";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
+import { promisify } from "node:util";
 import { type GuestConfig, DEMO_CT_HEALTH_CHECKS, DEMO_VM_HEALTH_CHECKS, parseGuestConfig } from "../api/guest-config.ts";
 import type { BackupMode, CreateGuest, GuestBackupResult, GuestStatus, RestoreGuest } from "../api/node-routes.ts";
 import { restoreArchive } from "../client/restore.ts";
@@ -16,6 +18,8 @@ import { type BitmapRecord, backupRunningCt, backupRunningVm, backupStoppedGuest
 import { type GuestKit, buildCtRootfs, buildVmDisk, ensureGuestKit } from "./guest-kit.ts";
 import { type CtProcess, startCt } from "./lxc.ts";
 import { type VmProcess, portFree, startVm } from "./qemu.ts";
+
+const execFileP = promisify(execFile);
 
 type Runtime = { kind: "vm"; vm: VmProcess; startedAt: number; bitmaps: { record?: BitmapRecord } } | { kind: "ct"; ct: CtProcess; startedAt: number };
 
@@ -322,8 +326,11 @@ export class GuestManager {
     await writeFileAtomic(this.dir("guests", `${id}.backup.log`), Buffer.from(log.join("\n") + "\n"));
   }
 
-  /** Recreates a guest from a snapshot: disks or rootfs restored beside, then put in place. */
-  async restore(req: RestoreGuest): Promise<GuestStatus> {
+  /**
+   * Recreates a guest from a snapshot: disks or rootfs restored beside, then put in place.
+   * `sandbox`: a drill's copy, never started with the node (`onboot` is dropped).
+   */
+  async restore(req: RestoreGuest, opts: { signal?: AbortSignal; sandbox?: boolean } = {}): Promise<GuestStatus> {
     const ref = parseSnapshotRef(req.snapshot);
     if (ref.type === "host") throw new GordeError("usage", `${req.snapshot} is a host backup, not a guest.`);
     const repo = await this.opts.repository();
@@ -349,14 +356,15 @@ export class GuestManager {
             if (orig.kind === "vm") {
               const disks: Record<string, string> = {};
               for (const name of Object.keys(orig.disks)) {
-                await restoreArchive(reader, { snapshot: ref, archive: `${name}.img`, target: path.join(staging, `${name}.raw`) });
+                await restoreArchive(reader, { snapshot: ref, archive: `${name}.img`, target: path.join(staging, `${name}.raw`), signal: opts.signal });
                 disks[name] = this.dir("images", String(id), `${name}.raw`);
               }
               config = { ...orig, id, name: id === orig.id ? orig.name : `${orig.name}-${id}`, disks, httpPort: port };
             } else {
-              await restoreArchive(reader, { snapshot: ref, archive: "root.tree", target: path.join(staging, "rootfs") });
+              await restoreArchive(reader, { snapshot: ref, archive: "root.tree", target: path.join(staging, "rootfs"), signal: opts.signal });
               config = { ...orig, id, name: id === orig.id ? orig.name : `${orig.name}-${id}`, rootfs: this.dir("rootfs", String(id)), httpPort: port };
             }
+            if (opts.sandbox) delete config.onboot;
             this.checkPortFree(config);
             // Everything is restored: only now is an existing guest of that id replaced.
             if (existing) {
@@ -390,6 +398,40 @@ export class GuestManager {
       if (![...this.configs.values()].some((c) => c.httpPort === p) && (await portFree(p))) return p;
     }
     throw new GordeError("exists", `no free service port near ${wanted} for the restored guest; give one with --port.`);
+  }
+
+  /** What a drill's boot check looks at: the running guest's console log, agent socket or init. */
+  runtime(id: number): { kind: "vm"; pid: number; consoleLog: string; agentSocket?: string; exited: boolean } | { kind: "ct"; pid: number; consoleLog: string; running(): Promise<boolean> } | undefined {
+    const rt = this.running.get(id);
+    if (rt?.kind === "vm") {
+      const child = rt.vm.child;
+      return { kind: "vm", pid: child.pid ?? 0, consoleLog: rt.vm.consoleLog, agentSocket: rt.vm.agentSocket, exited: child.exitCode !== null || child.signalCode !== null };
+    }
+    if (rt?.kind === "ct") {
+      const ct = rt.ct;
+      return { kind: "ct", pid: ct.pid, consoleLog: ct.consoleLog, running: async () => this.running.get(id) === rt && (await ct.state().catch(() => "STOPPED")) === "RUNNING" };
+    }
+    return undefined;
+  }
+
+  /**
+   * Stops (if running here) and removes a drill's sandbox with everything the node made for
+   * it, also what a node killed mid-drill left: a half-restored staging directory, and a
+   * container LXC still runs (its QEMU, the drill runner kills by pid).
+   */
+  async removeSandbox(id: number): Promise<void> {
+    await this.stopNow(id).catch(() => undefined);
+    const runDir = this.dir("run", String(id));
+    if (fs.existsSync(path.join(runDir, `ct${id}`, "config"))) {
+      await execFileP("lxc-stop", ["-P", runDir, "-n", `ct${id}`, "-k"]).catch(() => undefined);
+    }
+    if (this.configs.has(id)) await this.remove(id);
+    for (const f of await fsp.readdir(this.dir("images"))) {
+      if (f.startsWith(`.restore-${id}-`)) await fsp.rm(this.dir("images", f), { recursive: true, force: true });
+    }
+    await fsp.rm(this.dir("images", String(id)), { recursive: true, force: true });
+    await fsp.rm(this.dir("rootfs", String(id)), { recursive: true, force: true });
+    await fsp.rm(runDir, { recursive: true, force: true });
   }
 
   /** Starts the guests marked `onboot`; one that fails is logged, the others start. */

@@ -1,12 +1,13 @@
 // A node's backup jobs: the guests of this node a job selects, each backed up (the first
 // backup of a guest is full, later ones incremental) and its group pruned by the job's
-// retention right after. Prune, GC, verify and sync jobs run on the backup server; restore
-// drills come with the cluster.
+// retention right after; and its restore drills, one guest after another (drills are heavy:
+// one at a time per node). Prune, GC, verify and sync jobs run on the backup server.
 import type { RemoteRepository } from "../client/remote.ts";
 import { parseRate } from "../format/units.ts";
 import { withIoPriority } from "../sys/io-priority.ts";
-import { type JobRunner, RunSkipped } from "../jobs/scheduler.ts";
+import type { JobRunner, RunOutcome } from "../jobs/scheduler.ts";
 import { type Plan, type PlanJob, keepOptions } from "../schedule/plan.ts";
+import type { DrillRunner } from "./drill.ts";
 import type { GuestManager } from "./guests.ts";
 
 /** The guests of this node a job selects. */
@@ -18,10 +19,33 @@ export function selectedGuests(job: PlanJob, plan: Plan, guests: GuestManager, n
   return wanted.filter((id) => here.has(id) && !job.exclude?.includes(id) && (plan.file.guests[String(id)]?.node ?? node) === node);
 }
 
-export function nodeJobRunner(plan: Plan, guests: GuestManager, node: string, repository: (rate?: number, store?: string) => Promise<RemoteRepository>): JobRunner {
+/** A drill job: each selected guest's newest good snapshot drilled in turn; the run fails when one did not pass. */
+async function drillJob(job: PlanJob, plan: Plan, guests: GuestManager, node: string, drills: DrillRunner, ctx: Parameters<JobRunner>[1]): Promise<RunOutcome> {
+  const ids = selectedGuests(job, plan, guests, node);
+  ctx.log(`job ${job.name}: ${ids.length ? `restore drills of guests ${ids.join(", ")}` : "no guest of this node selected"}`);
+  const failed: string[] = [];
+  const passed: string[] = [];
+  let bytes = 0;
+  for (const id of ids) {
+    if (ctx.signal.aborted) break;
+    try {
+      const prepared = await drills.prepare({ guest: id });
+      const r = await drills.run(prepared, drills.begin(prepared, job.name), { log: (l) => ctx.log(`guest ${id}: ${l}`), signal: ctx.signal });
+      bytes += r.bytesRestored ?? 0;
+      if (r.result === "passed") passed.push(`guest ${id} RTO ${r.rtoSeconds} s`);
+      else failed.push(`guest ${id} (drill ${r.id}) ${r.result === "failed" ? `failed at check ${r.failedCheck}` : "could not run"}: ${r.error ?? "no reason given"}`);
+    } catch (err) {
+      failed.push(`guest ${id}: ${(err as Error).message.replace(/\.$/, "")}`);
+      ctx.log(`guest ${id}: drill not started: ${(err as Error).message}`);
+    }
+  }
+  if (failed.length) throw new Error(`${failed.length} of ${ids.length} drills did not pass: ${failed.join("; ")}`);
+  return { bytes, message: ids.length ? `${ids.length} drill${ids.length === 1 ? "" : "s"} passed: ${passed.join(", ")}` : "no guest of this node selected" };
+}
+
+export function nodeJobRunner(plan: Plan, guests: GuestManager, node: string, repository: (rate?: number, store?: string) => Promise<RemoteRepository>, drills: DrillRunner): JobRunner {
   return async (job, ctx) => {
-    // Drills are scheduled here and recorded; their runner (a sandboxed restore that boots and checks the guest) comes with the cluster.
-    if (job.type === "drill") throw new RunSkipped(`restore drill of guests ${selectedGuests(job, plan, guests, node).join(", ") || "(none on this node)"}: this node cannot run drills yet`);
+    if (job.type === "drill") return drillJob(job, plan, guests, node, drills, ctx);
     if (job.type !== "backup") throw new Error(`a ${job.type} job does not run on a node`);
     const ids = selectedGuests(job, plan, guests, node);
     ctx.log(`job ${job.name}: ${ids.length ? `guests ${ids.join(", ")}` : "no guest of this node selected"}`);

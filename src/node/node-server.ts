@@ -4,7 +4,7 @@
 import fsp from "node:fs/promises";
 import path from "node:path";
 import type { GuestConfig } from "../api/guest-config.ts";
-import { type CreateGuest, NODE_ROUTES, type NodeRouteName, type RestoreGuest } from "../api/node-routes.ts";
+import { type CreateGuest, NODE_ROUTES, type NodeRouteName, type RestoreGuest, type StartDrill } from "../api/node-routes.ts";
 import { API_VERSION } from "../api/routes.ts";
 import { RemoteRepository } from "../client/remote.ts";
 import { GordeError } from "../errors.ts";
@@ -14,6 +14,9 @@ import { type ApiHandler, apiDispatcher, listenHttps } from "../server/api-host.
 import { AuthStore, type Privilege } from "../server/auth.ts";
 import type { LoginLimits } from "../server/login-limiter.ts";
 import { HttpError } from "../server/http.ts";
+import { TaskManager } from "../server/tasks.ts";
+import { DrillHistory } from "../jobs/drill-history.ts";
+import { DrillRunner } from "./drill.ts";
 import { ensureCertificate } from "../server/tls.ts";
 import { GuestManager } from "./guests.ts";
 import { PlanRunner } from "../jobs/plan-runner.ts";
@@ -66,13 +69,17 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     repository,
     log,
   });
+  // Before any guest starts: a sandbox left by a drill the node died in goes first.
+  const drillHistory = DrillHistory.open(path.join(stateDir, "drills.db"));
+  const drills = await DrillRunner.open({ config, guests, repository: () => repository(), history: drillHistory, log });
+  const tasks = await TaskManager.open(path.join(stateDir, "tasks"));
   const cert = await ensureCertificate(stateDir);
   const jobs = await PlanRunner.open({
     planFile: path.join(config.dataDir, "plan.yaml"),
     historyFile: path.join(stateDir, "history.db"),
     host: config.name,
     kinds: ["backup", "drill"],
-    runner: (plan) => nodeJobRunner(plan, guests, config.name, repository),
+    runner: (plan) => nodeJobRunner(plan, guests, config.name, repository, drills),
     log,
   });
 
@@ -85,6 +92,11 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
   };
   const visible = (authId: string, id: number): boolean => auth.can(authId, `/vms/${id}`, "VM.Audit");
   const idOf = (params: Record<string, string>): number => Number(params.id);
+  const ownTask = (authId: string, id: string) => {
+    const t = tasks.get(id);
+    if (!t || (t.authId !== authId && !auth.can(authId, "/", "Sys.Audit"))) throw new HttpError(404, `no task ${id}.`);
+    return t;
+  };
 
   const handlers: Record<NodeRouteName, ApiHandler> = {
     version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
@@ -145,6 +157,65 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
       log(`${authId} restored ${b.snapshot} as guest ${r.id}`);
       return { json: r };
     },
+    startDrill: async ({ authId, body }) => {
+      const b = body as StartDrill;
+      need(authId, b.guest, "VM.Backup", `run a restore drill of guest ${b.guest}`);
+      // Everything is checked before the task starts: bad input starts nothing.
+      const plan = await drills.prepare(b);
+      const id = drills.begin(plan);
+      const t = tasks.start({ type: "drill", authId, target: String(b.guest) }, async (task) => {
+        const r = await drills.run(plan, id, { log: (l) => task.log(l), signal: task.signal });
+        if (r.result !== "passed") throw new GordeError(r.result === "failed" ? "corrupt" : "io", `drill ${id} of guest ${b.guest} ${r.result === "failed" ? `failed at check ${r.failedCheck}` : "could not run"}: ${r.error ?? "no reason given"}`);
+        return r;
+      });
+      log(`${authId} started drill ${id} of guest ${b.guest} (${plan.snapshot}), task ${t.id}`);
+      return { json: { task: t.id, drill: id } };
+    },
+    listDrills: ({ authId, query }) => {
+      const guest = query.guest as number | undefined;
+      if (guest !== undefined) need(authId, guest, "VM.Audit", "see the guest");
+      const list = drillHistory.list({ guest, limit: query.limit as number | undefined }).filter((d) => visible(authId, d.guest));
+      return { json: list };
+    },
+    getDrill: ({ authId, params }) => {
+      const d = drillHistory.get(Number(params.id));
+      if (!d || !visible(authId, d.guest)) throw new HttpError(404, `no drill ${params.id} on node ${config.name}.`);
+      return { json: d };
+    },
+    listTasks: ({ authId, query }) => {
+      const all = auth.can(authId, "/", "Sys.Audit");
+      return { json: tasks.list({ running: query.running === undefined ? undefined : query.running === "true", limit: (query.limit as number | undefined) ?? 100, authId: all ? undefined : authId }) };
+    },
+    getTask: ({ authId, params }) => ({ json: ownTask(authId, params.id!) }),
+    taskLog: async ({ authId, params, query }) => {
+      ownTask(authId, params.id!);
+      return { json: await tasks.readLog(params.id!, { offset: query.offset as number | undefined, limit: query.limit as number | undefined }) };
+    },
+    taskEvents: async ({ authId, params, stream }) => {
+      ownTask(authId, params.id!);
+      stream.respond({ ":status": 200, "content-type": "application/x-ndjson" });
+      await new Promise<void>((resolve) => {
+        const stop = tasks.subscribe(params.id!, (ev) => {
+          if (stream.destroyed) return;
+          stream.write(JSON.stringify(ev) + "\n");
+          if (ev.type === "end") {
+            stream.end();
+            resolve();
+          }
+        });
+        stream.once("close", () => {
+          stop();
+          resolve();
+        });
+      });
+      return { handled: true };
+    },
+    abortTask: ({ authId, params }) => {
+      const t = ownTask(authId, params.id!);
+      if (t.authId !== authId && !auth.can(authId, "/", "Sys.Modify")) throw denied(authId, `abort task ${t.id}`);
+      if (!tasks.abort(t.id)) throw new HttpError(409, `task ${t.id} is not running.`);
+      return { json: { ok: true } };
+    },
     getPlan: ({ authId }) => {
       if (!auth.can(authId, "/", "Sys.Audit")) throw denied(authId, "read the plan");
       return { json: jobs.current() };
@@ -166,6 +237,9 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
   const host = opts.host ?? "0.0.0.0";
   const listener = await listenHttps({ host, port: opts.port ?? DEFAULT_NODE_PORT, cert, dispatch }).catch(async (err: unknown) => {
     await jobs.close();
+    await tasks.close();
+    await drills.close();
+    drillHistory.close();
     await guests.close();
     throw err;
   });
@@ -180,6 +254,10 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
       const closed = listener.closed();
       listener.destroyConnections();
       await jobs.close();
+      // A drill under way removes its sandbox before the guests stop.
+      await tasks.close();
+      await drills.close();
+      drillHistory.close();
       await guests.close();
       await closed;
     },

@@ -17,6 +17,7 @@ import { pruneGroup, snapshotJson } from "../datastore/group-ops.ts";
 import { verifyAll, verifySnapshots } from "../datastore/verify.ts";
 import { MAX_CHUNK_SIZE, ENCRYPTED_BLOB_HEADER_SIZE } from "../format/magic.ts";
 import { type Group, formatGroup, formatSnapshot, parseGroup, parseNamespace, parseSnapshotRef } from "../format/names.ts";
+import type { DrillState } from "../format/manifest.ts";
 import { PlanRunner } from "../jobs/plan-runner.ts";
 import { keepOptions } from "../schedule/plan.ts";
 import type { JobRunner } from "../jobs/scheduler.ts";
@@ -302,6 +303,18 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       await e.store.updateUnprotected(s, (u) => {
         u.notes = b.notes;
       });
+      return { json: { ok: true } };
+    },
+    setDrill: async ({ authId, params, body }) => {
+      const b = body as { ns?: string; snapshot: string; state: DrillState };
+      const e = storeFor(authId, params.store!, "write");
+      const ns = parseNamespace(b.ns);
+      // Who may write a snapshot's notes may record its drill: the node's identity, with its own groups.
+      if (!(await groupAcc(authId, e, ns, parseSnapshotRef(b.snapshot))).acc.notes) deny(authId, `record a drill of ${b.snapshot}`);
+      const s = await findSnap(e, ns, b.snapshot);
+      if (!s.finished) throw new HttpError(400, `snapshot ${formatSnapshot(s)} is unfinished.`);
+      await e.store.setDrillState(s, b.state);
+      log(`${authId} recorded a ${b.state.result} drill of ${e.name}:${formatSnapshot(s)}`);
       return { json: { ok: true } };
     },
     setProtected: async ({ authId, params, body }) => {
