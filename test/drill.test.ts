@@ -225,6 +225,32 @@ void describe("restore drills", { skip: why ?? false }, () => {
     }
   });
 
+  void it("a snapshot whose service answers other data than it did at backup time fails on that probe", async () => {
+    // What a backup that missed the service's data looks like (an answer held in memory,
+    // never written to the disk): the note captured at backup time is not on the disk.
+    const file = path.join(store, snaps.ct, "manifest.json");
+    const original = fs.readFileSync(file);
+    const m = JSON.parse(original.toString("utf8")) as { captures: { probe: string; state: string; digest?: string; excerpt?: string }[] };
+    const note = m.captures.find((c) => c.probe === "note");
+    assert.equal(note?.state, "captured", "the backup captured the note");
+    const other = "a note the service held only in memory";
+    Object.assign(note, { digest: createHash("sha256").update(other).digest("hex"), excerpt: other });
+    fs.writeFileSync(file, JSON.stringify(m, null, 2) + "\n");
+    try {
+      const { code, d } = await drill(["101", "--snapshot", snaps.ct]);
+      assert.equal(code, 1);
+      assert.equal(d.result, "failed");
+      assert.deepEqual(d.checks.map((c) => [c.name, c.ok]), [["verify", true], ["restore", true], ["boot", true], ["port", true], ["note", false]]);
+      assert.match(d.checks[4]!.message, /GET \/cgi-bin\/note answered "the note of the backup".*not the answer captured at backup time \("a note the service held only in memory/);
+      assert.equal(d.rto_s, null);
+      const onServer = manifestOf(snaps.ct).unprotected.drill;
+      assert.deepEqual([onServer?.result, onServer?.check], ["failed", "note"]);
+      await noSandbox();
+    } finally {
+      fs.writeFileSync(file, original);
+    }
+  });
+
   void it("a guest that never boots fails on its boot check within its timeout", async () => {
     // A VM whose disk is blank: its kernel starts, finds no file system and never serves.
     const disk = path.join(tmp.dir, "blank.raw");

@@ -11,7 +11,6 @@
 // start of a node that died during a drill (a marker file per running drill says what to
 // remove). One drill at a time per node: they are heavy.
 import { spawn } from "node:child_process";
-import { createHash } from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import net from "node:net";
@@ -29,6 +28,7 @@ import { parseSnapshotRef } from "../format/names.ts";
 import { formatBytes } from "../format/units.ts";
 import type { DrillHistory } from "../jobs/drill-history.ts";
 import { writeFileAtomic } from "../sys/atomic-write.ts";
+import { checkAnswer, readAnswer } from "./capture.ts";
 import { GuestAgent } from "./guest-agent.ts";
 import type { GuestManager } from "./guests.ts";
 import { DEFAULT_DRILL_IDS, type NodeConfig, checkedScript } from "./node-config.ts";
@@ -48,7 +48,6 @@ const ATTEMPT_MS = 5000;
 const TCP_SETTLE_MS = 500;
 const POLL_MS = 200;
 /** an HTTP answer is read up to this size */
-const MAX_BODY = 1024 * 1024;
 
 /** What a drill will do, decided before anything starts. */
 export interface DrillPlan {
@@ -81,25 +80,6 @@ interface Marker {
   sandbox: number;
   /** QEMU of a VM sandbox, killed by the next start of a node that died mid-drill */
   qemuPid?: number;
-}
-
-/**
- * Whether an HTTP probe's answer is the expected one: undefined when it is, else why not.
- * `capture` is the probe's answer captured at backup time; only a `captured` one is used.
- */
-export function checkAnswer(probe: Extract<Probe, { type: "http" }>, answer: { status: number; body: Buffer }, capture?: Capture): string | undefined {
-  if (answer.status !== probe.status) return `GET ${probe.path} answered ${answer.status}, not ${probe.status}`;
-  const text = answer.body.toString("utf8");
-  if (probe.contains !== undefined && !text.includes(probe.contains)) return `the answer to GET ${probe.path} does not contain ${JSON.stringify(probe.contains)}`;
-  if (probe.matches !== undefined && !new RegExp(probe.matches).test(text)) return `the answer to GET ${probe.path} does not match /${probe.matches}/`;
-  if (probe.expect === "snapshot" && capture?.state === "captured" && capture.digest !== undefined) {
-    const digest = createHash("sha256").update(answer.body).digest("hex");
-    if (digest !== capture.digest) {
-      const excerpt = JSON.stringify(text.slice(0, 60));
-      return `the answer to GET ${probe.path} is not the one captured at backup time (${excerpt}, sha256 ${digest.slice(0, 12)}…, not ${capture.excerpt !== undefined ? `${JSON.stringify(capture.excerpt.slice(0, 60))}, ` : ""}sha256 ${capture.digest.slice(0, 12)}…)`;
-    }
-  }
-  return undefined;
 }
 
 function seconds(ms: number): number {
@@ -498,20 +478,17 @@ export class DrillRunner {
         const capture = probe.expect === "snapshot" ? plan.captures.find((c) => c.probe === probe.name) : undefined;
         let answer: { status: number; body: Buffer } | undefined;
         try {
-          answer = await httpGet(port, probe.path, Math.min(ATTEMPT_MS, Math.max(100, left)), signal);
+          answer = await readAnswer(port, { ...probe, timeoutSeconds: Math.min(ATTEMPT_MS, Math.max(100, left)) / 1000 }, signal);
         } catch (err) {
           if (signal.aborted) throw err;
           last = `GET ${probe.path}: ${sentence(err)}`;
         }
         if (answer) {
-          const wrong = checkAnswer(probe, answer, capture);
-          if (wrong === undefined) {
-            const data = capture?.state === "captured" ? `, the answer captured at backup time (sha256 ${capture.digest?.slice(0, 12)}…)` : capture ? ` (the capture at backup time was ${capture.state}, not used)` : "";
-            return `GET ${probe.path}: ${answer.status}${data} after ${took()}`;
-          }
+          const checked = checkAnswer(probe, answer, capture);
+          if (checked.ok) return `${checked.message.replace(/\.$/, "")} after ${took()}`;
           // The service answers: a wrong body will not become right by waiting.
-          if (answer.status === probe.status) throw new CheckFailed(wrong);
-          last = wrong;
+          if (answer.status === probe.status) throw new CheckFailed(checked.message.replace(/\.$/, ""));
+          last = checked.message.replace(/\.$/, "");
         }
       }
       if (Date.now() >= deadline) throw new CheckFailed(`${last} (within ${probe.timeoutSeconds} s)`);
@@ -553,20 +530,6 @@ function tcpOpen(port: number, timeoutMs: number): Promise<string | undefined> {
       s.once("close", () => done(`127.0.0.1:${port} closed the connection at once: nothing listens on the guest's port`));
     });
   });
-}
-
-async function httpGet(port: number, p: string, timeoutMs: number, signal: AbortSignal): Promise<{ status: number; body: Buffer }> {
-  const r = await fetch(`http://127.0.0.1:${port}${p}`, { signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]), redirect: "manual" });
-  const chunks: Buffer[] = [];
-  let size = 0;
-  if (r.body) {
-    for await (const c of r.body as AsyncIterable<Uint8Array>) {
-      size += c.length;
-      if (size > MAX_BODY) throw new GordeError("invalid", `the answer is larger than ${MAX_BODY} bytes`);
-      chunks.push(Buffer.from(c));
-    }
-  }
-  return { status: r.status, body: Buffer.concat(chunks) };
 }
 
 /** Runs a health check script of the node's with the sandbox's address and port, as PVE runs a hookscript. */
