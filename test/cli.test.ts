@@ -4,6 +4,7 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { after, describe, it } from "node:test";
+import { Datastore } from "../src/datastore/datastore.ts";
 import { tempDir } from "./helpers.ts";
 
 const MAIN = new URL("../src/cli/main.ts", import.meta.url).pathname;
@@ -75,6 +76,46 @@ void describe("gorde command line", () => {
     const bad = gorde("plan", "check", plan);
     assert.equal(bad.code, 5);
     assert.match(bad.err, /plan .*plan.yaml line 6: job nightly names guest 105, which the plan's guests do not list/);
+  });
+
+  void it("plan check: each guest's tested RPO, its newest passed drill against drill-every", async () => {
+    const store = path.join(tmp.dir, "drill-repo");
+    assert.equal(gorde("init", store).code, 0);
+    const day = 86_400_000;
+    const iso = (ms: number): string => new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+    const now = Date.now();
+    for (const t of [now - 9 * day, now - 2 * day]) assert.equal(gorde("backup", store, "vm/100", `root.tree=${src}`, "--time", iso(t)).code, 0);
+    assert.equal(gorde("backup", store, "ct/101", `root.tree=${src}`, "--time", iso(now - 3_600_000)).code, 0);
+    // What a node records after its drills: the old VM snapshot passed 8 days ago, the newer failed yesterday.
+    const ds = await Datastore.open(store);
+    const [older, newer] = await ds.listSnapshots([], { type: "vm", id: "100" });
+    await ds.setDrillState(older!, { result: "passed", time: Math.floor((now - 8 * day) / 1000), node: "node1", rtoSeconds: 41 });
+    await ds.setDrillState(newer!, { result: "failed", time: Math.floor((now - day) / 1000), node: "node1", check: "note", message: "GET /cgi-bin/note answered other data" });
+    const plan = path.join(tmp.dir, "drill-plan.yaml");
+    const text = "version: 1\nguests:\n  100: { rpo: 3d, drill-every: 7d }\n  101: { rpo: 1d, drill-every: 7d }\njobs:\n  - { name: drills, type: drill, schedule: sun 04:00, guests: all }\n";
+    fs.writeFileSync(plan, text);
+    type Check = { guest: number; drillEveryHours: number | null; tested: { state: string; snapshot: string | null; snapshotAgeHours: number | null } | null };
+    const r = gorde("plan", "check", plan, "--repo", store, "--json");
+    assert.equal(r.code, 1, "guest 100's drill is late and guest 101 was never drilled");
+    const out = JSON.parse(r.out) as { ok: boolean; guests: Check[] };
+    assert.deepEqual(
+      out.guests.map((g) => [g.guest, g.drillEveryHours, g.tested?.state, g.tested?.snapshot]),
+      [
+        [100, 168, "late", `vm/100/${iso(now - 9 * day)}`],
+        [101, 168, "never", null],
+      ],
+    );
+    assert.equal(out.guests[0]!.tested!.snapshotAgeHours, 216);
+    const human = gorde("plan", "check", plan, "--repo", store);
+    assert.match(human.out, /guest 100: .*\n {4}tested RPO: 216 h \(vm\/100\/\S+ passed its drill 192 h ago\), drill every 168 h: LATE\n/);
+    assert.match(human.out, /guest 101: .*\n {4}tested RPO: no drill passed, drill every 168 h: NEVER TESTED\n/);
+    // The newer snapshot passes a drill today: guest 100 is within; without drill-every, guest 101 is judged on its RPO alone.
+    await ds.setDrillState(newer!, { result: "passed", time: Math.floor(now / 1000), node: "node1", rtoSeconds: 39 });
+    fs.writeFileSync(plan, text.replace("{ rpo: 1d, drill-every: 7d }", "{ rpo: 1d }"));
+    const ok = gorde("plan", "check", plan, "--repo", store, "--json");
+    assert.equal(ok.code, 0, ok.out);
+    const okOut = JSON.parse(ok.out) as { guests: Check[] };
+    assert.deepEqual(okOut.guests.map((g) => [g.guest, g.tested?.state ?? null]), [[100, "within"], [101, null]]);
   });
 
   void it("namespaces keep groups apart", () => {

@@ -1,7 +1,9 @@
 // `gorde plan check <file> [--repo <url>]`: the plan checked whole (every problem with its
 // line), each job's next runs, and with a repository each guest against its RPO: its last
-// finished backup, that snapshot's age, what the backup job's retention keeps. Exit 1 when
-// a guest is out of its RPO. `gorde plan apply <file> --node <url>`: shows what changes and
+// finished backup, that snapshot's age, what the backup job's retention keeps, and for a
+// guest with `drill-every` its tested RPO: the newest passed restore drill (as the snapshots'
+// drill state records it), within / late / never. Exit 1 when a guest is out of its RPO or
+// its drills are late or never passed. `gorde plan apply <file> --node <url>`: shows what changes and
 // applies it; applied twice, the second changes nothing.
 import fs from "node:fs";
 import { ROUTES, type SnapshotJson } from "../api/routes.ts";
@@ -10,7 +12,7 @@ import { latestUsable } from "../datastore/datastore.ts";
 import { snapshotJson } from "../datastore/group-ops.ts";
 import { GordeError } from "../errors.ts";
 import { nextElapse } from "../schedule/calendar-event.ts";
-import { type Plan, keepOptions, parsePlan } from "../schedule/plan.ts";
+import { type Plan, keepOptions, parsePlan, testedRpo } from "../schedule/plan.ts";
 import { NodeClient } from "../client/node-client.ts";
 import { type Command, type CommandContext, int, str, withRepo } from "./command.ts";
 
@@ -21,6 +23,10 @@ interface GuestCheck {
   ageHours: number | null;
   withinRpo: boolean;
   kept: string[];
+  /** `drill-every` in hours, null when the plan asks for no drill of the guest */
+  drillEveryHours: number | null;
+  /** the newest passed drill against `drill-every` (null without it) */
+  tested: { state: "within" | "late" | "never"; snapshot: string | null; drillAgeHours: number | null; snapshotAgeHours: number | null } | null;
 }
 
 function readPlan(file: string): Plan {
@@ -47,7 +53,7 @@ export function planChanges(prev: Plan | undefined, next: Plan): string[] {
     else if (before.get(name) !== j) out.push(`~ job ${name}`);
   }
   for (const name of before.keys()) if (!after.has(name)) out.push(`- job ${name}`);
-  if (JSON.stringify(prev?.file.guests ?? null) !== JSON.stringify(next.file.guests)) out.push("~ guests and their RPO");
+  if (JSON.stringify(prev?.file.guests ?? null) !== JSON.stringify(next.file.guests)) out.push("~ guests, their RPO and drill interval");
   if (JSON.stringify(prev?.file.notifications ?? null) !== JSON.stringify(next.file.notifications ?? null)) out.push("~ notifications");
   return out;
 }
@@ -150,11 +156,14 @@ export const planCommand: Command = {
             const group = last.snapshot.split("/").slice(0, 2).join("/");
             kept = (await r.remote.prune([], group, keep, true)).filter((p) => p.action !== "remove").map((p) => p.snapshot);
           }
-          guests.push({ guest, rpoHours: hours(rpo), lastBackup: last?.snapshot ?? null, ageHours: age === null ? null : hours(age), withinRpo: age !== null && age <= rpo, kept });
+          const every = plan.drillEvery.get(guest);
+          const t = every === undefined ? null : testedRpo(snaps, every, now);
+          const tested = t && { state: t.state, snapshot: t.snapshot, drillAgeHours: t.drillAgeMs === null ? null : hours(t.drillAgeMs), snapshotAgeHours: t.snapshotAgeMs === null ? null : hours(t.snapshotAgeMs) };
+          guests.push({ guest, rpoHours: hours(rpo), lastBackup: last?.snapshot ?? null, ageHours: age === null ? null : hours(age), withinRpo: age !== null && age <= rpo, kept, drillEveryHours: every === undefined ? null : hours(every), tested });
         }
       });
     }
-    const out = guests.filter((g) => !g.withinRpo);
+    const out = guests.filter((g) => !g.withinRpo || (g.tested !== null && g.tested.state !== "within"));
     if (ctx.values.json === true) ctx.out(JSON.stringify({ ok: out.length === 0, jobs, guests }, null, 2) + "\n");
     else {
       ctx.out(`plan ${file}: ${plan.jobs.length} jobs, ${plan.rpo.size} guests — valid\n`);
@@ -162,6 +171,13 @@ export const planCommand: Command = {
       for (const g of guests) {
         const state = g.lastBackup ? `last backup ${g.lastBackup}, ${g.ageHours} h old` : "no finished backup";
         ctx.out(`  guest ${g.guest}: ${state}, RPO ${g.rpoHours} h: ${g.withinRpo ? "ok" : "OUT OF RPO"}${g.kept.length ? `; retention keeps ${g.kept.length}` : ""}\n`);
+        const t = g.tested;
+        if (t)
+          ctx.out(
+            t.state === "never"
+              ? `    tested RPO: no drill passed, drill every ${g.drillEveryHours} h: NEVER TESTED\n`
+              : `    tested RPO: ${t.snapshotAgeHours} h (${t.snapshot} passed its drill ${t.drillAgeHours} h ago), drill every ${g.drillEveryHours} h: ${t.state === "within" ? "ok" : "LATE"}\n`,
+          );
       }
     }
     return out.length ? 1 : 0;

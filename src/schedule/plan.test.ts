@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { parsePlan } from "./plan.ts";
+import { type DrilledSnapshot, parsePlan, testedRpo } from "./plan.ts";
 
 const NOW = new Date("2026-11-25T12:00:00Z");
 const parse = (text: string) => parsePlan(text, "plan.yaml", { now: NOW, tz: "UTC" });
@@ -70,6 +70,8 @@ void describe("the plan file", () => {
       ["sync from a host name", GOOD.replace("remote: main-site", "remote: backup.example"), /line 31: jobs.4.remote is invalid: a remote name: a letter/],
       ["sync with the old keys", GOOD.replace("    last: 3\n", "    last: 3\n    remote-fingerprint: aa\n"), /unknown key "remote-fingerprint" in jobs.4/],
       ["duplicate key", GOOD.replace("    type: gc\n", "    type: gc\n    type: gc\n"), /not valid YAML: Map keys must be unique/],
+      ["bad drill-every", GOOD.replace("{ rpo: 26h }", "{ rpo: 26h, drill-every: weekly }"), /line 3: guests.100.drill-every is invalid: a duration/],
+      ["drill-every with no drill job", GOOD.replace("101: { rpo: 26h, node: node1 }", "101: { rpo: 26h, drill-every: 7d, node: node1 }"), /line 4: guest 101 asks for a drill every 7d, but no drill job drills it/],
     ];
     for (const [what, text, re] of cases) {
       assert.throws(
@@ -81,5 +83,42 @@ void describe("the plan file", () => {
         },
       );
     }
+  });
+
+  void it("reads each guest's drill-every beside its RPO", () => {
+    const p = parse(GOOD.replace("  100: { rpo: 26h }", "  100: { rpo: 26h, drill-every: 7d }"));
+    assert.equal(p.drillEvery.get(100), 7 * 86_400_000);
+    assert.equal(p.drillEvery.has(101), false);
+    // A drill job with no guest list drills every guest.
+    const all = parse(GOOD.replace("    guests: [100]\n", "").replace("101: { rpo: 26h, node: node1 }", "101: { rpo: 26h, drill-every: 2w, node: node1 }"));
+    assert.equal(all.drillEvery.get(101), 14 * 86_400_000);
+  });
+});
+
+void describe("the tested RPO", () => {
+  const now = NOW.getTime();
+  const at = (iso: string): number => Date.parse(iso) / 1000;
+  const week = 7 * 86_400_000;
+  const snaps: DrilledSnapshot[] = [
+    { snapshot: "vm/100/2026-11-10T02:00:00Z", time: "2026-11-10T02:00:00Z", drill: { result: "passed", time: at("2026-11-15T04:10:00Z") } },
+    // drilled later than the newer snapshot below: the newest passed drill counts, not the newest snapshot
+    { snapshot: "vm/100/2026-11-20T02:00:00Z", time: "2026-11-20T02:00:00Z", drill: { result: "passed", time: at("2026-11-22T04:12:00Z") } },
+    { snapshot: "vm/100/2026-11-24T02:00:00Z", time: "2026-11-24T02:00:00Z", drill: { result: "failed", time: at("2026-11-25T04:05:00Z") } },
+    { snapshot: "vm/100/2026-11-25T02:00:00Z", time: "2026-11-25T02:00:00Z", drill: null },
+  ];
+
+  void it("is the snapshot whose drill passed most recently; a failed drill proves nothing", () => {
+    assert.deepEqual(testedRpo(snaps, week, now), {
+      state: "within",
+      snapshot: "vm/100/2026-11-20T02:00:00Z",
+      drillAgeMs: Date.parse("2026-11-25T12:00:00Z") - Date.parse("2026-11-22T04:12:00Z"),
+      snapshotAgeMs: 5 * 86_400_000 + 10 * 3_600_000,
+    });
+  });
+
+  void it("is late when that drill is older than drill-every, never when no drill passed", () => {
+    assert.equal(testedRpo(snaps, 2 * 86_400_000, now).state, "late");
+    assert.deepEqual(testedRpo(snaps.slice(2), week, now), { state: "never", snapshot: null, drillAgeMs: null, snapshotAgeMs: null });
+    assert.equal(testedRpo([], week, now).state, "never");
   });
 });

@@ -1,4 +1,5 @@
-// The backup plan as one declarative file (YAML): the guests with their RPO, the jobs that
+// The backup plan as one declarative file (YAML): the guests with their RPO (and how often a
+// restore drill must prove their backups, `drill-every`), the jobs that
 // keep them (backup, prune, GC, verify, sync, restore drills) with their schedules, windows
 // and retention, and who is told what. Validated whole before anything uses it: every
 // problem is one sentence with the line it is on.
@@ -107,7 +108,8 @@ export const PlanSchema = z.strictObject({
       "max-io-pressure": z.number().min(0).max(100).optional(),
     })
     .optional(),
-  guests: z.record(z.string().regex(/^[1-9]\d{2,8}$/, "a guest id"), z.strictObject({ rpo: duration, node: name.optional() })),
+  /** each guest: its RPO, and how often a restore drill must prove its backups (`drill-every`, optional) */
+  guests: z.record(z.string().regex(/^[1-9]\d{2,8}$/, "a guest id"), z.strictObject({ rpo: duration, "drill-every": duration.optional(), node: name.optional() })),
   jobs: z.array(Job).min(1),
   notifications: z
     .strictObject({
@@ -126,6 +128,8 @@ export interface Plan {
   readonly jobs: readonly { readonly job: PlanJob; readonly event: CalendarEvent; readonly window?: Window }[];
   /** guest id → RPO in milliseconds */
   readonly rpo: ReadonlyMap<number, number>;
+  /** guest id → the longest time in milliseconds its newest passed drill may be old (guests with `drill-every`) */
+  readonly drillEvery: ReadonlyMap<number, number>;
 }
 
 function safeRate(v: string): number | undefined {
@@ -215,6 +219,37 @@ export function parsePlan(text: string, what = "plan", opts: { now?: Date; tz?: 
     if (!targets.has(m.target)) fail(lineOf(["notifications", "matchers", i, "target"]), `matcher ${i + 1} names target ${m.target}, which is not defined`);
     for (const j of m.jobs ?? []) if (!names.has(j)) fail(lineOf(["notifications", "matchers", i, "jobs"]), `matcher ${i + 1} names job ${j}, which is not defined`);
   }
+  for (const [id, g] of Object.entries(file.guests)) {
+    if (g["drill-every"] === undefined) continue;
+    const drilled = file.jobs.some((j) => j.type === "drill" && (j.guests === "all" || j.guests === undefined || j.guests.includes(Number(id))) && !j.exclude?.includes(Number(id)));
+    if (!drilled) fail(lineOf(["guests", Number(id), "drill-every"]), `guest ${id} asks for a drill every ${g["drill-every"]}, but no drill job drills it`);
+  }
   const rpo = new Map(Object.entries(file.guests).map(([id, g]) => [Number(id), durationMs(g.rpo)]));
-  return { file, jobs, rpo };
+  const drillEvery = new Map(Object.entries(file.guests).flatMap(([id, g]) => (g["drill-every"] ? [[Number(id), durationMs(g["drill-every"])] as const] : [])));
+  return { file, jobs, rpo, drillEvery };
+}
+
+/** A snapshot as a listing gives it, with its newest drill (`time` in seconds). */
+export interface DrilledSnapshot {
+  snapshot: string;
+  time: string;
+  drill?: { result: string; time: number } | null;
+}
+
+/**
+ * The "tested RPO" of a guest: of its snapshots, the one whose drill passed most recently.
+ * `within` when that drill is at most `everyMs` old, `late` when older, `never` when no
+ * drill of the guest passed. `snapshotAgeMs` is what restoring only backups proven to
+ * work would lose: the age of that snapshot.
+ */
+export function testedRpo(
+  snaps: readonly DrilledSnapshot[],
+  everyMs: number,
+  now: number,
+): { state: "within" | "late" | "never"; snapshot: string | null; drillAgeMs: number | null; snapshotAgeMs: number | null } {
+  let best: DrilledSnapshot | undefined;
+  for (const s of snaps) if (s.drill?.result === "passed" && (!best || s.drill.time > best.drill!.time)) best = s;
+  if (!best) return { state: "never", snapshot: null, drillAgeMs: null, snapshotAgeMs: null };
+  const drillAgeMs = Math.max(0, now - best.drill!.time * 1000);
+  return { state: drillAgeMs <= everyMs ? "within" : "late", snapshot: best.snapshot, drillAgeMs, snapshotAgeMs: Math.max(0, now - Date.parse(best.time)) };
 }
