@@ -391,10 +391,17 @@ export const COMMANDS: Record<string, Command> = {
   drill: drillCommand,
 
   demo: {
-    options: { keep: { type: "boolean" } },
+    options: { keep: { type: "boolean" }, json: { type: "boolean" } },
     async run(ctx) {
-      args(ctx, 0, 0, "demo [--keep]");
-      return runDemo({ keep: ctx.values.keep === true, out: ctx.out, signal: ctx.signal });
+      args(ctx, 0, 0, "demo [--keep] [--json]");
+      // --json: the story goes to stderr, stdout gets only the document.
+      const json = ctx.values.json === true;
+      return runDemo({
+        keep: ctx.values.keep === true,
+        out: json ? ctx.err : ctx.out,
+        report: json ? (r) => ctx.out(JSON.stringify(r, null, 2) + "\n") : undefined,
+        signal: ctx.signal,
+      });
     },
   },
 };

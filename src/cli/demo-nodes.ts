@@ -1,8 +1,10 @@
 // The nodes' part of `gorde demo`: two `gorde node` processes, the demo VM (QEMU) and the
 // demo container (LXC) on the first, data written through their services, a full and a
 // live incremental backup while they run, and the first snapshot restored as new guests
-// on the second node whose services answer with that snapshot's data; then a plan applied to
-// the first node, whose scheduler backs the guests up every 10 seconds by itself.
+// on the second node whose services answer with that snapshot's data; restore drills of
+// both guests on the first node (and of a container snapshot whose service cannot start,
+// which must fail); then a plan applied to the first node, whose scheduler backs the guests
+// up every 10 seconds by itself.
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
@@ -10,10 +12,11 @@ import http from "node:http";
 import type net from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { GuestBackupResult, GuestStatus } from "../api/node-routes.ts";
+import type { DrillRecord, GuestBackupResult, GuestStatus } from "../api/node-routes.ts";
 import { NodeClient } from "../client/node-client.ts";
 import { lxcAvailable } from "../node/lxc.ts";
 import { freePort } from "../node/qemu.ts";
+import type { DemoDrill } from "./demo-report.ts";
 import { formatBytes } from "./progress-bar.ts";
 
 export interface NodeStoryContext {
@@ -26,6 +29,8 @@ export interface NodeStoryContext {
   check(ok: boolean, what: string): void;
   /** registers a cleanup, run last-registered first */
   onStop(stop: () => Promise<void>): void;
+  /** where the drills' results go (the --json document's `drills`) */
+  drills: DemoDrill[];
 }
 
 export interface RunningNode {
@@ -157,8 +162,61 @@ export async function nodeStory(ctx: NodeStoryContext): Promise<RunningNode[]> {
     check(note === `written on ${g.kind} ${g.id} before the first backup`, `the restored ${g.kind} answers with the data of its snapshot`);
     check(original === `written on ${g.kind} ${g.id} after both backups`, `the original ${g.kind} still answers with its newest data`);
   }
+  await drillStory(ctx, node1, guests);
   await planStory(ctx, node1, guests.map((g) => g.id));
   return [node1, node2];
+}
+
+function drillLine(d: DrillRecord): string {
+  const checks = d.checks.map((c) => `${c.name} ${c.ok ? "ok" : "FAILED"}`).join(", ");
+  const outcome =
+    d.result === "passed"
+      ? `passed, RTO ${d.rtoSeconds} s (restored at ${d.restoredSeconds} s, booted at ${d.bootedSeconds} s), RPO ${d.rpoSeconds} s`
+      : `${d.result}${d.failedCheck ? ` at check ${d.failedCheck}` : ""}: ${d.error ?? "no reason given"}`;
+  return `drill ${d.id} of ${d.snapshot ?? "no snapshot"}: ${outcome} [${checks}]`;
+}
+
+/**
+ * Restore drills on node1 through its API, as `gorde drill run` does: each guest's newest
+ * snapshot restored into a sandbox, booted and probed (the note checked against the answer
+ * captured at backup time) while the production guest keeps serving. Then a drill that must
+ * fail: the container's service script is made to exit at once (in its root file system,
+ * as an administrator's mistake would), a backup taken, the script put back, and the drill
+ * of that snapshot has to fail and name its check.
+ */
+async function drillStory(ctx: NodeStoryContext, node: RunningNode, guests: { id: number; kind: "vm" | "ct"; port: number }[]): Promise<void> {
+  const { say, title, check } = ctx;
+  title("Restore drills on node1: each guest's newest snapshot booted in a sandbox, its service's data checked");
+  for (const g of guests) {
+    const d = await node.client.runDrill({ guest: g.id });
+    ctx.drills.push({ guest: g.id, result: d.result, rto_s: d.rtoSeconds });
+    say(`   ${g.kind} ${g.id}: ${drillLine(d)}`);
+    check(d.result === "passed", `the drill of ${g.kind} ${g.id} passes`);
+    const note = await service(g.port, "/cgi-bin/note");
+    check(note === `written on ${g.kind} ${g.id} after both backups`, `the production ${g.kind} answers on with its own data`);
+  }
+  const ct = guests.find((g) => g.kind === "ct");
+  if (!ct) {
+    say("   SKIPPED the drill of a broken snapshot: it is made from the container, skipped above");
+    return;
+  }
+  title("A drill that must fail: a container snapshot taken after its service script was made to exit at once");
+  const run = path.join(ctx.work, node.name, "rootfs", String(ct.id), "service", "run");
+  const script = fs.readFileSync(run);
+  let broken: GuestBackupResult;
+  try {
+    fs.writeFileSync(run, "#!/bin/sh\n# broken on purpose by gorde demo: the service exits at once\nexit 1\n");
+    // The running httpd was started before: the production container serves on.
+    broken = await node.client.call<GuestBackupResult>("backupGuest", { params: { id: ct.id }, json: {} });
+  } finally {
+    fs.writeFileSync(run, script);
+  }
+  say(`   ${broken.snapshot}: /service/run exits 1; the script is put back in the container`);
+  const d = await node.client.runDrill({ guest: ct.id, snapshot: broken.snapshot });
+  ctx.drills.push({ guest: ct.id, result: d.result, rto_s: d.rtoSeconds });
+  say(`   ct ${ct.id}: ${drillLine(d)}`);
+  check(d.result === "failed" && d.failedCheck !== null, "the drill of the broken snapshot fails and names its check");
+  check((await service(ct.port, "/index.html")).length > 0, "the production container answers on");
 }
 
 /**

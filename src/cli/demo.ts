@@ -4,7 +4,9 @@
 // up through HTTPS twice (the second incremental), dedup shown, retention applied, garbage
 // collected and verified as server tasks, restored bit for bit, and pulled to an offsite
 // server. Then the nodes' story (demo-nodes.ts): real guests on one node, backed up live,
-// restored as working guests on another, and a plan whose scheduled backups run by themselves.
+// restored as working guests on another, restore drills of both (and of a broken snapshot,
+// which must fail), and a plan whose scheduled backups run by themselves. With --json the
+// story goes to stderr and stdout gets one document at the end (demo-report.ts).
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
@@ -18,24 +20,45 @@ import { RemoteRepository } from "../client/remote.ts";
 import { restoreArchive } from "../client/restore.ts";
 import { startServer } from "../server/server.ts";
 import { nodeStory } from "./demo-nodes.ts";
+import { type DemoReport, DemoSteps } from "./demo-report.ts";
 import { formatBytes } from "./progress-bar.ts";
 
 export interface DemoOptions {
   keep: boolean;
+  /** the human story */
   out(s: string): void;
+  /** given the --json document once the demo has stopped everything, whether it worked or not */
+  report?(r: DemoReport): void;
   signal: AbortSignal;
 }
 
 const IMAGE_SIZE = 256 * 1024 * 1024;
 
 export async function runDemo(opts: DemoOptions): Promise<number> {
+  const steps = new DemoSteps();
+  try {
+    await story(opts, steps);
+    steps.end(true);
+  } catch (err) {
+    steps.end(false);
+    opts.report?.(steps.report());
+    throw err;
+  }
+  opts.report?.(steps.report());
+  return 0;
+}
+
+async function story(opts: DemoOptions, steps: DemoSteps): Promise<void> {
   const say = (s: string): void => opts.out(s + "\n");
   const work = fs.mkdtempSync(path.join(os.tmpdir(), "gorde-demo-"));
   let step = 0;
   const check = (ok: boolean, what: string): void => {
     if (!ok) throw new Error(`demo step failed: ${what}`);
   };
-  const title = (s: string): void => say(`\n${++step}. ${s}`);
+  const title = (s: string): void => {
+    steps.begin(s);
+    say(`\n${++step}. ${s}`);
+  };
   const stops: (() => Promise<void>)[] = [];
   try {
     say(`gorde demo — working in ${work}`);
@@ -200,8 +223,10 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       title,
       check,
       onStop: (stop) => stops.unshift(stop),
+      drills: steps.drills,
     });
 
+    steps.end(true);
     say("\ndemo finished: every step worked");
     if (opts.keep) {
       say(`--keep: everything stays up until Ctrl-C`);
@@ -209,7 +234,6 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       for (const n of nodes) say(`   ${n.name} https://admin@127.0.0.1:${n.port}, fingerprint ${n.fingerprint}, admin password ${n.adminPassword} (gorde guest list --node …)`);
       await new Promise<void>((resolve) => opts.signal.addEventListener("abort", () => resolve(), { once: true }));
     }
-    return 0;
   } finally {
     for (const stop of stops) await stop().catch(() => undefined);
     fs.rmSync(work, { recursive: true, force: true });

@@ -61,7 +61,8 @@ Datastore commands (<repo> is a datastore directory or https://[<user>[!<token>]
                                                the backup jobs, the server prune, GC and verify
                                                (nothing happens when unchanged)
   plan status --node <url> | --server <url>    each job there: last run and result, next run
-  demo [--keep]                                the whole story on this machine
+  demo [--keep] [--json]                       the whole story on this machine; --json: the
+                                               story on stderr, one document on stdout
 
 Server (the password of <user> in GORDE_PASSWORD; the server's certificate pinned with
 --fingerprint <fp> or GORDE_FINGERPRINT; --rate <bytes/s> limits bandwidth):
