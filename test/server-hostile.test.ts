@@ -609,6 +609,7 @@ void describe("hostile requests to the server", () => {
       ["encryption without a key fingerprint", { ...good, cryptMode: "encrypt" }],
       ["a verify state", { ...good, unprotected: { verify: { state: "ok", time: 1 } } }],
       ["a newer format", { ...good, format: FORMAT_VERSION + 1 }],
+      ["members of a newer format than it says", { ...good, captures: [] }],
       ["an unknown key", { ...good, evil: true }],
       ["a traversal index name", { ...good, archives: [{ ...arch, indexes: [{ ...idx, file: `../${EVIL}.fidx` }] }] }],
       ["no manifest at all", {}],

@@ -14,7 +14,7 @@ import { type Datastore, type Lock, type SnapshotInfo, lockDir } from "../datast
 import { SnapshotWriter, type StagedChunk } from "../datastore/snapshot-writer.ts";
 import { decodeDynamicIndex } from "../format/dynamic-index.ts";
 import { decodeFixedIndex } from "../format/fixed-index.ts";
-import { DIGEST_SIZE, magicKind } from "../format/magic.ts";
+import { DIGEST_SIZE, FORMAT_VERSION, magicKind } from "../format/magic.ts";
 import { type Manifest, ManifestSchema, manifestFormat, sha256Hex } from "../format/manifest.ts";
 import { type Group, type SnapshotRef, formatGroup, formatSnapshot } from "../format/names.ts";
 import { HttpError } from "./http.ts";
@@ -221,7 +221,9 @@ export class BackupSession implements SessionBase {
     }
     const m: Manifest = parsed.data;
     const name = formatSnapshot(this.ref);
-    if (m.format !== manifestFormat(m)) throw new HttpError(400, `the manifest has format ${m.format}; its members are of format ${manifestFormat(m)}.`);
+    // Stored at the lowest version that holds it (encodeManifest), whatever the client said.
+    if (m.format > FORMAT_VERSION) throw new HttpError(400, `the manifest has format ${m.format}; this server reads up to format ${FORMAT_VERSION}.`);
+    if (m.format < manifestFormat(m)) throw new HttpError(400, `the manifest says format ${m.format} but has members of format ${manifestFormat(m)}.`);
     if (m.type !== this.ref.type || m.id !== this.ref.id || m.time !== this.ref.time) {
       throw new HttpError(400, `the manifest names another snapshot than the session's ${name}.`);
     }
