@@ -14,6 +14,8 @@ import { type ApiHandler, apiDispatcher, listenHttps } from "../host/api-host.ts
 import { AuthStore, type Privilege } from "../host/auth.ts";
 import type { LoginLimits } from "../host/login-limiter.ts";
 import { HttpError } from "../host/http.ts";
+import { planHandlers } from "../host/plan-handlers.ts";
+import { taskHandlers } from "../host/task-handlers.ts";
 import { TaskManager } from "../host/tasks.ts";
 import { DrillHistory } from "../jobs/drill-history.ts";
 import { DrillRunner } from "./drill.ts";
@@ -92,11 +94,6 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
   };
   const visible = (authId: string, id: number): boolean => auth.can(authId, `/vms/${id}`, "VM.Audit");
   const idOf = (params: Record<string, string>): number => Number(params.id);
-  const ownTask = (authId: string, id: string) => {
-    const t = tasks.get(id);
-    if (!t || (t.authId !== authId && !auth.can(authId, "/", "Sys.Audit"))) throw new HttpError(404, `no task ${id}.`);
-    return t;
-  };
 
   const handlers: Record<NodeRouteName, ApiHandler> = {
     version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
@@ -182,54 +179,8 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
       if (!d || !visible(authId, d.guest)) throw new HttpError(404, `no drill ${params.id} on node ${config.name}.`);
       return { json: d };
     },
-    listTasks: ({ authId, query }) => {
-      const all = auth.can(authId, "/", "Sys.Audit");
-      return { json: tasks.list({ running: query.running === undefined ? undefined : query.running === "true", limit: (query.limit as number | undefined) ?? 100, authId: all ? undefined : authId }) };
-    },
-    getTask: ({ authId, params }) => ({ json: ownTask(authId, params.id!) }),
-    taskLog: async ({ authId, params, query }) => {
-      ownTask(authId, params.id!);
-      return { json: await tasks.readLog(params.id!, { offset: query.offset as number | undefined, limit: query.limit as number | undefined }) };
-    },
-    taskEvents: async ({ authId, params, stream }) => {
-      ownTask(authId, params.id!);
-      stream.respond({ ":status": 200, "content-type": "application/x-ndjson" });
-      await new Promise<void>((resolve) => {
-        const stop = tasks.subscribe(params.id!, (ev) => {
-          if (stream.destroyed) return;
-          stream.write(JSON.stringify(ev) + "\n");
-          if (ev.type === "end") {
-            stream.end();
-            resolve();
-          }
-        });
-        stream.once("close", () => {
-          stop();
-          resolve();
-        });
-      });
-      return { handled: true };
-    },
-    abortTask: ({ authId, params }) => {
-      const t = ownTask(authId, params.id!);
-      if (t.authId !== authId && !auth.can(authId, "/", "Sys.Modify")) throw denied(authId, `abort task ${t.id}`);
-      if (!tasks.abort(t.id)) throw new HttpError(409, `task ${t.id} is not running.`);
-      return { json: { ok: true } };
-    },
-    getPlan: ({ authId }) => {
-      if (!auth.can(authId, "/", "Sys.Audit")) throw denied(authId, "read the plan");
-      return { json: jobs.current() };
-    },
-    applyPlan: async ({ authId, body }) => {
-      if (!auth.can(authId, "/", "Sys.Modify")) throw denied(authId, "apply a plan");
-      await jobs.apply((body as { text: string }).text);
-      log(`${authId} applied a plan`);
-      return { json: jobs.current() };
-    },
-    listRuns: ({ authId, query }) => {
-      if (!auth.can(authId, "/", "Sys.Audit")) throw denied(authId, "read the job history");
-      return { json: jobs.history.list({ job: query.job as string | undefined, limit: query.limit as number | undefined }) };
-    },
+    ...taskHandlers(auth, tasks),
+    ...planHandlers(auth, jobs, log),
     ...accessHandlers(auth, log),
   };
 

@@ -2,7 +2,7 @@
 // certificate), users and tokens with ACLs, backup and reader sessions, long operations
 // as tasks, Prometheus metrics and an OpenAPI document of the whole API. The routes are
 // answered by one handler factory per area (datastore-handlers.ts, session-handlers.ts,
-// plan-handlers.ts, remote-handlers.ts; tasks and access from the host kit).
+// remote-handlers.ts; tasks, the plan and access from the host kit, shared with the node).
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import type http2 from "node:http2";
@@ -16,6 +16,7 @@ import { type ApiHandler, apiDispatcher, listenHttps } from "../host/api-host.ts
 import { AuthStore } from "../host/auth.ts";
 import type { LoginLimits } from "../host/login-limiter.ts";
 import { HttpError, sendError } from "../host/http.ts";
+import { planHandlers } from "../host/plan-handlers.ts";
 import { taskHandlers } from "../host/task-handlers.ts";
 import { TaskManager } from "../host/tasks.ts";
 import { ensureCertificate } from "../host/tls.ts";
@@ -23,7 +24,7 @@ import { datastoreHandlers, snapshotHandlers } from "./datastore-handlers.ts";
 import { longTasks } from "./long-tasks.ts";
 import { ServerMetrics } from "./metrics.ts";
 import { openApiDocument } from "./openapi.ts";
-import { openPlan, planHandlers } from "./plan-handlers.ts";
+import { openPlan } from "./plan-jobs.ts";
 import { remoteHandlers } from "./remote-handlers.ts";
 import { RemoteStore } from "./remotes.ts";
 import { type ServerContext, type StoreEntry, serverContext } from "./server-context.ts";
@@ -75,7 +76,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
     ...backupHandlers(ctx, uploads),
     ...readerHandlers(ctx),
     ...taskHandlers(auth, tasks),
-    ...planHandlers(ctx, plan),
+    ...planHandlers(auth, plan, log),
     ...accessHandlers(auth, log),
     ...remoteHandlers(ctx, long),
   };

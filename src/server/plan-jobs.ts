@@ -1,11 +1,9 @@
 // The server's share of the plan: its prune, GC, verify and sync jobs run here, as tasks
-// like those asked for over the API, and the routes that read and apply the plan.
+// like those asked for over the API.
 import path from "node:path";
-import type { RouteName } from "../api/routes.ts";
 import { GordeError } from "../errors.ts";
 import { pruneGroup } from "../datastore/group-ops.ts";
 import { formatGroup } from "../format/names.ts";
-import type { ApiHandler } from "../host/api-host.ts";
 import { PlanRunner } from "../jobs/plan-runner.ts";
 import type { JobRunner } from "../jobs/scheduler.ts";
 import { keepOptions } from "../schedule/plan.ts";
@@ -77,24 +75,4 @@ export function openPlan(server: ServerContext, long: LongTasks, stateDir: strin
     runner: () => planJobs,
     log: server.log,
   });
-}
-
-export function planHandlers(server: ServerContext, plan: PlanRunner): Record<"getPlan" | "applyPlan" | "listRuns" & RouteName, ApiHandler> {
-  const { needSys, log } = server;
-  return {
-    getPlan: ({ authId }) => {
-      needSys(authId, "Sys.Audit", "read the plan");
-      return { json: plan.current() };
-    },
-    applyPlan: async ({ authId, body }) => {
-      needSys(authId, "Sys.Modify", "apply a plan");
-      await plan.apply((body as { text: string }).text);
-      log(`${authId} applied a plan`);
-      return { json: plan.current() };
-    },
-    listRuns: ({ authId, query }) => {
-      needSys(authId, "Sys.Audit", "read the job history");
-      return { json: plan.history.list({ job: query.job as string | undefined, limit: query.limit as number | undefined }) };
-    },
-  };
 }
