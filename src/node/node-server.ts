@@ -85,6 +85,73 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     log,
   });
 
+  const handlers: Record<NodeRouteName, ApiHandler> = {
+    version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
+    ...guestHandlers({ auth, config, guests, drills, drillHistory, tasks, log }),
+    ...taskHandlers(auth, tasks),
+    ...planHandlers(auth, jobs, log),
+    ...accessHandlers(auth, log),
+  };
+
+  const dispatch = apiDispatcher({ routes: NODE_ROUTES, handlers, auth, log });
+  const host = opts.host ?? "0.0.0.0";
+  const listener = await listenHttps({ host, port: opts.port ?? DEFAULT_NODE_PORT, cert, dispatch }).catch(async (err: unknown) => {
+    await jobs.close();
+    await tasks.close();
+    await drills.close();
+    drillHistory.close();
+    await guests.close();
+    throw err;
+  });
+  log(`node ${config.name} listening on ${host}:${listener.port}`);
+  await guests.startOnBoot();
+  return {
+    name: config.name,
+    port: listener.port,
+    fingerprint: cert.fingerprint,
+    guests,
+    async close() {
+      const closed = listener.closed();
+      listener.destroyConnections();
+      await jobs.close();
+      // A drill under way removes its sandbox before the guests stop.
+      await tasks.close();
+      await drills.close();
+      drillHistory.close();
+      await guests.close();
+      await closed;
+    },
+  };
+}
+
+type GuestRoute =
+  | "nodeStatus"
+  | "listGuests"
+  | "createGuest"
+  | "guestStatus"
+  | "guestConfig"
+  | "setGuestConfig"
+  | "removeGuest"
+  | "startGuest"
+  | "stopGuest"
+  | "guestLog"
+  | "backupGuest"
+  | "restoreGuest"
+  | "startDrill"
+  | "listDrills"
+  | "getDrill";
+
+/** The node's own routes: its status, its guests and their backups, restores and drills. */
+function guestHandlers(parts: {
+  auth: AuthStore;
+  config: NodeConfig;
+  guests: GuestManager;
+  drills: DrillRunner;
+  drillHistory: DrillHistory;
+  tasks: TaskManager;
+  log: (line: string) => void;
+}): Record<GuestRoute, ApiHandler> {
+  const { auth, config, guests, drills, drillHistory, tasks, log } = parts;
   const need = (authId: string, id: number, priv: Privilege, what: string): void => {
     if (!auth.can(authId, `/vms/${id}`, priv)) {
       // A guest the caller may not even see answers as a missing one.
@@ -94,9 +161,7 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
   };
   const visible = (authId: string, id: number): boolean => auth.can(authId, `/vms/${id}`, "VM.Audit");
   const idOf = (params: Record<string, string>): number => Number(params.id);
-
-  const handlers: Record<NodeRouteName, ApiHandler> = {
-    version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
+  return {
     nodeStatus: ({ authId }) => {
       if (!auth.can(authId, "/", "Sys.Audit") && !auth.anyPrivilegesBelow(authId, "/vms")) throw denied(authId, "see the node");
       return { json: { name: config.name, server: config.server.url.replace(/\/\/[^@]*@/, "//"), guests: guests.ids().length, version: "0.1.0" } };
@@ -178,39 +243,6 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
       const d = drillHistory.get(Number(params.id));
       if (!d || !visible(authId, d.guest)) throw new HttpError(404, `no drill ${params.id} on node ${config.name}.`);
       return { json: d };
-    },
-    ...taskHandlers(auth, tasks),
-    ...planHandlers(auth, jobs, log),
-    ...accessHandlers(auth, log),
-  };
-
-  const dispatch = apiDispatcher({ routes: NODE_ROUTES, handlers, auth, log });
-  const host = opts.host ?? "0.0.0.0";
-  const listener = await listenHttps({ host, port: opts.port ?? DEFAULT_NODE_PORT, cert, dispatch }).catch(async (err: unknown) => {
-    await jobs.close();
-    await tasks.close();
-    await drills.close();
-    drillHistory.close();
-    await guests.close();
-    throw err;
-  });
-  log(`node ${config.name} listening on ${host}:${listener.port}`);
-  await guests.startOnBoot();
-  return {
-    name: config.name,
-    port: listener.port,
-    fingerprint: cert.fingerprint,
-    guests,
-    async close() {
-      const closed = listener.closed();
-      listener.destroyConnections();
-      await jobs.close();
-      // A drill under way removes its sandbox before the guests stop.
-      await tasks.close();
-      await drills.close();
-      drillHistory.close();
-      await guests.close();
-      await closed;
     },
   };
 }
