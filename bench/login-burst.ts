@@ -10,7 +10,7 @@ import http2 from "node:http2";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { AuthStore, formatAuthorization } from "../src/server/auth.ts";
+import { AuthStore, formatAuthorization } from "../src/host/auth.ts";
 
 const { values } = parseArgs({ options: { rounds: { type: "string", default: "5" }, burst: { type: "string", default: "200" } } });
 const ROUNDS = Number(values.rounds);

@@ -8,9 +8,9 @@ import net from "node:net";
 import path from "node:path";
 import tls from "node:tls";
 import { after, describe, it } from "node:test";
-import { AuthStore, formatAuthorization } from "../src/server/auth.ts";
+import { AuthStore, formatAuthorization } from "../src/host/auth.ts";
 import { type GordeServer, startServer } from "../src/server/server.ts";
-import type { LoginLimits } from "../src/server/login-limiter.ts";
+import type { LoginLimits } from "../src/host/login-limiter.ts";
 import { tempDir } from "./helpers.ts";
 
 const tmp = tempDir("gorde-login-test-");

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import http2 from "node:http2";
 import { after, before, describe, it } from "node:test";
-import { ensureCertificate } from "../server/tls.ts";
+import { ensureCertificate } from "../host/tls.ts";
 import { tempDir } from "../../test/helpers.ts";
 import { ServerConnection, normalizeFingerprint, parseServerUrl } from "./connection.ts";
 

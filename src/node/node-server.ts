@@ -9,15 +9,17 @@ import { API_VERSION } from "../api/routes.ts";
 import { RemoteRepository } from "../client/remote.ts";
 import { GordeError } from "../errors.ts";
 import { parseSnapshotRef } from "../format/names.ts";
-import { accessHandlers, denied } from "../server/access-handlers.ts";
-import { type ApiHandler, apiDispatcher, listenHttps } from "../server/api-host.ts";
-import { AuthStore, type Privilege } from "../server/auth.ts";
-import type { LoginLimits } from "../server/login-limiter.ts";
-import { HttpError } from "../server/http.ts";
-import { TaskManager } from "../server/tasks.ts";
+import { accessHandlers, denied } from "../host/access-handlers.ts";
+import { type ApiHandler, apiDispatcher, listenHttps } from "../host/api-host.ts";
+import { AuthStore, type Privilege } from "../host/auth.ts";
+import type { LoginLimits } from "../host/login-limiter.ts";
+import { HttpError } from "../host/http.ts";
+import { planHandlers } from "../host/plan-handlers.ts";
+import { taskHandlers } from "../host/task-handlers.ts";
+import { TaskManager } from "../host/tasks.ts";
 import { DrillHistory } from "../jobs/drill-history.ts";
 import { DrillRunner } from "./drill.ts";
-import { ensureCertificate } from "../server/tls.ts";
+import { ensureCertificate } from "../host/tls.ts";
 import { GuestManager } from "./guests.ts";
 import { PlanRunner } from "../jobs/plan-runner.ts";
 import { nodeJobRunner } from "./node-jobs.ts";
@@ -83,6 +85,73 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     log,
   });
 
+  const handlers: Record<NodeRouteName, ApiHandler> = {
+    version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
+    ...guestHandlers({ auth, config, guests, drills, drillHistory, tasks, log }),
+    ...taskHandlers(auth, tasks),
+    ...planHandlers(auth, jobs, log),
+    ...accessHandlers(auth, log),
+  };
+
+  const dispatch = apiDispatcher({ routes: NODE_ROUTES, handlers, auth, log });
+  const host = opts.host ?? "0.0.0.0";
+  const listener = await listenHttps({ host, port: opts.port ?? DEFAULT_NODE_PORT, cert, dispatch }).catch(async (err: unknown) => {
+    await jobs.close();
+    await tasks.close();
+    await drills.close();
+    drillHistory.close();
+    await guests.close();
+    throw err;
+  });
+  log(`node ${config.name} listening on ${host}:${listener.port}`);
+  await guests.startOnBoot();
+  return {
+    name: config.name,
+    port: listener.port,
+    fingerprint: cert.fingerprint,
+    guests,
+    async close() {
+      const closed = listener.closed();
+      listener.destroyConnections();
+      await jobs.close();
+      // A drill under way removes its sandbox before the guests stop.
+      await tasks.close();
+      await drills.close();
+      drillHistory.close();
+      await guests.close();
+      await closed;
+    },
+  };
+}
+
+type GuestRoute =
+  | "nodeStatus"
+  | "listGuests"
+  | "createGuest"
+  | "guestStatus"
+  | "guestConfig"
+  | "setGuestConfig"
+  | "removeGuest"
+  | "startGuest"
+  | "stopGuest"
+  | "guestLog"
+  | "backupGuest"
+  | "restoreGuest"
+  | "startDrill"
+  | "listDrills"
+  | "getDrill";
+
+/** The node's own routes: its status, its guests and their backups, restores and drills. */
+function guestHandlers(parts: {
+  auth: AuthStore;
+  config: NodeConfig;
+  guests: GuestManager;
+  drills: DrillRunner;
+  drillHistory: DrillHistory;
+  tasks: TaskManager;
+  log: (line: string) => void;
+}): Record<GuestRoute, ApiHandler> {
+  const { auth, config, guests, drills, drillHistory, tasks, log } = parts;
   const need = (authId: string, id: number, priv: Privilege, what: string): void => {
     if (!auth.can(authId, `/vms/${id}`, priv)) {
       // A guest the caller may not even see answers as a missing one.
@@ -92,14 +161,7 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
   };
   const visible = (authId: string, id: number): boolean => auth.can(authId, `/vms/${id}`, "VM.Audit");
   const idOf = (params: Record<string, string>): number => Number(params.id);
-  const ownTask = (authId: string, id: string) => {
-    const t = tasks.get(id);
-    if (!t || (t.authId !== authId && !auth.can(authId, "/", "Sys.Audit"))) throw new HttpError(404, `no task ${id}.`);
-    return t;
-  };
-
-  const handlers: Record<NodeRouteName, ApiHandler> = {
-    version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
+  return {
     nodeStatus: ({ authId }) => {
       if (!auth.can(authId, "/", "Sys.Audit") && !auth.anyPrivilegesBelow(authId, "/vms")) throw denied(authId, "see the node");
       return { json: { name: config.name, server: config.server.url.replace(/\/\/[^@]*@/, "//"), guests: guests.ids().length, version: "0.1.0" } };
@@ -181,85 +243,6 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
       const d = drillHistory.get(Number(params.id));
       if (!d || !visible(authId, d.guest)) throw new HttpError(404, `no drill ${params.id} on node ${config.name}.`);
       return { json: d };
-    },
-    listTasks: ({ authId, query }) => {
-      const all = auth.can(authId, "/", "Sys.Audit");
-      return { json: tasks.list({ running: query.running === undefined ? undefined : query.running === "true", limit: (query.limit as number | undefined) ?? 100, authId: all ? undefined : authId }) };
-    },
-    getTask: ({ authId, params }) => ({ json: ownTask(authId, params.id!) }),
-    taskLog: async ({ authId, params, query }) => {
-      ownTask(authId, params.id!);
-      return { json: await tasks.readLog(params.id!, { offset: query.offset as number | undefined, limit: query.limit as number | undefined }) };
-    },
-    taskEvents: async ({ authId, params, stream }) => {
-      ownTask(authId, params.id!);
-      stream.respond({ ":status": 200, "content-type": "application/x-ndjson" });
-      await new Promise<void>((resolve) => {
-        const stop = tasks.subscribe(params.id!, (ev) => {
-          if (stream.destroyed) return;
-          stream.write(JSON.stringify(ev) + "\n");
-          if (ev.type === "end") {
-            stream.end();
-            resolve();
-          }
-        });
-        stream.once("close", () => {
-          stop();
-          resolve();
-        });
-      });
-      return { handled: true };
-    },
-    abortTask: ({ authId, params }) => {
-      const t = ownTask(authId, params.id!);
-      if (t.authId !== authId && !auth.can(authId, "/", "Sys.Modify")) throw denied(authId, `abort task ${t.id}`);
-      if (!tasks.abort(t.id)) throw new HttpError(409, `task ${t.id} is not running.`);
-      return { json: { ok: true } };
-    },
-    getPlan: ({ authId }) => {
-      if (!auth.can(authId, "/", "Sys.Audit")) throw denied(authId, "read the plan");
-      return { json: jobs.current() };
-    },
-    applyPlan: async ({ authId, body }) => {
-      if (!auth.can(authId, "/", "Sys.Modify")) throw denied(authId, "apply a plan");
-      await jobs.apply((body as { text: string }).text);
-      log(`${authId} applied a plan`);
-      return { json: jobs.current() };
-    },
-    listRuns: ({ authId, query }) => {
-      if (!auth.can(authId, "/", "Sys.Audit")) throw denied(authId, "read the job history");
-      return { json: jobs.history.list({ job: query.job as string | undefined, limit: query.limit as number | undefined }) };
-    },
-    ...accessHandlers(auth, log),
-  };
-
-  const dispatch = apiDispatcher({ routes: NODE_ROUTES, handlers, auth, log });
-  const host = opts.host ?? "0.0.0.0";
-  const listener = await listenHttps({ host, port: opts.port ?? DEFAULT_NODE_PORT, cert, dispatch }).catch(async (err: unknown) => {
-    await jobs.close();
-    await tasks.close();
-    await drills.close();
-    drillHistory.close();
-    await guests.close();
-    throw err;
-  });
-  log(`node ${config.name} listening on ${host}:${listener.port}`);
-  await guests.startOnBoot();
-  return {
-    name: config.name,
-    port: listener.port,
-    fingerprint: cert.fingerprint,
-    guests,
-    async close() {
-      const closed = listener.closed();
-      listener.destroyConnections();
-      await jobs.close();
-      // A drill under way removes its sandbox before the guests stop.
-      await tasks.close();
-      await drills.close();
-      drillHistory.close();
-      await guests.close();
-      await closed;
     },
   };
 }

@@ -2,7 +2,7 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Datastore } from "../datastore/datastore.ts";
 import { datastoreStatus } from "./status.ts";
-import type { TaskManager } from "./tasks.ts";
+import type { TaskManager } from "../host/tasks.ts";
 
 export class ServerMetrics {
   private readonly registry = new Registry();

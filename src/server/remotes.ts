@@ -13,8 +13,8 @@ import { z } from "zod";
 import { normalizeFingerprint, parseServerUrl } from "../api/connection.ts";
 import { REMOTE_NAME_RE } from "../format/names.ts";
 import { GordeError } from "../errors.ts";
-import { isValidAuthId } from "./auth-roles.ts";
-import { readState, writeState } from "./auth.ts";
+import { isValidAuthId } from "../host/auth-roles.ts";
+import { readState, writeState } from "../host/auth.ts";
 
 /** What a listing shows of a remote: never its secret. */
 export interface RemoteInfo {

@@ -17,7 +17,7 @@ import { decodeFixedIndex } from "../format/fixed-index.ts";
 import { DIGEST_SIZE, FORMAT_VERSION, magicKind } from "../format/magic.ts";
 import { type Manifest, ManifestSchema, manifestFormat, sha256Hex } from "../format/manifest.ts";
 import { type Group, type SnapshotRef, formatGroup, formatSnapshot } from "../format/names.ts";
-import { HttpError } from "./http.ts";
+import { HttpError } from "../host/http.ts";
 
 /** Every digest an index file names (its kind from the file name). */
 export function indexDigests(file: string, bytes: Buffer, what: string): Set<string> {

@@ -13,10 +13,10 @@ import { type Datastore, MANIFEST_FILE } from "../datastore/datastore.ts";
 import { SnapshotWriter } from "../datastore/snapshot-writer.ts";
 import { ManifestSchema, sha256Hex } from "../format/manifest.ts";
 import { formatGroup, formatSnapshot, parseGroup, parseSnapshotRef } from "../format/names.ts";
-import { ownsGroup } from "./auth-roles.ts";
+import { ownsGroup } from "../host/auth-roles.ts";
 import type { Remote } from "./remotes.ts";
 import { indexDigests } from "./sessions.ts";
-import type { TaskContext } from "./tasks.ts";
+import type { TaskContext } from "../host/tasks.ts";
 
 export interface SyncOptions {
   /** the source: a remote an administrator configured */
