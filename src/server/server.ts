@@ -33,7 +33,7 @@ import { type Remote, RemoteStore } from "./remotes.ts";
 import { TaskManager } from "./tasks.ts";
 import { syncDatastore } from "./sync.ts";
 import { ensureCertificate } from "./tls.ts";
-import { datastoreStatus } from "./status.ts";
+import { datastoreStatus } from "../datastore/status.ts";
 
 export const DEFAULT_PORT = 8007;
 /** who the tasks of the plan's jobs run as */
