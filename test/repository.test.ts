@@ -184,6 +184,15 @@ for (const kind of [localKind(), remoteKind()]) {
       assert.deepEqual(one.snapshots.map((s) => [s.snapshot, s.state]), [["vm/100/2026-11-02T01:00:00Z", "ok"]]);
     });
 
+    void test("status counts the snapshots and chunks stored", async () => {
+      const s = await repo.status();
+      assert.equal(s.maintenance, "none");
+      assert.equal(s.snapshots, (await repo.snapshots([])).filter((x) => x.finished).length);
+      assert.equal(s.groups, 2);
+      assert.ok(s.chunks > 0 && s.chunkBytes > 0 && s.logicalBytes > s.chunkBytes, "repeated blocks and zeros are stored once");
+      assert.ok(s.available > 0 && s.total >= s.used);
+    });
+
     void test("a reader reads archives back bit-exact", async () => {
       const out = path.join(tmp.dir, `restored-${kind.name.replace(/\W/g, "-")}`);
       fs.mkdirSync(out);
