@@ -64,10 +64,11 @@ void describe("gorde command line", () => {
     fs.writeFileSync(plan, text);
     const r = gorde("plan", "check", plan, "--repo", store, "--json");
     assert.equal(r.code, 1, "guest 101 is out of its RPO");
-    const out = JSON.parse(r.out) as { ok: boolean; guests: { guest: number; withinRpo: boolean; lastBackup: string }[]; jobs: { next: string[] }[] };
+    const out = JSON.parse(r.out) as { ok: boolean; guests: { guest: number; withinRpo: boolean; lastBackup: string; kept: string[] }[]; jobs: { next: string[] }[] };
     assert.equal(out.ok, false);
     assert.deepEqual(out.guests.map((g) => [g.guest, g.withinRpo]), [[100, true], [101, false]]);
     assert.equal(out.guests[1]!.lastBackup, `ct/101/${old}`);
+    assert.deepEqual(out.guests[1]!.kept, [`ct/101/${old}`], "the job's retention is previewed on a local repository too");
     assert.equal(out.jobs[0]!.next.length, 3);
     fs.writeFileSync(plan, text.replace("{ rpo: 26h }\n  101: { rpo: 26h }", "{ rpo: 26h }"));
     const unknown = gorde("plan", "check", plan);

@@ -756,7 +756,7 @@ void describe("hostile requests to the server", () => {
       const result = await runBackup({ group: { type: "host", id: "healthy" }, sources: [{ archive: "files.tree", source: src }] }, (req) => remote.openBackup(req));
       const target = path.join(root.dir, "restored");
       const ref = parseSnapshotRef(result.snapshot);
-      const reader = await remote.openReader([], ref, result.snapshot);
+      const reader = await remote.openReader([], result.snapshot);
       try {
         await restoreArchive(reader, { snapshot: ref, archive: "files.tree", target });
       } finally {

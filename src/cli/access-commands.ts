@@ -153,7 +153,7 @@ export const ACCESS_COMMANDS: Record<string, Command> = {
       const [url] = ctx.positionals;
       if (!url || ctx.positionals.length > 1) usage("status <repo>");
       await withServer(ctx, url, false, async (r) => {
-        const s = (await r.status()) as { total: number; used: number; available: number; chunks: number; chunkBytes: number; logicalBytes: number; dedupFactor: number; snapshots: number; maintenance: string; warning: string | null };
+        const s = await r.status();
         print(ctx, s, () =>
           `${r.store}: ${formatBytes(s.used)} used of ${formatBytes(s.total)}, ${formatBytes(s.available)} available\n` +
             `  ${s.snapshots} snapshots, ${s.chunks} chunks (${formatBytes(s.chunkBytes)}) for ${formatBytes(s.logicalBytes)} of data: dedup factor ${s.dedupFactor.toFixed(2)}\n` +

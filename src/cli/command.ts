@@ -3,7 +3,8 @@
 import type { ParseArgsOptionsConfig } from "node:util";
 import { GordeError } from "../errors.ts";
 import { RemoteRepository } from "../client/remote.ts";
-import { Datastore } from "../datastore/datastore.ts";
+import { LocalRepository } from "../client/local-repository.ts";
+import type { Repository } from "../client/repository.ts";
 import { parseRate } from "../format/units.ts";
 
 export interface CommandContext {
@@ -39,34 +40,31 @@ export function untilAborted(signal: AbortSignal): Promise<void> {
   });
 }
 
-/** A repository: a local datastore directory or a datastore on a server. */
-export type Repo = { kind: "local"; store: Datastore } | { kind: "remote"; remote: RemoteRepository };
-
 export function isRemote(repo: string): boolean {
   return /^https?:\/\//.test(repo);
 }
 
-/** Opens a repository for `fn` and closes it afterwards. */
-export async function withRepo<T>(ctx: CommandContext, repo: string, fn: (r: Repo) => Promise<T>): Promise<T> {
+/** Opens a repository (a datastore directory, or an https:// URL of one on a server). */
+async function openRepo(ctx: CommandContext, repo: string): Promise<Repository> {
   if (isRemote(repo)) {
-    const remote = await RemoteRepository.connect(repo, {
+    return RemoteRepository.connect(repo, {
       secret: process.env.GORDE_PASSWORD,
       fingerprint: str(ctx, "fingerprint") ?? process.env.GORDE_FINGERPRINT,
       rate: rate(ctx),
       signal: ctx.signal,
     });
-    try {
-      return await fn({ kind: "remote", remote });
-    } finally {
-      remote.close();
-    }
   }
   if (str(ctx, "fingerprint") !== undefined) throw new GordeError("usage", "--fingerprint applies to https:// repositories only.");
-  const store = await Datastore.open(repo);
+  return LocalRepository.open(repo);
+}
+
+/** Opens a repository for `fn` and closes it afterwards. */
+export async function withRepo<T>(ctx: CommandContext, repo: string, fn: (r: Repository) => Promise<T>): Promise<T> {
+  const r = await openRepo(ctx, repo);
   try {
-    return await fn({ kind: "local", store });
+    return await fn(r);
   } finally {
-    store.close();
+    r.close();
   }
 }
 

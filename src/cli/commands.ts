@@ -1,21 +1,11 @@
 // One function per command: parse, validate, one library call, print.
 import { GordeError } from "../errors.ts";
-import { type BackupOptions, backup, runBackup } from "../client/backup.ts";
+import { type BackupOptions, runBackup } from "../client/backup.ts";
 import { loadMasterKey } from "../client/key-file.ts";
-import { RemoteRepository } from "../client/remote.ts";
-import { type ListOptions, type RestoreOptions, type SnapshotReader, listArchive, listEntries, restore, restoreArchive } from "../client/restore.ts";
+import type { Repository, TaskOptions } from "../client/repository.ts";
+import { type ListOptions, type RestoreOptions, type SnapshotReader, listEntries, restoreArchive } from "../client/restore.ts";
 import { Datastore } from "../datastore/datastore.ts";
-import { garbageCollect } from "../datastore/gc.ts";
-import { pruneGroup, snapshotJson } from "../datastore/group-ops.ts";
-import { verifyAll, verifySnapshots } from "../datastore/verify.ts";
-import {
-  formatSnapshot,
-  parseArchiveName,
-  parseGroup,
-  parseNamespace,
-  parseSnapshotRef,
-  parseTimeOption,
-} from "../format/names.ts";
+import { parseArchiveName, parseGroup, parseNamespace, parseSnapshotRef, parseTimeOption } from "../format/names.ts";
 import type { TreeEntry } from "../format/tree-entry.ts";
 import { runDemo } from "./demo.ts";
 import { keyCommand } from "./key-command.ts";
@@ -56,8 +46,8 @@ async function keyOption(ctx: CommandContext): Promise<BackupOptions["key"]> {
   return loadMasterKey(file, pass);
 }
 
-async function withReader<T>(ctx: CommandContext, remote: RemoteRepository, snap: string, fn: (reader: SnapshotReader) => Promise<T>): Promise<T> {
-  const reader = await remote.openReader(parseNamespace(str(ctx, "ns")), parseSnapshotRef(snap), snap);
+async function withReader<T>(ctx: CommandContext, repo: Repository, snap: string, fn: (reader: SnapshotReader) => Promise<T>): Promise<T> {
+  const reader = await repo.openReader(parseNamespace(str(ctx, "ns")), snap);
   try {
     return await fn(reader);
   } finally {
@@ -119,7 +109,7 @@ export const COMMANDS: Record<string, Command> = {
           signal: ctx.signal,
           progress: bar.fn,
         };
-        return r.kind === "local" ? backup(r.store, opts) : runBackup(opts, (req) => r.remote.openBackup(req));
+        return runBackup(opts, (req) => r.openBackup(req));
       }).finally(() => bar.end());
       if (ctx.values.json) return printJson(ctx, result);
       const s = result.stats;
@@ -139,13 +129,7 @@ export const COMMANDS: Record<string, Command> = {
       const [repo, groupArg] = args(ctx, 1, 2, "snapshots <repo> [<group>]");
       const nsv = parseNamespace(str(ctx, "ns"));
       const group = groupArg ? parseGroup(groupArg) : undefined;
-      const list = await withRepo(ctx, repo!, async (r) => {
-        if (r.kind === "remote") return r.remote.snapshots(nsv, group);
-        const groups = group ? [group] : await r.store.listGroups(nsv);
-        const out = [];
-        for (const g of groups) out.push(...(await r.store.listSnapshots(nsv, g)).map((s) => snapshotJson(s)));
-        return out;
-      });
+      const list = await withRepo(ctx, repo!, (r) => r.snapshots(nsv, group));
       if (ctx.values.json) return printJson(ctx, list);
       if (list.length === 0) return ctx.out("no snapshots\n");
       for (const j of list) {
@@ -176,9 +160,7 @@ export const COMMANDS: Record<string, Command> = {
         signal: ctx.signal,
         progress: bar.fn,
       };
-      const r = await withRepo(ctx, repo!, (rp) =>
-        rp.kind === "local" ? restore(rp.store, opts) : withReader(ctx, rp.remote, snap!, (reader) => restoreArchive(reader, opts)),
-      ).finally(() => bar.end());
+      const r = await withRepo(ctx, repo!, (rp) => withReader(ctx, rp, snap!, (reader) => restoreArchive(reader, opts))).finally(() => bar.end());
       if (ctx.values.json) return printJson(ctx, r);
       ctx.out(`restored ${r.archive} of ${r.snapshot} to ${target}: ${formatBytes(r.bytes)} in ${(r.durationMs / 1000).toFixed(2)} s\n`);
     },
@@ -197,9 +179,7 @@ export const COMMANDS: Record<string, Command> = {
         key: await keyOption(ctx),
         warn: (m) => ctx.err(`gorde ls: ${m}\n`),
       };
-      const entries = await withRepo(ctx, repo!, (r) =>
-        r.kind === "local" ? listArchive(r.store, opts) : withReader(ctx, r.remote, snap!, (reader) => listEntries(reader, opts)),
-      );
+      const entries = await withRepo(ctx, repo!, (r) => withReader(ctx, r, snap!, (reader) => listEntries(reader, opts)));
       if (ctx.values.json) return printJson(ctx, entries.map(entryJson));
       for (const e of entries) {
         const j = entryJson(e);
@@ -212,17 +192,9 @@ export const COMMANDS: Record<string, Command> = {
     options: { ...ns, ...json, ...remoteOptions },
     async run(ctx) {
       const [repo, snap] = args(ctx, 2, 2, "forget <repo> <snapshot>");
-      const ref = parseSnapshotRef(snap!);
+      parseSnapshotRef(snap!);
       const nsv = parseNamespace(str(ctx, "ns"));
-      const name = await withRepo(ctx, repo!, async (r) => {
-        if (r.kind === "remote") {
-          await r.remote.forget(nsv, snap!);
-          return snap!;
-        }
-        const s = await r.store.findSnapshot(nsv, ref);
-        await r.store.forget(s);
-        return formatSnapshot(s);
-      });
+      const name = await withRepo(ctx, repo!, (r) => r.forget(nsv, snap!));
       if (ctx.values.json) printJson(ctx, { removed: name });
       else ctx.out(`removed ${name}\n`);
     },
@@ -234,16 +206,8 @@ export const COMMANDS: Record<string, Command> = {
       const [repo, snap] = args(ctx, 2, 2, "protect <repo> <snapshot> [--off]");
       const on = ctx.values.off !== true;
       const nsv = parseNamespace(str(ctx, "ns"));
-      const ref = parseSnapshotRef(snap!);
-      const name = await withRepo(ctx, repo!, async (r) => {
-        if (r.kind === "remote") {
-          await r.remote.setProtected(nsv, snap!, on);
-          return snap!;
-        }
-        const s = await r.store.findSnapshot(nsv, ref);
-        await r.store.setProtected(s, on);
-        return formatSnapshot(s);
-      });
+      parseSnapshotRef(snap!);
+      const name = await withRepo(ctx, repo!, (r) => r.setProtected(nsv, snap!, on));
       ctx.out(`${name} is ${on ? "protected" : "no longer protected"}\n`);
     },
   },
@@ -253,24 +217,8 @@ export const COMMANDS: Record<string, Command> = {
     async run(ctx) {
       const [repo, snap, text] = args(ctx, 2, 3, "notes <repo> <snapshot> [<text>]");
       const nsv = parseNamespace(str(ctx, "ns"));
-      await withRepo(ctx, repo!, async (r) => {
-        if (r.kind === "remote") {
-          if (text !== undefined) return r.remote.setNotes(nsv, snap!, text);
-          const ref = parseSnapshotRef(snap!);
-          const list = await r.remote.snapshots(nsv, ref);
-          const j = ref.time === "latest" ? list.filter((x) => x.finished).at(-1) : list.find((x) => x.snapshot === snap);
-          if (!j) throw new GordeError("not-found", `snapshot ${snap} does not exist.`);
-          return ctx.out((j.notes ?? "") + "\n");
-        }
-        const store = r.store;
-        const s = await store.findSnapshot(nsv, parseSnapshotRef(snap!));
-        if (!s.finished) throw new GordeError("usage", `snapshot ${formatSnapshot(s)} is unfinished.`);
-        if (text === undefined) return ctx.out((s.manifest!.unprotected.notes ?? "") + "\n");
-        if (text.length > 64 * 1024) throw new GordeError("usage", "notes are limited to 64 KiB.");
-        await store.updateUnprotected(s, (u) => {
-          u.notes = text;
-        });
-      });
+      const notes = await withRepo(ctx, repo!, async (r) => (text === undefined ? r.notes(nsv, snap!) : void (await r.setNotes(nsv, snap!, text))));
+      if (notes !== undefined) ctx.out(notes + "\n");
     },
   },
 
@@ -300,12 +248,8 @@ export const COMMANDS: Record<string, Command> = {
         keepYearly: int(ctx, "keep-yearly"),
       };
       const dry = ctx.values["dry-run"] === true;
-      const { plan, failed } = await withRepo(ctx, repo!, async (r) => {
-        if (r.kind === "remote") return { plan: await r.remote.prune(nsv, groupArg!, keep, dry), failed: [] as string[] };
-        const res = await pruneGroup(r.store, nsv, group, keep, dry);
-        for (const d of res.damaged) ctx.err(`gorde prune: keeping ${d}\n`);
-        return res;
-      });
+      const { plan, damaged, failed } = await withRepo(ctx, repo!, (r) => r.prune(nsv, group, keep, dry));
+      for (const d of damaged) ctx.err(`gorde prune: keeping ${d}\n`);
       if (ctx.values.json) {
         printJson(ctx, plan.map((p) => ({ snapshot: p.snapshot, action: p.action })));
       } else {
@@ -321,11 +265,7 @@ export const COMMANDS: Record<string, Command> = {
     async run(ctx) {
       const [repo] = args(ctx, 1, 1, "gc <repo> [--cutoff <seconds>]");
       const cutoff = int(ctx, "cutoff");
-      const r = await withRepo(ctx, repo!, (rp) =>
-        rp.kind === "local"
-          ? garbageCollect(rp.store, { cutoffMs: cutoff === undefined ? undefined : cutoff * 1000, signal: ctx.signal })
-          : withTask(ctx, "gc", (echo) => rp.remote.runTask("gc", { cutoffSeconds: cutoff }, echo, ctx.signal) as ReturnType<typeof garbageCollect>),
-      );
+      const r = await withRepo(ctx, repo!, (rp) => withTask(ctx, "gc", (task) => rp.gc({ ...task, cutoffSeconds: cutoff })));
       if (ctx.values.json) return printJson(ctx, r);
       ctx.out(
         `removed ${r.removedChunks} chunks (${formatBytes(r.removedBytes)}); pending ${r.pendingChunks} chunks (${formatBytes(r.pendingBytes)}) newer than the cutoff\n` +
@@ -340,16 +280,7 @@ export const COMMANDS: Record<string, Command> = {
     async run(ctx) {
       const [repo, snap] = args(ctx, 1, 2, "verify <repo> [<snapshot>]");
       const nsv = parseNamespace(str(ctx, "ns"));
-      const report = await withRepo(ctx, repo!, async (r) => {
-        if (r.kind === "remote") {
-          const body = { ns: nsv.join("/") || undefined, snapshot: snap };
-          return withTask(ctx, "verify", (echo) => r.remote.runTask("verify", body, echo, ctx.signal) as ReturnType<typeof verifyAll>);
-        }
-        const store = r.store;
-        if (snap === undefined) return verifyAll(store, { ns: nsv });
-        const s = await store.findSnapshot(nsv, parseSnapshotRef(snap));
-        return verifySnapshots(store, [s]);
-      });
+      const report = await withRepo(ctx, repo!, (r) => withTask(ctx, "verify", (task) => r.verify(nsv, snap, task)));
       if (ctx.values.json) printJson(ctx, report);
       else {
         for (const s of report.snapshots) ctx.out(`${s.snapshot}  ${s.state}${s.errors.length ? `: ${s.errors.join("; ")}` : ""}\n`);
@@ -406,10 +337,11 @@ export const COMMANDS: Record<string, Command> = {
   },
 };
 
-async function withTask<T>(ctx: CommandContext, label: string, fn: (echo: ((e: { type: string; line?: string }) => void) | undefined) => Promise<T>): Promise<T> {
+/** Runs a long operation, followed on stderr when it reports (its log lines; progress on a terminal). */
+async function withTask<T>(ctx: CommandContext, label: string, fn: (task: TaskOptions) => Promise<T>): Promise<T> {
   const t = taskEcho(ctx, label);
   try {
-    return await fn(t.event);
+    return await fn({ signal: ctx.signal, onEvent: t.event });
   } finally {
     t.end();
   }

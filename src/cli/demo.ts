@@ -18,6 +18,7 @@ import { type BackupResult, runBackup } from "../client/backup.ts";
 import { createKeyFile, loadMasterKey } from "../client/key-file.ts";
 import { RemoteRepository } from "../client/remote.ts";
 import { restoreArchive } from "../client/restore.ts";
+import { parseGroup } from "../format/names.ts";
 import { startServer } from "../server/server.ts";
 import { nodeStory } from "./demo-nodes.ts";
 import { type DemoReport, DemoSteps } from "./demo-report.ts";
@@ -149,7 +150,7 @@ async function story(opts: DemoOptions, steps: DemoSteps): Promise<void> {
 
     title("Retention on the server: keep-last 3 (PBS semantics)");
     for (const g of ["vm/100", "ct/101"]) {
-      const plan = await repo.prune([], g, { keepLast: 3 }, false);
+      const { plan } = await repo.prune([], parseGroup(g), { keepLast: 3 }, false);
       for (const p of plan) say(`   ${p.snapshot}  ${p.action}`);
       check(plan.filter((p) => p.action === "keep").length === 3, "three snapshots remain");
     }
@@ -173,7 +174,7 @@ async function story(opts: DemoOptions, steps: DemoSteps): Promise<void> {
     const rimg = path.join(work, "restored.raw");
     const rtree = path.join(work, "restored-rootfs");
     const restoreFrom = async (name: string, archive: string, target: string, withKey: boolean) => {
-      const reader = await repo.openReader([], { type: name.startsWith("vm") ? "vm" : "ct", id: name.split("/")[1]!, time: "latest" }, name);
+      const reader = await repo.openReader([], name);
       try {
         return await restoreArchive(reader, { snapshot: { type: "vm", id: "0", time: "latest" }, archive, target, key: withKey ? key : undefined, signal: opts.signal });
       } finally {

@@ -9,8 +9,8 @@ import fs from "node:fs";
 import { ROUTES, type SnapshotJson } from "../api/routes.ts";
 import { RemoteRepository } from "../client/remote.ts";
 import { latestUsable } from "../datastore/datastore.ts";
-import { snapshotJson } from "../datastore/group-ops.ts";
 import { GordeError } from "../errors.ts";
+import { parseGroup } from "../format/names.ts";
 import { nextElapse } from "../schedule/calendar-event.ts";
 import { type Plan, keepOptions, parsePlan, testedRpo } from "../schedule/plan.ts";
 import { NodeClient } from "../client/node-client.ts";
@@ -144,17 +144,16 @@ export const planCommand: Command = {
           const snaps: SnapshotJson[] = [];
           for (const type of ["vm", "ct"] as const) {
             const group = { type, id: String(guest) };
-            snaps.push(...(r.kind === "remote" ? await r.remote.snapshots([], group) : (await r.store.listSnapshots([], group)).map((s) => snapshotJson(s, null))));
+            snaps.push(...(await r.snapshots([], group)));
           }
           const last = latestUsable(snaps.sort((a, b) => a.time.localeCompare(b.time)));
           const age = last ? now - Date.parse(last.time) : null;
-          // What the retention of the guest's backup job keeps, as the server would decide it (a dry run).
+          // What the retention of the guest's backup job keeps, as the repository would decide it (a dry run).
           const job = plan.jobs.map((j) => j.job).find((j) => j.type === "backup" && j.keep && (j.guests === "all" || j.guests?.includes(guest)) && !j.exclude?.includes(guest));
           let kept: string[] = [];
-          if (job && job.type === "backup" && job.keep && last && r.kind === "remote") {
+          if (job && job.type === "backup" && job.keep && last) {
             const keep = keepOptions(job.keep);
-            const group = last.snapshot.split("/").slice(0, 2).join("/");
-            kept = (await r.remote.prune([], group, keep, true)).filter((p) => p.action !== "remove").map((p) => p.snapshot);
+            kept = (await r.prune([], parseGroup(last.snapshot.split("/").slice(0, 2).join("/")), keep, true)).plan.filter((p) => p.action !== "remove").map((p) => p.snapshot);
           }
           const every = plan.drillEvery.get(guest);
           const t = every === undefined ? null : testedRpo(snaps, every, now);

@@ -14,6 +14,10 @@ import { type DrillState, type Manifest, ManifestSchema } from "../format/manife
 import { type Group, formatGroup, parseSnapshotRef } from "../format/names.ts";
 import type { BackupSession, SessionRequest } from "./backup-session.ts";
 import type { SnapshotReader } from "./restore.ts";
+import { MAX_NOTES_BYTES, type PruneOutcome, type Repository, type RepositoryStatus, type TaskOptions, type TaskProgressEvent } from "./repository.ts";
+import type { GcResult } from "../datastore/gc.ts";
+import type { PruneOptions } from "../datastore/prune.ts";
+import type { VerifyReport } from "../datastore/verify.ts";
 
 export interface RemoteOptions {
   /** password or token secret (GORDE_PASSWORD) */
@@ -25,12 +29,7 @@ export interface RemoteOptions {
   signal?: AbortSignal;
 }
 
-export interface TaskProgressEvent {
-  type: "log" | "progress" | "end";
-  line?: string;
-  progress?: Record<string, unknown>;
-  task?: { state: string; error?: string; result?: unknown };
-}
+export type { TaskProgressEvent };
 
 /** The trusted-fingerprints file: GORDE_FINGERPRINTS, or ~/.config/gorde/fingerprints. */
 export function trustedFingerprintsFile(): string {
@@ -189,7 +188,8 @@ export function pinnedFingerprint(addr: { host: string; port: number }, given: s
   return fingerprint;
 }
 
-export class RemoteRepository {
+export class RemoteRepository implements Repository {
+  readonly kind = "remote" as const;
   readonly conn: ServerConnection;
   readonly store: string;
   readonly url: string;
@@ -288,11 +288,10 @@ export class RemoteRepository {
 
   // ---- restore
 
-  async openReader(ns: string[], snapshot: Group & { time: number | "latest" }, name: string): Promise<SnapshotReader> {
+  async openReader(ns: string[], name: string): Promise<SnapshotReader> {
     const r = await this.call<{ session: string; snapshot: string; manifest: unknown }>("openReader", {
       json: { ns: ns.join("/") || undefined, snapshot: name },
     });
-    void snapshot;
     const sid = r.session;
     return {
       name: r.snapshot,
@@ -315,19 +314,49 @@ export class RemoteRepository {
     return this.call("listSnapshots", { query: { ns: ns.join("/") || undefined, group: group ? formatGroup(group) : undefined } });
   }
 
+  /** Resolves `latest` here, as the datastore does: the group's newest finished snapshot. */
+  async snapshot(ns: string[], name: string): Promise<SnapshotJson> {
+    const ref = parseSnapshotRef(name);
+    const list = await this.snapshots(ns, ref);
+    if (ref.time === "latest") {
+      const last = list.filter((x) => x.finished).at(-1);
+      if (!last) throw new GordeError("not-found", `group ${formatGroup(ref)} has no finished snapshot.`);
+      return last;
+    }
+    const s = list.find((x) => x.snapshot === name);
+    if (!s) throw new GordeError("not-found", `snapshot ${name} does not exist.`);
+    return s;
+  }
+
+  /** The snapshot's own name: `latest` resolved before a change, so that the answer names what changed. */
+  private async exact(ns: string[], name: string): Promise<string> {
+    return parseSnapshotRef(name).time === "latest" ? (await this.snapshot(ns, name)).snapshot : name;
+  }
+
   groups(ns: string[]): Promise<{ group: string; owner: string | null; count: number; last: string | null }[]> {
     return this.call("listGroups", { query: { ns: ns.join("/") || undefined } });
   }
 
-  async forget(ns: string[], snapshot: string): Promise<void> {
+  async forget(ns: string[], name: string): Promise<string> {
+    const snapshot = await this.exact(ns, name);
     await this.call("forgetSnapshot", { query: { ns: ns.join("/") || undefined, snapshot } });
+    return snapshot;
   }
 
-  async setProtected(ns: string[], snapshot: string, on: boolean): Promise<void> {
+  async setProtected(ns: string[], name: string, on: boolean): Promise<string> {
+    const snapshot = await this.exact(ns, name);
     await this.call("setProtected", { json: { ns: ns.join("/") || undefined, snapshot, protected: on } });
+    return snapshot;
+  }
+
+  async notes(ns: string[], name: string): Promise<string> {
+    const s = await this.snapshot(ns, name);
+    if (!s.finished) throw new GordeError("usage", `snapshot ${s.snapshot} is unfinished.`);
+    return s.notes ?? "";
   }
 
   async setNotes(ns: string[], snapshot: string, notes: string): Promise<void> {
+    if (notes.length > MAX_NOTES_BYTES) throw new GordeError("usage", "notes are limited to 64 KiB.");
     await this.call("setNotes", { json: { ns: ns.join("/") || undefined, snapshot, notes } });
   }
 
@@ -340,12 +369,24 @@ export class RemoteRepository {
     await this.call("setOwner", { json: { ns: ns.join("/") || undefined, group, owner } });
   }
 
-  prune(ns: string[], group: string, keep: Record<string, number | undefined>, dryRun: boolean): Promise<{ snapshot: string; action: string }[]> {
+  /** The server keeps damaged snapshots too, and answers 409 when a removal fails. */
+  async prune(ns: string[], group: Group, keep: PruneOptions, dryRun: boolean): Promise<PruneOutcome> {
     const k = Object.fromEntries(Object.entries(keep).filter(([, v]) => v !== undefined && v > 0));
-    return this.call("prune", { json: { ns: ns.join("/") || undefined, group, keep: k, dryRun } });
+    const plan = await this.call<PruneOutcome["plan"]>("prune", { json: { ns: ns.join("/") || undefined, group: formatGroup(group), keep: k, dryRun } });
+    return { plan, damaged: [], failed: [] };
   }
 
-  status(): Promise<Record<string, unknown>> {
+  /** GC runs as a task on the server, followed to its end. */
+  async gc(opts: TaskOptions & { cutoffSeconds?: number } = {}): Promise<GcResult> {
+    return (await this.runTask("gc", { cutoffSeconds: opts.cutoffSeconds }, opts.onEvent, opts.signal)) as GcResult;
+  }
+
+  /** Verify runs as a task on the server; damage found fails the task (a "corrupt" error here). */
+  async verify(ns: string[], snapshot: string | undefined, opts: TaskOptions = {}): Promise<VerifyReport> {
+    return (await this.runTask("verify", { ns: ns.join("/") || undefined, snapshot }, opts.onEvent, opts.signal)) as VerifyReport;
+  }
+
+  status(): Promise<RepositoryStatus> {
     return this.call("datastoreStatus");
   }
 

@@ -168,7 +168,7 @@ export class DrillRunner {
         if (!s.finished) throw new GordeError("usage", `snapshot ${req.snapshot} is unfinished; only a finished backup can be drilled.`);
         name = s.snapshot;
       }
-      const reader = await repo.openReader([], parseSnapshotRef(name!), name!);
+      const reader = await repo.openReader([], name!);
       let manifest: Manifest;
       try {
         manifest = reader.manifest;
@@ -353,7 +353,7 @@ export class DrillRunner {
     const repo = await this.opts.repository();
     const pool = new ChunkPool();
     try {
-      const reader = await repo.openReader([], parseSnapshotRef(plan.snapshot), plan.snapshot);
+      const reader = await repo.openReader([], plan.snapshot);
       try {
         const digests = new Set<string>();
         for (const a of reader.manifest.archives) {

@@ -335,7 +335,7 @@ export class GuestManager {
     if (ref.type === "host") throw new GordeError("usage", `${req.snapshot} is a host backup, not a guest.`);
     const repo = await this.opts.repository();
     try {
-      const reader = await repo.openReader([], ref, req.snapshot);
+      const reader = await repo.openReader([], req.snapshot);
       try {
         const raw = reader.manifest.config;
         if (!raw) throw new GordeError("invalid", `snapshot ${reader.name} holds no guest configuration; restore its archives with gorde restore.`);

@@ -3,6 +3,7 @@
 // retention right after; and its restore drills, one guest after another (drills are heavy:
 // one at a time per node). Prune, GC, verify and sync jobs run on the backup server.
 import type { RemoteRepository } from "../client/remote.ts";
+import { parseGroup } from "../format/names.ts";
 import { parseRate } from "../format/units.ts";
 import { withIoPriority } from "../sys/io-priority.ts";
 import type { JobRunner, RunOutcome } from "../jobs/scheduler.ts";
@@ -67,7 +68,7 @@ export function nodeJobRunner(plan: Plan, guests: GuestManager, node: string, re
           try {
             const keep = keepOptions(job.keep);
             const group = r.snapshot.split("/").slice(0, 2).join("/");
-            const decided = await repo.prune([], group, keep, false);
+            const { plan: decided } = await repo.prune([], parseGroup(group), keep, false);
             ctx.log(`retention on ${group}: ${decided.filter((d) => d.action === "remove").length} removed, ${decided.filter((d) => d.action !== "remove").length} kept`);
           } finally {
             repo.close();

@@ -11,7 +11,7 @@ import { HttpError } from "../host/http.ts";
 import { writeFileAtomic } from "../sys/atomic-write.ts";
 import type { LongTasks } from "./long-tasks.ts";
 import type { ServerContext } from "./server-context.ts";
-import { datastoreStatus } from "./status.ts";
+import { datastoreStatus } from "../datastore/status.ts";
 
 type DatastoreRoute = "listDatastores" | "datastoreStatus" | "setMaintenance" | "listGroups" | "listSnapshots" | "prune" | "gc" | "verify";
 type SnapshotRoute = "forgetSnapshot" | "setNotes" | "setDrill" | "setProtected" | "setOwner";

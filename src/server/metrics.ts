@@ -1,7 +1,7 @@
 // Prometheus metrics of the server: requests, backups, chunks, tasks, datastore usage.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Datastore } from "../datastore/datastore.ts";
-import { datastoreStatus } from "./status.ts";
+import { datastoreStatus } from "../datastore/status.ts";
 import type { TaskManager } from "../host/tasks.ts";
 
 export class ServerMetrics {

@@ -3,8 +3,8 @@
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
-import type { Datastore } from "../datastore/datastore.ts";
-import { namespaceTree } from "../datastore/verify.ts";
+import type { Datastore } from "./datastore.ts";
+import { namespaceTree } from "./verify.ts";
 
 /** Below this share of free space (or 1 GiB) the status warns. */
 export const FULL_WARNING_RATIO = 0.1;
