@@ -4,11 +4,10 @@
 // every probe passing (RTO), the bytes restored, and the result with the failing check. A
 // drill still marked running when the node starts again was cut off: it is recorded as an
 // error ("interrupted"), never left running forever. Old drills are pruned by age.
-import fs from "node:fs";
-import path from "node:path";
-import { DatabaseSync } from "node:sqlite";
+import type { DatabaseSync } from "node:sqlite";
 import type { DrillCheck, DrillRecord } from "../api/node-routes.ts";
 import { GordeError } from "../errors.ts";
+import { openHistoryDb } from "./history-db.ts";
 
 const SCHEMA_VERSION = 1;
 /** a drill's log is kept up to this many characters (its end, where the outcome is) */
@@ -26,15 +25,7 @@ export class DrillHistory {
   }
 
   static open(file: string): DrillHistory {
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    let db: DatabaseSync;
-    try {
-      db = new DatabaseSync(file);
-      db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;");
-      const { user_version: version } = db.prepare("PRAGMA user_version").get() as { user_version: number };
-      if (version > SCHEMA_VERSION) throw new GordeError("unsupported", `drill history ${file} was written by a newer gorde (schema ${version}).`);
-      if (version === 0) {
-        db.exec(`CREATE TABLE IF NOT EXISTS drills (
+    const db = openHistoryDb(file, "drill history", SCHEMA_VERSION, `CREATE TABLE IF NOT EXISTS drills (
           id INTEGER PRIMARY KEY AUTOINCREMENT,
           guest INTEGER NOT NULL, snapshot TEXT, node TEXT NOT NULL, sandbox INTEGER, job TEXT,
           start INTEGER NOT NULL, "end" INTEGER,
@@ -42,13 +33,7 @@ export class DrillHistory {
           result TEXT NOT NULL CHECK (result IN ('running', 'passed', 'failed', 'error')),
           failed_check TEXT, error TEXT,
           checks TEXT NOT NULL DEFAULT '[]', log TEXT NOT NULL DEFAULT '');
-          CREATE INDEX IF NOT EXISTS drills_guest_start ON drills (guest, start);
-          PRAGMA user_version = ${SCHEMA_VERSION};`);
-      }
-    } catch (err) {
-      if (err instanceof GordeError) throw err;
-      throw new GordeError("corrupt", `drill history ${file} cannot be opened: ${(err as Error).message.replace(/\.$/, "")}.`);
-    }
+          CREATE INDEX IF NOT EXISTS drills_guest_start ON drills (guest, start);`);
     return new DrillHistory(db);
   }
 

@@ -2,10 +2,9 @@
 // database: start, end, bytes, new and reused, result, log. A run still marked running when
 // the process starts again was cut off: it is recorded failed ("interrupted"), never left
 // running forever. Old runs are pruned by age.
-import fs from "node:fs";
-import path from "node:path";
-import { DatabaseSync } from "node:sqlite";
+import type { DatabaseSync } from "node:sqlite";
 import { GordeError } from "../errors.ts";
+import { openHistoryDb } from "./history-db.ts";
 
 export type RunResult = "running" | "ok" | "failed" | "skipped";
 
@@ -38,29 +37,15 @@ export class TaskHistory {
 
   /** Opens (or creates) the database at `file`. */
   static open(file: string): TaskHistory {
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    let db: DatabaseSync;
-    try {
-      db = new DatabaseSync(file);
-      db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;");
-      const { user_version: version } = db.prepare("PRAGMA user_version").get() as { user_version: number };
-      if (version > SCHEMA_VERSION) throw new GordeError("unsupported", `task history ${file} was written by a newer gorde (schema ${version}).`);
-      if (version === 0) {
-        db.exec(`CREATE TABLE IF NOT EXISTS runs (
+    const db = openHistoryDb(file, "task history", SCHEMA_VERSION, `CREATE TABLE IF NOT EXISTS runs (
           id INTEGER PRIMARY KEY AUTOINCREMENT,
           job TEXT NOT NULL, kind TEXT NOT NULL, target TEXT,
           start INTEGER NOT NULL, "end" INTEGER,
           result TEXT NOT NULL CHECK (result IN ('running', 'ok', 'failed', 'skipped')),
           error TEXT, bytes INTEGER, new_bytes INTEGER, reused_bytes INTEGER,
           log TEXT NOT NULL DEFAULT '');
-          CREATE INDEX IF NOT EXISTS runs_job_start ON runs (job, start);
-          PRAGMA user_version = ${SCHEMA_VERSION};`);
-      }
-      db.exec("CREATE TABLE IF NOT EXISTS job_clock (job TEXT PRIMARY KEY, since INTEGER NOT NULL, last_due INTEGER)");
-    } catch (err) {
-      if (err instanceof GordeError) throw err;
-      throw new GordeError("corrupt", `task history ${file} cannot be opened: ${(err as Error).message.replace(/\.$/, "")}.`);
-    }
+          CREATE INDEX IF NOT EXISTS runs_job_start ON runs (job, start);`);
+    db.exec("CREATE TABLE IF NOT EXISTS job_clock (job TEXT PRIMARY KEY, since INTEGER NOT NULL, last_due INTEGER)");
     return new TaskHistory(db);
   }
 
