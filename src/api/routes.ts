@@ -55,7 +55,8 @@ export const KeepOptions = z.strictObject({
 });
 
 const TaskRef = z.object({ task: TaskId });
-const TaskInfoSchema = z.object({
+/** a task as the API answers it (the host kit keeps the same record, with its pid, in its status file) */
+export const TaskInfoSchema = z.object({
   id: z.string(),
   type: z.string(),
   authId: z.string(),

@@ -5,6 +5,7 @@
 import fsp, { type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { z } from "zod";
+import { TaskInfoSchema } from "../api/routes.ts";
 import { GordeError } from "../errors.ts";
 import { writeFileAtomic } from "../sys/atomic-write.ts";
 
@@ -93,19 +94,7 @@ export function formatTaskId(parts: TaskIdParts): string {
 let counter = 0;
 const LIVE = new Set<string>();
 
-const StatusSchema = z.object({
-  id: z.string(),
-  type: z.string(),
-  authId: z.string(),
-  store: z.string().optional(),
-  target: z.string().optional(),
-  startTime: z.number(),
-  endTime: z.number().optional(),
-  state: z.enum(["running", "ok", "failed", "aborted"]),
-  error: z.string().optional(),
-  result: z.unknown().optional(),
-  pid: z.number().int(),
-});
+const StatusSchema = TaskInfoSchema.extend({ pid: z.number().int() });
 
 interface Running {
   controller: AbortController;
