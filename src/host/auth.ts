@@ -243,6 +243,21 @@ function aclKey(e: { path: string; authId: string; role: string }): string {
 
 // ---- the store
 
+/** A user or token record with `patch` applied: comment "" and expire 0 clear those fields. */
+function patchAccount<T extends { comment?: string; expire?: number; enable?: boolean }>(record: T, patch: { comment?: string; expire?: number; enable?: boolean }): T {
+  const rec = { ...record };
+  if (patch.comment !== undefined) {
+    if (patch.comment) rec.comment = patch.comment;
+    else delete rec.comment;
+  }
+  if (patch.expire !== undefined) {
+    if (patch.expire) rec.expire = patch.expire;
+    else delete rec.expire;
+  }
+  if (patch.enable !== undefined) rec.enable = patch.enable;
+  return rec;
+}
+
 export class AuthStore {
   readonly stateDir: string;
   private users: ReadonlyMap<string, UserRecord>;
@@ -380,16 +395,7 @@ export class AuthStore {
     checkComment(patch.comment);
     checkExpire(patch.expire);
     await this.serial(async () => {
-      const rec = { ...this.user(name) };
-      if (patch.comment !== undefined) {
-        if (patch.comment) rec.comment = patch.comment;
-        else delete rec.comment;
-      }
-      if (patch.expire !== undefined) {
-        if (patch.expire) rec.expire = patch.expire;
-        else delete rec.expire;
-      }
-      if (patch.enable !== undefined) rec.enable = patch.enable;
+      const rec = patchAccount(this.user(name), patch);
       await this.writeUsers(new Map(this.users).set(name, rec));
       this.invalidate((id) => belongsTo(id, name));
     });
@@ -450,16 +456,7 @@ export class AuthStore {
     checkComment(patch.comment);
     checkExpire(patch.expire);
     await this.serial(async () => {
-      const rec = { ...this.token(tokenId) };
-      if (patch.comment !== undefined) {
-        if (patch.comment) rec.comment = patch.comment;
-        else delete rec.comment;
-      }
-      if (patch.expire !== undefined) {
-        if (patch.expire) rec.expire = patch.expire;
-        else delete rec.expire;
-      }
-      if (patch.enable !== undefined) rec.enable = patch.enable;
+      const rec = patchAccount(this.token(tokenId), patch);
       await this.writeTokens(new Map(this.tokens).set(tokenId, rec));
       this.invalidate((id) => id === tokenId);
     });
