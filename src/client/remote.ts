@@ -65,11 +65,31 @@ function parseManifest(raw: unknown, what: string): Manifest {
  * event loop has nothing more to add (so a slow source never waits for a full batch).
  * Each chunk's promise settles with its batch.
  */
+/** Sends a batch at once when it is full, else once on the next turn of the event loop, with what came meanwhile. */
+class BatchTrigger {
+  private scheduled = false;
+  private readonly dispatch: () => void;
+
+  constructor(dispatch: () => void) {
+    this.dispatch = dispatch;
+  }
+
+  added(full: boolean): void {
+    if (full) return this.dispatch();
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.dispatch();
+    });
+  }
+}
+
 class ChunkBatcher {
   private chunks: BatchedChunk[] = [];
   private waiters: { resolve(): void; reject(e: unknown): void }[] = [];
   private bytes = 0;
-  private scheduled = false;
+  private readonly trigger = new BatchTrigger(() => this.dispatch());
   private readonly inflight = new Set<Promise<void>>();
   private readonly send: (body: Buffer) => Promise<unknown>;
 
@@ -82,14 +102,7 @@ class ChunkBatcher {
       this.chunks.push(c);
       this.waiters.push({ resolve, reject });
       this.bytes += c.blob.length;
-      if (this.chunks.length >= BATCH_CHUNKS || this.bytes >= BATCH_BYTES) this.dispatch();
-      else if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(() => {
-          this.scheduled = false;
-          this.dispatch();
-        });
-      }
+      this.trigger.added(this.chunks.length >= BATCH_CHUNKS || this.bytes >= BATCH_BYTES);
     });
   }
 
@@ -121,7 +134,7 @@ class ChunkBatcher {
  */
 class ChunkFetcher {
   private wanted = new Map<string, { resolve(b: Buffer): void; reject(e: unknown): void }[]>();
-  private scheduled = false;
+  private readonly trigger = new BatchTrigger(() => this.dispatch());
   private readonly fetch: (digests: string[]) => Promise<Buffer>;
 
   constructor(fetch: (digests: string[]) => Promise<Buffer>) {
@@ -133,14 +146,7 @@ class ChunkFetcher {
       const list = this.wanted.get(hex);
       if (list) list.push({ resolve, reject });
       else this.wanted.set(hex, [{ resolve, reject }]);
-      if (this.wanted.size >= BATCH_CHUNKS) this.dispatch();
-      else if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(() => {
-          this.scheduled = false;
-          this.dispatch();
-        });
-      }
+      this.trigger.added(this.wanted.size >= BATCH_CHUNKS);
     });
   }
 
