@@ -25,6 +25,20 @@ export interface LiveView {
   close(backupOk?: boolean): Promise<void>;
 }
 
+/** Removes an NBD export and waits (at most 5 s) until QEMU says it is gone: its clients are then cut off. */
+async function deleteExport(qmp: Qmp, exportId: string): Promise<void> {
+  const deleted = new Promise<void>((resolve) => {
+    const off = qmp.onEvent((ev) => {
+      if (ev.event === "BLOCK_EXPORT_DELETED") {
+        off();
+        resolve();
+      }
+    });
+  });
+  await qmp.execute("block-export-del", { id: exportId });
+  await Promise.race([deleted, new Promise((r) => setTimeout(r, 5000))]);
+}
+
 /**
  * `node` is the disk's raw block node (disk0), `device` the guest's device id (vblk0).
  * On any failure the steps done so far are undone before the error is thrown.
@@ -116,18 +130,7 @@ export async function openLiveView(
           writable: false,
           ...(bm?.base ? { bitmaps: [{ node, name: bm.base }] } : {}),
         }),
-      async () => {
-        const deleted = new Promise<void>((resolve) => {
-          const off = qmp.onEvent((ev) => {
-            if (ev.event === "BLOCK_EXPORT_DELETED") {
-              off();
-              resolve();
-            }
-          });
-        });
-        await qmp.execute("block-export-del", { id: exportId });
-        await Promise.race([deleted, new Promise((r) => setTimeout(r, 5000))]);
-      },
+      () => deleteExport(qmp, exportId),
     );
   } catch (err) {
     for (const u of undo) await u().catch(() => undefined);

@@ -199,13 +199,8 @@ async function startForwarder(pid: number, sock: string, name: string): Promise<
   return fwd;
 }
 
-/**
- * Starts container ct<id> with lxcpath `runDir` and forwards 127.0.0.1:<httpPort> to its
- * port 80. Resolves when it is RUNNING and the forwarding listens; nothing is left running
- * when it throws.
- */
-export async function startCt(config: CtRuntimeConfig, runDir: string): Promise<CtProcess> {
-  const name = `ct${config.id}`;
+/** What can be checked before a container starts: LXC, the config's values, its root file system and init. Returns the rootfs. */
+function checkStartable(config: CtRuntimeConfig, name: string): string {
   const avail = lxcAvailable();
   if (!avail.ok) throw new GordeError("unsupported", `cannot start container ${name}: ${avail.why}.`);
   for (const [key, value] of Object.entries(config)) {
@@ -220,7 +215,17 @@ export async function startCt(config: CtRuntimeConfig, runDir: string): Promise<
   } catch {
     throw new GordeError("not-found", `container ${name} has no init ${init || "(empty)"} in its root file system ${rootfs}.`);
   }
+  return rootfs;
+}
 
+/**
+ * Starts container ct<id> with lxcpath `runDir` and forwards 127.0.0.1:<httpPort> to its
+ * port 80. Resolves when it is RUNNING and the forwarding listens; nothing is left running
+ * when it throws.
+ */
+export async function startCt(config: CtRuntimeConfig, runDir: string): Promise<CtProcess> {
+  const name = `ct${config.id}`;
+  const rootfs = checkStartable(config, name);
   runDir = path.resolve(runDir);
   const dir = path.join(runDir, name);
   const configFile = path.join(dir, "config");
