@@ -1,16 +1,23 @@
 // One error type for the whole project. `code` is what callers branch on and what the
 // CLI maps to an exit code; `message` is one sentence naming the problem.
 
-export type ErrorCode =
-  | "usage" // bad arguments
-  | "invalid" // malformed input: a file, an archive, an index, a manifest
-  | "corrupt" // stored data fails its checksum or digest
-  | "not-found"
-  | "exists"
-  | "locked" // another operation holds the lock
-  | "unsupported" // e.g. a newer format version
-  | "denied" // authentication failed or permission refused (a server's 401/403)
-  | "io";
+export const ERROR_CODES = [
+  "usage", // bad arguments
+  "invalid", // malformed input: a file, an archive, an index, a manifest
+  "corrupt", // stored data fails its checksum or digest
+  "not-found",
+  "exists",
+  "locked", // another operation holds the lock
+  "unsupported", // e.g. a newer format version
+  "denied", // authentication failed or permission refused (a server's 401/403)
+  "io",
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/** Whether `s` (a server's answer, a task's record) names one of the codes. */
+export function isErrorCode(s: unknown): s is ErrorCode {
+  return (ERROR_CODES as readonly unknown[]).includes(s);
+}
 
 export class GordeError extends Error {
   readonly code: ErrorCode;

@@ -185,6 +185,41 @@ void describe("TaskManager", () => {
     await again.close();
   });
 
+  void it("follow replays the lines logged before it came, then the live events, each once", async () => {
+    const tm = await TaskManager.open(await taskDir());
+    const g = gate();
+    const { id } = tm.start(META, g.fn);
+    const t = await g.started;
+    for (let i = 0; i < 50; i++) t.log(`before ${i}`);
+    const events: TaskEvent[] = [];
+    const ended = Promise.withResolvers<void>();
+    tm.follow(id, (ev) => {
+      events.push(ev);
+      if (ev.type === "end") ended.resolve();
+    });
+    // Logged while the log file is being read: held back, then sent once, in order.
+    for (let i = 0; i < 50; i++) t.log(`during ${i}`);
+    await new Promise((r) => setTimeout(r, 20));
+    t.log("after");
+    g.release(1);
+    await ended.promise;
+    const lines = events.flatMap((ev) => (ev.type === "log" ? [ev.line.replace(LINE, "")] : []));
+    const want = [...Array.from({ length: 50 }, (_, i) => `before ${i}`), ...Array.from({ length: 50 }, (_, i) => `during ${i}`), "after", "TASK OK"];
+    assert.deepEqual(lines, want);
+    assert.equal(events.at(-1)?.type, "end");
+
+    // A finished task: its whole log, then its end.
+    const late: TaskEvent[] = [];
+    const lateEnd = Promise.withResolvers<void>();
+    tm.follow(id, (ev) => {
+      late.push(ev);
+      if (ev.type === "end") lateEnd.resolve();
+    });
+    await lateEnd.promise;
+    assert.deepEqual(late.flatMap((ev) => (ev.type === "log" ? [ev.line.replace(LINE, "")] : [])), want);
+    await tm.close();
+  });
+
   void it("streams log, progress and end in order", async () => {
     const tm = await TaskManager.open(await taskDir());
     const g = gate();

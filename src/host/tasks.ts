@@ -21,6 +21,8 @@ export interface TaskInfo {
   endTime?: number;
   state: TaskState;
   error?: string;
+  /** a failed task's error code, when its error was a GordeError */
+  code?: string;
   result?: unknown;
   pid: number;
 }
@@ -34,9 +36,9 @@ export interface TaskContext {
   readonly id: string;
 }
 
-/** Log lines are given as stored: "<ISO time> <text>". */
+/** Log lines are given as stored: "<ISO time> <text>"; `n` is the line's index in the log (from 0). */
 export type TaskEvent =
-  | { type: "log"; line: string }
+  | { type: "log"; line: string; n?: number }
   | { type: "progress"; progress: Record<string, unknown> }
   | { type: "end"; task: TaskInfo };
 
@@ -103,12 +105,17 @@ interface Running {
   status: Promise<void>; // status writes, in order
   done: PromiseWithResolvers<TaskInfo>;
   ending: boolean;
+  /** lines logged so far */
+  lines: number;
 }
 
 interface Entry {
   info: TaskInfo;
   run?: Running; // while it runs in this manager
 }
+
+/** A task just started, and what its function will return. */
+export type StartedTask<R> = TaskInfo & { result: Promise<R> };
 
 export class TaskManager {
   readonly dir: string;
@@ -136,8 +143,8 @@ export class TaskManager {
     return mgr;
   }
 
-  /** Starts `fn` in the background; returns at once with the running task's info. */
-  start(meta: TaskMeta, fn: (t: TaskContext) => Promise<unknown>): TaskInfo {
+  /** Starts `fn` in the background; returns at once with the running task's info and a promise of what `fn` returns. */
+  start<R>(meta: TaskMeta, fn: (t: TaskContext) => Promise<R>): StartedTask<R> {
     if (this.#closing !== undefined) throw new GordeError("usage", "The task manager is closed.");
     const startTime = Date.now();
     let id: string;
@@ -158,6 +165,7 @@ export class TaskManager {
     const run: Running = {
       controller: new AbortController(),
       listeners: new Set(),
+      lines: 0,
       log: new LogFile(this.#file(id, ".log")),
       status: Promise.resolve(),
       done: Promise.withResolvers<TaskInfo>(),
@@ -166,9 +174,22 @@ export class TaskManager {
     const entry: Entry = { info, run };
     this.#entries.set(id, entry);
     LIVE.add(id);
+    // Awaited only by callers that want `fn`'s own result (a plan's job); the task's state says the rest.
+    const result = Promise.withResolvers<R>();
+    result.promise.catch(() => undefined);
+    const body = async (t: TaskContext): Promise<R> => {
+      try {
+        const r = await fn(t);
+        result.resolve(r);
+        return r;
+      } catch (err) {
+        result.reject(err);
+        throw err;
+      }
+    };
     // Not tracked: close() records running tasks aborted without waiting for `fn`.
-    this.#run(entry, run, fn).catch(() => {});
-    return { ...info };
+    this.#run(entry, run, body).catch(() => {});
+    return { ...info, result: result.promise };
   }
 
   get(id: string): TaskInfo | undefined {
@@ -236,6 +257,33 @@ export class TaskManager {
     }
     return () => {
       active = false;
+    };
+  }
+
+  /**
+   * The task's log from its first line, then its live events to its end: a client that
+   * follows a task it has just started misses none of the lines written before it came,
+   * and gets none twice. Lines logged while the log is read are held back until then.
+   */
+  follow(id: string, listener: (ev: TaskEvent) => void): () => void {
+    let replayed = false;
+    let stopped = false;
+    const held: TaskEvent[] = [];
+    const unsubscribe = this.subscribe(id, (ev) => (replayed ? listener(ev) : void held.push(ev)));
+    const replay = (lines: string[]): void => {
+      if (stopped) return;
+      lines.forEach((line, n) => deliver(listener, { type: "log", line, n }));
+      for (const ev of held) if (!(ev.type === "log" && ev.n !== undefined && ev.n < lines.length)) deliver(listener, ev);
+      replayed = true;
+    };
+    this.readLog(id).then(
+      (log) => replay(log.lines),
+      // An unreadable log: the live events still come.
+      () => replay([]),
+    );
+    return () => {
+      stopped = true;
+      unsubscribe();
     };
   }
 
@@ -310,14 +358,15 @@ export class TaskManager {
     // Whatever fn did, an abort that was asked for is what the task's end says.
     if (signal.aborted) await this.#finish(entry, run, "aborted", { error: messageOf(signal.reason) });
     else if (outcome.ok) await this.#finish(entry, run, "ok", { result: outcome.result });
-    else await this.#finish(entry, run, "failed", { error: messageOf(outcome.error) });
+    else await this.#finish(entry, run, "failed", { error: messageOf(outcome.error), code: outcome.error instanceof GordeError ? outcome.error.code : undefined });
   }
 
-  async #finish(entry: Entry, run: Running, state: Exclude<TaskState, "running">, end: { error?: string; result?: unknown }): Promise<void> {
+  async #finish(entry: Entry, run: Running, state: Exclude<TaskState, "running">, end: { error?: string; code?: string; result?: unknown }): Promise<void> {
     if (run.ending) return;
     run.ending = true;
     const info: TaskInfo = { ...entry.info, state, endTime: Date.now() };
     if (end.error !== undefined) info.error = end.error;
+    if (end.code !== undefined) info.code = end.code;
     if (end.result !== undefined) {
       // Stored as JSON, so the live result is the one a restarted server reads back.
       try {
@@ -346,7 +395,7 @@ export class TaskManager {
     for (const part of text.split(/\r?\n/)) {
       const line = `${time} ${part}`;
       run.log.write(`${line}\n`);
-      emit(run, { type: "log", line });
+      emit(run, { type: "log", line, n: run.lines++ });
     }
   }
 
