@@ -35,13 +35,13 @@ try {
     await api.call("createGuest", { json: { demo: { kind, id, httpPort: await freePort(), diskMiB: kind === "vm" ? 256 : undefined } } });
     await api.call("startGuest", { params: { id } });
     // Backed up once its service answers (the backup does not wait for it).
-    const port = (await api.call<{ httpPort: number }>("guestStatus", { params: { id } })).httpPort;
+    const port = (await api.call("guestStatus", { params: { id } })).httpPort;
     for (let i = 0; i < 600; i++) {
       const ok = await fetch(`http://127.0.0.1:${port}/index.html`, { signal: AbortSignal.timeout(2000) }).then((r) => r.ok, () => false);
       if (ok) break;
       await new Promise((r) => setTimeout(r, 200));
     }
-    await api.call("backupGuest", { params: { id }, json: {} });
+    await api.backup(id, {});
     const drills: DrillRecord[] = [];
     for (let i = 0; i < RUNS; i++) {
       const d = await api.runDrill({ guest: id });

@@ -11,7 +11,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
-import type { GuestBackupResult } from "../src/api/node-routes.ts";
+import type { GuestConfig } from "../src/api/guest-config.ts";
 import { NodeClient } from "../src/client/node-client.ts";
 import { decodeDynamicIndex } from "../src/format/dynamic-index.ts";
 import { DIGEST_SIZE, SHARD_HEX } from "../src/format/magic.ts";
@@ -99,7 +99,7 @@ void describe("restore drills", { skip: why ?? false }, () => {
     return JSON.parse(r.out) as T;
   };
   const createDemo = (kind: "vm" | "ct", id: number, port: number, diskMiB?: number) => api.call("createGuest", { json: { demo: { kind, id, httpPort: port, diskMiB } } });
-  const backupOf = async (id: number): Promise<string> => (await api.call<GuestBackupResult>("backupGuest", { params: { id }, json: {} })).snapshot;
+  const backupOf = async (id: number): Promise<string> => (await api.backup(id, {})).snapshot;
   const drill = async (args: string[]): Promise<{ code: number; d: DrillJson; err: string }> => {
     const r = await cli(["drill", "run", ...args, "--json"]);
     assert.ok(r.out, `gorde drill run ${args.join(" ")} printed no JSON: ${r.err}`);
@@ -108,7 +108,7 @@ void describe("restore drills", { skip: why ?? false }, () => {
   const manifestOf = (snap: string) => JSON.parse(fs.readFileSync(path.join(store, snap, "manifest.json"), "utf8")) as { archives: { name: string; indexes: { file: string }[] }[]; unprotected: { drill?: { result: string; rtoSeconds?: number; check?: string; message?: string; node?: string } } };
   /** nothing of a sandbox on the node: no guest in the drill range, no files, no marker */
   const noSandbox = async (): Promise<void> => {
-    const list = await api.call<{ id: number }[]>("listGuests");
+    const list = await api.call("listGuests");
     assert.deepEqual(list.filter((g) => g.id >= 9900), [], "no sandbox guest is left");
     for (const d of ["images", "rootfs", "run", "drills"]) {
       const left = fs.existsSync(path.join(dataDir, d)) ? fs.readdirSync(path.join(dataDir, d)).filter((f) => /^99\d\d/.test(f) || f.startsWith(".restore-99")) : [];
@@ -183,7 +183,7 @@ void describe("restore drills", { skip: why ?? false }, () => {
       console.log(`${kind} drill: RPO ${d.rpo_s} s, restored at ${rec.restored_s} s, booted at ${rec.booted_s} s, RTO ${d.rto_s} s (${d.checks.map((c) => `${c.name} ${c.seconds} s`).join(", ")}); production answered ${answering.answers} times, longest gap ${answering.maxGapMs} ms`);
       assert.deepEqual(answering.failures, [], "the production guest answered through the drill");
       assert.ok(answering.answers > 5);
-      assert.equal((await api.call<{ state: string }>("guestStatus", { params: { id } })).state, "running");
+      assert.equal((await api.call("guestStatus", { params: { id } })).state, "running");
       assert.equal(kind === "vm" ? sha256File(disk) : JSON.stringify([...describeTree(disk)]), before, "the production guest's disk is untouched");
       assert.equal(await serviceGet(ports[kind], "/cgi-bin/note"), "the note of the backup");
       // Recorded on the node and in the snapshot on the server.
@@ -308,7 +308,8 @@ void describe("restore drills", { skip: why ?? false }, () => {
 
     // A malformed check in a guest's configuration is refused when it is set.
     await createDemo("ct", 140, await freePort());
-    const cfg = await api.call<Record<string, unknown>>("guestConfig", { params: { id: 140 } });
+    const cfg = await api.call("guestConfig", { params: { id: 140 } });
+    assert.ok(cfg.kind === "ct");
     const file = path.join(tmp.dir, "ct140.json");
     fs.writeFileSync(file, JSON.stringify({ ...cfg, healthChecks: { boot: { type: "init" }, probes: [{ type: "http", name: "note", path: "cgi-bin/note" }] } }));
     const malformed = await cli(["guest", "config", "140", "--set", file]);
@@ -318,7 +319,7 @@ void describe("restore drills", { skip: why ?? false }, () => {
     assert.match((reserved as Error).message, /healthChecks\.probes\.0\.name.*a name other than verify, restore and boot/);
 
     // A script the node does not define, then one that others may write: refused before anything starts.
-    const withScript = (name: string) => ({ ...cfg, healthChecks: { boot: { type: "init", timeoutSeconds: 10 }, probes: [{ type: "tcp", name: "port", timeoutSeconds: 20 }, { type: "script", name: "note-script", script: name, timeoutSeconds: 20 }] } });
+    const withScript = (name: string): GuestConfig => ({ ...cfg, healthChecks: { boot: { type: "init", timeoutSeconds: 10 }, probes: [{ type: "tcp", name: "port", timeoutSeconds: 20 }, { type: "script", name: "note-script", script: name, timeoutSeconds: 20 }] } });
     await api.call("setGuestConfig", { params: { id: 140 }, json: withScript("not-defined") });
     await backupOf(140);
     await refusedApi({ guest: 140 }, /^script "not-defined" is not defined in the node's configuration \(scripts\)\.$/);
@@ -331,7 +332,7 @@ void describe("restore drills", { skip: why ?? false }, () => {
       fs.chmodSync(script, 0o755);
     }
     assert.equal((await api.listDrills()).length, before, "no refused drill was recorded");
-    assert.deepEqual((await api.call<{ type: string }[]>("listTasks")).filter((t) => t.type === "drill").length, (await api.listDrills()).length, "nor any task started");
+    assert.deepEqual((await api.call("listTasks")).filter((t) => t.type === "drill").length, (await api.listDrills()).length, "nor any task started");
     await noSandbox();
 
     // With its script safe again, the drill runs it against the sandbox.

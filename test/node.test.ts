@@ -9,6 +9,7 @@ import net from "node:net";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { GuestBackupResult, GuestStatus } from "../src/api/node-routes.ts";
+import { NodeClient } from "../src/client/node-client.ts";
 import { lxcAvailable } from "../src/node/lxc.ts";
 import { QEMU } from "../src/node/qemu.ts";
 import { serviceGet } from "./guest-fixture.ts";
@@ -125,6 +126,44 @@ void describe("nodes and guests", { skip: why ?? false }, () => {
     assert.equal(await serviceGet(replaced.httpPort, "/cgi-bin/note"), "note at the second backup");
     await json(node2, ["stop", "200"]);
     await json(node2, ["stop", "201"]);
+  });
+
+  void it("runs backups and restores as tasks of the node: their logs followed live, aborted on request", async () => {
+    // Without --json the task's log goes to stderr as it is written, the result to stdout.
+    const backup = await guest(node1, ["backup", "101"]);
+    assert.equal(backup.code, 0, backup.err);
+    assert.match(backup.err, /backup of ct 101 \(.*\) on node node1, mode snapshot/);
+    assert.match(backup.out, /^ct\/101\/\S+: [\d.]+ s, .* new, .* reused\n$/);
+    const snapshot = /^(\S+): /.exec(backup.out)![1]!;
+    const restore = await guest(node2, ["restore", snapshot, "--id", "202"]);
+    assert.equal(restore.code, 0, restore.err);
+    assert.match(restore.err, /restoring the root file system/);
+    assert.match(restore.out, new RegExp(`restored ${snapshot} as ct 202`));
+
+    const client = await NodeClient.connect(node1.url(), { secret: "node-admin-1", fingerprint: node1.fingerprint });
+    try {
+      const tasks = await client.call("listTasks");
+      const done = tasks.find((t) => t.type === "backup" && t.target === "101" && t.state === "ok");
+      assert.ok(done, "the backup is a task in the node's task list");
+      assert.match((await client.call("taskLog", { params: { id: done.id } })).lines.join("\n"), /backup of ct 101/);
+
+      // Aborted as soon as it starts: the task ends aborted, the container runs on, thawed.
+      const abort = new AbortController();
+      const aborted = await client
+        .backup(101, {}, (e) => {
+          if (e.type === "log") abort.abort();
+        }, abort.signal)
+        .then(() => undefined, (err: Error) => err);
+      assert.ok(aborted, "the aborted backup did not succeed");
+      const last = (await client.call("listTasks")).find((t) => t.type === "backup" && t.target === "101");
+      assert.equal(last?.state, "aborted");
+      assert.equal((await client.call("guestStatus", { params: { id: 101 } })).state, "running");
+      const { httpPort } = await client.call("guestConfig", { params: { id: 101 } });
+      assert.equal(await serviceGet(httpPort, "/cgi-bin/note"), "note after the backups", "the container answers after the aborted backup");
+    } finally {
+      client.close();
+    }
+    await json(node2, ["remove", "202"]);
   });
 
   void it("refuses bad input clearly and starts nothing half-way", async () => {

@@ -9,6 +9,7 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
+import { ROUTES } from "../src/api/routes.ts";
 import { NodeClient } from "../src/client/node-client.ts";
 import { RemoteRepository } from "../src/client/remote.ts";
 import type { TaskRun } from "../src/jobs/task-history.ts";
@@ -104,7 +105,7 @@ notifications:
       // Two backups and a drill after the first of them, one job at a time on the node.
       const deadline = Date.now() + 90_000;
       while (Date.now() < deadline) {
-        runs = (await client.call<TaskRun[]>("listRuns")).filter((r) => r.job === "every10" && r.result !== "running");
+        runs = (await client.call("listRuns")).filter((r) => r.job === "every10" && r.result !== "running");
         const drilled = hooks.some((h) => h.job === "drill10" && h.result === "ok");
         if (runs.length >= 2 && drilled && hooks.filter((h) => h.job === "every10").length >= 2 && mail.mails.length >= 2) break;
         await sleep(500);
@@ -123,7 +124,7 @@ notifications:
       assert.match(second.log, /I\/O priority best-effort 7/);
       // The drill job restored the container's newest backup in a sandbox, booted and checked it
       // (one run may have come before the first backup: it failed for want of a snapshot).
-      const drill = (await client.call<TaskRun[]>("listRuns")).find((r) => r.job === "drill10" && r.result === "ok");
+      const drill = (await client.call("listRuns")).find((r) => r.job === "drill10" && r.result === "ok");
       assert.match(drill?.log ?? "", /guest 101: check note: ok/);
       assert.ok(hooks.some((h) => h.job === "drill10" && h.result === "ok" && /^1 drill passed: guest 101 RTO [\d.]+ s$/.test(h.message ?? "")), "the drill job notifies");
       assert.doesNotMatch(second.log, /could not lower the I\/O priority/);
@@ -153,7 +154,7 @@ notifications:
     try {
       let verified: TaskRun | undefined;
       for (const deadline = Date.now() + 30_000; !verified && Date.now() < deadline; await sleep(500)) {
-        verified = (await admin.conn.json<TaskRun[]>("GET", "/api/runs")).find((r) => r.job === "verify10" && r.result === "ok");
+        verified = (await admin.conn.call(ROUTES, "listRuns")).find((r) => r.job === "verify10" && r.result === "ok");
       }
       assert.ok(verified, "the server's scheduler ran the verify job");
       assert.match(verified.log, /task UPID-/);
@@ -167,7 +168,7 @@ notifications:
     assert.ok(rows[0]!.next && Date.parse(rows[0]!.next) > Date.now() - 1000);
     // Stopped, the node starts no more runs: the datastore shows what retention left.
     const told = await NodeClient.connect(node.url(), { secret: "node-admin-1", fingerprint: node.fingerprint });
-    const story = (await told.call<TaskRun[]>("listRuns").finally(() => told.close())).map((r) => `${r.job} ${r.result} ${r.error ?? ""}\n${r.log}`).join("\n");
+    const story = (await told.call("listRuns").finally(() => told.close())).map((r) => `${r.job} ${r.result} ${r.error ?? ""}\n${r.log}`).join("\n");
     await node.stop();
     const snaps = await gorde(["snapshots", server.url("store"), "ct/101", "--json", "--fingerprint", server.fingerprint], { GORDE_PASSWORD: "admin-pass-1" });
     const finished = (JSON.parse(snaps.out) as { finished: boolean; notes: string | null }[]).filter((s) => s.finished);

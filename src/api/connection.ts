@@ -4,7 +4,9 @@
 // and retries of transient failures (requests are idempotent: chunks are named by digest).
 import http2 from "node:http2";
 import { setTimeout as sleep } from "node:timers/promises";
-import { GordeError, type ErrorCode } from "../errors.ts";
+import { GordeError, type ErrorCode, isErrorCode } from "../errors.ts";
+import { type Route, routePath } from "./route.ts";
+import type { CallArgs, RouteResult } from "./route-types.ts";
 
 export interface ServerAddress {
   host: string;
@@ -205,6 +207,17 @@ export class ServerConnection {
     return JSON.parse(r.body.toString("utf8")) as T;
   }
 
+  /**
+   * A JSON call of route `name` of `table`, its options and answer typed by the route's
+   * schemas. A POST is sent once (a backup must not run twice); GET, PUT and DELETE are
+   * idempotent and retried after a transient failure.
+   */
+  call<T extends Readonly<Record<string, Route>>, N extends keyof T & string>(table: T, name: N, ...[opts]: CallArgs<T[N]>): Promise<RouteResult<T[N]>> {
+    const r: Route | undefined = table[name];
+    if (!r) throw new GordeError("usage", `${name} is not a route of this API.`);
+    return this.json(r.method, routePath(r, opts?.params), { query: opts?.query, json: opts?.json, once: r.method === "POST" });
+  }
+
   async binary(method: string, path: string, opts: RequestOptions = {}): Promise<Buffer> {
     const r = await this.request(method, path, opts);
     if (r.status >= 300) throw responseError(r, `${method} ${path}`);
@@ -329,7 +342,7 @@ export function responseError(r: Response, what: string): GordeError {
   try {
     const j = JSON.parse(r.body.toString("utf8")) as { error?: unknown; code?: unknown };
     if (typeof j.error === "string") message = j.error;
-    if (typeof j.code === "string") code = j.code as ErrorCode;
+    if (isErrorCode(j.code)) code = j.code;
   } catch {
     // not JSON: keep the generic sentence
   }

@@ -5,15 +5,11 @@
 // /vms/<id> (or above).
 import { z } from "zod";
 import { CtConfigSchema, GuestConfigSchema, VmConfigSchema } from "./guest-config.ts";
-import { ROUTES, type Route, SnapshotName, TaskId } from "./routes.ts";
-
-function route<const R extends Route>(r: R): R {
-  return r;
-}
+import { Ok, route, SnapshotName, TaskId, TaskRef } from "./route.ts";
+import { ROUTES } from "./routes.ts";
 
 export const GuestId = z.coerce.number().int().min(100).max(999_999_999);
 const idParam = z.strictObject({ id: GuestId });
-const Ok = z.object({ ok: z.literal(true) });
 
 export const GuestState = z.enum(["running", "stopped", "paused", "frozen"]);
 export const GuestStatusSchema = z.object({
@@ -211,21 +207,21 @@ export const NODE_ROUTES = {
   backupGuest: route({
     method: "POST",
     path: "/api/guests/{id}/backup",
-    summary: "Backs a guest up to the node's backup server (vzdump's modes)",
+    summary: "Backs a guest up to the node's backup server (vzdump's modes), as a task whose result is the backup's",
     access: "authenticated",
     permission: "VM.Backup on /vms/<id>",
     params: idParam,
     body: z.strictObject({ mode: BackupMode.optional(), notes: z.string().max(4096).optional() }),
-    response: GuestBackupResultSchema,
+    response: TaskRef,
   }),
   restoreGuest: route({
     method: "POST",
     path: "/api/restore",
-    summary: "Recreates a guest on this node from a snapshot on the backup server",
+    summary: "Recreates a guest on this node from a snapshot on the backup server, as a task whose result is the guest's status",
     access: "authenticated",
     permission: "VM.Backup on /vms/<id> (and VM.Allocate to replace an existing guest)",
     body: RestoreGuestSchema,
-    response: GuestStatusSchema,
+    response: TaskRef,
   }),
   startDrill: route({
     method: "POST",

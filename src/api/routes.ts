@@ -3,28 +3,10 @@
 // them, and the OpenAPI document is generated from them: one source for all three.
 import { z } from "zod";
 import { DrillStateSchema } from "../format/manifest.ts";
-import { REMOTE_NAME_RE, remoteNameProblem } from "../format/names.ts";
+import { ACCESS_ROUTES } from "./access-routes.ts";
+import { AuthId, count, Digest, FileName, GroupName, Namespace, Ok, RemoteName, route, SessionId, SnapshotName, StoreName, TaskId, TaskRef } from "./route.ts";
 
-const name = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/, "a name of letters, digits, '.', '_' or '-'");
-export const StoreName = name;
-export const UserName = name;
-/** `user` or `user!token` */
-export const AuthId = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}(![A-Za-z0-9_][A-Za-z0-9._-]{0,63})?$/, "a user or user!token");
-/** namespace `a/b` (empty: the root) */
-export const Namespace = z
-  .string()
-  .max(512)
-  .regex(/^([A-Za-z0-9_][A-Za-z0-9._-]{0,63}(\/[A-Za-z0-9_][A-Za-z0-9._-]{0,63}){0,7})?$/, "a namespace a/b/c");
-export const GroupName = z.string().regex(/^(vm|ct|host)\/[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/, "vm/<id>, ct/<id> or host/<name>");
-export const SnapshotName = z
-  .string()
-  .regex(/^(vm|ct|host)\/[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\/(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z|latest)$/, "<type>/<id>/<time>");
-export const RemoteName = z.string().max(1024).regex(REMOTE_NAME_RE, { error: (iss) => remoteNameProblem(String(iss.input)) });
-export const Digest = z.string().regex(/^[0-9a-f]{64}$/, "64 lower-case hex digits");
-export const FileName = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}$/, "a file name");
-export const SessionId = z.string().regex(/^[A-Za-z0-9_-]{16,64}$/, "a session id");
-export const TaskId = z.string().regex(/^UPID-[0-9a-f]{12}-[0-9a-f]{8}-[0-9a-f]{8}-[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, "a task id");
-const count = z.coerce.number().int().min(0).max(1_000_000);
+export { AuthId, Digest, FileName, GroupName, Namespace, RemoteName, type Route, routePath, SessionId, SnapshotName, StoreName, TaskId, UserName } from "./route.ts";
 
 export const SnapshotSchema = z.object({
   snapshot: z.string(),
@@ -45,6 +27,17 @@ export const SnapshotSchema = z.object({
 });
 export type SnapshotJson = z.infer<typeof SnapshotSchema>;
 
+/** What a sync task ends with (its task's result). */
+export interface SyncResult {
+  /** snapshots pulled */
+  snapshots: number;
+  /** groups left out because another user owns them here */
+  skipped: number;
+  /** chunks this datastore did not have yet, and their bytes */
+  chunks: number;
+  bytes: number;
+}
+
 export const KeepOptions = z.strictObject({
   keepLast: z.number().int().min(1).max(100000).optional(),
   keepHourly: z.number().int().min(1).max(100000).optional(),
@@ -54,7 +47,6 @@ export const KeepOptions = z.strictObject({
   keepYearly: z.number().int().min(1).max(100000).optional(),
 });
 
-const TaskRef = z.object({ task: TaskId });
 /** a task as the API answers it (the host kit keeps the same record, with its pid, in its status file) */
 export const TaskInfoSchema = z.object({
   id: z.string(),
@@ -66,39 +58,33 @@ export const TaskInfoSchema = z.object({
   endTime: z.number().optional(),
   state: z.enum(["running", "ok", "failed", "aborted"]),
   error: z.string().optional(),
+  /** a failed task's error code (docs/cli.md's codes), so a client following it exits as the task did */
+  code: z.string().optional(),
   result: z.unknown().optional(),
 });
-const Ok = z.object({ ok: z.literal(true) });
-const Role = z.enum(["Admin", "NoAccess", "DatastoreAdmin", "DatastorePowerUser", "DatastoreBackup", "DatastoreReader", "DatastoreAudit", "RemoteAdmin", "RemoteAudit", "RemoteSyncOperator", "PVEAuditor", "PVEVMUser"]);
+/** the plan as last applied on a host, and the jobs that host runs */
+export const PlanStateSchema = z.object({ text: z.string().nullable(), jobs: z.array(z.string()) });
+export type PlanState = z.infer<typeof PlanStateSchema>;
+
+/** one run of a plan's job in a host's history (times in unix milliseconds) */
+export const JobRunSchema = z.object({
+  id: z.number(),
+  job: z.string(),
+  kind: z.string(),
+  target: z.string().nullable(),
+  start: z.number(),
+  end: z.number().nullable(),
+  result: z.enum(["running", "ok", "failed", "skipped"]),
+  error: z.string().nullable(),
+  bytes: z.number().nullable(),
+  newBytes: z.number().nullable(),
+  reusedBytes: z.number().nullable(),
+  log: z.string(),
+});
+export type JobRun = z.infer<typeof JobRunSchema>;
+
 export const MaintenanceMode = z.enum(["none", "read-only", "offline"]);
 export type MaintenanceMode = z.infer<typeof MaintenanceMode>;
-
-/** Who may call a route (checked by the server; documented in the OpenAPI document). */
-export type Access =
-  | "public" // no credentials
-  | "authenticated" // any valid user or token
-  | "datastore" // a privilege on /datastore/<store>[/<ns>], see `access` text
-  | "system" // Sys.* or Permissions.Modify on /
-  | "remote"; // a privilege on /remote[/<name>]
-
-export interface Route {
-  method: "GET" | "POST" | "PUT" | "DELETE";
-  path: string;
-  summary: string;
-  access: Access;
-  /** the privileges the server requires, in words */
-  permission: string;
-  params?: z.ZodObject;
-  query?: z.ZodObject;
-  /** a JSON body schema, or "binary" (application/octet-stream) */
-  body?: z.ZodType | "binary";
-  /** a JSON response schema, "binary", or "ndjson" (a stream of JSON lines) */
-  response: z.ZodType | "binary" | "ndjson" | "text";
-}
-
-function route<const R extends Route>(r: R): R {
-  return r;
-}
 
 const storeParam = z.strictObject({ store: StoreName });
 const nsQuery = { ns: Namespace.optional() };
@@ -450,103 +436,6 @@ export const ROUTES = {
     params: z.strictObject({ id: TaskId }),
     response: Ok,
   }),
-  listUsers: route({
-    method: "GET",
-    path: "/api/access/users",
-    summary: "Users",
-    access: "system",
-    permission: "Permissions.Modify or Sys.Audit on /",
-    response: z.array(z.object({ name: z.string() }).passthrough()),
-  }),
-  addUser: route({
-    method: "POST",
-    path: "/api/access/users",
-    summary: "Create a user",
-    access: "system",
-    permission: "Permissions.Modify on /",
-    body: z.strictObject({
-      name: UserName,
-      password: z.string().min(8).max(1024),
-      comment: z.string().max(1024).optional(),
-      expire: z.number().int().min(0).optional(),
-    }),
-    response: Ok,
-  }),
-  updateUser: route({
-    method: "PUT",
-    path: "/api/access/users/{user}",
-    summary: "Change a user's password, comment, expiry or enabled state",
-    access: "authenticated",
-    permission: "Permissions.Modify on /, or the user itself (password only)",
-    params: z.strictObject({ user: UserName }),
-    body: z.strictObject({
-      password: z.string().min(8).max(1024).optional(),
-      comment: z.string().max(1024).optional(),
-      expire: z.number().int().min(0).optional(),
-      enable: z.boolean().optional(),
-    }),
-    response: Ok,
-  }),
-  removeUser: route({
-    method: "DELETE",
-    path: "/api/access/users/{user}",
-    summary: "Remove a user, its tokens and its ACL entries",
-    access: "system",
-    permission: "Permissions.Modify on /",
-    params: z.strictObject({ user: UserName }),
-    response: Ok,
-  }),
-  listTokens: route({
-    method: "GET",
-    path: "/api/access/users/{user}/tokens",
-    summary: "A user's API tokens",
-    access: "authenticated",
-    permission: "Permissions.Modify on /, or the user itself",
-    params: z.strictObject({ user: UserName }),
-    response: z.array(z.object({ tokenId: z.string() }).passthrough()),
-  }),
-  addToken: route({
-    method: "POST",
-    path: "/api/access/users/{user}/tokens/{token}",
-    summary: "Create an API token; its secret is shown only in this answer",
-    access: "authenticated",
-    permission: "Permissions.Modify on /, or the user itself",
-    params: z.strictObject({ user: UserName, token: UserName }),
-    body: z.strictObject({ comment: z.string().max(1024).optional(), expire: z.number().int().min(0).optional() }),
-    response: z.object({ tokenId: z.string(), secret: z.string() }),
-  }),
-  removeToken: route({
-    method: "DELETE",
-    path: "/api/access/users/{user}/tokens/{token}",
-    summary: "Revoke an API token",
-    access: "authenticated",
-    permission: "Permissions.Modify on /, or the user itself",
-    params: z.strictObject({ user: UserName, token: UserName }),
-    response: Ok,
-  }),
-  listAcl: route({
-    method: "GET",
-    path: "/api/access/acl",
-    summary: "Access control list",
-    access: "system",
-    permission: "Permissions.Modify or Sys.Audit on /",
-    response: z.array(z.object({ path: z.string(), authId: z.string(), role: z.string(), propagate: z.boolean() })),
-  }),
-  setAcl: route({
-    method: "PUT",
-    path: "/api/access/acl",
-    summary: "Grant a role on a path to a user or token, or remove the grant",
-    access: "system",
-    permission: "Permissions.Modify on /",
-    body: z.strictObject({
-      path: z.string().max(600),
-      authId: AuthId,
-      role: Role,
-      propagate: z.boolean().optional(),
-      remove: z.boolean().optional(),
-    }),
-    response: Ok,
-  }),
   listRemotes: route({
     method: "GET",
     path: "/api/remotes",
@@ -599,7 +488,7 @@ export const ROUTES = {
     summary: "The plan as last applied here, and the jobs this host runs (backups on a node; prune, GC and verify on the server)",
     access: "authenticated",
     permission: "Sys.Audit on /",
-    response: z.object({ text: z.string().nullable(), jobs: z.array(z.string()) }),
+    response: PlanStateSchema,
   }),
   applyPlan: route({
     method: "PUT",
@@ -608,7 +497,7 @@ export const ROUTES = {
     access: "authenticated",
     permission: "Sys.Modify on /",
     body: z.strictObject({ text: z.string().min(1).max(1024 * 1024) }),
-    response: z.object({ text: z.string().nullable(), jobs: z.array(z.string()) }),
+    response: PlanStateSchema,
   }),
   listRuns: route({
     method: "GET",
@@ -617,18 +506,10 @@ export const ROUTES = {
     access: "authenticated",
     permission: "Sys.Audit on /",
     query: z.strictObject({ job: z.string().max(64).optional(), limit: z.coerce.number().int().min(1).max(10000).optional() }),
-    response: z.array(z.object({ id: z.number(), job: z.string(), kind: z.string(), start: z.number(), end: z.number().nullable(), result: z.string(), error: z.string().nullable() }).passthrough()),
+    response: z.array(JobRunSchema),
   }),
+  ...ACCESS_ROUTES,
 } as const;
 
 export type RouteName = keyof typeof ROUTES;
 export const API_VERSION = 1;
-
-/** Fills the `{param}` placeholders of a route's path. */
-export function routePath(r: Route, params: Record<string, string> = {}): string {
-  return r.path.replace(/\{(\w+)\}/g, (_, k: string) => {
-    const v = params[k];
-    if (v === undefined) throw new Error(`missing path parameter ${k}`);
-    return encodeURIComponent(v);
-  });
-}

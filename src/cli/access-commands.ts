@@ -1,11 +1,12 @@
 // Commands that only make sense against a server: users, tokens, ACLs, remotes, group
 // owners, datastore status, maintenance mode and sync.
-import { ROUTES, routePath } from "../api/routes.ts";
+import { ROUTES } from "../api/routes.ts";
+import { Role } from "../api/access-routes.ts";
 import { GordeError } from "../errors.ts";
 import { RemoteRepository } from "../client/remote.ts";
 import { REMOTE_NAME_RE, formatGroup, parseGroup, parseNamespace, parseTimeOption } from "../format/names.ts";
 import { formatBytes } from "./progress-bar.ts";
-import type { Command, CommandContext } from "./command.ts";
+import { type Command, type CommandContext, strs } from "./command.ts";
 
 const common = { json: { type: "boolean" }, fingerprint: { type: "string" } } as const;
 
@@ -37,6 +38,12 @@ function newPassword(): string {
   return p;
 }
 
+function roleName(role: string): Role {
+  const r = Role.safeParse(role);
+  if (!r.success) throw new GordeError("usage", `"${role}" is not a role; roles are ${Role.options.join(", ")}.`);
+  return r.data;
+}
+
 function expireOption(ctx: CommandContext): number | undefined {
   const v = ctx.values.expire as string | undefined;
   return v === undefined ? undefined : parseTimeOption(v);
@@ -57,26 +64,25 @@ export const ACCESS_COMMANDS: Record<string, Command> = {
       await withServer(ctx, url, true, async (r) => {
         const c = r.conn;
         if (sub === "list") {
-          const users = await c.json<{ name: string; enable: boolean; comment?: string; expire?: number }[]>("GET", ROUTES.listUsers.path);
+          const users = await c.call(ROUTES, "listUsers");
           return print(ctx, users, () => users.map((u) => `${u.name}${u.enable ? "" : " (disabled)"}${u.comment ? `  ${u.comment}` : ""}\n`).join(""));
         }
         if (!name) usage(USER_USAGE);
         if (sub === "add") {
-          await c.json("POST", ROUTES.addUser.path, { json: { name, password: newPassword(), comment: ctx.values.comment, expire: expireOption(ctx) }, once: true });
+          await c.call(ROUTES, "addUser", { json: { name, password: newPassword(), comment: ctx.values.comment as string | undefined, expire: expireOption(ctx) } });
           return print(ctx, { created: name }, () => `created user ${name}\n`);
         }
-        const path = routePath(ROUTES.updateUser, { user: name });
         if (sub === "passwd") {
-          await c.json("PUT", path, { json: { password: newPassword() } });
+          await c.call(ROUTES, "updateUser", { params: { user: name }, json: { password: newPassword() } });
           return print(ctx, { updated: name }, () => `changed the password of ${name}\n`);
         }
         if (sub === "update") {
           const enable = ctx.values.enable ? true : ctx.values.disable ? false : undefined;
-          await c.json("PUT", path, { json: { comment: ctx.values.comment, expire: expireOption(ctx), enable } });
+          await c.call(ROUTES, "updateUser", { params: { user: name }, json: { comment: ctx.values.comment as string | undefined, expire: expireOption(ctx), enable } });
           return print(ctx, { updated: name }, () => `updated user ${name}\n`);
         }
         if (sub === "remove") {
-          await c.json("DELETE", routePath(ROUTES.removeUser, { user: name }));
+          await c.call(ROUTES, "removeUser", { params: { user: name } });
           return print(ctx, { removed: name }, () => `removed user ${name} with its tokens and permissions\n`);
         }
         usage(USER_USAGE);
@@ -92,17 +98,16 @@ export const ACCESS_COMMANDS: Record<string, Command> = {
       await withServer(ctx, url, true, async (r) => {
         const c = r.conn;
         if (sub === "list") {
-          const list = await c.json<{ tokenId: string; enable: boolean; expire?: number; comment?: string }[]>("GET", routePath(ROUTES.listTokens, { user }));
+          const list = await c.call(ROUTES, "listTokens", { params: { user } });
           return print(ctx, list, () => list.map((t) => `${t.tokenId}${t.enable ? "" : " (disabled)"}${t.expire ? `  expires ${new Date(t.expire * 1000).toISOString()}` : ""}\n`).join(""));
         }
         if (!token) usage(TOKEN_USAGE);
-        const path = routePath(ROUTES.addToken, { user, token });
         if (sub === "add") {
-          const res = await c.json<{ tokenId: string; secret: string }>("POST", path, { json: { comment: ctx.values.comment, expire: expireOption(ctx) }, once: true });
+          const res = await c.call(ROUTES, "addToken", { params: { user, token }, json: { comment: ctx.values.comment as string | undefined, expire: expireOption(ctx) } });
           return print(ctx, res, () => `token ${res.tokenId}\nsecret ${res.secret}\n(the secret is shown only now; it has no permissions until an ACL grants some)\n`);
         }
         if (sub === "remove") {
-          await c.json("DELETE", path);
+          await c.call(ROUTES, "removeToken", { params: { user, token } });
           return print(ctx, { removed: `${user}!${token}` }, () => `revoked token ${user}!${token}\n`);
         }
         usage(TOKEN_USAGE);
@@ -118,11 +123,11 @@ export const ACCESS_COMMANDS: Record<string, Command> = {
       await withServer(ctx, url, true, async (r) => {
         const c = r.conn;
         if (sub === "list") {
-          const list = await c.json<{ path: string; authId: string; role: string; propagate: boolean }[]>("GET", ROUTES.listAcl.path);
+          const list = await c.call(ROUTES, "listAcl");
           return print(ctx, list, () => list.map((a) => `${a.path}  ${a.authId}  ${a.role}${a.propagate ? "" : "  (no propagate)"}\n`).join(""));
         }
         if (!path || !authId || !role || (sub !== "set" && sub !== "remove")) usage(ACL_USAGE);
-        await c.json("PUT", ROUTES.setAcl.path, { json: { path, authId, role, propagate: !ctx.values["no-propagate"], remove: sub === "remove" } });
+        await c.call(ROUTES, "setAcl", { json: { path, authId, role: roleName(role), propagate: !ctx.values["no-propagate"], remove: sub === "remove" } });
         print(ctx, { path, authId, role, removed: sub === "remove" }, () => `${sub === "remove" ? "removed" : "granted"} ${role} on ${path} ${sub === "remove" ? "from" : "to"} ${authId}\n`);
       });
     },
@@ -190,14 +195,14 @@ export const ACCESS_COMMANDS: Record<string, Command> = {
       await withServer(ctx, url, true, async (r) => {
         const c = r.conn;
         if (sub === "list") {
-          const list = await c.json<{ name: string; url: string; fingerprint: string }[]>("GET", ROUTES.listRemotes.path);
+          const list = await c.call(ROUTES, "listRemotes");
           return print(ctx, list, () => list.map((x) => `${x.name}  ${x.url}  ${x.fingerprint}\n`).join(""));
         }
         if (sub === "add") {
-          const added = await c.json<{ name: string; url: string; fingerprint: string }>("POST", ROUTES.addRemote.path, { json: body, once: true });
+          const added = await c.call(ROUTES, "addRemote", { json: body! });
           return print(ctx, added, () => `added remote ${added.name}: ${added.url}\n`);
         }
-        await c.json("DELETE", routePath(ROUTES.removeRemote, { name: name! }));
+        await c.call(ROUTES, "removeRemote", { params: { name: name! } });
         print(ctx, { removed: name }, () => `removed remote ${name}\n`);
       });
     },
@@ -215,14 +220,11 @@ export const ACCESS_COMMANDS: Record<string, Command> = {
       const last = ctx.values.last === undefined ? undefined : Number(ctx.values.last);
       if (last !== undefined && !(Number.isInteger(last) && last > 0)) throw new GordeError("usage", "--last takes a positive whole number.");
       await withServer(ctx, url, false, async (r) => {
-        const body = { remote, ns: (ctx.values.ns as string | undefined) || undefined, groups: ctx.values.group, last };
+        const body = { remote, ns: (ctx.values.ns as string | undefined) || undefined, groups: strs(ctx, "group"), last };
         const res = await r.runTask("sync", body, (e) => {
           if (!ctx.values.json && e.type === "log" && e.line) ctx.err(`${e.line}\n`);
         }, ctx.signal);
-        print(ctx, res, () => {
-          const x = res as { snapshots: number; chunks: number; bytes: number; skipped: number };
-          return `pulled ${x.snapshots} snapshots (${x.chunks} new chunks, ${formatBytes(x.bytes)})${x.skipped ? `; skipped ${x.skipped} of groups owned by others` : ""}\n`;
-        });
+        print(ctx, res, () => `pulled ${res.snapshots} snapshots (${res.chunks} new chunks, ${formatBytes(res.bytes)})${res.skipped ? `; skipped ${res.skipped} of groups owned by others` : ""}\n`);
       });
     },
   },
@@ -236,9 +238,7 @@ export const ACCESS_COMMANDS: Record<string, Command> = {
         const c = r.conn;
         if (sub === "list") {
           const limit = ctx.values.limit === undefined ? undefined : Number(ctx.values.limit);
-          const list = await c.json<{ id: string; type: string; authId: string; state: string; startTime: number; endTime?: number; error?: string }[]>("GET", ROUTES.listTasks.path, {
-            query: { running: ctx.values.running ? "true" : undefined, limit },
-          });
+          const list = await c.call(ROUTES, "listTasks", { query: { running: ctx.values.running ? "true" : undefined, limit } });
           return print(ctx, list, () =>
             list
               .map((t) => `${t.id}  ${t.type}  ${t.authId}  ${new Date(t.startTime).toISOString()}  ${t.state}${t.error ? `: ${t.error}` : ""}\n`)
@@ -247,11 +247,11 @@ export const ACCESS_COMMANDS: Record<string, Command> = {
         }
         if (!id) usage("task log|abort <server> <task id>");
         if (sub === "log") {
-          const log = await c.json<{ lines: string[] }>("GET", routePath(ROUTES.taskLog, { id }));
+          const log = await c.call(ROUTES, "taskLog", { params: { id } });
           return print(ctx, log, () => log.lines.map((l) => `${l}\n`).join(""));
         }
         if (sub === "abort") {
-          await c.json("DELETE", routePath(ROUTES.abortTask, { id }));
+          await c.call(ROUTES, "abortTask", { params: { id } });
           return print(ctx, { aborted: id }, () => `aborted ${id}\n`);
         }
         usage("task list|log|abort <server> [<task id>]");

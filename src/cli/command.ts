@@ -25,6 +25,13 @@ export function str(ctx: CommandContext, name: string): string | undefined {
   return typeof v === "string" ? v : undefined;
 }
 
+/** A repeatable option's values (none when absent). */
+export function strs(ctx: CommandContext, name: string): string[] | undefined {
+  const v = ctx.values[name];
+  if (v === undefined) return undefined;
+  return (Array.isArray(v) ? v : [v]).filter((x): x is string => typeof x === "string");
+}
+
 export function int(ctx: CommandContext, name: string): number | undefined {
   const v = str(ctx, name);
   if (v === undefined) return undefined;

@@ -12,7 +12,7 @@ import http from "node:http";
 import type net from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { DrillRecord, GuestBackupResult, GuestStatus } from "../api/node-routes.ts";
+import type { DrillRecord, GuestBackupResult } from "../api/node-routes.ts";
 import { NodeClient } from "../client/node-client.ts";
 import { lxcAvailable } from "../node/lxc.ts";
 import { freePort } from "../node/qemu.ts";
@@ -108,7 +108,7 @@ export async function nodeStory(ctx: NodeStoryContext): Promise<RunningNode[]> {
   for (const g of guests) {
     const started = Date.now();
     await node1.client.call("createGuest", { json: { demo: { kind: g.kind, id: g.id, httpPort: g.port, diskMiB: 1024 } } });
-    const st = await node1.client.call<GuestStatus>("startGuest", { params: { id: g.id } });
+    const st = await node1.client.call("startGuest", { params: { id: g.id } });
     await service(g.port, "/index.html");
     say(`   ${g.kind} ${g.id}: service on 127.0.0.1:${g.port} answers after ${((Date.now() - started) / 1000).toFixed(1)} s${st.accel ? ` (${st.accel})` : ""}`);
   }
@@ -123,11 +123,11 @@ export async function nodeStory(ctx: NodeStoryContext): Promise<RunningNode[]> {
   const backupAll = async (): Promise<Map<number, GuestBackupResult>> => {
     const out = new Map<number, GuestBackupResult>();
     for (const g of guests) {
-      const r = await node1.client.call<GuestBackupResult>("backupGuest", { params: { id: g.id }, json: {} });
+      const r = await node1.client.backup(g.id, {});
       const a = r.archives[0]!;
       const read = a.readChunks !== undefined ? `, ${a.readChunks} chunks read${a.dirtyChunks != null ? ` (${a.dirtyChunks} dirty since the last backup)` : ""}` : "";
       say(`   ${r.snapshot}: ${(r.durationMs / 1000).toFixed(2)} s${read}, ${formatBytes(r.newBytes)} new, ${formatBytes(r.reusedBytes)} reused`);
-      const st = await node1.client.call<GuestStatus>("guestStatus", { params: { id: g.id } });
+      const st = await node1.client.call("guestStatus", { params: { id: g.id } });
       check(st.state === "running", `${g.kind} ${g.id} runs on after its backup`);
       out.set(g.id, r);
     }
@@ -155,7 +155,7 @@ export async function nodeStory(ctx: NodeStoryContext): Promise<RunningNode[]> {
   for (const g of guests) {
     const snap = first.get(g.id)!.snapshot;
     const started = Date.now();
-    const st = await node2.client.call<GuestStatus>("restoreGuest", { json: { snapshot: snap, start: true } });
+    const st = await node2.client.restore({ snapshot: snap, start: true });
     const note = await service(st.httpPort, "/cgi-bin/note");
     const original = await service(g.port, "/cgi-bin/note");
     say(`   ${snap} → ${st.kind} ${st.id} on node2, service on 127.0.0.1:${st.httpPort} after ${((Date.now() - started) / 1000).toFixed(1)} s: "${note.trim()}"`);
@@ -207,7 +207,7 @@ async function drillStory(ctx: NodeStoryContext, node: RunningNode, guests: { id
   try {
     fs.writeFileSync(run, "#!/bin/sh\n# broken on purpose by gorde demo: the service exits at once\nexit 1\n");
     // The running httpd was started before: the production container serves on.
-    broken = await node.client.call<GuestBackupResult>("backupGuest", { params: { id: ct.id }, json: {} });
+    broken = await node.client.backup(ct.id, {});
   } finally {
     fs.writeFileSync(run, script);
   }
@@ -255,7 +255,7 @@ async function planStory(ctx: NodeStoryContext, node: RunningNode, ids: number[]
   type Run = { job: string; start: number; end: number | null; result: string; newBytes: number | null; reusedBytes: number | null; error: string | null };
   let runs: Run[] = [];
   for (const deadline = Date.now() + 90_000; Date.now() < deadline; await sleep(500)) {
-    runs = (await node.client.call<Run[]>("listRuns")).filter((r) => r.job === "every10s" && r.result !== "running").reverse();
+    runs = (await node.client.call("listRuns")).filter((r) => r.job === "every10s" && r.result !== "running").reverse();
     if (runs.length >= 2 && told.length >= 2) break;
   }
   for (const r of runs.slice(0, 2)) {

@@ -85,11 +85,11 @@ async function story(opts: DemoOptions, steps: DemoSteps): Promise<void> {
     stops.push(() => server.close());
     say(`   listening on 127.0.0.1:${server.port}, fingerprint ${server.fingerprint.slice(0, 23)}…`);
     const admin = await ServerConnection.connect({ host: "127.0.0.1", port: server.port, authId: "admin", secret: adminPassword, fingerprint: server.fingerprint });
-    await admin.json("POST", "/api/access/users", { json: { name: "cluster", password: randomBytes(12).toString("base64url") } });
-    const token = await admin.json<{ tokenId: string; secret: string }>("POST", "/api/access/users/cluster/tokens/node1", { json: {} });
+    await admin.call(ROUTES, "addUser", { json: { name: "cluster", password: randomBytes(12).toString("base64url") } });
+    const token = await admin.call(ROUTES, "addToken", { params: { user: "cluster", token: "node1" }, json: {} });
     for (const store of ["main", "cluster"]) {
-      await admin.json("PUT", "/api/access/acl", { json: { path: `/datastore/${store}`, authId: "cluster", role: "DatastorePowerUser" } });
-      await admin.json("PUT", "/api/access/acl", { json: { path: `/datastore/${store}`, authId: token.tokenId, role: "DatastorePowerUser" } });
+      await admin.call(ROUTES, "setAcl", { json: { path: `/datastore/${store}`, authId: "cluster", role: "DatastorePowerUser" } });
+      await admin.call(ROUTES, "setAcl", { json: { path: `/datastore/${store}`, authId: token.tokenId, role: "DatastorePowerUser" } });
     }
     admin.close();
     // The operator's view, for the datastore-wide tasks (GC, verify) the cluster may not run.
@@ -156,7 +156,7 @@ async function story(opts: DemoOptions, steps: DemoSteps): Promise<void> {
     }
 
     title("Garbage collection, a task on the server run by its operator");
-    const gc = (await operator.runTask("gc", { cutoffSeconds: 0 })) as { removedChunks: number; removedBytes: number; logicalBytes: number; keptBytes: number; dedupFactor: number; missingChunks: number };
+    const gc = await operator.runTask("gc", { cutoffSeconds: 0 });
     say(
       `   removed ${gc.removedChunks} chunks (${formatBytes(gc.removedBytes)}); ` +
         `${formatBytes(gc.logicalBytes)} of snapshots stored in ${formatBytes(gc.keptBytes)}: dedup factor ${gc.dedupFactor.toFixed(1)}`,
@@ -164,7 +164,7 @@ async function story(opts: DemoOptions, steps: DemoSteps): Promise<void> {
     check(gc.missingChunks === 0, "no chunk is missing");
 
     title("Verify on the server: CRC and digest of every chunk (CRC only where encrypted)");
-    const v = (await operator.runTask("verify", {})) as { snapshots: unknown[]; chunksChecked: number; ok: boolean };
+    const v = await operator.runTask("verify", {});
     say(`   ${v.snapshots.length} snapshots, ${v.chunksChecked} chunks checked: ${v.ok ? "all good" : "DAMAGE"}`);
     check(v.ok, "verify finds no damage");
     check(!storeContains(path.join(work, "datastore"), marker), "the server holds no plaintext of the encrypted container");
@@ -203,15 +203,14 @@ async function story(opts: DemoOptions, steps: DemoSteps): Promise<void> {
     const off = await RemoteRepository.connect(`https://admin@127.0.0.1:${offsite.port}/copy`, { secret: offsitePassword, fingerprint: offsite.fingerprint });
     stops.unshift(() => Promise.resolve(off.close()));
     // An administrator of the offsite server names the source once; a sync names only the remote.
-    await off.conn.json("POST", ROUTES.addRemote.path, {
+    await off.conn.call(ROUTES, "addRemote", {
       json: { name: "main", url: `https://${token.tokenId}@127.0.0.1:${server.port}/main`, fingerprint: server.fingerprint, secret: token.secret },
-      once: true,
     });
     const source = { remote: "main" };
-    const s1 = (await off.runTask("sync", source)) as { snapshots: number; chunks: number; bytes: number };
+    const s1 = await off.runTask("sync", source);
     say(`   pulled ${s1.snapshots} snapshots, ${s1.chunks} chunks (${formatBytes(s1.bytes)}); the container stays encrypted`);
     check(s1.snapshots === 6, "the offsite server has every snapshot");
-    const s2 = (await off.runTask("sync", source)) as { snapshots: number; chunks: number };
+    const s2 = await off.runTask("sync", source);
     say(`   a second sync pulls ${s2.snapshots} snapshots and ${s2.chunks} chunks`);
     check(s2.snapshots === 0 && s2.chunks === 0, "a second sync copies nothing");
 

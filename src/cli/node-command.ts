@@ -2,11 +2,12 @@
 // its API: https://<user>@<host>[:8006] from --node or GORDE_NODE).
 import fs from "node:fs";
 import { parseGuestConfig } from "../api/guest-config.ts";
-import type { GuestBackupResult, GuestStatus } from "../api/node-routes.ts";
+import { BackupMode, type CreateGuest, type GuestStatus } from "../api/node-routes.ts";
 import { NodeClient } from "../client/node-client.ts";
 import { GordeError } from "../errors.ts";
 import { loadNodeConfig } from "../node/node-config.ts";
 import { startNode } from "../node/node-server.ts";
+import { formatBytes, taskProgress } from "./progress-bar.ts";
 import { parseListen } from "./server-command.ts";
 import { type Command, int, str, untilAborted } from "./command.ts";
 
@@ -87,6 +88,15 @@ export const guestCommand: Command = {
     const print = (v: unknown, human: () => string): void => {
       ctx.out(asJson ? JSON.stringify(v, null, 2) + "\n" : human());
     };
+    /** A task of the node followed live: its log on stderr (not with --json); ^C aborts it there. */
+    const follow = async <T>(label: string, run: (onEvent?: (e: { type: string; line?: string }) => void) => Promise<T>): Promise<T> => {
+      const echo = asJson ? undefined : taskProgress(process.stderr, label);
+      try {
+        return await run(echo && ((e) => echo.event(e)));
+      } finally {
+        echo?.end();
+      }
+    };
     const needArg = (): string => {
       if (arg === undefined) throw new GordeError("usage", `usage: gorde ${GUEST_USAGE}`);
       return arg;
@@ -95,11 +105,11 @@ export const guestCommand: Command = {
     try {
       switch (sub) {
         case "list": {
-          const list = await node.call<GuestStatus[]>("listGuests");
+          const list = await node.call("listGuests");
           return print(list, () => list.map((s) => statusLine(s) + "\n").join(""));
         }
         case "status": {
-          const s = await node.call<GuestStatus>("guestStatus", { params: { id: guestId(needArg()) } });
+          const s = await node.call("guestStatus", { params: { id: guestId(needArg()) } });
           return print(s, () => statusLine(s) + "\n");
         }
         case "config": {
@@ -116,7 +126,7 @@ export const guestCommand: Command = {
         }
         case "start":
         case "stop": {
-          const s = await node.call<GuestStatus>(sub === "start" ? "startGuest" : "stopGuest", { params: { id: guestId(needArg()) } });
+          const s = await node.call(sub === "start" ? "startGuest" : "stopGuest", { params: { id: guestId(needArg()) } });
           return print(s, () => statusLine(s) + "\n");
         }
         case "remove": {
@@ -129,7 +139,7 @@ export const guestCommand: Command = {
           const file = str(ctx, "config");
           const demo = str(ctx, "demo");
           if ((file === undefined) === (demo === undefined)) throw new GordeError("usage", "gorde guest create takes either --demo vm|ct or --config <file>.");
-          let body: unknown;
+          let body: CreateGuest;
           if (file) {
             const c = parseGuestConfig(readJsonFile(file), `guest configuration ${file}`);
             if (c.id !== id) throw new GordeError("usage", `${file} is the configuration of guest ${c.id}, not ${id}.`);
@@ -140,21 +150,21 @@ export const guestCommand: Command = {
             if (port === undefined) throw new GordeError("usage", "a demo guest needs --port <p>: the 127.0.0.1 port its service is forwarded to.");
             body = { demo: { kind: demo, id, name: str(ctx, "name"), httpPort: port, memoryMiB: int(ctx, "memory"), cpus: int(ctx, "cpus"), diskMiB: int(ctx, "disk-size") } };
           }
-          const c = await node.call<{ kind: string; id: number; name: string }>("createGuest", { json: body });
+          const c = await node.call("createGuest", { json: body });
           return print(c, () => `created ${c.kind} ${c.id} (${c.name})\n`);
         }
         case "backup": {
           const id = guestId(needArg());
-          const mode = str(ctx, "mode");
-          if (mode !== undefined && !["snapshot", "suspend", "stop"].includes(mode)) throw new GordeError("usage", `--mode takes snapshot, suspend or stop, not "${mode}".`);
-          const r = await node.call<GuestBackupResult>("backupGuest", { params: { id }, json: { mode, notes: str(ctx, "notes") } });
-          return print(r, () => r.log.join("\n") + "\n");
+          const modeArg = str(ctx, "mode");
+          const mode = BackupMode.optional().safeParse(modeArg);
+          if (!mode.success) throw new GordeError("usage", `--mode takes snapshot, suspend or stop, not "${modeArg}".`);
+          const r = await follow("backup", (onEvent) => node.backup(id, { mode: mode.data, notes: str(ctx, "notes") }, onEvent, ctx.signal));
+          return print(r, () => `${r.snapshot}: ${(r.durationMs / 1000).toFixed(1)} s, ${formatBytes(r.newBytes)} new, ${formatBytes(r.reusedBytes)} reused\n`);
         }
         case "restore": {
           const snapshot = needArg();
-          const s = await node.call<GuestStatus>("restoreGuest", {
-            json: { snapshot, id: ctx.values.id === undefined ? undefined : guestId(str(ctx, "id")), httpPort: int(ctx, "port"), start: ctx.values.start === true, force: ctx.values.force === true },
-          });
+          const req = { snapshot, id: ctx.values.id === undefined ? undefined : guestId(str(ctx, "id")), httpPort: int(ctx, "port"), start: ctx.values.start === true, force: ctx.values.force === true };
+          const s = await follow("restore", (onEvent) => node.restore(req, onEvent, ctx.signal));
           return print(s, () => `restored ${snapshot} as ${statusLine(s)}\n`);
         }
         default:

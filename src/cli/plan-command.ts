@@ -75,14 +75,14 @@ async function applyPlan(ctx: CommandContext, file: string): Promise<number> {
   const plan = readPlan(file);
   const { client, where } = await hostClient(ctx);
   try {
-    const cur = await client.conn.json<{ text: string | null }>("GET", ROUTES.getPlan.path);
+    const cur = await client.conn.call(ROUTES, "getPlan");
     const changes = planChanges(cur.text === null ? undefined : parsePlan(cur.text, "the plan applied before"), plan);
     if (changes.length === 0) {
       ctx.out(`plan ${file}: no change on ${where}\n`);
       return 0;
     }
     for (const c of changes) ctx.out(`${c}\n`);
-    const r = await client.conn.json<{ jobs: string[] }>("PUT", ROUTES.applyPlan.path, { json: { text: fs.readFileSync(file, "utf8") }, once: true });
+    const r = await client.conn.call(ROUTES, "applyPlan", { json: { text: fs.readFileSync(file, "utf8") } });
     ctx.out(`applied on ${where}: jobs ${r.jobs.join(", ") || "none"} scheduled there\n`);
     return 0;
   } finally {
@@ -94,8 +94,8 @@ async function applyPlan(ctx: CommandContext, file: string): Promise<number> {
 async function planStatus(ctx: CommandContext): Promise<number> {
   const { client } = await hostClient(ctx);
   try {
-    const cur = await client.conn.json<{ text: string | null; jobs: string[] }>("GET", ROUTES.getPlan.path);
-    const runs = await client.conn.json<{ job: string; start: number; end: number | null; result: string; error: string | null }[]>("GET", ROUTES.listRuns.path, { query: { limit: 1000 } });
+    const cur = await client.conn.call(ROUTES, "getPlan");
+    const runs = await client.conn.call(ROUTES, "listRuns", { query: { limit: 1000 } });
     const plan = cur.text === null ? undefined : parsePlan(cur.text, "the applied plan");
     const rows = cur.jobs.map((job) => {
       const last = runs.find((r) => r.job === job && r.result !== "running");

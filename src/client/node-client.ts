@@ -1,12 +1,15 @@
 // A connection to a node agent's API (`gorde guest …`): the same pinned TLS, credentials
 // and retries as a backup server's, with the node's route table.
 import { ServerConnection, parseServerUrl } from "../api/connection.ts";
-import { type DrillRecord, NODE_ROUTES, type NodeRouteName, type StartDrill } from "../api/node-routes.ts";
-import { routePath } from "../api/routes.ts";
-import { GordeError } from "../errors.ts";
-import { type TaskProgressEvent, pinnedFingerprint } from "./remote.ts";
+import { type DrillRecord, type GuestBackupResult, type GuestStatus, NODE_ROUTES, type NodeRouteName, type StartDrill } from "../api/node-routes.ts";
+import { routePath } from "../api/route.ts";
+import type { CallArgs, RouteBodyInput, RouteResult } from "../api/route-types.ts";
+import { GordeError, isErrorCode } from "../errors.ts";
+import { type TaskProgressEvent, followTask, pinnedFingerprint } from "./remote.ts";
 
 export const DEFAULT_NODE_URL_PORT = 8006;
+
+type NodeRoutes = typeof NODE_ROUTES;
 
 export class NodeClient {
   readonly conn: ServerConnection;
@@ -28,11 +31,9 @@ export class NodeClient {
     return new NodeClient(conn, url);
   }
 
-  /** A JSON call; requests that change something are sent once (a backup must not run twice). */
-  call<T>(name: NodeRouteName, opts: { params?: Record<string, string | number>; json?: unknown } = {}): Promise<T> {
-    const r = NODE_ROUTES[name];
-    const params = Object.fromEntries(Object.entries(opts.params ?? {}).map(([k, v]) => [k, String(v)]));
-    return this.conn.json<T>(r.method, routePath(r, params), { json: opts.json, once: r.method !== "GET" });
+  /** A JSON call of the node's API (see ServerConnection.call). */
+  call<N extends NodeRouteName>(name: N, ...args: CallArgs<NodeRoutes[N]>): Promise<RouteResult<NodeRoutes[N]>> {
+    return this.conn.call(NODE_ROUTES, name, ...args);
   }
 
   async text(name: NodeRouteName, params: Record<string, string | number>): Promise<string> {
@@ -47,21 +48,28 @@ export class NodeClient {
   }
 
   /** Follows a task of the node to its end (its log lines to `onEvent`); aborting `signal` aborts the task. */
-  async followTask(task: string, onEvent?: (e: TaskProgressEvent) => void, signal?: AbortSignal): Promise<TaskProgressEvent["task"]> {
-    let end: TaskProgressEvent["task"] | undefined;
-    const abort = (): void => void this.conn.request("DELETE", routePath(NODE_ROUTES.abortTask, { id: task }), { once: true }).catch(() => undefined);
-    signal?.addEventListener("abort", abort, { once: true });
-    try {
-      await this.conn.lines(routePath(NODE_ROUTES.taskEvents, { id: task }), (v) => {
-        const e = v as TaskProgressEvent;
-        if (e.type === "end") end = e.task;
-        onEvent?.(e);
-      });
-    } finally {
-      signal?.removeEventListener("abort", abort);
-    }
-    if (!end) throw new GordeError("io", `task ${task} did not report its end; see its log on the node.`);
-    return end;
+  followTask(task: string, onEvent?: (e: TaskProgressEvent) => void, signal?: AbortSignal): Promise<NonNullable<TaskProgressEvent["task"]>> {
+    return followTask(this.conn, task, "node", onEvent, signal);
+  }
+
+  /** Backs a guest up as a task on the node and follows it to its end: the backup's result. */
+  async backup(id: number, body: RouteBodyInput<NodeRoutes["backupGuest"]>, onEvent?: (e: TaskProgressEvent) => void, signal?: AbortSignal): Promise<GuestBackupResult> {
+    const { task } = await this.call("backupGuest", { params: { id }, json: body });
+    // The node's task ran guests.backup: its result has that shape.
+    return (await this.taskResult(task, onEvent, signal)) as GuestBackupResult;
+  }
+
+  /** Restores a guest as a task on the node and follows it to its end: the guest's status. */
+  async restore(req: RouteBodyInput<NodeRoutes["restoreGuest"]>, onEvent?: (e: TaskProgressEvent) => void, signal?: AbortSignal): Promise<GuestStatus> {
+    const { task } = await this.call("restoreGuest", { json: req });
+    return (await this.taskResult(task, onEvent, signal)) as GuestStatus;
+  }
+
+  /** Follows a task to its end: its result, or its error with the task's own code. */
+  private async taskResult(task: string, onEvent?: (e: TaskProgressEvent) => void, signal?: AbortSignal): Promise<unknown> {
+    const end = await this.followTask(task, onEvent, signal);
+    if (end.state !== "ok") throw new GordeError(isErrorCode(end.code) ? end.code : "io", end.error ?? `task ${task} ${end.state}.`);
+    return end.result;
   }
 
   /** Runs a drill on the node and waits for it: its record, whatever its result. */
@@ -72,7 +80,7 @@ export class NodeClient {
   }
 
   listDrills(opts: { guest?: number; limit?: number } = {}): Promise<DrillRecord[]> {
-    return this.conn.json("GET", routePath(NODE_ROUTES.listDrills), { query: { guest: opts.guest, limit: opts.limit } });
+    return this.call("listDrills", { query: opts });
   }
 
   drill(id: number): Promise<DrillRecord> {

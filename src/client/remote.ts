@@ -3,7 +3,8 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { ROUTES, type RouteName, type SnapshotJson, routePath } from "../api/routes.ts";
+import { ROUTES, type Route, type RouteName, type SnapshotJson, type SyncResult, routePath } from "../api/routes.ts";
+import type { CallArgs, RouteBodyInput, RouteResult } from "../api/route-types.ts";
 import { type BatchedChunk, decodeChunkBatch, encodeChunkBatch } from "../api/chunk-batch.ts";
 import { MAX_CHUNK_SIZE } from "../format/magic.ts";
 import { ServerConnection, parseServerUrl } from "../api/connection.ts";
@@ -194,6 +195,41 @@ export function pinnedFingerprint(addr: { host: string; port: number }, given: s
   return fingerprint;
 }
 
+type Routes = typeof ROUTES;
+/**
+ * Follows a task of a server or a node (the same routes on both) to its end: its events
+ * to `onEvent`, from its first log line; aborting `signal` aborts the task there.
+ */
+export async function followTask(
+  conn: ServerConnection,
+  task: string,
+  host: "server" | "node",
+  onEvent?: (e: TaskProgressEvent) => void,
+  signal?: AbortSignal,
+): Promise<NonNullable<TaskProgressEvent["task"]>> {
+  let end: TaskProgressEvent["task"] | undefined;
+  const abort = (): void => void conn.request("DELETE", routePath(ROUTES.abortTask, { id: task }), { once: true }).catch(() => undefined);
+  signal?.addEventListener("abort", abort, { once: true });
+  try {
+    await conn.lines(routePath(ROUTES.taskEvents, { id: task }), (v) => {
+      const e = v as TaskProgressEvent;
+      if (e.type === "end") end = e.task;
+      onEvent?.(e);
+    });
+  } finally {
+    signal?.removeEventListener("abort", abort);
+  }
+  if (!end) throw new GordeError("io", `task ${task} did not report its end; see its log on the ${host}.`);
+  return end;
+}
+
+/** The server's tasks a client follows to their end, and what each ends with. */
+interface TaskResults {
+  gc: GcResult;
+  verify: VerifyReport;
+  sync: SyncResult;
+}
+
 export class RemoteRepository implements Repository {
   readonly kind = "remote" as const;
   readonly conn: ServerConnection;
@@ -229,19 +265,20 @@ export class RemoteRepository implements Repository {
     this.conn.close();
   }
 
-  private path(name: RouteName, params: Record<string, string> = {}): string {
+  private path(name: RouteName, params: Readonly<Record<string, unknown>> = {}): string {
     return routePath(ROUTES[name], { store: this.store, ...params });
   }
 
-  private call<T>(name: RouteName, opts: { params?: Record<string, string>; query?: Record<string, string | number | undefined>; json?: unknown } = {}): Promise<T> {
-    const r = ROUTES[name];
-    return this.conn.json<T>(r.method, this.path(name, opts.params), { query: opts.query, json: opts.json, once: r.method === "POST" });
+  /** A JSON call to this repository's datastore (its `store` parameter filled in). */
+  private call<N extends RouteName>(name: N, ...[opts]: CallArgs<Routes[N], "store">): Promise<RouteResult<Routes[N]>> {
+    const r: Route = ROUTES[name];
+    return this.conn.json(r.method, this.path(name, opts?.params), { query: opts?.query, json: opts?.json, once: r.method === "POST" });
   }
 
   // ---- backup
 
   async openBackup(req: SessionRequest): Promise<BackupSession> {
-    const started = await this.call<{ session: string; snapshot: string; time: number; base: { name: string; manifest: unknown } | null }>("startBackup", {
+    const started = await this.call("startBackup", {
       json: { ns: req.ns.join("/") || undefined, group: formatGroup(req.group), time: req.time, keyFingerprint: req.keyFingerprint },
     });
     const sid = started.session;
@@ -284,7 +321,7 @@ export class RemoteRepository implements Repository {
       },
       finish: async (manifest) => {
         alive();
-        await this.conn.json("POST", this.path("finishBackup", { session: sid }), { json: manifest, once: true });
+        await this.call("finishBackup", { params: { session: sid }, json: manifest });
       },
       abort: async () => {
         if (!lost) await this.conn.request("DELETE", this.path("abortBackup", { session: sid }), { once: true }).catch(() => undefined);
@@ -295,7 +332,7 @@ export class RemoteRepository implements Repository {
   // ---- restore
 
   async openReader(ns: string[], name: string): Promise<SnapshotReader> {
-    const r = await this.call<{ session: string; snapshot: string; manifest: unknown }>("openReader", {
+    const r = await this.call("openReader", {
       json: { ns: ns.join("/") || undefined, snapshot: name },
     });
     const sid = r.session;
@@ -378,18 +415,18 @@ export class RemoteRepository implements Repository {
   /** The server keeps damaged snapshots too, and answers 409 when a removal fails. */
   async prune(ns: string[], group: Group, keep: PruneOptions, dryRun: boolean): Promise<PruneOutcome> {
     const k = Object.fromEntries(Object.entries(keep).filter(([, v]) => v !== undefined && v > 0));
-    const plan = await this.call<PruneOutcome["plan"]>("prune", { json: { ns: ns.join("/") || undefined, group: formatGroup(group), keep: k, dryRun } });
+    const plan = await this.call("prune", { json: { ns: ns.join("/") || undefined, group: formatGroup(group), keep: k, dryRun } });
     return { plan, damaged: [], failed: [] };
   }
 
   /** GC runs as a task on the server, followed to its end. */
   async gc(opts: TaskOptions & { cutoffSeconds?: number } = {}): Promise<GcResult> {
-    return (await this.runTask("gc", { cutoffSeconds: opts.cutoffSeconds }, opts.onEvent, opts.signal)) as GcResult;
+    return await this.runTask("gc", { cutoffSeconds: opts.cutoffSeconds }, opts.onEvent, opts.signal);
   }
 
   /** Verify runs as a task on the server; damage found fails the task (a "corrupt" error here). */
   async verify(ns: string[], snapshot: string | undefined, opts: TaskOptions = {}): Promise<VerifyReport> {
-    return (await this.runTask("verify", { ns: ns.join("/") || undefined, snapshot }, opts.onEvent, opts.signal)) as VerifyReport;
+    return await this.runTask("verify", { ns: ns.join("/") || undefined, snapshot }, opts.onEvent, opts.signal);
   }
 
   status(): Promise<RepositoryStatus> {
@@ -401,22 +438,12 @@ export class RemoteRepository implements Repository {
   }
 
   /** Starts a task (GC, verify) and follows it to its end; throws when it failed. */
-  async runTask(name: "gc" | "verify" | "sync", body: unknown, onEvent?: (e: TaskProgressEvent) => void, signal?: AbortSignal): Promise<unknown> {
-    const { task } = await this.call<{ task: string }>(name, { json: body });
-    let end: TaskProgressEvent["task"] | undefined;
-    const abort = (): void => void this.conn.request("DELETE", routePath(ROUTES.abortTask, { id: task }), { once: true }).catch(() => undefined);
-    signal?.addEventListener("abort", abort, { once: true });
-    try {
-      await this.conn.lines(routePath(ROUTES.taskEvents, { id: task }), (v) => {
-        const e = v as TaskProgressEvent;
-        if (e.type === "end") end = e.task;
-        onEvent?.(e);
-      });
-    } finally {
-      signal?.removeEventListener("abort", abort);
-    }
-    if (!end) throw new GordeError("io", `task ${task} did not report its end; see its log on the server.`);
+  async runTask<N extends keyof TaskResults>(name: N, body: RouteBodyInput<Routes[N]>, onEvent?: (e: TaskProgressEvent) => void, signal?: AbortSignal): Promise<TaskResults[N]> {
+    const r: Route = ROUTES[name];
+    const { task } = await this.conn.json<{ task: string }>(r.method, this.path(name), { json: body, once: true });
+    const end = await followTask(this.conn, task, "server", onEvent, signal);
     if (end.state !== "ok") throw new GordeError(name === "verify" && end.state === "failed" ? "corrupt" : "io", end.error ?? `task ${task} ${end.state}.`);
-    return end.result;
+    // The server's task ran the route's job: its result has that job's shape.
+    return end.result as TaskResults[N];
   }
 }

@@ -20,7 +20,7 @@ export interface TaskProgressEvent {
   type: "log" | "progress" | "end";
   line?: string;
   progress?: Record<string, unknown>;
-  task?: { state: string; error?: string; result?: unknown };
+  task?: { state: string; error?: string; code?: string; result?: unknown };
 }
 
 /** What a long operation takes besides its own parameters. */

@@ -1,7 +1,7 @@
 // Users, API tokens and the ACL over the API: the same routes on the backup server and on
 // every node (each keeps its own users), so `gorde user|token|acl` manage either.
-import type { RouteName } from "../api/routes.ts";
-import type { ApiHandler } from "./api-host.ts";
+import type { ROUTES } from "../api/routes.ts";
+import type { ApiHandlers } from "./api-host.ts";
 import type { AuthStore, Privilege } from "./auth.ts";
 import { HttpError } from "./http.ts";
 
@@ -11,7 +11,7 @@ export function denied(authId: string, what: string): HttpError {
   return new HttpError(403, `permission denied: ${authId} may not ${what}.`);
 }
 
-export function accessHandlers(auth: AuthStore, log: (line: string) => void): Record<AccessRoute & RouteName, ApiHandler> {
+export function accessHandlers(auth: AuthStore, log: (line: string) => void): ApiHandlers<typeof ROUTES, AccessRoute> {
   const needSys = (authId: string, priv: Privilege, what: string): void => {
     if (!auth.can(authId, "/", priv)) throw denied(authId, what);
   };
@@ -25,41 +25,41 @@ export function accessHandlers(auth: AuthStore, log: (line: string) => void): Re
     },
     addUser: async ({ authId, body }) => {
       needSys(authId, "Permissions.Modify", "create users");
-      const b = body as { name: string; password: string; comment?: string; expire?: number };
+      const b = body;
       await auth.addUser(b.name, b.password, { comment: b.comment, expire: b.expire });
       log(`${authId} created user ${b.name}`);
       return { json: { ok: true } };
     },
     updateUser: async ({ authId, params, body }) => {
-      const b = body as { password?: string; comment?: string; expire?: number; enable?: boolean };
+      const b = body;
       const admin = auth.can(authId, "/", "Permissions.Modify");
       const onlyPassword = b.comment === undefined && b.expire === undefined && b.enable === undefined;
       if (!admin && !(authId === params.user && onlyPassword)) throw denied(authId, `change user ${params.user}`);
       if (!auth.listUsers().some((u) => u.name === params.user)) throw new HttpError(404, `no user ${params.user}.`);
-      if (b.password !== undefined) await auth.setPassword(params.user!, b.password);
-      if (!onlyPassword) await auth.updateUser(params.user!, { comment: b.comment, expire: b.expire, enable: b.enable });
+      if (b.password !== undefined) await auth.setPassword(params.user, b.password);
+      if (!onlyPassword) await auth.updateUser(params.user, { comment: b.comment, expire: b.expire, enable: b.enable });
       return { json: { ok: true } };
     },
     removeUser: async ({ authId, params }) => {
       needSys(authId, "Permissions.Modify", "remove users");
       if (params.user === authId) throw new HttpError(400, "a user cannot remove itself.");
-      await auth.removeUser(params.user!);
+      await auth.removeUser(params.user);
       log(`${authId} removed user ${params.user}`);
       return { json: { ok: true } };
     },
     listTokens: ({ authId, params }) => {
-      selfOrAdmin(authId, params.user!, `list the tokens of ${params.user}`);
+      selfOrAdmin(authId, params.user, `list the tokens of ${params.user}`);
       return { json: auth.listTokens(params.user) };
     },
     addToken: async ({ authId, params, body }) => {
-      selfOrAdmin(authId, params.user!, `create tokens for ${params.user}`);
-      const b = body as { comment?: string; expire?: number };
-      const r = await auth.addToken(params.user!, params.token!, b);
+      selfOrAdmin(authId, params.user, `create tokens for ${params.user}`);
+      const b = body;
+      const r = await auth.addToken(params.user, params.token, b);
       log(`${authId} created token ${r.tokenId}`);
       return { json: r };
     },
     removeToken: async ({ authId, params }) => {
-      selfOrAdmin(authId, params.user!, `revoke tokens of ${params.user}`);
+      selfOrAdmin(authId, params.user, `revoke tokens of ${params.user}`);
       await auth.removeToken(`${params.user}!${params.token}`);
       log(`${authId} revoked token ${params.user}!${params.token}`);
       return { json: { ok: true } };
@@ -70,7 +70,7 @@ export function accessHandlers(auth: AuthStore, log: (line: string) => void): Re
     },
     setAcl: async ({ authId, body }) => {
       needSys(authId, "Permissions.Modify", "change the ACL");
-      const b = body as { path: string; authId: string; role: "Admin"; propagate?: boolean; remove?: boolean };
+      const b = body;
       await auth.setAcl(b);
       log(`${authId} ${b.remove ? "removed" : "granted"} ${b.role} on ${b.path} ${b.remove ? "from" : "to"} ${b.authId}`);
       return { json: { ok: true } };

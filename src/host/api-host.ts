@@ -5,31 +5,37 @@
 import http2 from "node:http2";
 import type net from "node:net";
 import { z } from "zod";
-import type { Route } from "../api/routes.ts";
+import type { Route } from "../api/route.ts";
+import type { RouteAnswer, RouteBody, RouteParams, RouteQuery } from "../api/route-types.ts";
 import { GordeError } from "../errors.ts";
 import { type AuthStore, parseAuthorization } from "./auth.ts";
 import { HttpError, compileRoutes, matchRoute, readBody, sendBinary, sendError, sendJson, validate } from "./http.ts";
 
-export interface ApiContext {
+/** What a handler of route R receives: the caller, and the request as R's schemas validated it. */
+export interface ApiContext<R extends Route> {
   authId: string;
-  params: Record<string, string>;
-  query: Record<string, unknown>;
-  body: unknown;
+  params: RouteParams<R>;
+  query: RouteQuery<R>;
+  body: RouteBody<R>;
   stream: http2.ServerHttp2Stream;
   connection: object;
 }
 
-export type ApiResult = { json: unknown } | { binary: Buffer } | { file: string } | { text: string } | { handled: true };
-export type ApiHandler = (ctx: ApiContext) => ApiResult | Promise<ApiResult>;
+export type ApiHandler<R extends Route> = (ctx: ApiContext<R>) => RouteAnswer<R> | Promise<RouteAnswer<R>>;
+/** The handlers of the routes N of table T, each typed by its own route. */
+export type ApiHandlers<T extends Readonly<Record<string, Route>>, N extends keyof T = keyof T> = { [K in N]: ApiHandler<T[K]> };
+
+type AnyAnswer = { json: unknown } | { binary: Buffer } | { file: string } | { text: string } | { handled: true };
+type AnyHandler = (ctx: { authId: string; params: unknown; query: unknown; body: unknown; stream: http2.ServerHttp2Stream; connection: object }) => AnyAnswer | Promise<AnyAnswer>;
 
 const JSON_LIMIT = 1024 * 1024;
 
-export interface ApiHostOptions<N extends string> {
-  routes: Readonly<Record<N, Route>>;
-  handlers: Readonly<Record<N, ApiHandler>>;
+export interface ApiHostOptions<T extends Readonly<Record<string, Route>>> {
+  routes: T;
+  handlers: ApiHandlers<T>;
   auth: AuthStore;
   /** size limit (and buffer allocator) of a binary request body */
-  binaryLimit?: (name: N, headers: http2.IncomingHttpHeaders) => { limit: number; alloc?: (n: number) => Buffer };
+  binaryLimit?: (name: keyof T & string, headers: http2.IncomingHttpHeaders) => { limit: number; alloc?: (n: number) => Buffer };
   /** answers a `file` result */
   sendFile?: (stream: http2.ServerHttp2Stream, file: string) => Promise<void>;
   /** called after each request with its route, status and duration */
@@ -38,8 +44,8 @@ export interface ApiHostOptions<N extends string> {
 }
 
 /** The request handler of an API: route, authenticate, validate, call, answer. */
-export function apiDispatcher<N extends string>(
-  opts: ApiHostOptions<N>,
+export function apiDispatcher<T extends Readonly<Record<string, Route>>>(
+  opts: ApiHostOptions<T>,
 ): (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, connection: object) => Promise<void> {
   const { auth, handlers } = opts;
   const routes = compileRoutes(opts.routes);
@@ -78,7 +84,7 @@ export function apiDispatcher<N extends string>(
           verified.set(connection, { header: header!, authId, revision: auth.revision, until: Date.now() + 30_000 });
         }
       }
-      const params = route.params ? (validate(route.params, rawParams, "path parameter") as Record<string, string>) : {};
+      const params = route.params ? validate(route.params, rawParams, "path parameter") : {};
       const rawQuery: Record<string, string> = {};
       for (const [k, v] of url.searchParams) {
         if (k in rawQuery) throw new HttpError(400, `query parameter ${k} is given twice.`);
@@ -87,7 +93,7 @@ export function apiDispatcher<N extends string>(
       const query = route.query ? validate(route.query, rawQuery, "query parameter") : Object.keys(rawQuery).length ? validate(z.strictObject({}), rawQuery, "query parameter") : {};
       let body: unknown;
       if (route.body === "binary") {
-        const b = opts.binaryLimit?.(compiled.name as N, headers);
+        const b = opts.binaryLimit?.(compiled.name as keyof T & string, headers);
         if (!b) throw new HttpError(415, `${compiled.name} takes no binary body.`);
         body = await readBody(stream, headers, b.limit, b.alloc);
       } else if (route.body) {
@@ -100,7 +106,10 @@ export function apiDispatcher<N extends string>(
         }
         body = validate(route.body, parsed, "request body");
       }
-      const result = await handlers[compiled.name as N]({ authId, params, query: query as Record<string, unknown>, body, stream, connection });
+      // The one cast between the table and its handlers: params, query and body were just
+      // validated by this route's schemas, which is what ApiHandler<T[name]> declares.
+      const handler = (handlers as Record<string, unknown>)[compiled.name] as AnyHandler;
+      const result = await handler({ authId, params, query, body, stream, connection });
       if ("json" in result) sendJson(stream, 200, result.json);
       else if ("binary" in result) sendBinary(stream, result.binary);
       else if ("text" in result) {

@@ -2,6 +2,7 @@
 // Server. Everything here is pure: the store (auth.ts) does the I/O.
 import { REMOTE_NAME_RE } from "../format/names.ts";
 import { GordeError } from "../errors.ts";
+import { Role } from "../api/access-routes.ts";
 
 export const PRIVILEGES = [
   "Sys.Audit",
@@ -25,20 +26,8 @@ export const PRIVILEGES = [
 ] as const;
 export type Privilege = (typeof PRIVILEGES)[number];
 
-export const ROLE_NAMES = [
-  "Admin",
-  "NoAccess",
-  "DatastoreAdmin",
-  "DatastorePowerUser",
-  "DatastoreBackup",
-  "DatastoreReader",
-  "DatastoreAudit",
-  "RemoteAdmin",
-  "RemoteAudit",
-  "RemoteSyncOperator",
-  "PVEAuditor",
-  "PVEVMUser",
-] as const;
+/** The role names: the API's list, so the schemas and the role table cannot disagree. */
+export const ROLE_NAMES = Role.options;
 export type RoleName = (typeof ROLE_NAMES)[number];
 
 /** The role table, as PBS defines it. */

@@ -8,6 +8,8 @@ import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import type { z } from "zod";
+import type { TokenInfoSchema, UserInfoSchema } from "../api/access-routes.ts";
 import { GordeError, ThrottledError } from "../errors.ts";
 import { FairGate, type LoginLimits, LoginLimiter, addressKey } from "./login-limiter.ts";
 import {
@@ -53,24 +55,8 @@ import {
   writeState,
 } from "./auth-records.ts";
 
-export interface UserInfo {
-  name: string;
-  comment?: string;
-  /** unix seconds; absent = never */
-  expire?: number;
-  enable: boolean;
-}
-
-export interface TokenInfo {
-  /** `user!name` */
-  tokenId: string;
-  user: string;
-  name: string;
-  comment?: string;
-  /** unix seconds; absent = never */
-  expire?: number;
-  enable: boolean;
-}
+export type UserInfo = z.infer<typeof UserInfoSchema>;
+export type TokenInfo = z.infer<typeof TokenInfoSchema>;
 
 export interface AuthStoreOptions {
   /** Delay before answering a failed authentication, to slow guessing. Default 500 ms. */

@@ -5,7 +5,7 @@ import type http2 from "node:http2";
 import type { z } from "zod";
 import { GordeError, ThrottledError, type ErrorCode, systemCode } from "../errors.ts";
 import { issueSentence } from "../schema-issue.ts";
-import type { Route } from "../api/routes.ts";
+import type { Route } from "../api/route.ts";
 
 export class HttpError extends Error {
   readonly status: number;

@@ -251,12 +251,20 @@ export class GuestManager {
     return `--- console\n${consoleText}${backupText ? `--- last backup\n${backupText}` : ""}`;
   }
 
-  async backup(id: number, mode: BackupMode = "snapshot", opts: { notes?: string; rate?: number; store?: string; signal?: AbortSignal } = {}): Promise<GuestBackupResult> {
-    const { notes, rate, store, signal } = opts;
+  /** Backs a guest up; `onLog` follows the lines of its log as they are written. */
+  async backup(
+    id: number,
+    mode: BackupMode = "snapshot",
+    opts: { notes?: string; rate?: number; store?: string; signal?: AbortSignal; onLog?: (line: string) => void } = {},
+  ): Promise<GuestBackupResult> {
+    const { notes, rate, store, signal, onLog } = opts;
     const config = this.config(id);
     return this.exclusive(id, "a backup", async () => {
       const log: string[] = [];
-      const say = (t: string): void => void log.push(`${new Date().toISOString()} ${t}`);
+      const say = (t: string): void => {
+        log.push(`${new Date().toISOString()} ${t}`);
+        onLog?.(t);
+      };
       say(`backup of ${config.kind} ${id} (${config.name}) on node ${this.opts.nodeName}, mode ${mode}`);
       const started = Date.now();
       const runDir = this.dir("run", String(id));
@@ -328,9 +336,11 @@ export class GuestManager {
 
   /**
    * Recreates a guest from a snapshot: disks or rootfs restored beside, then put in place.
-   * `sandbox`: a drill's copy, never started with the node (`onboot` is dropped).
+   * `sandbox`: a drill's copy, never started with the node (`onboot` is dropped). `say`
+   * follows its steps.
    */
-  async restore(req: RestoreGuest, opts: { signal?: AbortSignal; sandbox?: boolean } = {}): Promise<GuestStatus> {
+  async restore(req: RestoreGuest, opts: { signal?: AbortSignal; sandbox?: boolean; say?: (line: string) => void } = {}): Promise<GuestStatus> {
+    const say = opts.say ?? ((): void => undefined);
     const ref = parseSnapshotRef(req.snapshot);
     if (ref.type === "host") throw new GordeError("usage", `${req.snapshot} is a host backup, not a guest.`);
     const repo = await this.opts.repository();
@@ -341,12 +351,10 @@ export class GuestManager {
         if (!raw) throw new GordeError("invalid", `snapshot ${reader.name} holds no guest configuration; restore its archives with gorde restore.`);
         const orig = parseGuestConfig(raw, `the configuration in ${reader.name}`);
         const id = req.id ?? orig.id;
+        this.refuseOverwrite(id, req.force);
         const existing = this.configs.get(id);
-        if (existing && !req.force) {
-          const running = this.running.has(id) ? " and running" : "";
-          throw new GordeError("exists", `guest ${id} exists${running} on node ${this.opts.nodeName}; give another --id or --force to replace it.`);
-        }
         return await this.exclusive(id, "a restore", async () => {
+          say(`restoring ${orig.kind} ${orig.id} (${orig.name}) from ${reader.name} as guest ${id} on node ${this.opts.nodeName}`);
           const port = req.httpPort ?? (await this.portFor(orig.httpPort, id));
           const staging = this.dir("images", `.restore-${id}-${process.pid}`);
           await fsp.rm(staging, { recursive: true, force: true });
@@ -356,11 +364,13 @@ export class GuestManager {
             if (orig.kind === "vm") {
               const disks: Record<string, string> = {};
               for (const name of Object.keys(orig.disks)) {
+                say(`restoring disk ${name}`);
                 await restoreArchive(reader, { snapshot: ref, archive: `${name}.img`, target: path.join(staging, `${name}.raw`), signal: opts.signal });
                 disks[name] = this.dir("images", String(id), `${name}.raw`);
               }
               config = { ...orig, id, name: id === orig.id ? orig.name : `${orig.name}-${id}`, disks, httpPort: port };
             } else {
+              say("restoring the root file system");
               await restoreArchive(reader, { snapshot: ref, archive: "root.tree", target: path.join(staging, "rootfs"), signal: opts.signal });
               config = { ...orig, id, name: id === orig.id ? orig.name : `${orig.name}-${id}`, rootfs: this.dir("rootfs", String(id)), httpPort: port };
             }
@@ -368,6 +378,7 @@ export class GuestManager {
             this.checkPortFree(config);
             // Everything is restored: only now is an existing guest of that id replaced.
             if (existing) {
+              say(`replacing the existing guest ${id}`);
               await this.stopNow(id);
               if (existing.kind === "ct" && existing.rootfs === this.dir("rootfs", String(id))) await fsp.rm(existing.rootfs, { recursive: true, force: true });
               await fsp.rm(this.dir("images", String(id)), { recursive: true, force: true });
@@ -376,7 +387,11 @@ export class GuestManager {
             else await fsp.rename(path.join(staging, "rootfs"), config.rootfs);
             await this.saveConfig(config);
             this.opts.log(`restored ${config.kind} ${id} from ${reader.name}`);
-            if (req.start) await this.startNow(id);
+            say(`restored ${config.kind} ${id} (${config.name}), service port ${config.httpPort}`);
+            if (req.start) {
+              await this.startNow(id);
+              say(`started ${config.kind} ${id}`);
+            }
           } finally {
             await fsp.rm(staging, { recursive: true, force: true });
           }
@@ -388,6 +403,13 @@ export class GuestManager {
     } finally {
       repo.close();
     }
+  }
+
+  /** Refuses a restore over guest `id` unless `force`: nothing is replaced without being asked to. */
+  refuseOverwrite(id: number, force: boolean | undefined): void {
+    if (!this.configs.has(id) || force) return;
+    const running = this.running.has(id) ? " and running" : "";
+    throw new GordeError("exists", `guest ${id} exists${running} on node ${this.opts.nodeName}; give another --id or --force to replace it.`);
   }
 
   /** The snapshot's port if it is free here, else a free one: a restored copy never collides with its original. */

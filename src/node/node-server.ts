@@ -3,14 +3,13 @@
 // tokens and ACLs as locked down as the backup server's.
 import fsp from "node:fs/promises";
 import path from "node:path";
-import type { GuestConfig } from "../api/guest-config.ts";
-import { type CreateGuest, NODE_ROUTES, type NodeRouteName, type RestoreGuest, type StartDrill } from "../api/node-routes.ts";
+import { NODE_ROUTES } from "../api/node-routes.ts";
 import { API_VERSION } from "../api/routes.ts";
 import { RemoteRepository } from "../client/remote.ts";
 import { GordeError } from "../errors.ts";
 import { parseSnapshotRef } from "../format/names.ts";
 import { accessHandlers, denied } from "../host/access-handlers.ts";
-import { type ApiHandler, apiDispatcher, listenHttps } from "../host/api-host.ts";
+import { type ApiHandlers, apiDispatcher, listenHttps } from "../host/api-host.ts";
 import { AuthStore, type Privilege } from "../host/auth.ts";
 import type { LoginLimits } from "../host/login-limiter.ts";
 import { HttpError } from "../host/http.ts";
@@ -85,7 +84,7 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     log,
   });
 
-  const handlers: Record<NodeRouteName, ApiHandler> = {
+  const handlers: ApiHandlers<typeof NODE_ROUTES> = {
     version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
     ...guestHandlers({ auth, config, guests, drills, drillHistory, tasks, log }),
     ...taskHandlers(auth, tasks),
@@ -150,7 +149,7 @@ function guestHandlers(parts: {
   drillHistory: DrillHistory;
   tasks: TaskManager;
   log: (line: string) => void;
-}): Record<GuestRoute, ApiHandler> {
+}): ApiHandlers<typeof NODE_ROUTES, GuestRoute> {
   const { auth, config, guests, drills, drillHistory, tasks, log } = parts;
   const need = (authId: string, id: number, priv: Privilege, what: string): void => {
     if (!auth.can(authId, `/vms/${id}`, priv)) {
@@ -160,7 +159,6 @@ function guestHandlers(parts: {
     }
   };
   const visible = (authId: string, id: number): boolean => auth.can(authId, `/vms/${id}`, "VM.Audit");
-  const idOf = (params: Record<string, string>): number => Number(params.id);
   return {
     nodeStatus: ({ authId }) => {
       if (!auth.can(authId, "/", "Sys.Audit") && !auth.anyPrivilegesBelow(authId, "/vms")) throw denied(authId, "see the node");
@@ -168,59 +166,70 @@ function guestHandlers(parts: {
     },
     listGuests: async ({ authId }) => ({ json: await Promise.all(guests.ids().filter((id) => visible(authId, id)).map((id) => guests.status(id))) }),
     createGuest: async ({ authId, body }) => {
-      const b = body as CreateGuest;
+      const b = body;
       const id = "config" in b ? b.config.id : b.demo.id;
       if (!auth.can(authId, `/vms/${id}`, "VM.Allocate")) throw denied(authId, `create guest ${id}`);
       return { json: await guests.create(b) };
     },
     guestStatus: async ({ authId, params }) => {
-      need(authId, idOf(params), "VM.Audit", "see the guest");
-      return { json: await guests.status(idOf(params)) };
+      need(authId, params.id, "VM.Audit", "see the guest");
+      return { json: await guests.status(params.id) };
     },
     guestConfig: ({ authId, params }) => {
-      need(authId, idOf(params), "VM.Audit", "see the guest");
-      return { json: guests.config(idOf(params)) };
+      need(authId, params.id, "VM.Audit", "see the guest");
+      return { json: guests.config(params.id) };
     },
     setGuestConfig: async ({ authId, params, body }) => {
-      need(authId, idOf(params), "VM.Allocate", `configure guest ${params.id}`);
-      return { json: await guests.setConfig(idOf(params), body as GuestConfig) };
+      need(authId, params.id, "VM.Allocate", `configure guest ${params.id}`);
+      return { json: await guests.setConfig(params.id, body) };
     },
     removeGuest: async ({ authId, params }) => {
-      need(authId, idOf(params), "VM.Allocate", `remove guest ${params.id}`);
-      await guests.remove(idOf(params));
+      need(authId, params.id, "VM.Allocate", `remove guest ${params.id}`);
+      await guests.remove(params.id);
       return { json: { ok: true } };
     },
     startGuest: async ({ authId, params }) => {
-      need(authId, idOf(params), "VM.PowerMgmt", `start guest ${params.id}`);
-      return { json: await guests.start(idOf(params)) };
+      need(authId, params.id, "VM.PowerMgmt", `start guest ${params.id}`);
+      return { json: await guests.start(params.id) };
     },
     stopGuest: async ({ authId, params }) => {
-      need(authId, idOf(params), "VM.PowerMgmt", `stop guest ${params.id}`);
-      return { json: await guests.stop(idOf(params)) };
+      need(authId, params.id, "VM.PowerMgmt", `stop guest ${params.id}`);
+      return { json: await guests.stop(params.id) };
     },
     guestLog: async ({ authId, params }) => {
-      need(authId, idOf(params), "VM.Audit", "see the guest");
-      return { text: await guests.consoleLog(idOf(params)) };
+      need(authId, params.id, "VM.Audit", "see the guest");
+      return { text: await guests.consoleLog(params.id) };
     },
-    backupGuest: async ({ authId, params, body }) => {
-      need(authId, idOf(params), "VM.Backup", `back up guest ${params.id}`);
-      const b = body as { mode?: "snapshot" | "suspend" | "stop"; notes?: string };
-      const r = await guests.backup(idOf(params), b.mode, { notes: b.notes });
-      log(`${authId} backed up guest ${params.id}: ${r.snapshot}`);
-      return { json: r };
+    // Backups and restores run as tasks (PVE's vzdump and qmrestore): the caller follows
+    // the log live and may abort; what can be checked before is, so bad input starts nothing.
+    backupGuest: ({ authId, params, body }) => {
+      const id = params.id;
+      need(authId, id, "VM.Backup", `back up guest ${id}`);
+      guests.config(id);
+      const t = tasks.start({ type: "backup", authId, target: String(id) }, async (task) => {
+        const r = await guests.backup(id, body.mode, { notes: body.notes, signal: task.signal, onLog: (l) => task.log(l) });
+        log(`${authId} backed up guest ${id}: ${r.snapshot}`);
+        return r;
+      });
+      return { json: { task: t.id } };
     },
-    restoreGuest: async ({ authId, body }) => {
-      const b = body as RestoreGuest;
-      const id = b.id ?? Number(parseSnapshotRef(b.snapshot).id);
-      if (!Number.isInteger(id)) throw new HttpError(400, `${b.snapshot} names no guest id.`);
+    restoreGuest: ({ authId, body }) => {
+      const b = body;
+      const ref = parseSnapshotRef(b.snapshot);
+      const id = b.id ?? Number(ref.id);
+      if (ref.type === "host" || !Number.isInteger(id)) throw new HttpError(400, `${b.snapshot} is not the backup of a guest.`);
       if (!auth.can(authId, `/vms/${id}`, "VM.Backup")) throw denied(authId, `restore guest ${id}`);
       if (b.force && !auth.can(authId, `/vms/${id}`, "VM.Allocate")) throw denied(authId, `replace guest ${id}`);
-      const r = await guests.restore(b);
-      log(`${authId} restored ${b.snapshot} as guest ${r.id}`);
-      return { json: r };
+      guests.refuseOverwrite(id, b.force);
+      const t = tasks.start({ type: "restore", authId, target: String(id) }, async (task) => {
+        const r = await guests.restore(b, { signal: task.signal, say: (l) => task.log(l) });
+        log(`${authId} restored ${b.snapshot} as guest ${r.id}`);
+        return r;
+      });
+      return { json: { task: t.id } };
     },
     startDrill: async ({ authId, body }) => {
-      const b = body as StartDrill;
+      const b = body;
       need(authId, b.guest, "VM.Backup", `run a restore drill of guest ${b.guest}`);
       // Everything is checked before the task starts: bad input starts nothing.
       const plan = await drills.prepare(b);
@@ -234,9 +243,9 @@ function guestHandlers(parts: {
       return { json: { task: t.id, drill: id } };
     },
     listDrills: ({ authId, query }) => {
-      const guest = query.guest as number | undefined;
+      const guest = query.guest;
       if (guest !== undefined) need(authId, guest, "VM.Audit", "see the guest");
-      const list = drillHistory.list({ guest, limit: query.limit as number | undefined }).filter((d) => visible(authId, d.guest));
+      const list = drillHistory.list({ guest, limit: query.limit }).filter((d) => visible(authId, d.guest));
       return { json: list };
     },
     getDrill: ({ authId, params }) => {

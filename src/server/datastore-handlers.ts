@@ -1,11 +1,10 @@
 // The datastore routes: the stores and their maintenance modes, groups and snapshots with
 // their notes, drills, protection and owners, and prune, GC and verify.
-import type { MaintenanceMode, RouteName } from "../api/routes.ts";
+import type { ROUTES } from "../api/routes.ts";
 import type { SnapshotInfo } from "../datastore/datastore.ts";
 import { pruneGroup, snapshotJson } from "../datastore/group-ops.ts";
-import type { DrillState } from "../format/manifest.ts";
 import { formatGroup, formatSnapshot, parseGroup, parseNamespace, parseSnapshotRef } from "../format/names.ts";
-import type { ApiHandler } from "../host/api-host.ts";
+import type { ApiHandlers } from "../host/api-host.ts";
 import { datastoreAclPath } from "../host/auth.ts";
 import { HttpError } from "../host/http.ts";
 import { writeFileAtomic } from "../sys/atomic-write.ts";
@@ -16,7 +15,7 @@ import { datastoreStatus } from "../datastore/status.ts";
 type DatastoreRoute = "listDatastores" | "datastoreStatus" | "setMaintenance" | "listGroups" | "listSnapshots" | "prune" | "gc" | "verify";
 type SnapshotRoute = "forgetSnapshot" | "setNotes" | "setDrill" | "setProtected" | "setOwner";
 
-export function datastoreHandlers(ctx: ServerContext, long: LongTasks): Record<DatastoreRoute & RouteName, ApiHandler> {
+export function datastoreHandlers(ctx: ServerContext, long: LongTasks): ApiHandlers<typeof ROUTES, DatastoreRoute> {
   const { auth, stores, maintenance, maintenanceFile, log, privs, deny, storeFor, groupAcc, findSnap } = ctx;
   const { startGc, startVerify } = long;
   return {
@@ -26,23 +25,23 @@ export function datastoreHandlers(ctx: ServerContext, long: LongTasks): Record<D
         .map((e) => ({ name: e.name, maintenance: maintenance[e.name] ?? "none" })),
     }),
     datastoreStatus: async ({ authId, params }) => {
-      const e = storeFor(authId, params.store!, "read");
+      const e = storeFor(authId, params.store, "read");
       const p = privs(authId, e.name, []);
       if (!p.has("Datastore.Audit") && !p.has("Datastore.Backup")) deny(authId, `see the status of ${e.name}`);
       return { json: { name: e.name, maintenance: maintenance[e.name] ?? "none", ...(await datastoreStatus(e.store)) } };
     },
     setMaintenance: async ({ authId, params, body }) => {
-      const e = storeFor(authId, params.store!, "admin");
+      const e = storeFor(authId, params.store, "admin");
       if (!privs(authId, e.name, []).has("Datastore.Modify")) deny(authId, `change the maintenance mode of ${e.name}`);
-      const { mode } = body as { mode: MaintenanceMode };
+      const { mode } = body;
       maintenance[e.name] = mode;
       await writeFileAtomic(maintenanceFile, Buffer.from(JSON.stringify(maintenance, null, 2) + "\n"));
       log(`datastore ${e.name}: maintenance mode ${mode}`);
       return { json: { ok: true } };
     },
     listGroups: async ({ authId, params, query }) => {
-      const e = storeFor(authId, params.store!, "read");
-      const ns = parseNamespace(query.ns as string | undefined);
+      const e = storeFor(authId, params.store, "read");
+      const ns = parseNamespace(query.ns);
       const out = [];
       for (const g of await e.store.listGroups(ns)) {
         const { owner, acc } = await groupAcc(authId, e, ns, g);
@@ -54,9 +53,9 @@ export function datastoreHandlers(ctx: ServerContext, long: LongTasks): Record<D
       return { json: out };
     },
     listSnapshots: async ({ authId, params, query }) => {
-      const e = storeFor(authId, params.store!, "read");
-      const ns = parseNamespace(query.ns as string | undefined);
-      const groups = query.group ? [parseGroup(query.group as string)] : await e.store.listGroups(ns);
+      const e = storeFor(authId, params.store, "read");
+      const ns = parseNamespace(query.ns);
+      const groups = query.group ? [parseGroup(query.group)] : await e.store.listGroups(ns);
       const out = [];
       for (const g of groups) {
         const { owner, acc } = await groupAcc(authId, e, ns, g);
@@ -71,8 +70,8 @@ export function datastoreHandlers(ctx: ServerContext, long: LongTasks): Record<D
       return { json: out };
     },
     prune: async ({ authId, params, body }) => {
-      const b = body as { ns?: string; group: string; keep: Record<string, number>; dryRun?: boolean };
-      const e = storeFor(authId, params.store!, b.dryRun ? "read" : "write");
+      const b = body;
+      const e = storeFor(authId, params.store, b.dryRun ? "read" : "write");
       const ns = parseNamespace(b.ns);
       const g = parseGroup(b.group);
       if (!(await groupAcc(authId, e, ns, g)).acc.prune) deny(authId, `prune ${b.group}`);
@@ -81,15 +80,15 @@ export function datastoreHandlers(ctx: ServerContext, long: LongTasks): Record<D
       return { json: r.plan.map((p) => ({ snapshot: p.snapshot, action: p.action })) };
     },
     gc: ({ authId, params, body }) => {
-      const e = storeFor(authId, params.store!, "write");
+      const e = storeFor(authId, params.store, "write");
       if (!privs(authId, e.name, []).has("Datastore.Modify")) deny(authId, `run garbage collection on ${e.name}`);
-      const { cutoffSeconds } = body as { cutoffSeconds?: number };
+      const { cutoffSeconds } = body;
       const t = startGc(authId, e, cutoffSeconds === undefined ? undefined : cutoffSeconds * 1000);
       return { json: { task: t.id } };
     },
     verify: async ({ authId, params, body }) => {
-      const b = body as { ns?: string; snapshot?: string; outdatedDays?: number };
-      const e = storeFor(authId, params.store!, "read");
+      const b = body;
+      const e = storeFor(authId, params.store, "read");
       const ns = parseNamespace(b.ns);
       let snaps: SnapshotInfo[] | undefined;
       if (b.snapshot !== undefined) {
@@ -105,22 +104,22 @@ export function datastoreHandlers(ctx: ServerContext, long: LongTasks): Record<D
 }
 
 /** What a snapshot's or a group's owner (or an admin) changes: notes, drill, protection, owner; forget. */
-export function snapshotHandlers(ctx: ServerContext): Record<SnapshotRoute & RouteName, ApiHandler> {
+export function snapshotHandlers(ctx: ServerContext): ApiHandlers<typeof ROUTES, SnapshotRoute> {
   const { log, deny, storeFor, groupAcc, findSnap } = ctx;
   return {
     forgetSnapshot: async ({ authId, params, query }) => {
-      const e = storeFor(authId, params.store!, "write");
-      const ns = parseNamespace(query.ns as string | undefined);
+      const e = storeFor(authId, params.store, "write");
+      const ns = parseNamespace(query.ns);
       // Permission before existence: no probing for snapshots of groups one may not see.
-      if (!(await groupAcc(authId, e, ns, parseSnapshotRef(query.snapshot as string))).acc.prune) deny(authId, `forget ${query.snapshot as string}`);
-      const s = await findSnap(e, ns, query.snapshot as string);
+      if (!(await groupAcc(authId, e, ns, parseSnapshotRef(query.snapshot))).acc.prune) deny(authId, `forget ${query.snapshot}`);
+      const s = await findSnap(e, ns, query.snapshot);
       await e.store.forget(s);
       log(`${authId} forgot ${e.name}:${formatSnapshot(s)}`);
       return { json: { ok: true } };
     },
     setNotes: async ({ authId, params, body }) => {
-      const b = body as { ns?: string; snapshot: string; notes: string };
-      const e = storeFor(authId, params.store!, "write");
+      const b = body;
+      const e = storeFor(authId, params.store, "write");
       const ns = parseNamespace(b.ns);
       if (!(await groupAcc(authId, e, ns, parseSnapshotRef(b.snapshot))).acc.notes) deny(authId, `change the notes of ${b.snapshot}`);
       const s = await findSnap(e, ns, b.snapshot);
@@ -131,8 +130,8 @@ export function snapshotHandlers(ctx: ServerContext): Record<SnapshotRoute & Rou
       return { json: { ok: true } };
     },
     setDrill: async ({ authId, params, body }) => {
-      const b = body as { ns?: string; snapshot: string; state: DrillState };
-      const e = storeFor(authId, params.store!, "write");
+      const b = body;
+      const e = storeFor(authId, params.store, "write");
       const ns = parseNamespace(b.ns);
       // Who may write a snapshot's notes may record its drill: the node's identity, with its own groups.
       if (!(await groupAcc(authId, e, ns, parseSnapshotRef(b.snapshot))).acc.notes) deny(authId, `record a drill of ${b.snapshot}`);
@@ -143,8 +142,8 @@ export function snapshotHandlers(ctx: ServerContext): Record<SnapshotRoute & Rou
       return { json: { ok: true } };
     },
     setProtected: async ({ authId, params, body }) => {
-      const b = body as { ns?: string; snapshot: string; protected: boolean };
-      const e = storeFor(authId, params.store!, "write");
+      const b = body;
+      const e = storeFor(authId, params.store, "write");
       const ns = parseNamespace(b.ns);
       if (!(await groupAcc(authId, e, ns, parseSnapshotRef(b.snapshot))).acc.notes) deny(authId, `protect ${b.snapshot}`);
       const s = await findSnap(e, ns, b.snapshot);
@@ -152,8 +151,8 @@ export function snapshotHandlers(ctx: ServerContext): Record<SnapshotRoute & Rou
       return { json: { ok: true } };
     },
     setOwner: async ({ authId, params, body }) => {
-      const b = body as { ns?: string; group: string; owner: string };
-      const e = storeFor(authId, params.store!, "write");
+      const b = body;
+      const e = storeFor(authId, params.store, "write");
       const ns = parseNamespace(b.ns);
       const g = parseGroup(b.group);
       if (!(await groupAcc(authId, e, ns, g)).acc.changeOwner) deny(authId, `change the owner of ${b.group}`);

@@ -1,18 +1,19 @@
 // The datastore's long operations as tasks: garbage collection, verify and sync, asked
 // for over the API or run by the plan's jobs.
+import type { SyncResult } from "../api/routes.ts";
 import { GordeError } from "../errors.ts";
 import type { SnapshotInfo } from "../datastore/datastore.ts";
-import { garbageCollect } from "../datastore/gc.ts";
-import { verifyAll, verifySnapshots } from "../datastore/verify.ts";
-import type { TaskInfo } from "../host/tasks.ts";
+import { type GcResult, garbageCollect } from "../datastore/gc.ts";
+import { type VerifyReport, verifyAll, verifySnapshots } from "../datastore/verify.ts";
+import type { StartedTask } from "../host/tasks.ts";
 import type { Remote } from "./remotes.ts";
 import type { ServerContext, StoreEntry } from "./server-context.ts";
 import { syncDatastore } from "./sync.ts";
 
 export interface LongTasks {
-  startGc(authId: string, e: StoreEntry, cutoffMs: number | undefined): TaskInfo;
-  startVerify(authId: string, e: StoreEntry, v: { ns: string[]; snaps?: SnapshotInfo[]; target?: string; outdatedDays?: number }): TaskInfo;
-  startSync(authId: string, e: StoreEntry, b: { remote: Remote; ns: string[]; groups?: string[]; last?: number }): TaskInfo;
+  startGc(authId: string, e: StoreEntry, cutoffMs: number | undefined): StartedTask<GcResult>;
+  startVerify(authId: string, e: StoreEntry, v: { ns: string[]; snaps?: SnapshotInfo[]; target?: string; outdatedDays?: number }): StartedTask<VerifyReport>;
+  startSync(authId: string, e: StoreEntry, b: { remote: Remote; ns: string[]; groups?: string[]; last?: number }): StartedTask<SyncResult>;
 }
 
 /** A task's progress, passed on at most every 200 ms (and at the end). */

@@ -29,9 +29,9 @@ function content(kind: Route["response"] | Route["body"]): unknown {
   return { "application/json": { schema: schemaOf(kind) } };
 }
 
-let cached: unknown;
+let cached: Record<string, unknown> | undefined;
 
-export function openApiDocument(): unknown {
+export function openApiDocument(): Record<string, unknown> {
   if (cached) return cached;
   const paths: Record<string, Record<string, unknown>> = {};
   for (const [name, route] of Object.entries(ROUTES) as [string, Route][]) {

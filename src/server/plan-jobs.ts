@@ -7,6 +7,7 @@ import { formatGroup } from "../format/names.ts";
 import { PlanRunner } from "../jobs/plan-runner.ts";
 import type { JobRunner } from "../jobs/scheduler.ts";
 import { keepOptions } from "../schedule/plan.ts";
+import type { StartedTask } from "../host/tasks.ts";
 import type { LongTasks } from "./long-tasks.ts";
 import type { ServerContext } from "./server-context.ts";
 
@@ -21,20 +22,20 @@ function planJobRunner(server: ServerContext, long: LongTasks): JobRunner {
     const storeName = "datastore" in job && job.datastore ? job.datastore : stores.size === 1 ? [...stores.keys()][0]! : undefined;
     const e = storeName === undefined ? undefined : stores.get(storeName);
     if (!e) throw new GordeError("usage", storeName ? `job ${job.name} names datastore ${storeName}, which this server does not have.` : `job ${job.name} must name its datastore: this server has several.`);
-    const runTask = async (t: { id: string }): Promise<unknown> => {
+    const runTask = async <R>(t: StartedTask<R>): Promise<R> => {
       ctx.log(`task ${t.id}`);
       const abort = (): void => void tasks.abort(t.id);
       ctx.signal.addEventListener("abort", abort);
       const done = await tasks.wait(t.id).finally(() => ctx.signal.removeEventListener("abort", abort));
       if (done.state !== "ok") throw new GordeError("io", `task ${t.id} ${done.state}: ${done.error ?? "no reason given"}`);
-      return done.result;
+      return t.result;
     };
     if (job.type === "gc") {
-      const r = (await runTask(startGc(PLAN_AUTH_ID, e, undefined))) as { removedBytes: number; removedChunks: number };
+      const r = await runTask(startGc(PLAN_AUTH_ID, e, undefined));
       return { bytes: r.removedBytes, message: `removed ${r.removedChunks} chunks` };
     }
     if (job.type === "verify") {
-      const r = (await runTask(startVerify(PLAN_AUTH_ID, e, { ns: [], outdatedDays: job["outdated-after"] }))) as { snapshots: unknown[] };
+      const r = await runTask(startVerify(PLAN_AUTH_ID, e, { ns: [], outdatedDays: job["outdated-after"] }));
       return { message: `${r.snapshots.length} snapshots verified` };
     }
     if (job.type === "prune") {
@@ -53,11 +54,7 @@ function planJobRunner(server: ServerContext, long: LongTasks): JobRunner {
       // The plan is applied by an administrator (Sys.Modify), who names the remote.
       const remote = remotes.get(job.remote);
       if (!remote) throw new GordeError("not-found", `job ${job.name} names remote ${job.remote}, which this server does not have: add it with gorde remote add.`);
-      const r = (await runTask(startSync(job.owner ?? PLAN_AUTH_ID, e, { remote, ns: [], groups: job.groups, last: job.last }))) as {
-        snapshots: number;
-        chunks: number;
-        bytes: number;
-      };
+      const r = await runTask(startSync(job.owner ?? PLAN_AUTH_ID, e, { remote, ns: [], groups: job.groups, last: job.last }));
       return { bytes: r.bytes, newBytes: r.bytes, message: `pulled ${r.snapshots} snapshots, ${r.chunks} chunks` };
     }
     throw new GordeError("unsupported", `a ${job.type} job does not run on the backup server.`);

@@ -8,11 +8,11 @@ import fsp from "node:fs/promises";
 import type http2 from "node:http2";
 import path from "node:path";
 import { z } from "zod";
-import { API_VERSION, type MaintenanceMode, ROUTES, type RouteName } from "../api/routes.ts";
+import { API_VERSION, type MaintenanceMode, ROUTES } from "../api/routes.ts";
 import { GordeError } from "../errors.ts";
 import { Datastore } from "../datastore/datastore.ts";
 import { accessHandlers } from "../host/access-handlers.ts";
-import { type ApiHandler, apiDispatcher, listenHttps } from "../host/api-host.ts";
+import { type ApiHandlers, apiDispatcher, listenHttps } from "../host/api-host.ts";
 import { AuthStore } from "../host/auth.ts";
 import type { LoginLimits } from "../host/login-limiter.ts";
 import { HttpError, sendError } from "../host/http.ts";
@@ -64,7 +64,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
   const uploads = new Uploads();
   const long = longTasks(ctx);
   const plan = await openPlan(ctx, long, opts.stateDir);
-  const handlers: Record<RouteName, ApiHandler> = {
+  const handlers: ApiHandlers<typeof ROUTES> = {
     version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
     openapi: () => ({ json: openApiDocument() }),
     metrics: async ({ authId }) => {

@@ -2,12 +2,12 @@
 // finish, abort) and a reader session (files and chunks of a finished snapshot).
 import { BATCH_RECORD_HEADER, MAX_BATCH_BYTES, MAX_BATCH_CHUNKS, decodeChunkBatch, encodeChunkBatch } from "../api/chunk-batch.ts";
 import path from "node:path";
-import type { RouteName } from "../api/routes.ts";
+import type { ROUTES, RouteName } from "../api/routes.ts";
 import type { ChunkPool } from "../datastore/chunk-pool.ts";
 import { GordeError, systemCode } from "../errors.ts";
 import { ENCRYPTED_BLOB_HEADER_SIZE, MAX_CHUNK_SIZE } from "../format/magic.ts";
 import { formatSnapshot, parseGroup, parseNamespace, parseSnapshotRef } from "../format/names.ts";
-import type { ApiHandler } from "../host/api-host.ts";
+import type { ApiHandlers } from "../host/api-host.ts";
 import { HttpError } from "../host/http.ts";
 import type { ServerContext } from "./server-context.ts";
 import { BackupSession, ReaderSession } from "./sessions.ts";
@@ -31,13 +31,13 @@ export class Uploads {
   }
 }
 
-export function backupHandlers(ctx: ServerContext, uploads: Uploads): Record<BackupRoute & RouteName, ApiHandler> {
+export function backupHandlers(ctx: ServerContext, uploads: Uploads): ApiHandlers<typeof ROUTES, BackupRoute> {
   const { stores, sessions, metrics, log, privs, deny, storeFor, groupAcc, poolOf } = ctx;
   const { bodies } = uploads;
   return {
     startBackup: async ({ authId, params, body, connection }) => {
-      const b = body as { ns?: string; group: string; time?: number; keyFingerprint: string | null };
-      const e = storeFor(authId, params.store!, "write");
+      const b = body;
+      const e = storeFor(authId, params.store, "write");
       const ns = parseNamespace(b.ns);
       const g = parseGroup(b.group);
       const p = privs(authId, e.name, ns);
@@ -62,21 +62,21 @@ export function backupHandlers(ctx: ServerContext, uploads: Uploads): Record<Bac
       const base = s.base?.manifest && s.base.manifest.keyFingerprint === b.keyFingerprint ? { name: formatSnapshot(s.base), manifest: s.base.manifest } : null;
       return { json: { session: s.id, snapshot: formatSnapshot(s.ref), time: s.ref.time, base } };
     },
-    backupBaseFile: async ({ authId, params }) => ({ binary: await sessions.backup(params.session!, authId).baseFile(params.file!) }),
+    backupBaseFile: async ({ authId, params }) => ({ binary: await sessions.backup(params.session, authId).baseFile(params.file) }),
     backupBaseChunk: async ({ authId, params }) => {
-      const s = sessions.backup(params.session!, authId);
-      return { binary: await readChunk(await poolOf(stores.get(s.storeName)!), s.baseChunkPath(params.digest!)) };
+      const s = sessions.backup(params.session, authId);
+      return { binary: await readChunk(await poolOf(stores.get(s.storeName)!), s.baseChunkPath(params.digest)) };
     },
     uploadChunk: async ({ authId, params, query, body }) => {
-      const s = sessions.backup(params.session!, authId);
+      const s = sessions.backup(params.session, authId);
       const before = s.stats.newChunks;
-      const stored = await s.putChunk(params.digest!, query.size as number, body as Buffer);
-      metrics.chunkReceived(s.storeName, s.stats.newChunks > before, (body as Buffer).length);
+      const stored = await s.putChunk(params.digest, query.size, body);
+      metrics.chunkReceived(s.storeName, s.stats.newChunks > before, body.length);
       return { json: { stored } };
     },
     uploadChunks: async ({ authId, params, body }) => {
-      const s = sessions.backup(params.session!, authId);
-      const b = body as Buffer;
+      const s = sessions.backup(params.session, authId);
+      const b = body;
       const bytes = b.length;
       const records = decodeChunkBatch(b, CHUNK_LIMIT, MAX_CHUNK_SIZE);
       // The body is a recycled buffer we own whole (see bodies below): it moves to a worker and comes back.
@@ -89,11 +89,11 @@ export function backupHandlers(ctx: ServerContext, uploads: Uploads): Record<Bac
       return { json: { stored: res.stored } };
     },
     uploadIndex: async ({ authId, params, body }) => {
-      await sessions.backup(params.session!, authId).putIndex(params.file!, body as Buffer);
+      await sessions.backup(params.session, authId).putIndex(params.file, body);
       return { json: { ok: true } };
     },
     finishBackup: async ({ authId, params, body, stream }) => {
-      const s = sessions.backup(params.session!, authId);
+      const s = sessions.backup(params.session, authId);
       // Counted until its answer is out: a graceful stop lets it arrive.
       uploads.finishing++;
       stream.once("close", () => uploads.finishing--);
@@ -113,7 +113,7 @@ export function backupHandlers(ctx: ServerContext, uploads: Uploads): Record<Bac
       }
     },
     abortBackup: async ({ authId, params }) => {
-      const s = sessions.backup(params.session!, authId);
+      const s = sessions.backup(params.session, authId);
       await sessions.abortBackup(s);
       metrics.backupDone(s.storeName, "failed", 0);
       log(`${authId} aborted backup ${s.storeName}:${formatSnapshot(s.ref)}`);
@@ -122,12 +122,12 @@ export function backupHandlers(ctx: ServerContext, uploads: Uploads): Record<Bac
   };
 }
 
-export function readerHandlers(ctx: ServerContext): Record<ReaderRoute & RouteName, ApiHandler> {
+export function readerHandlers(ctx: ServerContext): ApiHandlers<typeof ROUTES, ReaderRoute> {
   const { stores, sessions, metrics, deny, storeFor, groupAcc, poolOf } = ctx;
   return {
     openReader: async ({ authId, params, body, connection }) => {
-      const b = body as { ns?: string; snapshot: string };
-      const e = storeFor(authId, params.store!, "read");
+      const b = body;
+      const e = storeFor(authId, params.store, "read");
       const ns = parseNamespace(b.ns);
       const ref = parseSnapshotRef(b.snapshot);
       if (!(await groupAcc(authId, e, ns, ref)).acc.read) deny(authId, `read ${b.snapshot}`);
@@ -138,16 +138,16 @@ export function readerHandlers(ctx: ServerContext): Record<ReaderRoute & RouteNa
       sessions.readers.set(r.id, r);
       return { json: { session: r.id, snapshot: formatSnapshot(snap), manifest: snap.manifest } };
     },
-    readerFile: async ({ authId, params }) => ({ binary: await sessions.reader(params.session!, authId).file(params.file!) }),
+    readerFile: async ({ authId, params }) => ({ binary: await sessions.reader(params.session, authId).file(params.file) }),
     readerChunk: async ({ authId, params }) => {
-      const s = sessions.reader(params.session!, authId);
-      const file = s.chunkPath(params.digest!);
+      const s = sessions.reader(params.session, authId);
+      const file = s.chunkPath(params.digest);
       metrics.chunkServed(s.storeName);
-      return { binary: s.served(params.digest!, await readChunk(await poolOf(stores.get(s.storeName)!), file)) };
+      return { binary: s.served(params.digest, await readChunk(await poolOf(stores.get(s.storeName)!), file)) };
     },
     readerChunks: async ({ authId, params, body }) => {
-      const s = sessions.reader(params.session!, authId);
-      const { digests } = body as { digests: string[] };
+      const s = sessions.reader(params.session, authId);
+      const { digests } = body;
       const files = digests.map((hex) => s.chunkPath(hex));
       const datas = await (await poolOf(stores.get(s.storeName)!)).readFiles(files.map((f) => Buffer.from(f)));
       const chunks = datas.map((d, i) => {
@@ -161,7 +161,7 @@ export function readerHandlers(ctx: ServerContext): Record<ReaderRoute & RouteNa
       return { binary: encodeChunkBatch(chunks) };
     },
     closeReader: ({ authId, params }) => {
-      sessions.closeReader(sessions.reader(params.session!, authId));
+      sessions.closeReader(sessions.reader(params.session, authId));
       return { json: { ok: true } };
     },
   };

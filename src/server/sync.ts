@@ -6,7 +6,7 @@
 import fsp from "node:fs/promises";
 import path from "node:path";
 import { ServerConnection } from "../api/connection.ts";
-import { ROUTES, type SnapshotJson, routePath } from "../api/routes.ts";
+import { ROUTES, type SnapshotJson, type SyncResult, routePath } from "../api/routes.ts";
 import { GordeError } from "../errors.ts";
 import type { ChunkPool } from "../datastore/chunk-pool.ts";
 import { type Datastore, MANIFEST_FILE } from "../datastore/datastore.ts";
@@ -31,13 +31,6 @@ export interface SyncOptions {
   /** owner of groups this sync creates */
   owner: string;
   task: TaskContext;
-}
-
-export interface SyncResult {
-  snapshots: number;
-  skipped: number;
-  chunks: number;
-  bytes: number;
 }
 
 const PARALLEL = 8;
@@ -76,7 +69,7 @@ export async function syncDatastore(o: SyncOptions): Promise<SyncResult> {
   const result: SyncResult = { snapshots: 0, skipped: 0, chunks: 0, bytes: 0 };
   try {
     const ns = o.ns.join("/") || undefined;
-    const list = await conn.json<SnapshotJson[]>("GET", routePath(ROUTES.listSnapshots, { store: r.store }), { query: { ns } }).catch((err: unknown) => {
+    const list = await conn.call(ROUTES, "listSnapshots", { params: { store: r.store }, query: { ns } }).catch((err: unknown) => {
       o.task.signal.throwIfAborted();
       const code = err instanceof GordeError ? err.code : undefined;
       if (code === "denied") throw new GordeError("denied", `remote ${r.name} refused its configured user or secret, or denies it the datastore.`, { cause: err });
@@ -128,10 +121,7 @@ export async function syncDatastore(o: SyncOptions): Promise<SyncResult> {
 
 async function pullSnapshot(conn: ServerConnection, remoteStore: string, o: SyncOptions, pool: ChunkPool, name: string, result: SyncResult): Promise<void> {
   const ref = parseSnapshotRef(name);
-  const opened = await conn.json<{ session: string; manifest: unknown }>("POST", routePath(ROUTES.openReader, { store: remoteStore }), {
-    json: { ns: o.ns.join("/") || undefined, snapshot: name },
-    once: true,
-  });
+  const opened = await conn.call(ROUTES, "openReader", { params: { store: remoteStore }, json: { ns: o.ns.join("/") || undefined, snapshot: name } });
   const parsed = ManifestSchema.safeParse(opened.manifest);
   if (!parsed.success) throw new GordeError("corrupt", `the source server sent an invalid manifest for ${name}.`);
   const manifest = parsed.data;
