@@ -9,7 +9,7 @@ import path from "node:path";
 import type { TLSSocket } from "node:tls";
 import { after, describe, it } from "node:test";
 import { GordeError } from "../errors.ts";
-import { certificateFingerprint, ensureCertificate, normalizeFingerprint } from "./tls.ts";
+import { certificateFingerprint, createCertificateAuthority, ensureCertificate, issueCertificate, normalizeFingerprint } from "./tls.ts";
 
 const dirs: string[] = [];
 async function stateDir(): Promise<string> {
@@ -150,5 +150,24 @@ void describe("normalizeFingerprint", () => {
         JSON.stringify(fp),
       );
     }
+  });
+});
+
+void describe("a cluster's certificate authority", () => {
+  void it("signs member certificates for both ends of TLS that verify against it and not against another", async () => {
+    const ca = await createCertificateAuthority("lab");
+    const caCert = new crypto.X509Certificate(ca.cert);
+    assert.ok(caCert.ca, "the CA's certificate is a CA");
+    const member = await issueCertificate(ca, "node1", ["10.0.0.1"]);
+    const cert = new crypto.X509Certificate(member.cert);
+    assert.equal(cert.ca, false);
+    assert.ok(cert.verify(caCert.publicKey), "signed by the cluster's CA");
+    assert.ok(cert.checkIssued(caCert));
+    assert.ok(cert.checkPrivateKey(crypto.createPrivateKey(member.key)));
+    assert.match(cert.subjectAltName ?? "", /IP Address:10\.0\.0\.1/);
+    assert.match(cert.subjectAltName ?? "", /IP Address:127\.0\.0\.1/);
+    assert.deepEqual(cert.keyUsage?.sort(), ["1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2"]);
+    const other = new crypto.X509Certificate((await createCertificateAuthority("other")).cert);
+    assert.equal(cert.verify(other.publicKey), false);
   });
 });

@@ -87,9 +87,7 @@ async function writeAtomic(file: string, text: string, mode: number): Promise<vo
 
 async function createSelfSigned(opts: CertificateOptions): Promise<{ key: string; cert: string }> {
   const keys = await crypto.webcrypto.subtle.generateKey(EC_KEY, true, ["sign", "verify"]);
-  const notBefore = new Date(Date.now() - 60_000); // a little slack for clocks behind ours
-  const notAfter = new Date(notBefore);
-  notAfter.setUTCFullYear(notAfter.getUTCFullYear() + VALID_YEARS);
+  const { notBefore, notAfter } = validity();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serialNumber(),
     name: [{ CN: [commonName(opts.commonName)] }, { O: ["gorde"] }],
@@ -105,8 +103,73 @@ async function createSelfSigned(opts: CertificateOptions): Promise<{ key: string
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  const pkcs8 = await crypto.webcrypto.subtle.exportKey("pkcs8", keys.privateKey);
-  return { key: x509.PemConverter.encode(pkcs8, "PRIVATE KEY"), cert: cert.toString("pem") };
+  return { key: await exportKey(keys.privateKey), cert: cert.toString("pem") };
+}
+
+/** A cluster's certificate authority: it signs its members' certificates (etcd's peer and client TLS). */
+export interface CertificateAuthority {
+  key: string; // PKCS#8 PEM
+  cert: string; // PEM
+}
+
+/** A new CA named `name` (the cluster's name), valid ten years. */
+export async function createCertificateAuthority(name: string): Promise<CertificateAuthority> {
+  const keys = await crypto.webcrypto.subtle.generateKey(EC_KEY, true, ["sign", "verify"]);
+  const { notBefore, notAfter } = validity();
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: serialNumber(),
+    name: [{ CN: [commonName(`${name} cluster CA`)] }, { O: ["gorde"] }],
+    notBefore,
+    notAfter,
+    signingAlgorithm: SIGNING,
+    keys,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  return { key: await exportKey(keys.privateKey), cert: cert.toString("pem") };
+}
+
+/**
+ * A certificate for member `name` signed by `ca`, for both ends of TLS (a member serves its
+ * peers and clients and is a client of the others), valid for loopback and `addresses`.
+ */
+export async function issueCertificate(ca: CertificateAuthority, name: string, addresses: string[]): Promise<{ key: string; cert: string }> {
+  const caCert = new x509.X509Certificate(ca.cert);
+  const caKey = await crypto.webcrypto.subtle.importKey("pkcs8", x509.PemConverter.decodeFirst(ca.key), EC_KEY, false, ["sign"]);
+  const keys = await crypto.webcrypto.subtle.generateKey(EC_KEY, true, ["sign", "verify"]);
+  const { notBefore, notAfter } = validity();
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: serialNumber(),
+    subject: [{ CN: [commonName(name)] }, { O: ["gorde"] }],
+    issuer: caCert.subject,
+    notBefore,
+    notAfter,
+    signingAlgorithm: SIGNING,
+    publicKey: keys.publicKey,
+    signingKey: caKey,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+      new x509.SubjectAlternativeNameExtension(altNames(addresses)),
+      await x509.AuthorityKeyIdentifierExtension.create(caCert, false),
+    ],
+  });
+  return { key: await exportKey(keys.privateKey), cert: cert.toString("pem") };
+}
+
+function validity(): { notBefore: Date; notAfter: Date } {
+  const notBefore = new Date(Date.now() - 60_000); // a little slack for clocks behind ours
+  const notAfter = new Date(notBefore);
+  notAfter.setUTCFullYear(notAfter.getUTCFullYear() + VALID_YEARS);
+  return { notBefore, notAfter };
+}
+
+async function exportKey(key: crypto.webcrypto.CryptoKey): Promise<string> {
+  return x509.PemConverter.encode(await crypto.webcrypto.subtle.exportKey("pkcs8", key), "PRIVATE KEY");
 }
 
 function commonName(name: string | undefined): string {
