@@ -16,6 +16,8 @@ declare -A need=(
   [qemu-system-x86_64]=qemu-system-x86 [qemu-img]=qemu-utils [busybox]=busybox-static [cpio]=cpio [lxc-start]=lxc [nsenter]=util-linux
   # the scheduler's calendar events are cross-checked against systemd's
   [systemd-analyze]=systemd
+  # the cluster's state: gorde runs its own etcd members (src/cluster/)
+  [etcd]=etcd-server
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -26,6 +28,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Debian's etcd-server enables a default etcd on localhost:2379; gorde's members are its own.
+    if [[ " ${missing[*]} " == *" etcd-server "* ]] && [ -d /run/systemd/system ]; then
+      systemctl disable --now etcd.service >/dev/null 2>&1 || true
+    fi
   else
     echo "setup: missing Debian packages: ${missing[*]} (run this script as root, or install them)" >&2
     exit 1

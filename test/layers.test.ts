@@ -22,6 +22,7 @@ const RANK: Record<string, number> = {
   jobs: 2.5,
   host: 2.5,
   client: 3,
+  cluster: 3,
   server: 3.5,
   node: 3.5,
   cli: 4,
