@@ -66,10 +66,13 @@ void describe("the cluster's etcd", { skip: why ?? false }, () => {
     for (const p of [n2, w]) {
       const initial = await store.addMember(p.name, p.peerUrl);
       assert.equal(initial[p.name], p.peerUrl);
+      assert.equal((await store.members()).find((m) => m.peerUrl === p.peerUrl)?.learner, true, "added as a learner: no vote yet");
       await start(p, initial, "existing");
+      await store.promote(p.name);
     }
     const members = await store.members();
     assert.deepEqual(members.map((m) => m.name).sort(), ["node1", "node2", "witness"]);
+    assert.ok(members.every((m) => !m.learner), "every member votes");
     await store.put("probe", "written by three");
     for (const p of planned) {
       const one = ClusterStore.connect([p.clientUrl], p.tls);

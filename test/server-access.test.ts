@@ -557,6 +557,27 @@ const CASES: Record<RouteName, Case[]> = {
       req: () => ({ json: { remote: "nowhere" } }),
     },
   ],
+  clusterStatus: [{ label: "in no cluster", expect: SYSTEM, req: () => ({}) }],
+  admitMember: [
+    {
+      // Only an administrator learns that this server is in no cluster.
+      label: "to a server in no cluster",
+      //       A    RA   DA   PW   BK   TK   WD   B2   RD   BR   AU   NA
+      expect: [404, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403],
+      req: () => ({ json: { name: "node9", peerUrl: "https://127.0.0.1:1", role: "node" } }),
+    },
+  ],
+  joinCluster: [
+    {
+      // (this server as the member: it is in no cluster, so nothing is joined)
+      label: "through a host in no cluster",
+      //       A    RA   DA   PW   BK   TK   WD   B2   RD   BR   AU   NA
+      expect: [404, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403],
+      req: () => ({
+        json: { cluster: "lab", member: { url: `https://admin@127.0.0.1:${server.port}`, fingerprint: server.fingerprint, secret: ADMIN_PASSWORD }, address: "127.0.0.1" },
+      }),
+    },
+  ],
 };
 
 /**
@@ -603,7 +624,7 @@ const WRITING = new Set<RouteName>([
 /** What a refusal says: a 403 comes only from a permission check; a 404 hides a datastore, session or task. */
 const REFUSAL: Record<number, RegExp> = {
   403: /^permission denied: \S+ may not /,
-  404: /^no datastore \S+\.$|^no such (backup|reader) session |^no task |^no remote nowhere; /,
+  404: /^no datastore \S+\.$|^no such (backup|reader) session |^no task |^no remote nowhere; |^\S+ is in no cluster\.$/,
   409: /^task \S+ is not running\.$/,
 };
 

@@ -6,6 +6,7 @@
 import { z } from "zod";
 import { CtConfigSchema, GuestConfigSchema, VmConfigSchema } from "./guest-config.ts";
 import { Ok, route, SnapshotName, TaskId, TaskRef } from "./route.ts";
+import { CREATE_CLUSTER_ROUTE } from "./cluster-routes.ts";
 import { ROUTES } from "./routes.ts";
 
 export const GuestId = z.coerce.number().int().min(100).max(999_999_999);
@@ -267,6 +268,10 @@ export const NODE_ROUTES = {
   removeToken: ROUTES.removeToken,
   listAcl: ROUTES.listAcl,
   setAcl: ROUTES.setAcl,
+  clusterStatus: ROUTES.clusterStatus,
+  joinCluster: ROUTES.joinCluster,
+  admitMember: ROUTES.admitMember,
+  createCluster: CREATE_CLUSTER_ROUTE,
 } as const;
 
 export type NodeRouteName = keyof typeof NODE_ROUTES;

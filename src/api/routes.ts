@@ -4,6 +4,7 @@
 import { z } from "zod";
 import { DrillStateSchema } from "../format/manifest.ts";
 import { ACCESS_ROUTES } from "./access-routes.ts";
+import { CLUSTER_ROUTES } from "./cluster-routes.ts";
 import { AuthId, count, Digest, FileName, GroupName, Namespace, Ok, RemoteName, route, SessionId, SnapshotName, StoreName, TaskId, TaskRef } from "./route.ts";
 
 export { AuthId, Digest, FileName, GroupName, Namespace, RemoteName, type Route, routePath, SessionId, SnapshotName, StoreName, TaskId, UserName } from "./route.ts";
@@ -509,6 +510,7 @@ export const ROUTES = {
     response: z.array(JobRunSchema),
   }),
   ...ACCESS_ROUTES,
+  ...CLUSTER_ROUTES,
 } as const;
 
 export type RouteName = keyof typeof ROUTES;

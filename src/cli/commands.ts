@@ -13,6 +13,7 @@ import { nextElapse, parseCalendarEvent } from "../schedule/calendar-event.ts";
 import { ACCESS_COMMANDS } from "./access-commands.ts";
 import { serverCommand } from "./server-command.ts";
 import { guestCommand, nodeCommand } from "./node-command.ts";
+import { clusterCommand } from "./cluster-command.ts";
 import { drillCommand } from "./drill-command.ts";
 import { planCommand } from "./plan-command.ts";
 import { formatBytes, progressBar, taskProgress } from "./progress-bar.ts";
@@ -320,6 +321,7 @@ export const COMMANDS: Record<string, Command> = {
   guest: guestCommand,
   ...ACCESS_COMMANDS,
   drill: drillCommand,
+  cluster: clusterCommand,
 
   demo: {
     options: { keep: { type: "boolean" }, json: { type: "boolean" } },

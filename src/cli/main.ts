@@ -100,6 +100,14 @@ its password in GORDE_PASSWORD, its certificate pinned like a server's):
                                                exit 0 only when it passed
   drill list [--guest <id>] [--json] | drill show <id> [--json]   the node's drill history
 
+The cluster (two nodes and the backup server as witness, three etcd members):
+  cluster create <name> --address <ip> [--node <url>]      on its first node
+  cluster join <name> <member url> --member-fingerprint <fp> --address <ip> [--node <url>]
+  cluster witness <name> <member url> --member-fingerprint <fp> --address <ip> --server <url>
+                                               (the member's secret in GORDE_MEMBER_PASSWORD;
+                                               --peer-port, --client-port: 2380, 2379)
+  cluster status [--node <url> | --server <url>] [--json]
+
 Encryption keys (passphrase in GORDE_KEY_PASSPHRASE):
   key create|info|passwd|paper <file>          passwd takes the new one from GORDE_NEW_KEY_PASSPHRASE
   key import <paper key text file> <file>      a key file back from its paper copy

@@ -1,7 +1,7 @@
 // The cluster's state in etcd, through the etcd3 client (gRPC over the members' TLS): the
 // etcd membership, and one lease per node that says it is alive. Keys live under /gorde/.
 import { noop } from "cockatiel";
-import { Etcd3, type IMemberAddResponse } from "etcd3";
+import { Etcd3, type IMemberAddResponse, type Lease } from "etcd3";
 import { setTimeout as sleep } from "node:timers/promises";
 import { GordeError } from "../errors.ts";
 import type { MemberTls } from "./etcd-member.ts";
@@ -12,6 +12,8 @@ export interface ClusterMember {
   name: string;
   peerUrl: string;
   clientUrl: string | undefined;
+  /** added and not yet promoted: it votes in no majority */
+  learner: boolean;
 }
 
 const PREFIX = "/gorde/";
@@ -45,15 +47,18 @@ export class ClusterStore {
     const r = await this.client.cluster.memberList({ linearizable: true }).catch((err: unknown) => {
       throw unavailable("list the cluster's members", err);
     });
-    return r.members.map((m) => ({ id: m.ID, name: m.name, peerUrl: m.peerURLs[0] ?? "", clientUrl: m.clientURLs[0] }));
+    return r.members.map((m) => ({ id: m.ID, name: m.name, peerUrl: m.peerURLs[0] ?? "", clientUrl: m.clientURLs[0], learner: m.isLearner }));
   }
 
   /**
-   * Adds a member that will listen at `peerUrl`; answers the initial cluster it must start
-   * with (every member's name and peer URL, the new one's included).
+   * Adds a member that will listen at `peerUrl`, as a learner: it counts for no majority
+   * until it is promoted, so a host that never starts its member cannot take the cluster's
+   * quorum with it (a voting member added and never started would). Answers the initial
+   * cluster it must start with (every member's name and peer URL, the new one's included).
    */
   async addMember(name: string, peerUrl: string): Promise<Record<string, string>> {
     const before = await this.members();
+    // A member added but never started has no name yet: its address tells it.
     if (before.some((m) => m.name === name)) throw new GordeError("exists", `the cluster has a member named ${name} already.`);
     if (before.some((m) => m.peerUrl === peerUrl)) throw new GordeError("exists", `a member of the cluster listens at ${peerUrl} already.`);
     // etcd adds a voting member only once every started member has been connected for 5 s
@@ -62,7 +67,7 @@ export class ClusterStore {
     let r: IMemberAddResponse;
     for (;;) {
       try {
-        r = await this.client.cluster.memberAdd({ peerURLs: [peerUrl] });
+        r = await this.client.cluster.memberAdd({ peerURLs: [peerUrl], isLearner: true });
         break;
       } catch (err) {
         if (!/unhealthy cluster/.test((err as Error).message) || Date.now() > deadline) throw unavailable(`add member ${name}`, err);
@@ -76,6 +81,23 @@ export class ClusterStore {
       initial[m.ID === r.member.ID ? name : m.name] = url;
     }
     return initial;
+  }
+
+  /** Makes the learner `name` a voting member once it has caught up with the leader (waits for that). */
+  async promote(name: string): Promise<void> {
+    const deadline = Date.now() + ADD_MEMBER_WAIT_MS;
+    for (;;) {
+      const m = (await this.members()).find((x) => x.name === name);
+      if (!m) throw new GordeError("not-found", `the cluster has no member named ${name}.`);
+      try {
+        await this.client.cluster.memberPromote({ ID: m.id });
+        return;
+      } catch (err) {
+        // A learner still catching up is "not in sync with leader"; it will be soon.
+        if (!/not in sync|unhealthy cluster|not started/i.test((err as Error).message) || Date.now() > deadline) throw unavailable(`make ${name} a voting member`, err);
+        await sleep(300);
+      }
+    }
   }
 
   async removeMember(name: string): Promise<void> {
@@ -97,6 +119,28 @@ export class ClusterStore {
 
   async put(key: string, value: string): Promise<void> {
     await this.client
+      .put(PREFIX + key)
+      .value(value)
+      .catch((err: unknown) => {
+        throw unavailable(`write ${key}`, err);
+      });
+  }
+
+  /** The keys under `prefix` (without the prefix) and their values. */
+  async list(prefix: string): Promise<Map<string, string>> {
+    const all = await this.client
+      .getAll()
+      .prefix(PREFIX + prefix)
+      .strings()
+      .catch((err: unknown) => {
+        throw unavailable(`read ${prefix}`, err);
+      });
+    return new Map(Object.entries(all).map(([k, v]) => [k.slice(PREFIX.length + prefix.length), v]));
+  }
+
+  /** Puts a key that lives as long as `lease`. */
+  async putWithLease(lease: Lease, key: string, value: string): Promise<void> {
+    await lease
       .put(PREFIX + key)
       .value(value)
       .catch((err: unknown) => {

@@ -66,7 +66,7 @@ export function etcdAvailable(): { ok: true } | { ok: false; why: string } {
 }
 
 /** The member's files: its configuration, TLS and data, as etcd reads them. */
-export function memberFiles(dir: string): { config: string; ca: string; cert: string; key: string; data: string; log: string } {
+export function memberFiles(dir: string): { config: string; ca: string; cert: string; key: string; data: string; log: string; pid: string } {
   return {
     config: path.join(dir, "etcd.conf.yml"),
     ca: path.join(dir, "tls", "ca.pem"),
@@ -74,6 +74,7 @@ export function memberFiles(dir: string): { config: string; ca: string; cert: st
     key: path.join(dir, "tls", "member.key"),
     data: path.join(dir, "data"),
     log: path.join(dir, "etcd.log"),
+    pid: path.join(dir, "etcd.pid"),
   };
 }
 
@@ -116,6 +117,7 @@ export async function startEtcdMember(o: EtcdMemberOptions): Promise<EtcdMember>
   if (!avail.ok) throw new GordeError("unsupported", `cannot start etcd member ${o.name}: ${avail.why}.`);
   const config = await writeMemberConfig(o);
   const f = memberFiles(o.dir);
+  await stopLeftover(f.pid, config);
   const log = fs.openSync(f.log, "a");
   let child: ChildProcess;
   try {
@@ -123,6 +125,7 @@ export async function startEtcdMember(o: EtcdMemberOptions): Promise<EtcdMember>
   } finally {
     fs.closeSync(log);
   }
+  if (child.pid !== undefined) await writeFileAtomic(f.pid, `${child.pid}\n`);
   const exited = once(child, "exit").then(
     () => undefined,
     () => undefined,
@@ -149,6 +152,24 @@ export async function startEtcdMember(o: EtcdMemberOptions): Promise<EtcdMember>
     throw err;
   }
   return { name: o.name, clientUrl: o.clientUrl, pid: child.pid!, exited, logFile: f.log, stop };
+}
+
+/**
+ * Stops the etcd a host that was killed left running (its agent died, its member did not):
+ * the process the pid file names, if it still runs this member's configuration.
+ */
+async function stopLeftover(pidFile: string, config: string): Promise<void> {
+  const pid = Number(fs.readFileSync(pidFile, { encoding: "utf8", flag: "a+" }).trim());
+  if (!Number.isInteger(pid) || pid <= 0) return;
+  let cmdline = "";
+  try {
+    cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8");
+  } catch {
+    return; // gone
+  }
+  if (!cmdline.split("\0").includes(config)) return; // another process has that pid now
+  process.kill(pid, "SIGKILL");
+  for (let i = 0; i < 100 && fs.existsSync(`/proc/${pid}`); i++) await sleep(50);
 }
 
 /** Whether the member at `clientUrl` answers its /health as healthy (it has a leader). */

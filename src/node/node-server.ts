@@ -6,6 +6,8 @@ import path from "node:path";
 import { NODE_ROUTES } from "../api/node-routes.ts";
 import { API_VERSION } from "../api/routes.ts";
 import { RemoteRepository } from "../client/remote.ts";
+import { ClusterMembership } from "../cluster/membership.ts";
+import { clusterHandlers, createClusterHandler } from "../cluster/cluster-handlers.ts";
 import { GordeError } from "../errors.ts";
 import { parseSnapshotRef } from "../format/names.ts";
 import { accessHandlers, denied } from "../host/access-handlers.ts";
@@ -84,12 +86,15 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     log,
   });
 
+  const cluster = await ClusterMembership.open({ stateDir, member: config.name, role: "node", guests: () => guests.ids(), log });
   const handlers: ApiHandlers<typeof NODE_ROUTES> = {
     version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
     ...guestHandlers({ auth, config, guests, drills, drillHistory, tasks, log }),
     ...taskHandlers(auth, tasks),
     ...planHandlers(auth, jobs, log),
     ...accessHandlers(auth, log),
+    ...clusterHandlers(auth, cluster),
+    createCluster: createClusterHandler(auth, cluster),
   };
 
   const dispatch = apiDispatcher({ routes: NODE_ROUTES, handlers, auth, log });
@@ -99,6 +104,7 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     await tasks.close();
     await drills.close();
     drillHistory.close();
+    await cluster.close();
     await guests.close();
     throw err;
   });
@@ -117,6 +123,7 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
       await tasks.close();
       await drills.close();
       drillHistory.close();
+      await cluster.close();
       await guests.close();
       await closed;
     },

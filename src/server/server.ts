@@ -11,6 +11,8 @@ import { z } from "zod";
 import { API_VERSION, type MaintenanceMode, ROUTES } from "../api/routes.ts";
 import { GordeError } from "../errors.ts";
 import { Datastore } from "../datastore/datastore.ts";
+import { ClusterMembership } from "../cluster/membership.ts";
+import { clusterHandlers } from "../cluster/cluster-handlers.ts";
 import { accessHandlers } from "../host/access-handlers.ts";
 import { type ApiHandlers, apiDispatcher, listenHttps } from "../host/api-host.ts";
 import { AuthStore } from "../host/auth.ts";
@@ -64,6 +66,8 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
   const uploads = new Uploads();
   const long = longTasks(ctx);
   const plan = await openPlan(ctx, long, opts.stateDir);
+  // The backup host is the cluster's witness: its third vote.
+  const cluster = await ClusterMembership.open({ stateDir: opts.stateDir, member: "witness", role: "witness", log });
   const handlers: ApiHandlers<typeof ROUTES> = {
     version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
     openapi: () => ({ json: openApiDocument() }),
@@ -79,6 +83,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
     ...planHandlers(auth, plan, log),
     ...accessHandlers(auth, log),
     ...remoteHandlers(ctx, long),
+    ...clusterHandlers(auth, cluster),
   };
 
   const dispatch = apiDispatcher({
@@ -115,6 +120,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       await closed;
       await plan.close();
       await tasks.close();
+      await cluster.close();
       for (const e of stores.values()) {
         await e.pool?.close();
         e.store.close();
