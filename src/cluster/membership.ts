@@ -9,7 +9,7 @@ import net from "node:net";
 import path from "node:path";
 import type { Lease } from "etcd3";
 import { z } from "zod";
-import type { ClusterStatus, JoinBundle } from "../api/cluster-routes.ts";
+import { type ClusterStatus, type JoinBundle, JoinBundleSchema } from "../api/cluster-routes.ts";
 import { GordeError } from "../errors.ts";
 import { type CertificateAuthority, createCertificateAuthority, issueCertificate } from "../host/tls.ts";
 import { writeFileAtomic } from "../sys/atomic-write.ts";
@@ -136,7 +136,13 @@ export class ClusterMembership {
   }
 
   /** Starts this host's member in the cluster that admitted it. */
-  async join(bundle: JoinBundle, at: ListenAt): Promise<void> {
+  async join(given: JoinBundle, at: ListenAt): Promise<void> {
+    // What the member answered is checked like any input: its shape, and https URLs only.
+    const parsed = JoinBundleSchema.safeParse(given);
+    if (!parsed.success || ![...Object.values(parsed.data.initialCluster), ...parsed.data.clientUrls].every((u) => u.startsWith("https://"))) {
+      throw new GordeError("invalid", "the member node answered no valid admission (CA, certificate, members).");
+    }
+    const bundle = parsed.data;
     await this.change(async () => {
       const urls = memberUrls(at);
       const viaOthers = async (fn: (store: ClusterStore) => Promise<void>): Promise<void> => {
