@@ -130,4 +130,20 @@ void describe("a cluster of two nodes and a witness", { skip: why ?? false }, ()
     const back = await until(node1, (x) => x.nodes.every((n) => n.online), 30);
     assert.ok(back.nodes.every((n) => n.online), "node2 is online again with its member");
   });
+
+  void it("a node starts again with the others down: it runs, says it has no majority, and is online once they are back", async () => {
+    await server.stop();
+    await node2.stop();
+    await node1.stop();
+    node1 = await startNodeProcess({ name: "node1", dataDir: path.join(tmp.dir, "node1"), ...common() });
+    const alone = await status(node1);
+    assert.equal(alone.quorate, false);
+    assert.deepEqual(alone.nodes.map((n) => n.name), ["node1"], "only itself is known to be up");
+    assert.match((await onNode(node1, ["status"])).out, /NOT QUORATE/);
+    server = await startServer();
+    node2 = await startNodeProcess({ name: "node2", dataDir: path.join(tmp.dir, "node2"), ...common() });
+    const back = await until(node1, (x) => x.quorate && x.witness.online && x.nodes.length === 2 && x.nodes.every((n) => n.online), 60);
+    assert.equal(back.quorate, true);
+    assert.ok(back.witness.online && back.nodes.every((n) => n.online), JSON.stringify(back));
+  });
 });

@@ -9,6 +9,7 @@ import { once } from "node:events";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import https from "node:https";
+import net from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import YAML from "yaml";
@@ -44,6 +45,8 @@ export interface EtcdMemberOptions {
   /** the cluster's name: etcd refuses peers of another cluster */
   cluster: string;
   tls: MemberTls;
+  /** resolve only once the member has a leader (creating, joining); a restart waits only until it answers */
+  waitForLeader?: boolean;
 }
 
 export interface EtcdMember {
@@ -143,8 +146,10 @@ export async function startEtcdMember(o: EtcdMemberOptions): Promise<EtcdMember>
     const deadline = Date.now() + START_TIMEOUT_MS;
     for (;;) {
       if (done) throw new GordeError("io", `etcd member ${o.name} exited at once: ${lastError(f.log)}`);
-      if (await healthy(o.clientUrl, o.tls)) break;
-      if (Date.now() > deadline) throw new GordeError("io", `etcd member ${o.name} is not healthy ${START_TIMEOUT_MS / 1000} s after its start; see ${f.log}.`);
+      // A member restarting with the others down has no leader, and etcd serves its clients
+      // only once it has published itself through one: it listens, and waits for them.
+      if (o.waitForLeader ? await healthy(o.clientUrl, o.tls) : await listening(o.clientUrl)) break;
+      if (Date.now() > deadline) throw new GordeError("io", `etcd member ${o.name} is not ${o.waitForLeader ? "healthy" : "answering"} ${START_TIMEOUT_MS / 1000} s after its start; see ${f.log}.`);
       await sleep(100);
     }
   } catch (err) {
@@ -172,8 +177,25 @@ async function stopLeftover(pidFile: string, config: string): Promise<void> {
   for (let i = 0; i < 100 && fs.existsSync(`/proc/${pid}`); i++) await sleep(50);
 }
 
+/** Whether something accepts TCP connections at the URL's address and port. */
+function listening(url: string): Promise<boolean> {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const s = net.connect({ host: u.hostname.replace(/^\[|\]$/g, ""), port: Number(u.port) }, () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on("error", () => resolve(false));
+  });
+}
+
 /** Whether the member at `clientUrl` answers its /health as healthy (it has a leader). */
-export function healthy(clientUrl: string, tls: MemberTls, timeoutMs = 2000): Promise<boolean> {
+export async function healthy(clientUrl: string, tls: MemberTls, timeoutMs = 2000): Promise<boolean> {
+  return (await health(clientUrl, tls, timeoutMs)) === "healthy";
+}
+
+/** What the member at `clientUrl` answers on /health: healthy, up without a leader (no majority), or nothing. */
+function health(clientUrl: string, tls: MemberTls, timeoutMs = 2000): Promise<"healthy" | "no-leader" | "down"> {
   return new Promise((resolve) => {
     const req = https.get(new URL("/health", clientUrl), { ca: tls.ca, cert: tls.cert, key: tls.key, timeout: timeoutMs }, (res) => {
       let body = "";
@@ -181,14 +203,14 @@ export function healthy(clientUrl: string, tls: MemberTls, timeoutMs = 2000): Pr
       res.on("data", (c: string) => (body += c));
       res.on("end", () => {
         try {
-          resolve(res.statusCode === 200 && (JSON.parse(body) as { health?: unknown }).health === "true");
+          resolve(res.statusCode === 200 && (JSON.parse(body) as { health?: unknown }).health === "true" ? "healthy" : "no-leader");
         } catch {
-          resolve(false);
+          resolve("no-leader");
         }
       });
     });
     req.on("timeout", () => req.destroy());
-    req.on("error", () => resolve(false));
+    req.on("error", () => resolve("down"));
   });
 }
 

@@ -61,6 +61,7 @@ export class ClusterMembership {
   private busy = false;
   /** a node's guest list, republished with its lease when it changed */
   private refresh: NodeJS.Timeout | undefined;
+  private retry: NodeJS.Timeout | undefined;
   private published = "";
 
   private constructor(o: MembershipOptions) {
@@ -83,7 +84,7 @@ export class ClusterMembership {
     if (!parsed.success) throw new GordeError("invalid", `${path.join(m.dir, "cluster.json")} is not a cluster file gorde wrote.`);
     m.file = parsed.data;
     m.memberTls = memberFilesTls(path.join(m.dir, "etcd"));
-    await m.startMember({}, "existing");
+    await m.startMember({}, "existing", undefined, true);
     return m;
   }
 
@@ -200,6 +201,7 @@ export class ClusterMembership {
   /** Stops the lease (the node shows offline once it lapses) and the etcd member. */
   async close(): Promise<void> {
     clearInterval(this.refresh);
+    clearTimeout(this.retry);
     // A node that stops says so at once (without a majority the call gives up after 5 s and
     // the lease lapses by itself).
     const lease = this.lease;
@@ -233,7 +235,7 @@ export class ClusterMembership {
   }
 
   /** Starts the member and connects to the cluster; `before` runs before a node announces itself (a joiner's promotion). */
-  private async startMember(initialCluster: Record<string, string>, state: "new" | "existing", before?: () => Promise<void>): Promise<void> {
+  private async startMember(initialCluster: Record<string, string>, state: "new" | "existing", before?: () => Promise<void>, restart = false): Promise<void> {
     const file = this.file!;
     const tls = this.memberTls!;
     this.etcd = await startEtcdMember({
@@ -245,13 +247,33 @@ export class ClusterMembership {
       state,
       cluster: file.cluster,
       tls,
+      // A host starting again must start even when the others are down: it waits for them.
+      waitForLeader: !restart,
     });
     this.store = ClusterStore.connect(file.clientUrls, tls);
     await before?.();
-    if (file.role === "node") {
-      await this.store.put(`nodes/${file.member}`, JSON.stringify({ joined: true }));
-      await this.keepAlive();
-    }
+    if (file.role !== "node") return;
+    if (!restart) return this.announce();
+    // Starting again, the node does not wait for a majority: it announces itself once there is one.
+    let told = false;
+    const attempt = async (): Promise<void> => {
+      try {
+        await this.announce();
+        if (told) this.o.log(`the cluster answers again; node ${file.member} is online in it`);
+      } catch (err) {
+        if (!this.store) return;
+        if (!told) this.o.log(`node ${file.member} cannot announce itself in cluster ${file.cluster} yet: ${(err as Error).message}`);
+        told = true;
+        this.retry = setTimeout(() => void attempt(), 2000);
+      }
+    };
+    void attempt();
+  }
+
+  /** The node's permanent key and its alive key under its lease. */
+  private async announce(): Promise<void> {
+    await this.store!.put(`nodes/${this.o.member}`, JSON.stringify({ joined: true }));
+    await this.keepAlive();
   }
 
   /** The node's alive key, bound to a lease the client renews; a lost lease is granted anew. */
