@@ -49,7 +49,7 @@ void describe("the cluster's etcd", { skip: why ?? false }, () => {
   });
 
   const start = async (p: Planned, initialCluster: Record<string, string>, state: "new" | "existing"): Promise<EtcdMember> => {
-    const m = await startEtcdMember({ dir: p.dir, name: p.name, peerUrl: p.peerUrl, clientUrl: p.clientUrl, initialCluster, state, cluster: "lab", tls: p.tls });
+    const m = await startEtcdMember({ dir: p.dir, name: p.name, peerUrl: p.peerUrl, clientUrl: p.clientUrl, initialCluster, state, cluster: "lab", tls: p.tls, waitForLeader: true });
     running.set(p.name, m);
     return m;
   };

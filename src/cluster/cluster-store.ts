@@ -87,14 +87,19 @@ export class ClusterStore {
   async promote(name: string): Promise<void> {
     const deadline = Date.now() + ADD_MEMBER_WAIT_MS;
     for (;;) {
+      // A started member is listed by its name once it has published it through the leader.
       const m = (await this.members()).find((x) => x.name === name);
-      if (!m) throw new GordeError("not-found", `the cluster has no member named ${name}.`);
+      if (!m) {
+        if (Date.now() > deadline) throw new GordeError("not-found", `the cluster has no member named ${name}.`);
+        await sleep(300);
+        continue;
+      }
       try {
         await this.client.cluster.memberPromote({ ID: m.id });
         return;
       } catch (err) {
-        // A learner still catching up is "not in sync with leader"; it will be soon.
-        if (!/not in sync|unhealthy cluster|not started/i.test((err as Error).message) || Date.now() > deadline) throw unavailable(`make ${name} a voting member`, err);
+        // A learner still catching up: "can only promote a learner member which is in sync with leader".
+        if (!/in sync with leader|unhealthy cluster|not started/i.test((err as Error).message) || Date.now() > deadline) throw unavailable(`make ${name} a voting member`, err);
         await sleep(300);
       }
     }
