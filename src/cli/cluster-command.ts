@@ -5,6 +5,7 @@
 // (GORDE_MEMBER_PASSWORD), as PVE's `pvecm add` asks for the cluster node's root password.
 import type { ClusterStatus } from "../api/cluster-routes.ts";
 import type { ServerConnection } from "../api/connection.ts";
+import { NODE_ROUTES } from "../api/node-routes.ts";
 import { ROUTES } from "../api/routes.ts";
 import { NodeClient } from "../client/node-client.ts";
 import { RemoteRepository } from "../client/remote.ts";
@@ -81,14 +82,7 @@ export const clusterCommand: Command = {
         if (!name || member !== undefined) usage();
         if (str(ctx, "server") !== undefined) throw new GordeError("usage", "a cluster is created on its first node (--node), not on the backup server.");
         const at = listen(ctx);
-        const url = str(ctx, "node") ?? process.env.GORDE_NODE;
-        if (!url) throw new GordeError("usage", "name the node with --node https://<user>@<host>[:8006] or GORDE_NODE.");
-        const node = await NodeClient.connect(url, { secret: process.env.GORDE_PASSWORD, fingerprint: str(ctx, "fingerprint") ?? process.env.GORDE_FINGERPRINT, signal: ctx.signal });
-        try {
-          return print(await node.call("createCluster", { json: { name: name!, ...at } }));
-        } finally {
-          node.close();
-        }
+        return print(await withHost(ctx, (c) => c.call(NODE_ROUTES, "createCluster", { json: { name: name!, ...at } })));
       }
       case "join":
       case "witness": {

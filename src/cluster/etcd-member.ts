@@ -190,12 +190,7 @@ function listening(url: string): Promise<boolean> {
 }
 
 /** Whether the member at `clientUrl` answers its /health as healthy (it has a leader). */
-export async function healthy(clientUrl: string, tls: MemberTls, timeoutMs = 2000): Promise<boolean> {
-  return (await health(clientUrl, tls, timeoutMs)) === "healthy";
-}
-
-/** What the member at `clientUrl` answers on /health: healthy, up without a leader (no majority), or nothing. */
-function health(clientUrl: string, tls: MemberTls, timeoutMs = 2000): Promise<"healthy" | "no-leader" | "down"> {
+export function healthy(clientUrl: string, tls: MemberTls, timeoutMs = 2000): Promise<boolean> {
   return new Promise((resolve) => {
     const req = https.get(new URL("/health", clientUrl), { ca: tls.ca, cert: tls.cert, key: tls.key, timeout: timeoutMs }, (res) => {
       let body = "";
@@ -203,14 +198,14 @@ function health(clientUrl: string, tls: MemberTls, timeoutMs = 2000): Promise<"h
       res.on("data", (c: string) => (body += c));
       res.on("end", () => {
         try {
-          resolve(res.statusCode === 200 && (JSON.parse(body) as { health?: unknown }).health === "true" ? "healthy" : "no-leader");
+          resolve(res.statusCode === 200 && (JSON.parse(body) as { health?: unknown }).health === "true");
         } catch {
-          resolve("no-leader");
+          resolve(false);
         }
       });
     });
     req.on("timeout", () => req.destroy());
-    req.on("error", () => resolve("down"));
+    req.on("error", () => resolve(false));
   });
 }
 

@@ -99,13 +99,17 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
 
   const dispatch = apiDispatcher({ routes: NODE_ROUTES, handlers, auth, log });
   const host = opts.host ?? "0.0.0.0";
-  const listener = await listenHttps({ host, port: opts.port ?? DEFAULT_NODE_PORT, cert, dispatch }).catch(async (err: unknown) => {
+  /** Everything but the listener, in order: a drill under way removes its sandbox before the guests stop. */
+  const closeParts = async (): Promise<void> => {
     await jobs.close();
     await tasks.close();
     await drills.close();
     drillHistory.close();
     await cluster.close();
     await guests.close();
+  };
+  const listener = await listenHttps({ host, port: opts.port ?? DEFAULT_NODE_PORT, cert, dispatch }).catch(async (err: unknown) => {
+    await closeParts();
     throw err;
   });
   log(`node ${config.name} listening on ${host}:${listener.port}`);
@@ -118,13 +122,7 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     async close() {
       const closed = listener.closed();
       listener.destroyConnections();
-      await jobs.close();
-      // A drill under way removes its sandbox before the guests stop.
-      await tasks.close();
-      await drills.close();
-      drillHistory.close();
-      await cluster.close();
-      await guests.close();
+      await closeParts();
       await closed;
     },
   };
