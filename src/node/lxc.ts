@@ -10,6 +10,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { diesWithParent } from "../sys/dies-with-parent.ts";
 import { GordeError } from "../errors.ts";
 import { join } from "./ct-forwarder.ts";
 
@@ -245,7 +246,7 @@ export async function startCt(config: CtRuntimeConfig, runDir: string): Promise<
   fs.writeFileSync(consoleLog, "");
   fs.writeFileSync(lxcLog, "");
   // In the foreground (-F), lxc-start lives as long as the container: its exit is the container's.
-  const child = spawn("lxc-start", ["-F", "-C", "-P", runDir, "-n", name, "-o", lxcLog, "-l", "WARN"], { stdio: "ignore" });
+  const child = spawn(...diesWithParent("lxc-start", ["-F", "-C", "-P", runDir, "-n", name, "-o", lxcLog, "-l", "WARN"]), { stdio: "ignore" });
   const childExit = once(child, "exit").then(
     () => undefined,
     () => undefined,

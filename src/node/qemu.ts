@@ -8,6 +8,7 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { diesWithParent } from "../sys/dies-with-parent.ts";
 import { GordeError } from "../errors.ts";
 import type { GuestKit } from "./guest-kit.ts";
 
@@ -210,7 +211,7 @@ export async function startVm(config: VmConfig, kit: GuestKit, runDir: string): 
     args.push("-blockdev", `driver=raw,node-name=disk${i},file=disk${i}-file`);
     args.push("-device", `virtio-blk-pci,drive=disk${i},id=vblk${i}`);
   });
-  const child = spawn(QEMU, args, { stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(...diesWithParent(QEMU, args), { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   child.stderr!.on("data", (b: Buffer) => (stderr += b.toString()));
   const exited = once(child, "exit");
