@@ -9,7 +9,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import type { ClusterStatus } from "../src/api/cluster-routes.ts";
 import { etcdAvailable } from "../src/cluster/etcd-member.ts";
-import { NODE_LEASE_TTL_S } from "../src/cluster/membership.ts";
+import { LEASE_TTL_S as NODE_LEASE_TTL_S } from "../src/cluster/ha-timing.ts";
 import { tempDir } from "./helpers.ts";
 import { type NodeProcess, type ServerProcess, freePort, gorde, startNodeProcess, startServerProcess } from "./server-fixture.ts";
 

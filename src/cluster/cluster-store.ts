@@ -143,6 +143,34 @@ export class ClusterStore {
     return new Map(Object.entries(all).map(([k, v]) => [k.slice(PREFIX.length + prefix.length), v]));
   }
 
+  /**
+   * Applies `changes` (a value, or null: deleted) only if every key of `expected` still
+   * holds its value (null: does not exist), in one transaction; answers false, changing
+   * nothing, when someone changed one first. What moves the cluster's state (a guest's
+   * owner, an HA resource's state) goes only this way.
+   */
+  async swap(expected: Record<string, string | null>, changes: Record<string, string | null>): Promise<boolean> {
+    const entries = Object.entries(expected);
+    if (entries.length === 0) throw new GordeError("usage", "a transaction of the cluster's state compares at least one key.");
+    const [[k0, v0], ...more] = entries as [[string, string | null], ...[string, string | null][]];
+    const compare = (k: string, v: string | null): [string, "Create" | "Value", "==", string | number] => (v === null ? [PREFIX + k, "Create", "==", 0] : [PREFIX + k, "Value", "==", v]);
+    let txn = this.client.if(...compare(k0, v0));
+    for (const [k, v] of more) txn = txn.and(...compare(k, v));
+    const ops = Object.entries(changes).map(([k, v]) => (v === null ? this.client.delete().key(PREFIX + k) : this.client.put(PREFIX + k).value(v)));
+    const r = await txn
+      .then(...ops)
+      .commit()
+      .catch((err: unknown) => {
+        throw unavailable(`change ${Object.keys(changes).join(", ")}`, err);
+      });
+    return r.succeeded;
+  }
+
+  /** Grants a lease of `ttlSeconds` that nobody renews but its owner (`Lease.keepaliveOnce`). */
+  lease(ttlSeconds: number): Lease {
+    return this.client.lease(ttlSeconds, { autoKeepAlive: false });
+  }
+
   /** Puts a key that lives as long as `lease`. */
   async putWithLease(lease: Lease, key: string, value: string): Promise<void> {
     await lease

@@ -14,10 +14,9 @@ import { GordeError } from "../errors.ts";
 import { type CertificateAuthority, createCertificateAuthority, issueCertificate } from "../host/tls.ts";
 import { writeFileAtomic } from "../sys/atomic-write.ts";
 import { ClusterStore } from "./cluster-store.ts";
+import { LEASE_RENEW_MS, LEASE_TTL_S, RENEW_TIMEOUT_MS, monotonicMs } from "./ha-timing.ts";
 import { type EtcdMember, type MemberTls, healthy, memberFiles, startEtcdMember } from "./etcd-member.ts";
 
-/** How long a node's alive key outlives its last renewal (renewed every third of it). */
-export const NODE_LEASE_TTL_S = 10;
 export const DEFAULT_PEER_PORT = 2380;
 export const DEFAULT_CLIENT_PORT = 2379;
 
@@ -46,6 +45,8 @@ export interface MembershipOptions {
   role: "node" | "witness";
   /** a node's guest ids, published with its lease */
   guests?: () => number[];
+  /** told each time the node's lease was renewed: when (monotonicMs) the renewal was sent */
+  onRenewed?: (sentAt: number) => void;
   log: (line: string) => void;
 }
 
@@ -59,10 +60,12 @@ export class ClusterMembership {
   private memberTls: MemberTls | undefined;
   /** one change of membership at a time (create, join) */
   private busy = false;
-  /** a node's guest list, republished with its lease when it changed */
-  private refresh: NodeJS.Timeout | undefined;
+  /** the next renewal of the node's lease (its guest list republished with it when it changed) */
+  private renewTimer: NodeJS.Timeout | undefined;
   private retry: NodeJS.Timeout | undefined;
   private published = "";
+  /** when (monotonicMs) the last renewal of the lease that etcd answered was sent */
+  private renewedAt: number | undefined;
 
   private constructor(o: MembershipOptions) {
     this.o = o;
@@ -98,6 +101,16 @@ export class ClusterMembership {
 
   get role(): "node" | "witness" {
     return this.o.role;
+  }
+
+  /** The cluster's state, while this host is in a cluster. */
+  get clusterStore(): ClusterStore | undefined {
+    return this.store;
+  }
+
+  /** How long ago (ms) the last answered renewal of the node's lease was sent; Infinity without a lease. */
+  leaseAge(): number {
+    return this.renewedAt === undefined ? Infinity : monotonicMs() - this.renewedAt;
   }
 
   /** Refuses a second cluster, or a change while one is under way. */
@@ -200,7 +213,7 @@ export class ClusterMembership {
 
   /** Stops the lease (the node shows offline once it lapses) and the etcd member. */
   async close(): Promise<void> {
-    clearInterval(this.refresh);
+    clearTimeout(this.renewTimer);
     clearTimeout(this.retry);
     // A node that stops says so at once (without a majority the call gives up after 5 s and
     // the lease lapses by itself).
@@ -276,19 +289,57 @@ export class ClusterMembership {
     await this.keepAlive();
   }
 
-  /** The node's alive key, bound to a lease the client renews; a lost lease is granted anew. */
+  /**
+   * The node's alive key, bound to a lease the node renews itself every LEASE_RENEW_MS: the
+   * time each answered renewal was sent is what the fence deadline counts from (etcd's
+   * client library renews on its own clock and does not say which renewal was answered).
+   * A lease that lapsed is granted anew.
+   */
   private async keepAlive(): Promise<void> {
     const store = this.store!;
-    const lease = store.client.lease(NODE_LEASE_TTL_S, { autoKeepAlive: true });
+    const sent = monotonicMs();
+    const lease = store.lease(LEASE_TTL_S);
+    await lease.grant();
     this.lease = lease;
-    lease.on("lost", (err: Error) => {
-      if (this.lease !== lease || !this.store) return;
-      this.o.log(`the cluster lease of ${this.o.member} was lost (${err.message}); asking for a new one`);
-      setTimeout(() => void this.keepAlive().catch((e: Error) => this.o.log(`no new cluster lease: ${e.message}`)), 1000);
-    });
+    this.renewed(sent);
     await this.publish(true);
-    clearInterval(this.refresh);
-    this.refresh = setInterval(() => void this.publish(false).catch(() => undefined), 5000);
+    let failing = false;
+    const renew = async (): Promise<void> => {
+      if (this.lease !== lease || !this.store) return;
+      const at = monotonicMs();
+      try {
+        await lease.keepaliveOnce({ deadline: Date.now() + RENEW_TIMEOUT_MS });
+        this.renewed(at);
+        if (failing) this.o.log(`the cluster lease of ${this.o.member} is renewed again`);
+        failing = false;
+        await this.publish(false).catch(() => undefined);
+      } catch (err) {
+        if (this.lease !== lease || !this.store) return;
+        if (lease.revoked()) {
+          // Lapsed: the node was offline for the others. A new lease, a new alive key.
+          this.o.log(`the cluster lease of ${this.o.member} lapsed (${(err as Error).message}); asking for a new one`);
+          this.lease = undefined;
+          this.renewTimer = setTimeout(() => void this.keepAlive().catch((e: Error) => this.retryKeepAlive(e)), LEASE_RENEW_MS);
+          return;
+        }
+        if (!failing) this.o.log(`the cluster lease of ${this.o.member} could not be renewed: ${(err as Error).message}`);
+        failing = true;
+      }
+      this.renewTimer = setTimeout(() => void renew(), Math.max(0, LEASE_RENEW_MS - (monotonicMs() - at)));
+    };
+    clearTimeout(this.renewTimer);
+    this.renewTimer = setTimeout(() => void renew(), LEASE_RENEW_MS);
+  }
+
+  private retryKeepAlive(err: Error): void {
+    if (!this.store) return;
+    this.o.log(`no new cluster lease for ${this.o.member}: ${err.message}`);
+    this.renewTimer = setTimeout(() => void this.keepAlive().catch((e: Error) => this.retryKeepAlive(e)), LEASE_RENEW_MS);
+  }
+
+  private renewed(sentAt: number): void {
+    this.renewedAt = sentAt;
+    this.o.onRenewed?.(sentAt);
   }
 
   /** Puts the node's alive key with its guests, when they changed (or `always`). */
