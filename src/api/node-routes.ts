@@ -7,6 +7,7 @@ import { z } from "zod";
 import { CtConfigSchema, GuestConfigSchema, VmConfigSchema } from "./guest-config.ts";
 import { Ok, route, SnapshotName, TaskId, TaskRef } from "./route.ts";
 import { CREATE_CLUSTER_ROUTE } from "./cluster-routes.ts";
+import { HA_ROUTES } from "./ha-routes.ts";
 import { ROUTES } from "./routes.ts";
 
 export const GuestId = z.coerce.number().int().min(100).max(999_999_999);
@@ -272,6 +273,7 @@ export const NODE_ROUTES = {
   joinCluster: ROUTES.joinCluster,
   admitMember: ROUTES.admitMember,
   createCluster: CREATE_CLUSTER_ROUTE,
+  ...HA_ROUTES,
 } as const;
 
 export type NodeRouteName = keyof typeof NODE_ROUTES;

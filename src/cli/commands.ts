@@ -14,6 +14,7 @@ import { ACCESS_COMMANDS } from "./access-commands.ts";
 import { serverCommand } from "./server-command.ts";
 import { guestCommand, nodeCommand } from "./node-command.ts";
 import { clusterCommand } from "./cluster-command.ts";
+import { haCommand } from "./ha-command.ts";
 import { drillCommand } from "./drill-command.ts";
 import { planCommand } from "./plan-command.ts";
 import { formatBytes, progressBar, taskProgress } from "./progress-bar.ts";
@@ -322,6 +323,7 @@ export const COMMANDS: Record<string, Command> = {
   ...ACCESS_COMMANDS,
   drill: drillCommand,
   cluster: clusterCommand,
+  ha: haCommand,
 
   demo: {
     options: { keep: { type: "boolean" }, json: { type: "boolean" } },

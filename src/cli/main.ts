@@ -107,6 +107,11 @@ The cluster (two nodes and the backup server as witness, three etcd members):
                                                (the member's secret in GORDE_MEMBER_PASSWORD;
                                                --peer-port, --client-port: 2380, 2379)
   cluster status [--node <url> | --server <url>] [--json]
+  ha add <vm|ct>:<id> [--max-restart N] [--max-relocate N] [--state started|stopped]
+                                               a guest the cluster keeps running: restored from
+                                               its newest good backup on the survivor if its
+                                               node is lost
+  ha remove <vm|ct>:<id> | ha status [--json] | ha recoveries [--json]
 
 Encryption keys (passphrase in GORDE_KEY_PASSPHRASE):
   key create|info|passwd|paper <file>          passwd takes the new one from GORDE_NEW_KEY_PASSPHRASE

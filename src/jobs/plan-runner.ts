@@ -6,7 +6,7 @@ import os from "node:os";
 import { writeFileAtomic } from "../sys/atomic-write.ts";
 import { type Plan, type PlanJob, parsePlan } from "../schedule/plan.ts";
 import { busyReason, readLoad } from "../schedule/window.ts";
-import { type JobRunner, Scheduler, planNotifier } from "./scheduler.ts";
+import { type JobOutcome, type JobRunner, Scheduler, planNotifier } from "./scheduler.ts";
 import { TaskHistory } from "./task-history.ts";
 
 /** Job runs older than this leave the history. */
@@ -76,6 +76,15 @@ export class PlanRunner {
       }),
     });
     this.scheduler.start(this.opts.tickMs ?? 1000);
+  }
+
+  /** Tells the plan's notification targets of an event that is no job's run (a guest recovered after a node was lost). */
+  async tell(o: Pick<JobOutcome, "job" | "kind" | "result" | "start" | "end" | "message" | "log">): Promise<void> {
+    if (this.text === undefined) return;
+    const plan = parsePlan(this.text, `plan ${this.opts.planFile}`);
+    await planNotifier(plan, this.opts.host, (job, results) => {
+      for (const r of results) if (!r.ok) this.opts.log(`${job}: notification to ${r.target} failed: ${r.error}`);
+    })({ ...o, due: o.start, runId: 0 });
   }
 
   async close(): Promise<void> {

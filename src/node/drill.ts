@@ -18,6 +18,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type GuestConfig, type HealthChecks, type Probe, parseGuestConfig } from "../api/guest-config.ts";
 import type { DrillCheck, DrillRecord, StartDrill } from "../api/node-routes.ts";
+import type { SnapshotJson } from "../api/routes.ts";
 import { ChunkPool } from "../datastore/chunk-pool.ts";
 import { readArchiveIndexes } from "../datastore/snapshot-indexes.ts";
 import type { RemoteRepository } from "../client/remote.ts";
@@ -69,6 +70,44 @@ export interface DrillRunnerOptions {
   repository: () => Promise<RemoteRepository>;
   history: DrillHistory;
   log: (line: string) => void;
+}
+
+/** What recovering a guest from a snapshot takes: a drill's plan whose checks may be missing. */
+export type RecoveryPlan = Omit<DrillPlan, "checks"> & { checks: HealthChecks | undefined };
+
+/** The newest finished snapshot of a guest whose verification did not fail. */
+function newestGoodSnapshot(snaps: readonly SnapshotJson[], guest: number): string {
+  const good = snaps.filter((s) => s.finished && !s.error && s.verify?.state !== "failed").sort((a, b) => a.time.localeCompare(b.time));
+  const newest = good.at(-1);
+  if (!newest) throw new GordeError("not-found", `guest ${guest} has no finished backup whose verification did not fail on the backup server.`);
+  return newest.snapshot;
+}
+
+/** A snapshot's plan: its manifest's configuration and captured answers, its checks (or the guest's own when it holds none). */
+async function planOf(repo: RemoteRepository, o: { guest: number; kind: "vm" | "ct"; snapshot: string; fallbackChecks?: HealthChecks }): Promise<RecoveryPlan> {
+  const name = o.snapshot;
+  const reader = await repo.openReader([], name);
+  let manifest: Manifest;
+  try {
+    manifest = reader.manifest;
+  } finally {
+    await reader.close();
+  }
+  if (manifest.cryptMode === "encrypt") throw new GordeError("unsupported", `snapshot ${name} is encrypted and the node has no key to restore it.`);
+  if (!manifest.config) throw new GordeError("invalid", `snapshot ${name} holds no guest configuration, so it cannot be restored as a guest.`);
+  const config = parseGuestConfig(manifest.config, `the configuration in snapshot ${name}`);
+  if (config.kind !== o.kind) throw new GordeError("invalid", `snapshot ${name} holds the configuration of a ${config.kind}, not of a ${o.kind}.`);
+  // The snapshot's checks describe the guest as it was; a snapshot taken before they were set uses the guest's own.
+  return {
+    guest: o.guest,
+    kind: o.kind,
+    snapshot: name,
+    time: manifest.time,
+    config,
+    checks: config.healthChecks ?? o.fallbackChecks,
+    captures: manifest.captures ?? [],
+    bytes: manifest.archives.reduce((n, a) => n + a.size, 0),
+  };
 }
 
 /** A check that did not pass: the drill failed (not an error of the drill itself). */
@@ -154,10 +193,7 @@ export class DrillRunner {
     try {
       const snaps = await repo.snapshots([], parseSnapshotRef(`${group}/latest`));
       if (req.snapshot === undefined) {
-        const good = snaps.filter((s) => s.finished && !s.error && s.verify?.state !== "failed").sort((a, b) => a.time.localeCompare(b.time));
-        const newest = good.at(-1);
-        if (!newest) throw new GordeError("not-found", `guest ${req.guest} has no finished backup whose verification did not fail on the backup server.`);
-        name = newest.snapshot;
+        name = newestGoodSnapshot(snaps, req.guest);
       } else if (req.snapshot.endsWith("/latest")) {
         const newest = snaps.filter((s) => s.finished && !s.error).sort((a, b) => a.time.localeCompare(b.time)).at(-1);
         if (!newest) throw new GordeError("not-found", `guest ${req.guest} has no finished backup on the backup server.`);
@@ -168,34 +204,55 @@ export class DrillRunner {
         if (!s.finished) throw new GordeError("usage", `snapshot ${req.snapshot} is unfinished; only a finished backup can be drilled.`);
         name = s.snapshot;
       }
-      const reader = await repo.openReader([], name!);
-      let manifest: Manifest;
-      try {
-        manifest = reader.manifest;
-      } finally {
-        await reader.close();
-      }
-      if (manifest.cryptMode === "encrypt") throw new GordeError("unsupported", `snapshot ${name!} is encrypted and the node has no key to restore it.`);
-      if (!manifest.config) throw new GordeError("invalid", `snapshot ${name!} holds no guest configuration, so it cannot be restored as a guest.`);
-      const config = parseGuestConfig(manifest.config, `the configuration in snapshot ${name!}`);
-      if (config.kind !== current.kind) throw new GordeError("invalid", `snapshot ${name!} holds the configuration of a ${config.kind}, not of a ${current.kind}.`);
-      // The snapshot's checks describe the guest as it was; a snapshot taken before they were set uses the guest's own.
-      const checks = config.healthChecks ?? current.healthChecks;
-      if (!checks) throw new GordeError("usage", `guest ${req.guest} has no health checks (healthChecks in its configuration), so a drill could check nothing.`);
-      for (const p of checks.probes) if (p.type === "script") checkedScript(this.opts.config, p.script);
-      return {
-        guest: req.guest,
-        kind: current.kind,
-        snapshot: name!,
-        time: manifest.time,
-        config,
-        checks,
-        captures: manifest.captures ?? [],
-        bytes: manifest.archives.reduce((n, a) => n + a.size, 0),
-      };
+      const plan = await planOf(repo, { guest: req.guest, kind: current.kind, snapshot: name!, fallbackChecks: current.healthChecks });
+      if (!plan.checks) throw new GordeError("usage", `guest ${req.guest} has no health checks (healthChecks in its configuration), so a drill could check nothing.`);
+      for (const p of plan.checks.probes) if (p.type === "script") checkedScript(this.opts.config, p.script);
+      return { ...plan, checks: plan.checks };
     } finally {
       repo.close();
     }
+  }
+
+  /**
+   * What recovering guest `guest` (of another node) takes: its newest finished snapshot whose
+   * verification did not fail, and the health checks that snapshot holds.
+   */
+  async recoveryPlan(guest: number, kind: "vm" | "ct"): Promise<RecoveryPlan> {
+    const repo = await this.opts.repository();
+    try {
+      const snaps = await repo.snapshots([], parseSnapshotRef(`${kind}/${guest}/latest`));
+      return await planOf(repo, { guest, kind, snapshot: newestGoodSnapshot(snaps, guest) });
+    } finally {
+      repo.close();
+    }
+  }
+
+  /**
+   * Runs a guest's boot check and probes, as a drill does, against a guest that runs on this
+   * node (a recovered one): the checks with their times; throws at the first that fails.
+   */
+  async checkRunning(plan: RecoveryPlan, o: { port: number; signal: AbortSignal; say: (line: string) => void }): Promise<DrillCheck[]> {
+    const checks: DrillCheck[] = [];
+    const run = async (name: string, fn: () => Promise<string>): Promise<void> => {
+      const t0 = Date.now();
+      try {
+        const message = await fn();
+        checks.push({ name, ok: true, seconds: seconds(Date.now() - t0), message });
+        o.say(`check ${name}: ok (${seconds(Date.now() - t0)} s): ${message}`);
+      } catch (err) {
+        if (o.signal.aborted) throw err;
+        o.say(`check ${name}: FAILED (${seconds(Date.now() - t0)} s): ${sentence(err)}`);
+        throw new GordeError("corrupt", `check ${name} of guest ${plan.guest} failed: ${sentence(err)}.`);
+      }
+    };
+    if (!plan.checks) {
+      o.say(`guest ${plan.guest} has no health checks in its configuration: it counts as recovered once it runs`);
+      return checks;
+    }
+    const c = plan.checks;
+    await run("boot", () => this.boot({ ...plan, checks: c }, plan.guest, o.signal));
+    for (const probe of c.probes) await run(probe.name, () => this.probe({ ...plan, checks: c }, probe, o.port, o.signal));
+    return checks;
   }
 
   /** Records the drill as running in the history; its id is the drill's. */
@@ -418,10 +475,10 @@ export class DrillRunner {
     const boot = plan.checks.boot;
     const t0 = Date.now();
     const deadline = t0 + boot.timeoutSeconds * 1000;
-    await guests.start(sandbox);
+    if (!guests.isRunning(sandbox)) await guests.start(sandbox);
     const rt = guests.runtime(sandbox);
     if (!rt) throw new CheckFailed(`sandbox ${sandbox} stopped right after it started`);
-    if (rt.kind === "vm") {
+    if (rt.kind === "vm" && fs.existsSync(this.markerFile(sandbox))) {
       const m = JSON.parse(await fsp.readFile(this.markerFile(sandbox), "utf8")) as Marker;
       await writeFileAtomic(this.markerFile(sandbox), JSON.stringify({ ...m, qemuPid: rt.pid } satisfies Marker) + "\n", { mode: 0o600 });
     }

@@ -2,6 +2,7 @@
 // their disks or root file systems, the QEMU and LXC processes that run them, and their
 // backups to and restores from the backup server. One operation at a time per guest.
 import { execFile } from "node:child_process";
+import { once } from "node:events";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
@@ -36,6 +37,14 @@ export interface GuestManagerOptions {
   /** a connection to the backup server, opened per operation (`rate`: bytes per second) */
   repository: (rate?: number, store?: string) => Promise<RemoteRepository>;
   log: (line: string) => void;
+  /**
+   * On a cluster, a guest id is the cluster's: placed on this node before the guest is made
+   * here (refused when another node has it), given up when it is removed.
+   */
+  placement?: {
+    claim(config: Pick<GuestConfig, "id" | "kind" | "name">): Promise<void>;
+    release(id: number): Promise<void>;
+  };
 }
 
 export class GuestManager {
@@ -43,6 +52,8 @@ export class GuestManager {
   private readonly running = new Map<number, Runtime>();
   private readonly busy = new Map<number, string>();
   private readonly last = new Map<number, LastBackup>();
+  /** drill sandboxes: the node's own, never placed in the cluster */
+  private readonly sandboxes = new Set<number>();
   private kit: Promise<GuestKit> | undefined;
   private readonly opts: GuestManagerOptions;
 
@@ -145,6 +156,7 @@ export class GuestManager {
         if (config.kind === "vm") for (const f of Object.values(config.disks)) if (!fs.existsSync(f)) throw new GordeError("not-found", `disk ${f} of VM ${id} does not exist.`);
         if (config.kind === "ct" && !fs.existsSync(config.rootfs)) throw new GordeError("not-found", `root file system ${config.rootfs} of container ${id} does not exist.`);
         this.checkPortFree(config);
+        await this.opts.placement?.claim(config);
       } else {
         const d = req.demo;
         const name = d.name ?? `${d.kind}${d.id}`;
@@ -153,11 +165,17 @@ export class GuestManager {
             ? { kind: "vm", id, name, memoryMiB: d.memoryMiB ?? 256, cpus: d.cpus ?? 1, disks: { disk0: this.dir("images", String(id), "disk0.raw") }, httpPort: d.httpPort, agent: true, healthChecks: DEMO_VM_HEALTH_CHECKS }
             : { kind: "ct", id, name, memoryMiB: d.memoryMiB ?? 64, cpus: d.cpus ?? 1, rootfs: this.dir("rootfs", String(id)), init: "/init", httpPort: d.httpPort, healthChecks: DEMO_CT_HEALTH_CHECKS };
         this.checkPortFree(config);
-        if (config.kind === "vm") {
-          await fsp.mkdir(this.dir("images", String(id)), { recursive: true });
-          await buildVmDisk(config.disks.disk0!, (d.diskMiB ?? 1024) * 1024 * 1024, name);
-        } else {
-          await buildCtRootfs(config.rootfs, name);
+        await this.opts.placement?.claim(config);
+        try {
+          if (config.kind === "vm") {
+            await fsp.mkdir(this.dir("images", String(id)), { recursive: true });
+            await buildVmDisk(config.disks.disk0!, (d.diskMiB ?? 1024) * 1024 * 1024, name);
+          } else {
+            await buildCtRootfs(config.rootfs, name);
+          }
+        } catch (err) {
+          await this.opts.placement?.release(id).catch(() => undefined);
+          throw err;
         }
       }
       await this.saveConfig(config);
@@ -177,10 +195,12 @@ export class GuestManager {
     });
   }
 
-  async remove(id: number): Promise<void> {
+  /** Removes a stopped guest; `keepPlacement`: its id stays this node's in the cluster (a failed recovery's copy, tried again). */
+  async remove(id: number, opts: { keepPlacement?: boolean } = {}): Promise<void> {
     const c = this.config(id);
     if (this.running.has(id)) throw new GordeError("locked", `guest ${id} is running; stop it before removing it.`);
     await this.exclusive(id, "a removal", async () => {
+      if (!this.sandboxes.has(id) && !opts.keepPlacement) await this.opts.placement?.release(id);
       await fsp.rm(this.dir("guests", `${id}.json`), { force: true });
       await fsp.rm(this.dir("guests", `${id}.last-backup`), { force: true });
       this.configs.delete(id);
@@ -355,6 +375,8 @@ export class GuestManager {
         const existing = this.configs.get(id);
         return await this.exclusive(id, "a restore", async () => {
           say(`restoring ${orig.kind} ${orig.id} (${orig.name}) from ${reader.name} as guest ${id} on node ${this.opts.nodeName}`);
+          if (opts.sandbox) this.sandboxes.add(id);
+          else await this.opts.placement?.claim({ id, kind: orig.kind, name: id === orig.id ? orig.name : `${orig.name}-${id}` });
           const port = req.httpPort ?? (await this.portFor(orig.httpPort, id));
           const staging = this.dir("images", `.restore-${id}-${process.pid}`);
           await fsp.rm(staging, { recursive: true, force: true });
@@ -392,6 +414,10 @@ export class GuestManager {
               await this.startNow(id);
               say(`started ${config.kind} ${id}`);
             }
+          } catch (err) {
+            // A restore that made nothing here gives its id back to the cluster.
+            if (!existing && !opts.sandbox && !this.configs.has(id)) await this.opts.placement?.release(id).catch(() => undefined);
+            throw err;
           } finally {
             await fsp.rm(staging, { recursive: true, force: true });
           }
@@ -447,7 +473,9 @@ export class GuestManager {
     if (fs.existsSync(path.join(runDir, `ct${id}`, "config"))) {
       await execFileP("lxc-stop", ["-P", runDir, "-n", `ct${id}`, "-k"]).catch(() => undefined);
     }
+    this.sandboxes.add(id);
     if (this.configs.has(id)) await this.remove(id);
+    this.sandboxes.delete(id);
     for (const f of await fsp.readdir(this.dir("images"))) {
       if (f.startsWith(`.restore-${id}-`)) await fsp.rm(this.dir("images", f), { recursive: true, force: true });
     }
@@ -456,10 +484,73 @@ export class GuestManager {
     await fsp.rm(runDir, { recursive: true, force: true });
   }
 
-  /** Starts the guests marked `onboot`; one that fails is logged, the others start. */
-  async startOnBoot(): Promise<void> {
+  /** Where guest `id`'s processes keep their sockets and logs: every one names it on its command line. */
+  runDir(id: number): string {
+    return this.dir("run", String(id));
+  }
+
+  /** Whether guest `id` runs on this node. */
+  isRunning(id: number): boolean {
+    return this.running.has(id);
+  }
+
+  /** Whether an operation (a backup, a restore, a start) holds guest `id`. */
+  isBusy(id: number): boolean {
+    return this.busy.has(id);
+  }
+
+  /**
+   * Kills guest `id` at once, without asking it to shut down (the node is being fenced: the
+   * guest must be dead before the node's lease can lapse); resolves once its process is gone.
+   */
+  async fence(id: number): Promise<void> {
+    const rt = this.running.get(id);
+    if (!rt) return;
+    this.running.delete(id);
+    if (rt.kind === "vm") {
+      // Not through QMP: a stuck QEMU must die too.
+      const child = rt.vm.child;
+      if (child.exitCode === null && child.signalCode === null) {
+        const gone = once(child, "exit");
+        child.kill("SIGKILL");
+        await gone;
+      }
+      rt.vm.qmp.close();
+    } else {
+      await rt.ct.stop(0);
+    }
+    this.opts.log(`fenced guest ${id}: killed`);
+  }
+
+  /**
+   * Moves guest `id` aside: the cluster gave it to another node while this one was lost.
+   * Its configuration and disks go to <dataDir>/displaced/<id>-<time>/, kept for the
+   * operator (never deleted); answers where.
+   */
+  async displace(id: number): Promise<string> {
+    const c = this.config(id);
+    if (this.running.has(id)) throw new GordeError("locked", `guest ${id} runs on node ${this.opts.nodeName}; it cannot be moved aside.`);
+    return this.exclusive(id, "moving it aside", async () => {
+      const to = this.dir("displaced", `${id}-${new Date().toISOString().replace(/[:.]/g, "-")}`);
+      await fsp.mkdir(to, { recursive: true, mode: 0o700 });
+      const move = async (from: string, name: string): Promise<void> => {
+        if (fs.existsSync(from)) await fsp.rename(from, path.join(to, name));
+      };
+      await move(this.dir("guests", `${id}.json`), "config.json");
+      await move(this.dir("guests", `${id}.last-backup`), "last-backup");
+      if (c.kind === "vm") await move(this.dir("images", String(id)), "images");
+      else if (c.rootfs === this.dir("rootfs", String(id))) await move(c.rootfs, "rootfs");
+      await fsp.rm(this.dir("run", String(id)), { recursive: true, force: true });
+      this.configs.delete(id);
+      this.last.delete(id);
+      return to;
+    });
+  }
+
+  /** Starts the guests marked `onboot` (but those in `except`); one that fails is logged, the others start. */
+  async startOnBoot(except: ReadonlySet<number> = new Set()): Promise<void> {
     for (const [id, c] of this.configs) {
-      if (c.onboot) await this.start(id).catch((e: Error) => this.opts.log(`guest ${id} did not start on boot: ${e.message}`));
+      if (c.onboot && !except.has(id)) await this.start(id).catch((e: Error) => this.opts.log(`guest ${id} did not start on boot: ${e.message}`));
     }
   }
 

@@ -22,6 +22,11 @@ import { DrillHistory } from "../jobs/drill-history.ts";
 import { DrillRunner } from "./drill.ts";
 import { ensureCertificate } from "../host/tls.ts";
 import { GuestManager } from "./guests.ts";
+import { ClusterGuests } from "../cluster/ha-store.ts";
+import { RecoveryHistory } from "../jobs/recovery-history.ts";
+import { FenceHelper } from "./fence-helper-client.ts";
+import { HaAgent } from "./ha-agent.ts";
+import { haHandlers } from "./ha-handlers.ts";
 import { PlanRunner } from "../jobs/plan-runner.ts";
 import { nodeJobRunner } from "./node-jobs.ts";
 import { DEFAULT_NODE_PORT, type NodeConfig, serverSecret } from "./node-config.ts";
@@ -66,11 +71,21 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     if (store !== undefined) url.pathname = `/${store}`;
     return RemoteRepository.connect(url.toString(), { secret, fingerprint: config.server.fingerprint, rate });
   };
+  // On a cluster, guest ids are the cluster's (the membership opens below, before any guest starts).
+  const late: { membership?: ClusterMembership; ha?: HaAgent } = {};
+  const placed = (): ClusterGuests | undefined => {
+    const store = late.membership?.clusterStore;
+    return store ? new ClusterGuests(store) : undefined;
+  };
   const guests = await GuestManager.open({
     dataDir: config.dataDir,
     nodeName: config.name,
     repository,
     log,
+    placement: {
+      claim: async (c) => placed()?.claim(c.id, { node: config.name, kind: c.kind, name: c.name }),
+      release: async (id) => placed()?.release(id, config.name),
+    },
   });
   // Before any guest starts: a sandbox left by a drill the node died in goes first.
   const drillHistory = DrillHistory.open(path.join(stateDir, "drills.db"));
@@ -86,34 +101,55 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     log,
   });
 
-  const cluster = await ClusterMembership.open({ stateDir, member: config.name, role: "node", guests: () => guests.ids(), log });
+  const fence = new FenceHelper(log);
+  const membership = await ClusterMembership.open({ stateDir, member: config.name, role: "node", guests: () => guests.ids(), onRenewed: (at) => fence.renewed(at), log });
+  late.membership = membership;
+  const recoveries = RecoveryHistory.open(path.join(stateDir, "recoveries.db"));
+  const clustered = membership.cluster !== undefined;
   const handlers: ApiHandlers<typeof NODE_ROUTES> = {
     version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
     ...guestHandlers({ auth, config, guests, drills, drillHistory, tasks, log }),
     ...taskHandlers(auth, tasks),
     ...planHandlers(auth, jobs, log),
     ...accessHandlers(auth, log),
-    ...clusterHandlers(auth, cluster),
-    createCluster: createClusterHandler(auth, cluster),
+    ...clusterHandlers(auth, membership),
+    createCluster: createClusterHandler(auth, membership),
+    ...haHandlers({ auth, ha: () => late.ha, recoveries }),
   };
 
   const dispatch = apiDispatcher({ routes: NODE_ROUTES, handlers, auth, log });
   const host = opts.host ?? "0.0.0.0";
   /** Everything but the listener, in order: a drill under way removes its sandbox before the guests stop. */
+  // The guests stop before the lease is given up: a survivor takes them only once they are down.
   const closeParts = async (): Promise<void> => {
+    await late.ha?.close();
     await jobs.close();
     await tasks.close();
     await drills.close();
     drillHistory.close();
-    await cluster.close();
     await guests.close();
+    fence.close();
+    await membership.close();
+    recoveries.close();
   };
   const listener = await listenHttps({ host, port: opts.port ?? DEFAULT_NODE_PORT, cert, dispatch }).catch(async (err: unknown) => {
     await closeParts();
     throw err;
   });
   log(`node ${config.name} listening on ${host}:${listener.port}`);
-  await guests.startOnBoot();
+  // Alone, a node starts its onboot guests now; on a cluster its HA agent does, once it has read the cluster's state.
+  if (!clustered) await guests.startOnBoot();
+  late.ha = HaAgent.start({
+    node: config.name,
+    membership,
+    guests,
+    drills,
+    history: recoveries,
+    fence,
+    startOnBoot: clustered,
+    notify: (o) => jobs.tell({ job: "ha-recovery", kind: "ha", ...o }),
+    log,
+  });
   return {
     name: config.name,
     port: listener.port,

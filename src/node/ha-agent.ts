@@ -1,0 +1,357 @@
+// A node's HA agent (PVE's LRM and CRM in one, on every node): once a second it reads the
+// cluster's placements, HA resources and live nodes, and
+//
+// - fences: when the node's last answered lease renewal is SELF_FENCE_AFTER_MS old, its
+//   HA guests are killed (the fence helper, outside this process, does the same at the same
+//   deadline in case this process is stuck);
+// - keeps its own HA guests as asked: started (restarted up to max-restart times), or stopped;
+// - places its guests in the cluster, and moves aside a guest the cluster gave to another
+//   node while this one was lost (never starting it, never deleting it);
+// - recovers: a guest of a node whose lease has lapsed, RECOVERY_DELAY_MS after it saw it
+//   lapse, is taken in one transaction (only if still on the lost node), restored from its
+//   newest good backup, started and checked as a drill checks; RPO and RTO recorded.
+//
+// No HA guest starts unless the node's lease was renewed within START_WITHIN_MS.
+import type { HaResource } from "../api/ha-routes.ts";
+import { type ClusterView, ClusterGuests, type HaEntry, type Read, shownResource, sidOf } from "../cluster/ha-store.ts";
+import { HA_LOOP_MS, LEASE_TTL_S, RECOVERY_DELAY_MS, SELF_FENCE_AFTER_MS, START_WITHIN_MS, monotonicMs } from "../cluster/ha-timing.ts";
+import type { ClusterMembership } from "../cluster/membership.ts";
+import { GordeError } from "../errors.ts";
+import type { RecoveryHistory } from "../jobs/recovery-history.ts";
+import type { DrillRunner } from "./drill.ts";
+import type { FenceHelper } from "./fence-helper-client.ts";
+import type { GuestManager } from "./guests.ts";
+
+/** A recovery that failed for want of the backup server (or the cluster) is tried again after this long. */
+const RETRY_MS = 5000;
+
+export interface HaAgentOptions {
+  node: string;
+  membership: ClusterMembership;
+  guests: GuestManager;
+  drills: DrillRunner;
+  history: RecoveryHistory;
+  fence: FenceHelper;
+  /** the node's onboot guests are still to start (a node of a cluster starts them once it has read the cluster's state) */
+  startOnBoot: boolean;
+  /** tells the plan's notification targets */
+  notify: (o: { result: "ok" | "failed"; start: number; end: number; message: string; log: string }) => Promise<void>;
+  log: (line: string) => void;
+}
+
+function seconds(ms: number): number {
+  return Math.round(ms / 10) / 100;
+}
+
+function sentence(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).replace(/\.$/, "");
+}
+
+/** Failures that are no fault of the backup: the server or the cluster did not answer. Tried again, without end. */
+function passing(err: unknown): boolean {
+  return err instanceof GordeError ? err.code === "io" || err.code === "locked" : true;
+}
+
+export class HaAgent {
+  private readonly o: HaAgentOptions;
+  private timer: NodeJS.Timeout | undefined;
+  private tick: Promise<void> | undefined;
+  private closed = false;
+  private readonly closing = new AbortController();
+  /** the state as last read; undefined until the cluster answered once */
+  private view: ClusterView | undefined;
+  /** nodes seen without a lease: since when (monotonic and wall clock) */
+  private readonly lost = new Map<string, { mono: number; wall: number }>();
+  private readonly recovering = new Map<number, Promise<void>>();
+  private readonly retryAfter = new Map<number, number>();
+  /** restarts of each own HA guest since it last ran for a while */
+  private readonly restarts = new Map<number, number>();
+  private readonly wasRunning = new Set<number>();
+  private fenced = false;
+  private bootDone: boolean;
+  private unansweredSaid = false;
+  private readonly said = new Set<string>();
+
+  private constructor(o: HaAgentOptions) {
+    this.o = o;
+    this.bootDone = !o.startOnBoot;
+  }
+
+  static start(o: HaAgentOptions): HaAgent {
+    const a = new HaAgent(o);
+    const loop = (): void => {
+      if (a.closed) return;
+      a.tick = a.step().catch((err: unknown) => o.log(`HA agent: ${sentence(err)}`));
+      void a.tick.finally(() => {
+        if (!a.closed) a.timer = setTimeout(loop, HA_LOOP_MS);
+      });
+    };
+    loop();
+    return a;
+  }
+
+  /** The HA resources as an operator sees them (read from the cluster now). */
+  async resources(): Promise<HaResource[]> {
+    const view = await this.store().view();
+    return [...view.resources].sort(([a], [b]) => a - b).map(([id, r]) => shownResource(id, r.value, view.placements.get(id)?.value, view.online));
+  }
+
+  store(): ClusterGuests {
+    const s = this.o.membership.clusterStore;
+    if (!s) throw new GordeError("not-found", `node ${this.o.node} is in no cluster.`);
+    return new ClusterGuests(s);
+  }
+
+  /** HA guests placed here as last read (all running guests while nothing was read: none may outlive a fence). */
+  private haHere(): number[] {
+    const v = this.view;
+    if (!v) return this.o.guests.ids().filter((id) => this.o.guests.isRunning(id));
+    return [...v.resources.keys()].filter((id) => v.placements.get(id)?.value.node === this.o.node);
+  }
+
+  /** Tells the fence helper which guests are this node's HA guests (those being recovered here too). */
+  private armFence(also?: number): void {
+    const ids = new Set([...this.haHere(), ...this.recovering.keys()]);
+    if (also !== undefined) ids.add(also);
+    this.o.fence.arm([...ids].map((id) => this.o.guests.runDir(id)));
+  }
+
+  private say(key: string, line: string): void {
+    if (this.said.has(key)) return;
+    this.said.add(key);
+    this.o.log(line);
+  }
+
+  private leaseFresh(): boolean {
+    return this.o.membership.leaseAge() < START_WITHIN_MS;
+  }
+
+  private async step(): Promise<void> {
+    const { guests, membership } = this.o;
+    if (!membership.clusterStore) return;
+    // The fence first: nothing below may delay it.
+    this.armFence();
+    const here = this.haHere();
+    if (membership.leaseAge() >= SELF_FENCE_AFTER_MS) {
+      const running = here.filter((id) => guests.isRunning(id));
+      if (running.length && !this.fenced) this.o.log(`fencing: the cluster lease of ${this.o.node} was last renewed ${seconds(membership.leaseAge())} s ago; killing HA guests ${running.join(", ")}`);
+      this.fenced = true;
+      await Promise.all(running.map((id) => guests.fence(id).catch((e: unknown) => this.o.log(`fencing guest ${id} failed: ${sentence(e)}`))));
+      return;
+    }
+    let view: ClusterView;
+    try {
+      view = await this.store().view();
+    } catch (err) {
+      if (!this.unansweredSaid) this.o.log(`HA: the cluster does not answer (${sentence(err)}); HA guests here are killed if the lease is not renewed within ${SELF_FENCE_AFTER_MS / 1000} s`);
+      this.unansweredSaid = true;
+      return;
+    }
+    if (this.unansweredSaid) this.o.log("HA: the cluster answers again");
+    this.unansweredSaid = false;
+    if (this.fenced) {
+      this.o.log(`the cluster lease of ${this.o.node} is renewed again after the fence`);
+      this.fenced = false;
+    }
+    this.view = view;
+    await this.placeOwnGuests(view);
+    if (!this.bootDone) {
+      this.bootDone = true;
+      // HA guests are the agent's to start; the others start as they would alone.
+      await guests.startOnBoot(new Set(view.resources.keys()));
+    }
+    for (const [id, r] of view.resources) {
+      const placed = view.placements.get(id);
+      if (!placed) continue;
+      if (placed.value.node === this.o.node) await this.keep(id, r, view);
+      else if (!view.online.has(placed.value.node)) await this.maybeRecover(id, r, view);
+    }
+    for (const node of [...this.lost.keys()]) if (view.online.has(node)) this.lost.delete(node);
+  }
+
+  /** Places this node's guests that the cluster does not know; moves aside an HA guest the cluster gave away. */
+  private async placeOwnGuests(view: ClusterView): Promise<void> {
+    const { guests } = this.o;
+    for (const id of guests.ids()) {
+      const placed = view.placements.get(id)?.value;
+      if (placed?.node === this.o.node || this.recovering.has(id) || guests.isBusy(id)) continue;
+      const c = guests.config(id);
+      if (!placed) {
+        await this.store()
+          .claim(id, { node: this.o.node, kind: c.kind, name: c.name })
+          .catch((e: unknown) => this.say(`claim-${id}`, `guest ${id} could not be placed in the cluster: ${sentence(e)}`));
+        continue;
+      }
+      if (!view.resources.has(id)) {
+        this.say(`conflict-${id}`, `guest id ${id} of this node is the id of a guest on node ${placed.node} in the cluster; give one of them another id`);
+        continue;
+      }
+      // Recovered on another node while this one was lost: this copy must never run again.
+      if (guests.isRunning(id)) await guests.fence(id);
+      const to = await guests.displace(id);
+      this.o.log(`guest ${id} was recovered on node ${placed.node} while this node was lost: this node's copy is not started; its configuration and disks are kept in ${to}`);
+    }
+  }
+
+  /** An HA guest placed here: running when asked to be, stopped when not. */
+  private async keep(id: number, r: Read<HaEntry>, view: ClusterView): Promise<void> {
+    const { guests } = this.o;
+    const e = r.value;
+    if (this.recovering.has(id)) return;
+    if (e.state === "recovery") {
+      if (guests.isRunning(id)) {
+        // Recovered, and only its state was not written (the cluster did not answer then).
+        await this.store().setState(id, r, { state: "started", reason: undefined, failedRecoveries: 0, lostNode: undefined, lostAt: undefined });
+        return;
+      }
+      // Taken by this node: its recovery failed, or was cut off by a restart. Again, from backup.
+      if ((this.retryAfter.get(id) ?? 0) <= Date.now()) this.startRecovery(id, r, view);
+      return;
+    }
+    if (!guests.ids().includes(id) || guests.isBusy(id)) return;
+    const running = guests.isRunning(id);
+    if (e.request === "stopped") {
+      if (running) {
+        this.o.log(`HA: stopping ${e.sid} as requested`);
+        await guests.stop(id).catch((err: unknown) => this.o.log(`HA: ${e.sid} did not stop: ${sentence(err)}`));
+      }
+      if (e.state !== "stopped") await this.store().setState(id, r, { state: "stopped", reason: undefined });
+      this.wasRunning.delete(id);
+      return;
+    }
+    if (running) {
+      this.wasRunning.add(id);
+      if (e.state !== "started") await this.store().setState(id, r, { state: "started", reason: undefined, failedRecoveries: 0, lostNode: undefined, lostAt: undefined });
+      return;
+    }
+    if (e.state === "error") return;
+    if (!this.leaseFresh()) return;
+    const n = this.wasRunning.has(id) ? (this.restarts.get(id) ?? 0) + 1 : 0;
+    if (n > e.maxRestart) {
+      await this.store().setState(id, r, { state: "error", reason: `stopped ${n} times on node ${this.o.node} (max-restart ${e.maxRestart}); look at its console, then set it started again` });
+      this.o.log(`HA: ${e.sid} is in error: it stopped more often than max-restart ${e.maxRestart} allows`);
+      return;
+    }
+    this.restarts.set(id, n);
+    this.wasRunning.delete(id);
+    this.o.log(n === 0 ? `HA: starting ${e.sid}` : `HA: ${e.sid} stopped; starting it again (restart ${n} of ${e.maxRestart})`);
+    try {
+      this.armFence(id);
+      await guests.start(id);
+      this.wasRunning.add(id);
+    } catch (err) {
+      this.wasRunning.add(id);
+      this.o.log(`HA: ${e.sid} did not start: ${sentence(err)}`);
+    }
+  }
+
+  /** A guest of a lost node: taken once the node's lease lapsed and the delay passed. */
+  private async maybeRecover(id: number, r: Read<HaEntry>, view: ClusterView): Promise<void> {
+    const e = r.value;
+    if (e.request !== "started" || e.state === "error" || e.state === "stopped") return;
+    const placed = view.placements.get(id)!;
+    const from = placed.value.node;
+    let lost = this.lost.get(from);
+    if (!lost) {
+      lost = { mono: monotonicMs(), wall: Date.now() };
+      this.lost.set(from, lost);
+      this.o.log(`HA: node ${from} has no lease; its HA guests are taken over in ${RECOVERY_DELAY_MS / 1000} s unless it renews it`);
+    }
+    if (monotonicMs() - lost.mono < RECOVERY_DELAY_MS || !this.leaseFresh()) return;
+    const lostAt = lost.wall - LEASE_TTL_S * 1000;
+    const reason = `node ${from} was lost: recovering from backup on ${this.o.node}`;
+    const took = await this.store().take(id, { placement: placed, resource: r, to: this.o.node, reason, lostAt });
+    if (!took) return;
+    this.o.log(`HA: took ${e.sid} from lost node ${from} (its lease lapsed ${seconds(Date.now() - lost.wall)} s ago)`);
+    const now = await this.store().view();
+    const taken = now.resources.get(id);
+    if (taken) this.startRecovery(id, taken, now, { seenLost: lost.wall, takenAt: Date.now() });
+  }
+
+  private startRecovery(id: number, r: Read<HaEntry>, view: ClusterView, times?: { seenLost: number; takenAt: number }): void {
+    const p = this.recover(id, r, view, times)
+      .catch((err: unknown) => this.o.log(`HA: recovery of guest ${id}: ${sentence(err)}`))
+      .finally(() => this.recovering.delete(id));
+    this.recovering.set(id, p);
+  }
+
+  /** Restores a taken guest from its newest good backup, starts it, runs its checks; records RPO and RTO. */
+  private async recover(id: number, r: Read<HaEntry>, view: ClusterView, times?: { seenLost: number; takenAt: number }): Promise<void> {
+    const { guests, drills, history } = this.o;
+    const e = r.value;
+    const kind = e.sid.startsWith("vm:") ? "vm" : "ct";
+    const from = e.lostNode ?? "?";
+    const failedAt = e.lostAt ?? Date.now();
+    const lines: string[] = [];
+    const say = (line: string): void => {
+      lines.push(`${new Date().toISOString()} ${line}`);
+      this.o.log(`HA ${e.sid}: ${line}`);
+    };
+    const hid = history.begin({ guest: id, sid: e.sid, from, node: this.o.node, failedAt });
+    const signal = this.closing.signal;
+    let snapshot: string | undefined;
+    let rpo: number | undefined;
+    let restoredAt: number | undefined;
+    try {
+      say(`recovering ${e.sid} of lost node ${from} on ${this.o.node}`);
+      const plan = await drills.recoveryPlan(id, kind);
+      snapshot = plan.snapshot;
+      rpo = Math.max(0, Math.round(failedAt / 1000) - plan.time);
+      say(`newest good backup: ${plan.snapshot} (its age at the failure ${rpo} s)`);
+      // A copy left here from an earlier time is kept aside, never overwritten.
+      if (guests.ids().includes(id)) say(`an older copy of guest ${id} on this node moved to ${await guests.displace(id)}`);
+      await guests.restore({ snapshot: plan.snapshot, id }, { signal, say });
+      restoredAt = Date.now();
+      if (!this.leaseFresh()) throw new GordeError("io", `the cluster lease of ${this.o.node} is not fresh; the guest is not started`);
+      this.armFence(id);
+      const status = await guests.start(id);
+      say(`started ${e.sid} (service port ${status.httpPort})`);
+      this.wasRunning.add(id);
+      const checks = await drills.checkRunning(plan, { port: status.httpPort, signal, say });
+      const end = Date.now();
+      const rto = seconds(end - failedAt);
+      const split = {
+        detectSeconds: times ? seconds(times.seenLost - failedAt) : null,
+        fenceSeconds: times ? seconds(times.takenAt - times.seenLost) : null,
+        restoreSeconds: times ? seconds(restoredAt - times.takenAt) : null,
+        bootSeconds: seconds(end - restoredAt),
+      };
+      say(`recovered: ${checks.length} checks passing; RPO ${rpo} s, RTO ${rto} s`);
+      const cur = (await this.store().view()).resources.get(id);
+      if (cur) await this.store().setState(id, cur, { state: "started", reason: undefined, failedRecoveries: 0, lostNode: undefined, lostAt: undefined });
+      history.finish(hid, { end, result: "recovered", error: null, log: lines.join("\n") + "\n", snapshot, rpoSeconds: rpo, rtoSeconds: rto, ...split });
+      await this.o.notify({ result: "ok", start: failedAt, end, message: `${e.sid} of lost node ${from} recovered on ${this.o.node} from ${snapshot}: RPO ${rpo} s, RTO ${rto} s`, log: lines.join("\n") }).catch(() => undefined);
+    } catch (err) {
+      const why = sentence(err);
+      say(`not recovered: ${why}`);
+      history.finish(hid, { end: Date.now(), result: "failed", error: why, log: lines.join("\n") + "\n", snapshot, rpoSeconds: rpo ?? null });
+      // Whatever was made here is taken down: the next attempt starts clean.
+      // The copy this recovery made is a copy of the backup: removed, the next attempt starts clean.
+      if (guests.ids().includes(id) && restoredAt !== undefined) {
+        await guests.stop(id).catch(() => undefined);
+        await guests.remove(id, { keepPlacement: true }).catch((e: unknown) => say(`its copy could not be removed: ${sentence(e)}`));
+      }
+      const cur = (await this.store().view().catch(() => undefined))?.resources.get(id);
+      if (cur && !signal.aborted) {
+        const tries = cur.value.failedRecoveries + (passing(err) ? 0 : 1);
+        const error = tries > cur.value.maxRelocate;
+        await this.store()
+          .setState(id, cur, { state: error ? "error" : "recovery", reason: `${error ? "recovery failed" : "recovery waits"}: ${why}`, failedRecoveries: tries })
+          .catch(() => undefined);
+        await this.o.notify({ result: "failed", start: failedAt, end: Date.now(), message: `${e.sid} of lost node ${from} not recovered on ${this.o.node}: ${why}`, log: lines.join("\n") }).catch(() => undefined);
+      }
+      this.retryAfter.set(id, Date.now() + RETRY_MS);
+    }
+  }
+
+  /** Stops the loop and the recoveries under way (the node is stopping). */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.closing.abort(new GordeError("io", "the node is stopping"));
+    await this.tick?.catch(() => undefined);
+    await Promise.all([...this.recovering.values()]);
+  }
+}
+
+export { sidOf };

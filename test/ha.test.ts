@@ -1,0 +1,205 @@
+// HA on a real cluster (three etcd members on 127.0.0.1: two `gorde node` processes and the
+// backup server as witness) with a real container: ids are the cluster's, `gorde ha`
+// refuses what it cannot do, and when node1's agent is killed its container dies with it
+// and comes back on node2 from its backup, answering the snapshot's data, with RPO and RTO
+// recorded; node1 back starts nothing and keeps its old copy aside. Then node2's agent is
+// stopped (SIGSTOP, stuck): its fence helper kills the container before its lease lapses,
+// node1 takes it back, and node2, continued, starts nothing. A watcher samples which node
+// runs a copy every 50 ms: never both.
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, before, describe, it } from "node:test";
+import type { HaResource, Recovery } from "../src/api/ha-routes.ts";
+import { NodeClient } from "../src/client/node-client.ts";
+import { etcdAvailable } from "../src/cluster/etcd-member.ts";
+import { lxcAvailable } from "../src/node/lxc.ts";
+import { serviceGet } from "./guest-fixture.ts";
+import { tempDir } from "./helpers.ts";
+import { type NodeProcess, type ServerProcess, freePort, gorde, startNodeProcess, startServerProcess } from "./server-fixture.ts";
+
+const etcd = etcdAvailable();
+const lxc = lxcAvailable();
+const why = !etcd.ok ? etcd.why : !lxc.ok ? lxc.why : undefined;
+if (why) console.error(`\n*** SKIPPED: HA tests: ${why}. ***\n`);
+
+/** Whether a container copy of guest `id` runs from `dataDir`: its lxc-start (the monitor lives as long as the container). */
+function copyRuns(dataDir: string, id: number): boolean {
+  const runDir = path.join(dataDir, "run", String(id));
+  for (const p of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      const cmd = fs.readFileSync(`/proc/${p}/cmdline`, "utf8").split("\0");
+      const stat = fs.readFileSync(`/proc/${p}/stat`, "utf8");
+      const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+      // A process counts until it is reaped: a zombie is gone, a stopped one runs.
+      if (state !== "Z" && cmd[0]?.endsWith("lxc-start") && cmd.includes(runDir)) return true;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return false;
+}
+
+void describe("HA: a guest comes back on the other node from its backup", { skip: why ?? false }, () => {
+  const tmp = tempDir("gorde-ha-");
+  let server: ServerProcess;
+  const nodes: Record<"node1" | "node2", NodeProcess | undefined> = { node1: undefined, node2: undefined };
+  const dataDir = (n: string): string => path.join(tmp.dir, n);
+  const start = async (name: "node1" | "node2"): Promise<NodeProcess> => {
+    const n = await startNodeProcess({ name, dataDir: dataDir(name), serverUrl: server.url("store"), serverFingerprint: server.fingerprint, serverSecret: "admin-pass-1" });
+    nodes[name] = n;
+    return n;
+  };
+  const node = (name: "node1" | "node2"): NodeProcess => nodes[name]!;
+  const cli = (n: NodeProcess, args: string[], env: Record<string, string> = {}) => gorde([...args, "--node", n.url(), "--fingerprint", n.fingerprint], { GORDE_PASSWORD: "node-admin-1", ...env }, 120_000);
+  const haStatus = async (n: NodeProcess): Promise<HaResource[]> => {
+    const r = await cli(n, ["ha", "status", "--json"]);
+    assert.equal(r.code, 0, r.err);
+    return JSON.parse(r.out) as HaResource[];
+  };
+  /** Polls `ha status` on `n` until `ok`; answers the states seen on the way. */
+  const until = async (n: NodeProcess, ok: (r: HaResource | undefined) => boolean, seconds: number): Promise<{ last: HaResource | undefined; seen: Set<string> }> => {
+    const seen = new Set<string>();
+    const deadline = Date.now() + seconds * 1000;
+    for (;;) {
+      const r = (await haStatus(n).catch(() => [] as HaResource[])).find((x) => x.sid === "ct:101");
+      if (r) seen.add(`${r.state}@${r.node}`);
+      if (ok(r)) return { last: r, seen };
+      if (Date.now() > deadline) throw new Error(`ct:101 not as expected within ${seconds} s; states seen ${[...seen].join(", ")}; node1:\n${nodes.node1?.stderr().slice(-3000)}\nnode2:\n${nodes.node2?.stderr().slice(-3000)}`);
+      await sleep(300);
+    }
+  };
+  // Which node runs a copy of guest 101, sampled all along.
+  let both = 0;
+  let samples = 0;
+  let watching = true;
+  const watcher = (async () => {
+    while (watching) {
+      const a = copyRuns(dataDir("node1"), 101);
+      const b = copyRuns(dataDir("node2"), 101);
+      samples++;
+      if (a && b) both++;
+      await sleep(50);
+    }
+  })();
+
+  before(async () => {
+    server = await startServerProcess({ stateDir: path.join(tmp.dir, "server"), datastores: { store: path.join(tmp.dir, "store") } });
+    await start("node1");
+    await start("node2");
+    const listen = async (): Promise<string[]> => ["--address", "127.0.0.1", "--peer-port", String(await freePort()), "--client-port", String(await freePort())];
+    const member = { GORDE_MEMBER_PASSWORD: "node-admin-1" };
+    const joinArgs = async (): Promise<string[]> => ["lab", node("node1").url(), "--member-fingerprint", node("node1").fingerprint, ...(await listen())];
+    for (const [r, what] of [
+      [await cli(node("node1"), ["cluster", "create", "lab", ...(await listen())]), "create"],
+      [await cli(node("node2"), ["cluster", "join", ...(await joinArgs())], member), "join"],
+      [await gorde(["cluster", "witness", ...(await joinArgs()), "--server", `https://admin@127.0.0.1:${server.port}`, "--fingerprint", server.fingerprint], { GORDE_PASSWORD: "admin-pass-1", ...member }, 120_000), "witness"],
+    ] as const) {
+      assert.equal(r.code, 0, `cluster ${what}: ${r.err}`);
+    }
+  });
+
+  after(async () => {
+    watching = false;
+    await watcher;
+    // Out of HA first: a node stopping would otherwise hand its guest to the other.
+    for (const n of Object.values(nodes)) n?.child.kill("SIGCONT");
+    if (nodes.node1) await cli(nodes.node1, ["ha", "remove", "ct:101"]).catch(() => undefined);
+    for (const n of Object.values(nodes)) {
+      await n?.stop();
+    }
+    await server?.stop();
+    tmp.cleanup();
+  });
+
+  void it("keeps guest ids unique in the cluster and refuses what HA cannot do", async () => {
+    const port = await freePort();
+    const created = await cli(node("node1"), ["guest", "create", "101", "--demo", "ct", "--port", String(port)]);
+    assert.equal(created.code, 0, created.err);
+    const twice = await cli(node("node2"), ["guest", "create", "101", "--demo", "ct", "--port", String(await freePort())]);
+    assert.equal(twice.code, 3);
+    assert.match(twice.err, /guest id 101 is in use on node node1 of the cluster/);
+    assert.equal(fs.existsSync(path.join(dataDir("node2"), "guests", "101.json")), false, "nothing made on node2");
+
+    const unknown = await cli(node("node2"), ["ha", "add", "ct:999"]);
+    assert.equal(unknown.code, 3);
+    assert.match(unknown.err, /no guest 999 in the cluster/);
+    const wrongKind = await cli(node("node2"), ["ha", "add", "vm:101"]);
+    assert.equal(wrongKind.code, 2);
+    assert.match(wrongKind.err, /guest 101 is a container: name it ct:101/);
+    const bad = await cli(node("node2"), ["ha", "add", "101"]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.err, /name a guest as vm:<id> or ct:<id>/);
+    assert.deepEqual(await haStatus(node("node1")), [], "nothing added");
+
+    // Started by HA, backed up with a note the recovered copy must answer.
+    const added = await cli(node("node2"), ["ha", "add", "ct:101"]);
+    assert.equal(added.code, 0, added.err);
+    const again = await cli(node("node1"), ["ha", "add", "ct:101"]);
+    assert.equal(again.code, 3);
+    assert.match(again.err, /ct:101 is an HA resource already/);
+    const running = await until(node("node1"), (r) => r?.state === "started" && r.node === "node1", 60);
+    assert.equal(running.last?.node, "node1");
+    await serviceGet(port, "/cgi-bin/note", 60_000, { method: "POST", body: "written before the failover" });
+    const client = await NodeClient.connect(node("node1").url(), { secret: "node-admin-1", fingerprint: node("node1").fingerprint });
+    try {
+      await client.backup(101, {});
+    } finally {
+      client.close();
+    }
+    const remove = await cli(node("node1"), ["guest", "remove", "101"]);
+    assert.notEqual(remove.code, 0);
+    assert.match(remove.err, /guest 101 is (running|an HA resource)/);
+  });
+
+  void it("recovers the container on node2 from backup when node1's agent is killed; node1 back starts nothing", async () => {
+    assert.ok(copyRuns(dataDir("node1"), 101));
+    await node("node1").stop("SIGKILL");
+    const killedAt = Date.now();
+    // The container dies with the agent (its parent-death signal), at once.
+    for (const deadline = Date.now() + 5000; copyRuns(dataDir("node1"), 101) && Date.now() < deadline; ) await sleep(50);
+    assert.equal(copyRuns(dataDir("node1"), 101), false, "node1's container died with its agent");
+    const back = await until(node("node2"), (r) => r?.state === "started" && r.node === "node2", 90);
+    const took = (Date.now() - killedAt) / 1000;
+    assert.ok(back.seen.has("fence@node1"), `fence was shown while node1's lease lapsed: ${[...back.seen].join(", ")}`);
+    const port = JSON.parse((await cli(node("node2"), ["guest", "config", "101", "--json"])).out) as { httpPort: number };
+    assert.equal(await serviceGet(port.httpPort, "/cgi-bin/note", 10_000), "written before the failover", "the recovered copy answers the snapshot's data");
+    const recs = JSON.parse((await cli(node("node2"), ["ha", "recoveries", "--json"])).out) as Recovery[];
+    const rec = recs[0]!;
+    assert.equal(rec.result, "recovered", rec.log);
+    assert.equal(rec.from, "node1");
+    assert.match(rec.snapshot ?? "", /^ct\/101\//);
+    assert.ok(rec.rpoSeconds !== null && rec.rpoSeconds >= 0 && rec.rtoSeconds !== null && rec.rtoSeconds > 0, JSON.stringify(rec));
+    console.log(`ct:101 recovered on node2 ${took.toFixed(1)} s after node1 was killed: RTO ${rec.rtoSeconds} s (detection ${rec.detectSeconds}, fence wait ${rec.fenceSeconds}, restore ${rec.restoreSeconds}, boot and checks ${rec.bootSeconds}), RPO ${rec.rpoSeconds} s`);
+
+    // node1 comes back: it starts nothing, and its old copy is kept aside, not deleted.
+    await start("node1");
+    await sleep(4000);
+    assert.equal(copyRuns(dataDir("node1"), 101), false, "node1 did not start its old copy");
+    assert.equal(fs.existsSync(path.join(dataDir("node1"), "guests", "101.json")), false);
+    const aside = fs.readdirSync(path.join(dataDir("node1"), "displaced"));
+    assert.equal(aside.length, 1);
+    assert.ok(fs.existsSync(path.join(dataDir("node1"), "displaced", aside[0]!, "rootfs")), "its root file system is kept");
+    assert.match(node("node1").stderr(), /guest 101 was recovered on node node2 while this node was lost/);
+    assert.equal((await until(node("node1"), (r) => r?.state === "started", 10)).last?.node, "node2");
+  });
+
+  void it("fences a stuck agent's container through its fence helper; the survivor takes it, the agent continued starts nothing", async () => {
+    assert.ok(copyRuns(dataDir("node2"), 101));
+    node("node2").child.kill("SIGSTOP");
+    const stoppedAt = Date.now();
+    for (const deadline = Date.now() + 15_000; copyRuns(dataDir("node2"), 101) && Date.now() < deadline; ) await sleep(50);
+    const fencedAfter = (Date.now() - stoppedAt) / 1000;
+    assert.equal(copyRuns(dataDir("node2"), 101), false, "the fence helper killed the stuck node's container");
+    const back = await until(node("node1"), (r) => r?.state === "started" && r.node === "node1", 90);
+    console.log(`a stuck node2 fenced ${fencedAfter.toFixed(1)} s after SIGSTOP; ct:101 running on node1 ${((Date.now() - stoppedAt) / 1000).toFixed(1)} s after it (states ${[...back.seen].join(", ")})`);
+    node("node2").child.kill("SIGCONT");
+    await until(node("node2"), (r) => r?.node === "node1", 30);
+    await sleep(4000);
+    assert.equal(copyRuns(dataDir("node2"), 101), false, "node2, continued, did not start its copy");
+    assert.ok(samples > 100, `the watcher sampled (${samples})`);
+    assert.equal(both, 0, "never two copies of the container at once");
+  });
+});
