@@ -10,6 +10,7 @@ import { z } from "zod";
 import type { HaResource } from "../api/ha-routes.ts";
 import { GordeError } from "../errors.ts";
 import type { ClusterStore } from "./cluster-store.ts";
+import { parseAlive } from "./membership.ts";
 
 export const PlacementSchema = z.strictObject({ node: z.string(), kind: z.enum(["vm", "ct"]), name: z.string() });
 export type Placement = z.infer<typeof PlacementSchema>;
@@ -41,6 +42,8 @@ export interface ClusterView {
   resources: Map<number, Read<HaEntry>>;
   /** nodes whose lease is alive */
   online: Set<string>;
+  /** when each of them last renewed its lease (ms since the epoch), as it published */
+  renewedAt: Map<string, number>;
 }
 
 function parse<T>(schema: z.ZodType<T>, raw: string): T | undefined {
@@ -96,7 +99,12 @@ export class ClusterGuests {
   /** Everything the HA agents decide on, read at once. */
   async view(): Promise<ClusterView> {
     const [placements, resources, alive] = await Promise.all([this.store.list("guests/"), this.store.list("ha/"), this.store.list("alive/")]);
-    return { placements: readAll(placements, PlacementSchema), resources: readAll(resources, HaEntrySchema), online: new Set(alive.keys()) };
+    const renewedAt = new Map<string, number>();
+    for (const [node, v] of alive) {
+      const at = parseAlive(v).renewedAt;
+      if (at !== undefined) renewedAt.set(node, at);
+    }
+    return { placements: readAll(placements, PlacementSchema), resources: readAll(resources, HaEntrySchema), online: new Set(alive.keys()), renewedAt };
   }
 
   private async placement(id: number): Promise<Read<Placement> | undefined> {

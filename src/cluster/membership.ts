@@ -66,6 +66,8 @@ export class ClusterMembership {
   private published = "";
   /** when (monotonicMs) the last renewal of the lease that etcd answered was sent */
   private renewedAt: number | undefined;
+  /** the same, in ms since the epoch (published for the others) */
+  private renewedWall: number | undefined;
 
   private constructor(o: MembershipOptions) {
     this.o = o;
@@ -198,7 +200,7 @@ export class ClusterMembership {
       const [known, alive, members] = await Promise.all([store.list("nodes/"), store.list("alive/"), store.members()]);
       nodes = [...known.keys()].sort().map((name) => {
         const a = alive.get(name);
-        return { name, online: a !== undefined, guests: a === undefined ? [] : guestsOf(a) };
+        return { name, online: a !== undefined, guests: a === undefined ? [] : parseAlive(a).guests };
       });
       const w = members.find((m) => m.name === "witness");
       witness = w?.clientUrl !== undefined && (await healthy(w.clientUrl, tls));
@@ -263,7 +265,10 @@ export class ClusterMembership {
       // A host starting again must start even when the others are down: it waits for them.
       waitForLeader: !restart,
     });
-    this.store = ClusterStore.connect(file.clientUrls, tls);
+    // The host's own member only: its answers are the majority's (linearizable), and it fails
+    // only when this host is cut off. A client that also used the other members would see
+    // every call sent to a member that is down fail (etcd's client picks one per call).
+    this.store = ClusterStore.connect([file.clientUrl], tls);
     await before?.();
     if (file.role !== "node") return;
     if (!restart) return this.announce();
@@ -312,7 +317,7 @@ export class ClusterMembership {
         this.renewed(at);
         if (failing) this.o.log(`the cluster lease of ${this.o.member} is renewed again`);
         failing = false;
-        await this.publish(false).catch(() => undefined);
+        await this.publish(true).catch(() => undefined);
       } catch (err) {
         if (this.lease !== lease || !this.store) return;
         if (lease.revoked()) {
@@ -338,13 +343,17 @@ export class ClusterMembership {
   }
 
   private renewed(sentAt: number): void {
+    this.renewedWall = Date.now() - (monotonicMs() - sentAt);
     this.renewedAt = sentAt;
     this.o.onRenewed?.(sentAt);
   }
 
-  /** Puts the node's alive key with its guests, when they changed (or `always`). */
+  /**
+   * Puts the node's alive key: its guests, and when (ms since the epoch) its last answered
+   * renewal was sent — what a survivor counts a failure's RTO from once the key is gone.
+   */
   private async publish(always: boolean): Promise<void> {
-    const value = JSON.stringify({ guests: [...(this.o.guests?.() ?? [])].sort((a, b) => a - b) });
+    const value = JSON.stringify({ guests: [...(this.o.guests?.() ?? [])].sort((a, b) => a - b), renewedAt: this.renewedWall });
     if (!always && value === this.published) return;
     if (!this.store || !this.lease) return;
     await this.store.putWithLease(this.lease, `alive/${this.o.member}`, value);
@@ -376,15 +385,15 @@ function memberFilesTls(etcdDir: string): MemberTls {
   }
 }
 
-const AliveSchema = z.object({ guests: z.array(z.number().int()) });
+const AliveSchema = z.object({ guests: z.array(z.number().int()), renewedAt: z.number().optional() });
 
-/** A node's guests as its alive key says them (nothing when the value is not gorde's). */
-function guestsOf(value: string): number[] {
+/** A node's alive key: its guests and its last renewal (nothing when the value is not gorde's). */
+export function parseAlive(value: string): { guests: number[]; renewedAt?: number } {
   try {
     const r = AliveSchema.safeParse(JSON.parse(value));
-    return r.success ? r.data.guests : [];
+    return r.success ? r.data : { guests: [] };
   } catch {
-    return [];
+    return { guests: [] };
   }
 }
 

@@ -60,6 +60,8 @@ export class HaAgent {
   private readonly closing = new AbortController();
   /** the state as last read; undefined until the cluster answered once */
   private view: ClusterView | undefined;
+  /** each node's last renewal as last seen while it was online (ms since the epoch) */
+  private readonly lastRenewal = new Map<string, number>();
   /** nodes seen without a lease: since when (monotonic and wall clock) */
   private readonly lost = new Map<string, { mono: number; wall: number }>();
   private readonly recovering = new Map<number, Promise<void>>();
@@ -154,6 +156,7 @@ export class HaAgent {
       this.fenced = false;
     }
     this.view = view;
+    for (const [node, at] of view.renewedAt) this.lastRenewal.set(node, at);
     await this.placeOwnGuests(view);
     if (!this.bootDone) {
       this.bootDone = true;
@@ -258,7 +261,8 @@ export class HaAgent {
       this.o.log(`HA: node ${from} has no lease; its HA guests are taken over in ${RECOVERY_DELAY_MS / 1000} s unless it renews it`);
     }
     if (monotonicMs() - lost.mono < RECOVERY_DELAY_MS || !this.leaseFresh()) return;
-    const lostAt = lost.wall - LEASE_TTL_S * 1000;
+    // The failure: the lost node's last renewal as it published it (else estimated from the TTL).
+    const lostAt = Math.min(this.lastRenewal.get(from) ?? lost.wall - LEASE_TTL_S * 1000, lost.wall);
     const reason = `node ${from} was lost: recovering from backup on ${this.o.node}`;
     const took = await this.store().take(id, { placement: placed, resource: r, to: this.o.node, reason, lostAt });
     if (!took) return;
