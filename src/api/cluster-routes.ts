@@ -37,6 +37,20 @@ export const JoinBundleSchema = z.strictObject({
 });
 export type JoinBundle = z.infer<typeof JoinBundleSchema>;
 
+/** What a host is told to join a cluster with: the cluster's name, a member node and its administrator's credentials, where to listen. */
+const JoinClusterSchema = z.strictObject({
+  /** the cluster's name, as its member must confirm */
+  cluster: ClusterName,
+  member: z.strictObject({
+    /** https://<user>[!<token>]@<host>[:<port>] of a node of the cluster */
+    url: z.string().startsWith("https://").max(1024),
+    fingerprint: z.string().min(1).max(200),
+    secret: z.string().min(1).max(1024),
+  }),
+  ...Listen,
+});
+export type JoinClusterBody = z.infer<typeof JoinClusterSchema>;
+
 export const CLUSTER_ROUTES = {
   clusterStatus: route({
     method: "GET",
@@ -52,17 +66,7 @@ export const CLUSTER_ROUTES = {
     summary: "Joins this host to the cluster of a member (a node), given that member's address and an administrator's credentials there",
     access: "system",
     permission: "Sys.Modify on /",
-    body: z.strictObject({
-      /** the cluster's name, as its member must confirm */
-      cluster: ClusterName,
-      member: z.strictObject({
-        /** https://<user>[!<token>]@<host>[:<port>] of a node of the cluster */
-        url: z.string().startsWith("https://").max(1024),
-        fingerprint: z.string().min(1).max(200),
-        secret: z.string().min(1).max(1024),
-      }),
-      ...Listen,
-    }),
+    body: JoinClusterSchema,
     response: ClusterStatusSchema,
   }),
   admitMember: route({

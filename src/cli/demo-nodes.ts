@@ -39,12 +39,20 @@ export interface RunningNode {
   fingerprint: string;
   adminPassword: string;
   client: NodeClient;
+  dataDir: string;
+  /** the agent's process */
+  child: ChildProcess;
+  /** what the agent wrote on stderr (its log) */
+  log(): string;
 }
 
 const MAIN = new URL("./main.ts", import.meta.url).pathname;
 
-/** Starts `gorde node` as its own process; resolves once it printed its fingerprint. */
-async function startNodeProcess(ctx: NodeStoryContext, name: string): Promise<RunningNode> {
+/**
+ * Starts `gorde node` as its own process; resolves once it printed its fingerprint. Started
+ * again (`adminPassword` of its first start), it keeps its data directory and users.
+ */
+export async function startNodeProcess(ctx: NodeStoryContext, name: string, adminPassword = randomBytes(12).toString("base64url")): Promise<RunningNode> {
   const dataDir = path.join(ctx.work, name);
   fs.mkdirSync(dataDir, { recursive: true });
   const secretFile = path.join(dataDir, "server-secret");
@@ -52,10 +60,10 @@ async function startNodeProcess(ctx: NodeStoryContext, name: string): Promise<Ru
   const port = await freePort();
   const config = path.join(dataDir, "node.json");
   fs.writeFileSync(config, JSON.stringify({ name, dataDir, listen: `127.0.0.1:${port}`, server: { url: ctx.serverUrl, fingerprint: ctx.serverFingerprint, secretFile } }, null, 2));
-  const adminPassword = randomBytes(12).toString("base64url");
   const child: ChildProcess = spawn(process.execPath, [MAIN, "node", "--config", config], { env: { ...process.env, GORDE_ADMIN_PASSWORD: adminPassword }, stdio: ["ignore", "pipe", "pipe"] });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   ctx.onStop(async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
     child.kill("SIGTERM");
     const t = setTimeout(() => child.kill("SIGKILL"), 30_000);
     await exited;
@@ -74,11 +82,11 @@ async function startNodeProcess(ctx: NodeStoryContext, name: string): Promise<Ru
   });
   const client = await NodeClient.connect(`https://admin@127.0.0.1:${port}`, { secret: adminPassword, fingerprint });
   ctx.onStop(() => Promise.resolve(client.close()));
-  return { name, port, fingerprint, adminPassword, client };
+  return { name, port, fingerprint, adminPassword, client, dataDir, child, log: () => err };
 }
 
 /** A demo guest's service, asked until it answers (the VM boots in seconds under TCG). */
-async function service(port: number, p: string, init?: RequestInit, ms = 90_000): Promise<string> {
+export async function service(port: number, p: string, init?: RequestInit, ms = 90_000): Promise<string> {
   const deadline = Date.now() + ms;
   for (;;) {
     try {
@@ -92,7 +100,13 @@ async function service(port: number, p: string, init?: RequestInit, ms = 90_000)
   }
 }
 
-export async function nodeStory(ctx: NodeStoryContext): Promise<RunningNode[]> {
+export interface DemoGuest {
+  id: number;
+  kind: "vm" | "ct";
+  port: number;
+}
+
+export async function nodeStory(ctx: NodeStoryContext): Promise<{ nodes: [RunningNode, RunningNode]; guests: DemoGuest[] }> {
   const { say, title, check } = ctx;
   const lxc = lxcAvailable();
   title("Two nodes: `gorde node` processes, each with its own HTTPS API, certificate and users");
@@ -102,7 +116,7 @@ export async function nodeStory(ctx: NodeStoryContext): Promise<RunningNode[]> {
   say("   both back up to the server with one identity (the cluster's token, role DatastorePowerUser)");
 
   title("The demo VM (QEMU) and container (LXC) on node1, built from Debian packages");
-  const guests: { id: number; kind: "vm" | "ct"; port: number }[] = [{ id: 100, kind: "vm", port: await freePort() }];
+  const guests: DemoGuest[] = [{ id: 100, kind: "vm", port: await freePort() }];
   if (lxc.ok) guests.push({ id: 101, kind: "ct", port: await freePort() });
   else say(`   SKIPPED the container: ${lxc.why}`);
   for (const g of guests) {
@@ -164,7 +178,7 @@ export async function nodeStory(ctx: NodeStoryContext): Promise<RunningNode[]> {
   }
   await drillStory(ctx, node1, guests);
   await planStory(ctx, node1, guests.map((g) => g.id));
-  return [node1, node2];
+  return { nodes: [node1, node2], guests };
 }
 
 function drillLine(d: DrillRecord): string {

@@ -5,7 +5,8 @@
 // collected and verified as server tasks, restored bit for bit, and pulled to an offsite
 // server. Then the nodes' story (demo-nodes.ts): real guests on one node, backed up live,
 // restored as working guests on another, restore drills of both (and of a broken snapshot,
-// which must fail), and a plan whose scheduled backups run by themselves. With --json the
+// which must fail), and a plan whose scheduled backups run by themselves. Last the cluster
+// (demo-cluster.ts): both guests HA on node1, node1 killed, both back on node2 from backup. With --json the
 // story goes to stderr and stdout gets one document at the end (demo-report.ts).
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
@@ -20,6 +21,7 @@ import { RemoteRepository } from "../client/remote.ts";
 import { restoreArchive } from "../client/restore.ts";
 import { parseGroup } from "../format/names.ts";
 import { startServer } from "../server/server.ts";
+import { clusterStory } from "./demo-cluster.ts";
 import { nodeStory } from "./demo-nodes.ts";
 import { type DemoReport, DemoSteps } from "./demo-report.ts";
 import { formatBytes } from "./progress-bar.ts";
@@ -214,7 +216,7 @@ async function story(opts: DemoOptions, steps: DemoSteps): Promise<void> {
     say(`   a second sync pulls ${s2.snapshots} snapshots and ${s2.chunks} chunks`);
     check(s2.snapshots === 0 && s2.chunks === 0, "a second sync copies nothing");
 
-    const nodes = await nodeStory({
+    const nodeCtx = {
       work,
       serverUrl: `https://${token.tokenId}@127.0.0.1:${server.port}/cluster`,
       serverFingerprint: server.fingerprint,
@@ -222,9 +224,26 @@ async function story(opts: DemoOptions, steps: DemoSteps): Promise<void> {
       say,
       title,
       check,
-      onStop: (stop) => stops.unshift(stop),
+      onStop: (stop: () => Promise<void>) => stops.unshift(stop),
       drills: steps.drills,
-    });
+    };
+    const story = await nodeStory(nodeCtx);
+    const nodes = await clusterStory(
+      {
+        ...nodeCtx,
+        recoveries: steps.recoveries,
+        joinWitness: async (body) => {
+          const conn = await ServerConnection.connect({ host: "127.0.0.1", port: server.port, authId: "admin", secret: adminPassword, fingerprint: server.fingerprint });
+          try {
+            await conn.call(ROUTES, "joinCluster", { json: body });
+          } finally {
+            conn.close();
+          }
+        },
+      },
+      story.nodes,
+      story.guests,
+    );
 
     steps.end(true);
     say("\ndemo finished: every step worked");
