@@ -343,6 +343,8 @@ export class ClusterMembership {
   }
 
   private renewed(sentAt: number): void {
+    // A late renewal eats into the fence margin: said, so an operator sees a node that is too loaded.
+    if (this.renewedAt !== undefined && sentAt - this.renewedAt > 2 * LEASE_RENEW_MS) this.o.log(`the cluster lease of ${this.o.member} was renewed ${((sentAt - this.renewedAt) / 1000).toFixed(1)} s after the last renewal (every ${LEASE_RENEW_MS / 1000} s is the rule)`);
     this.renewedWall = Date.now() - (monotonicMs() - sentAt);
     this.renewedAt = sentAt;
     this.o.onRenewed?.(sentAt);

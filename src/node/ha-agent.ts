@@ -22,6 +22,8 @@ import type { DrillRunner } from "./drill.ts";
 import type { FenceHelper } from "./fence-helper-client.ts";
 import type { GuestManager } from "./guests.ts";
 
+/** How often the fence deadline is looked at. */
+const FENCE_CHECK_MS = 250;
 /** A recovery that failed for want of the backup server (or the cluster) is tried again after this long. */
 const RETRY_MS = 5000;
 
@@ -55,6 +57,8 @@ function passing(err: unknown): boolean {
 export class HaAgent {
   private readonly o: HaAgentOptions;
   private timer: NodeJS.Timeout | undefined;
+  private fenceTimer: NodeJS.Timeout | undefined;
+  private fencing: Promise<void> | undefined;
   private tick: Promise<void> | undefined;
   private closed = false;
   private readonly closing = new AbortController();
@@ -89,6 +93,9 @@ export class HaAgent {
       });
     };
     loop();
+    a.fenceTimer = setInterval(() => {
+      a.fencing ??= a.fenceCheck().finally(() => (a.fencing = undefined));
+    }, FENCE_CHECK_MS);
     return a;
   }
 
@@ -111,6 +118,26 @@ export class HaAgent {
     return [...v.resources.keys()].filter((id) => v.placements.get(id)?.value.node === this.o.node);
   }
 
+  /**
+   * Kills the node's HA guests once the last answered renewal of its lease is
+   * SELF_FENCE_AFTER_MS old. Runs on its own timer: a step of the loop waiting on a cluster
+   * that does not answer must not hold it up (the fence helper keeps the same deadline).
+   */
+  private async fenceCheck(): Promise<void> {
+    const { guests, membership } = this.o;
+    if (!membership.clusterStore) return;
+    const age = membership.leaseAge();
+    if (age < SELF_FENCE_AFTER_MS) {
+      if (this.fenced) this.o.log(`the cluster lease of ${this.o.node} is renewed again after the fence`);
+      this.fenced = false;
+      return;
+    }
+    const here = this.haHere();
+    if (!this.fenced && here.length) this.o.log(`fencing: the cluster lease of ${this.o.node} was last renewed ${seconds(age)} s ago; killing HA guests ${here.join(", ")} (its fence helper does the same)`);
+    this.fenced = true;
+    await Promise.all(here.filter((id) => guests.isRunning(id)).map((id) => guests.fence(id).catch((e: unknown) => this.o.log(`fencing guest ${id} failed: ${sentence(e)}`))));
+  }
+
   /** Tells the fence helper which guests are this node's HA guests (those being recovered here too). */
   private armFence(also?: number): void {
     const ids = new Set([...this.haHere(), ...this.recovering.keys()]);
@@ -131,16 +158,10 @@ export class HaAgent {
   private async step(): Promise<void> {
     const { guests, membership } = this.o;
     if (!membership.clusterStore) return;
-    // The fence first: nothing below may delay it.
     this.armFence();
-    const here = this.haHere();
-    if (membership.leaseAge() >= SELF_FENCE_AFTER_MS) {
-      const running = here.filter((id) => guests.isRunning(id));
-      if (running.length && !this.fenced) this.o.log(`fencing: the cluster lease of ${this.o.node} was last renewed ${seconds(membership.leaseAge())} s ago; killing HA guests ${running.join(", ")}`);
-      this.fenced = true;
-      await Promise.all(running.map((id) => guests.fence(id).catch((e: unknown) => this.o.log(`fencing guest ${id} failed: ${sentence(e)}`))));
-      return;
-    }
+    // Fenced, the node waits for its lease; the fence itself runs on its own timer (fenceCheck).
+    if (this.fenced) await this.fenceCheck();
+    if (this.fenced) return;
     let view: ClusterView;
     try {
       view = await this.store().view();
@@ -151,10 +172,6 @@ export class HaAgent {
     }
     if (this.unansweredSaid) this.o.log("HA: the cluster answers again");
     this.unansweredSaid = false;
-    if (this.fenced) {
-      this.o.log(`the cluster lease of ${this.o.node} is renewed again after the fence`);
-      this.fenced = false;
-    }
     this.view = view;
     for (const [node, at] of view.renewedAt) this.lastRenewal.set(node, at);
     await this.placeOwnGuests(view);
@@ -352,6 +369,8 @@ export class HaAgent {
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.timer);
+    clearInterval(this.fenceTimer);
+    await this.fencing;
     this.closing.abort(new GordeError("io", "the node is stopping"));
     await this.tick?.catch(() => undefined);
     await Promise.all([...this.recovering.values()]);
