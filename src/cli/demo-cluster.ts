@@ -34,7 +34,19 @@ function killIf(pid: number | undefined, what: string): boolean {
   }
 }
 
-async function waitGone(pids: number[], ms: number): Promise<boolean> {
+/**
+ * Kills a node whole, as a power cut would: its agent, its fence helper (the pid its log
+ * names) and its etcd member (etcd.pid), all with SIGKILL. Its guests die with the agent.
+ */
+export function killNodeWhole(node: { dataDir: string; log: string; agent: { kill(signal: NodeJS.Signals): boolean } }): { helperKilled: boolean; etcdKilled: boolean } {
+  const helperPid = Number([...node.log.matchAll(/fence helper started \(pid (\d+)\)/g)].at(-1)?.[1] ?? 0);
+  const pidFile = `${node.dataDir}/state/cluster/etcd/etcd.pid`;
+  const etcdPid = fs.existsSync(pidFile) ? Number(fs.readFileSync(pidFile, "utf8").trim()) : undefined;
+  node.agent.kill("SIGKILL");
+  return { helperKilled: killIf(helperPid, "fence-helper"), etcdKilled: killIf(etcdPid, "etcd") };
+}
+
+export async function waitGone(pids: number[], ms: number): Promise<boolean> {
   for (const deadline = Date.now() + ms; Date.now() < deadline; await sleep(50)) {
     if (pids.every((p) => !fs.existsSync(`/proc/${p}`) || fs.readFileSync(`/proc/${p}/stat`, "utf8").includes(") Z "))) return true;
   }
@@ -97,12 +109,8 @@ export async function clusterStory(ctx: ClusterStoryContext, nodes: [RunningNode
 
   title("node1 dies: its agent, fence helper, guests and etcd member killed");
   const guestPids = (await Promise.all(guests.map((g) => node1.client.call("guestStatus", { params: { id: g.id } })))).flatMap((s) => (s.pid ? [s.pid] : []));
-  const helperPid = Number([...node1.log().matchAll(/fence helper started \(pid (\d+)\)/g)].at(-1)?.[1] ?? 0);
-  const etcdPid = Number(fs.readFileSync(`${node1.dataDir}/state/cluster/etcd/etcd.pid`, "utf8").trim());
   const killedAt = Date.now();
-  node1.child.kill("SIGKILL");
-  const helperKilled = killIf(helperPid, "fence-helper");
-  const etcdKilled = killIf(etcdPid, "etcd");
+  const { helperKilled, etcdKilled } = killNodeWhole({ dataDir: node1.dataDir, log: node1.log(), agent: node1.child });
   const guestsGone = await waitGone(guestPids, 5000);
   say(`   agent killed; fence helper ${helperKilled ? "killed" : "not running"}; etcd member ${etcdKilled ? "killed" : "not running"}; guests ${guestsGone ? "died with the agent" : "STILL RUNNING"}`);
   check(guestsGone, "node1's guests died with its agent");
