@@ -8,16 +8,11 @@ import os from "node:os";
 import path from "node:path";
 import type { DrillRecord } from "../src/api/node-routes.ts";
 import { NodeClient } from "../src/client/node-client.ts";
+import { median } from "./stats.ts";
 import { freePort, gorde, startNodeProcess, startServerProcess } from "../test/server-fixture.ts";
 
 const RUNS = Number(process.argv[2] ?? 5);
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "gorde-drill-bench-"));
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 const server = await startServerProcess({ stateDir: path.join(work, "server"), datastores: { store: path.join(work, "store") } });
 const admin = { GORDE_PASSWORD: "admin-pass-1", GORDE_FINGERPRINT: server.fingerprint, GORDE_NEW_PASSWORD: "cluster-pass-1" };

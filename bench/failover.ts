@@ -14,17 +14,12 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Recovery } from "../src/api/ha-routes.ts";
 import { NodeClient } from "../src/client/node-client.ts";
+import { median } from "./stats.ts";
 import { killNodeWhole, waitGone } from "../src/cli/demo-cluster.ts";
 import { type NodeProcess, freePort, gorde, startNodeProcess, startServerProcess } from "../test/server-fixture.ts";
 
 const RUNS = Number(process.argv[2] ?? 5);
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "gorde-failover-bench-"));
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 function range(xs: number[]): string {
   return `${median(xs).toFixed(1)} s (${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)})`;
