@@ -152,6 +152,12 @@ export class ClusterGuests {
     if (!(await this.store.swap({ [`ha/${id}`]: raw }, { [`ha/${id}`]: null }))) throw new GordeError("locked", `${sid} changed while it was being removed; try again.`);
   }
 
+  /** Guest `id`'s owner and whether it is an HA resource, read now (linearizable). */
+  async current(id: number): Promise<{ node: string | undefined; ha: boolean }> {
+    const [placed, ha] = await Promise.all([this.placement(id), this.store.get(`ha/${id}`)]);
+    return { node: placed?.value.node, ha: ha !== null };
+  }
+
   /** Writes a resource's new state if nobody changed it since `read`; answers whether it did. */
   async setState(id: number, read: Read<HaEntry>, next: Partial<HaEntry>): Promise<boolean> {
     const value: HaEntry = { ...read.value, ...next };
@@ -161,13 +167,15 @@ export class ClusterGuests {
 
   /**
    * Takes guest `id` from the lost node to `to`, in one transaction: only if it is still
-   * placed on the node it was and its resource is unchanged. Answers whether `to` has it now.
+   * placed on the node it was, its resource is unchanged and that node has no alive key
+   * (no lease). Answers whether `to` has it now.
    */
   async take(id: number, o: { placement: Read<Placement>; resource: Read<HaEntry>; to: string; reason: string; lostAt: number }): Promise<boolean> {
     const placed: Placement = { ...o.placement.value, node: o.to };
     const entry: HaEntry = { ...o.resource.value, state: "recovery", reason: o.reason, lostNode: o.placement.value.node, lostAt: o.lostAt };
+    // ...and only while the lost node holds no lease: one that came back keeps its guests.
     return this.store.swap(
-      { [`guests/${id}`]: o.placement.raw, [`ha/${id}`]: o.resource.raw },
+      { [`guests/${id}`]: o.placement.raw, [`ha/${id}`]: o.resource.raw, [`alive/${o.placement.value.node}`]: null },
       { [`guests/${id}`]: JSON.stringify(placed), [`ha/${id}`]: JSON.stringify(entry) },
     );
   }

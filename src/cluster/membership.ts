@@ -68,6 +68,8 @@ export class ClusterMembership {
   private renewedAt: number | undefined;
   /** the same, in ms since the epoch (published for the others) */
   private renewedWall: number | undefined;
+  /** how many leases this host was granted: a new one means the old one lapsed, and what was decided under it is void */
+  private generation = 0;
 
   private constructor(o: MembershipOptions) {
     this.o = o;
@@ -108,6 +110,11 @@ export class ClusterMembership {
   /** The cluster's state, while this host is in a cluster. */
   get clusterStore(): ClusterStore | undefined {
     return this.store;
+  }
+
+  /** Which lease the node holds (a new number each time one was granted after the last lapsed). */
+  get leaseGeneration(): number {
+    return this.generation;
   }
 
   /** How long ago (ms) the last answered renewal of the node's lease was sent; Infinity without a lease. */
@@ -306,14 +313,19 @@ export class ClusterMembership {
     const lease = store.lease(LEASE_TTL_S);
     await lease.grant();
     this.lease = lease;
-    this.renewed(sent);
+    // Fresh only once its alive key stands under the new lease: a survivor takes a node's
+    // guests only while that key is absent (ClusterGuests.take).
+    this.renewedWall = Date.now() - (monotonicMs() - sent);
     await this.publish(true);
+    this.generation++;
+    this.renewed(sent);
     let failing = false;
     const renew = async (): Promise<void> => {
       if (this.lease !== lease || !this.store) return;
       const at = monotonicMs();
       try {
         await lease.keepaliveOnce({ deadline: Date.now() + RENEW_TIMEOUT_MS });
+        if (this.lease !== lease || !this.store) return;
         this.renewed(at);
         if (failing) this.o.log(`the cluster lease of ${this.o.member} is renewed again`);
         failing = false;

@@ -53,8 +53,12 @@ function check(): void {
   if (agentGone && (passed || deadline === undefined)) process.exit(0);
 }
 
-// The agent gone, nobody reads what it says: that must not end the helper.
+// The agent gone, nobody reads what it says: that must not end the helper. Nor a SIGTERM
+// sent to everything the agent started (a service manager stopping it): the agent stops
+// its guests first and then tells the helper to exit.
 process.stderr.on("error", () => undefined);
+process.on("SIGTERM", () => undefined);
+process.on("SIGHUP", () => undefined);
 const lines = readline.createInterface({ input: process.stdin });
 lines.on("line", (line) => {
   try {

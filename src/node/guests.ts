@@ -44,6 +44,8 @@ export interface GuestManagerOptions {
   placement?: {
     claim(config: Pick<GuestConfig, "id" | "kind" | "name">): Promise<void>;
     release(id: number): Promise<void>;
+    /** throws unless guest `id` may start here (an HA guest: only on its node, under a fresh lease) */
+    mayStart(id: number): Promise<void>;
   };
 }
 
@@ -52,6 +54,7 @@ export class GuestManager {
   private readonly running = new Map<number, Runtime>();
   private readonly busy = new Map<number, string>();
   private readonly last = new Map<number, LastBackup>();
+  private closing = false;
   /** drill sandboxes: the node's own, never placed in the cluster */
   private readonly sandboxes = new Set<number>();
   private kit: Promise<GuestKit> | undefined;
@@ -221,6 +224,9 @@ export class GuestManager {
   private async startNow(id: number): Promise<void> {
     const c = this.config(id);
     if (this.running.has(id)) throw new GordeError("exists", `guest ${id} is running already.`);
+    if (this.closing) throw new GordeError("locked", `node ${this.opts.nodeName} is stopping; guest ${id} is not started.`);
+    // Every start goes through this gate (the API's, a restore's, a stop-mode backup's, HA's).
+    if (!this.sandboxes.has(id)) await this.opts.placement?.mayStart(id);
     const runDir = this.dir("run", String(id));
     await fsp.mkdir(runDir, { recursive: true });
     if (c.kind === "vm") {
@@ -556,6 +562,7 @@ export class GuestManager {
 
   /** Stops every guest (the node is shutting down). */
   async close(): Promise<void> {
+    this.closing = true;
     for (const id of [...this.running.keys()]) await this.stopNow(id).catch(() => undefined);
   }
 }

@@ -24,8 +24,11 @@ import type { GuestManager } from "./guests.ts";
 
 /** How often the fence deadline is looked at. */
 const FENCE_CHECK_MS = 250;
-/** A recovery that failed for want of the backup server (or the cluster) is tried again after this long. */
+/** A recovery that failed is tried again after this long, doubled each time up to RETRY_MAX_MS. */
 const RETRY_MS = 5000;
+const RETRY_MAX_MS = 60_000;
+/** Restarts of a guest that ran this long are forgiven. */
+const STABLE_MS = 10 * 60_000;
 
 export interface HaAgentOptions {
   node: string;
@@ -70,9 +73,12 @@ export class HaAgent {
   private readonly lost = new Map<string, { mono: number; wall: number }>();
   private readonly recovering = new Map<number, Promise<void>>();
   private readonly retryAfter = new Map<number, number>();
+  private readonly retryWait = new Map<number, number>();
+  private readonly toldFailure = new Map<number, string>();
   /** restarts of each own HA guest since it last ran for a while */
   private readonly restarts = new Map<number, number>();
   private readonly wasRunning = new Set<number>();
+  private readonly runningSince = new Map<number, number>();
   private fenced = false;
   private bootDone: boolean;
   private unansweredSaid = false;
@@ -111,6 +117,28 @@ export class HaAgent {
     return new ClusterGuests(s);
   }
 
+  /**
+   * The gate every start of a guest goes through on a node of a cluster: an HA guest starts
+   * only on the node that owns it, read now, under a lease that did not lapse since (the
+   * same lease and fresh: while it holds, its alive key keeps any survivor from taking the
+   * guest). Without an answer from the cluster nothing starts, as PVE without quorum.
+   */
+  async mayStart(id: number): Promise<void> {
+    const m = this.o.membership;
+    if (!m.clusterStore) return;
+    if (this.closed) throw new GordeError("locked", `node ${this.o.node} is stopping; guest ${id} is not started.`);
+    const generation = m.leaseGeneration;
+    let cur: { node: string | undefined; ha: boolean };
+    try {
+      cur = await this.store().current(id);
+    } catch (err) {
+      throw new GordeError("io", `guest ${id} is not started: the cluster does not answer, so whether it may run here is not known (${sentence(err)}).`);
+    }
+    if (!cur.ha) return;
+    if (cur.node !== this.o.node) throw new GordeError("locked", `HA guest ${id} belongs to node ${cur.node ?? "none"} in the cluster; it is not started on ${this.o.node}.`);
+    if (this.fenced || m.leaseGeneration !== generation || !this.leaseFresh()) throw new GordeError("io", `HA guest ${id} is not started: the cluster lease of ${this.o.node} is not fresh.`);
+  }
+
   /** HA guests placed here as last read (all running guests while nothing was read: none may outlive a fence). */
   private haHere(): number[] {
     const v = this.view;
@@ -132,7 +160,8 @@ export class HaAgent {
       this.fenced = false;
       return;
     }
-    const here = this.haHere();
+    const here = [...new Set([...this.haHere(), ...this.recovering.keys()])];
+    if (!this.fenced) for (const id of here) this.wasRunning.delete(id);
     if (!this.fenced && here.length) this.o.log(`fencing: the cluster lease of ${this.o.node} was last renewed ${seconds(age)} s ago; killing HA guests ${here.join(", ")} (its fence helper does the same)`);
     this.fenced = true;
     await Promise.all(here.filter((id) => guests.isRunning(id)).map((id) => guests.fence(id).catch((e: unknown) => this.o.log(`fencing guest ${id} failed: ${sentence(e)}`))));
@@ -161,11 +190,16 @@ export class HaAgent {
     this.armFence();
     // Fenced, the node waits for its lease; the fence itself runs on its own timer (fenceCheck).
     if (this.fenced) await this.fenceCheck();
-    if (this.fenced) return;
+    if (this.fenced) {
+      this.lost.clear();
+      return;
+    }
     let view: ClusterView;
     try {
       view = await this.store().view();
     } catch (err) {
+      // What this node saw of the others is stale now: a node seen lost is waited for anew.
+      this.lost.clear();
       if (!this.unansweredSaid) this.o.log(`HA: the cluster does not answer (${sentence(err)}); HA guests here are killed if the lease is not renewed within ${SELF_FENCE_AFTER_MS / 1000} s`);
       this.unansweredSaid = true;
       return;
@@ -183,8 +217,13 @@ export class HaAgent {
     for (const [id, r] of view.resources) {
       const placed = view.placements.get(id);
       if (!placed) continue;
-      if (placed.value.node === this.o.node) await this.keep(id, r, view);
-      else if (!view.online.has(placed.value.node)) await this.maybeRecover(id, r, view);
+      // One resource that fails (a write the cluster refused) does not hold up the others.
+      try {
+        if (placed.value.node === this.o.node) await this.keep(id, r, view);
+        else if (!view.online.has(placed.value.node)) await this.maybeRecover(id, r, view);
+      } catch (err) {
+        this.say(`step-${id}-${sentence(err)}`, `HA: ${r.value.sid}: ${sentence(err)}`);
+      }
     }
     for (const node of [...this.lost.keys()]) if (view.online.has(node)) this.lost.delete(node);
   }
@@ -241,14 +280,18 @@ export class HaAgent {
     }
     if (running) {
       this.wasRunning.add(id);
+      // A guest that ran a while has its restarts forgiven (PVE counts them per failure too).
+      if ((this.restarts.get(id) ?? 0) > 0 && (this.runningSince.get(id) ?? Date.now()) < Date.now() - STABLE_MS) this.restarts.delete(id);
+      if (!this.runningSince.has(id)) this.runningSince.set(id, Date.now());
       if (e.state !== "started") await this.store().setState(id, r, { state: "started", reason: undefined, failedRecoveries: 0, lostNode: undefined, lostAt: undefined });
       return;
     }
+    this.runningSince.delete(id);
     if (e.state === "error") return;
     if (!this.leaseFresh()) return;
     const n = this.wasRunning.has(id) ? (this.restarts.get(id) ?? 0) + 1 : 0;
     if (n > e.maxRestart) {
-      await this.store().setState(id, r, { state: "error", reason: `stopped ${n} times on node ${this.o.node} (max-restart ${e.maxRestart}); look at its console, then set it started again` });
+      await this.store().setState(id, r, { state: "error", reason: `stopped ${n} times on node ${this.o.node} (max-restart ${e.maxRestart}); look at its console, then take it out of HA and add it again (gorde ha remove, gorde ha add)` });
       this.o.log(`HA: ${e.sid} is in error: it stopped more often than max-restart ${e.maxRestart} allows`);
       return;
     }
@@ -340,6 +383,8 @@ export class HaAgent {
       say(`recovered: ${checks.length} checks passing; RPO ${rpo} s, RTO ${rto} s`);
       const cur = (await this.store().view()).resources.get(id);
       if (cur) await this.store().setState(id, cur, { state: "started", reason: undefined, failedRecoveries: 0, lostNode: undefined, lostAt: undefined });
+      this.retryWait.delete(id);
+      this.toldFailure.delete(id);
       history.finish(hid, { end, result: "recovered", error: null, log: lines.join("\n") + "\n", snapshot, rpoSeconds: rpo, rtoSeconds: rto, ...split });
       await this.o.notify({ result: "ok", start: failedAt, end, message: `${e.sid} of lost node ${from} recovered on ${this.o.node} from ${snapshot}: RPO ${rpo} s, RTO ${rto} s`, log: lines.join("\n") }).catch(() => undefined);
     } catch (err) {
@@ -359,9 +404,16 @@ export class HaAgent {
         await this.store()
           .setState(id, cur, { state: error ? "error" : "recovery", reason: `${error ? "recovery failed" : "recovery waits"}: ${why}`, failedRecoveries: tries })
           .catch(() => undefined);
-        await this.o.notify({ result: "failed", start: failedAt, end: Date.now(), message: `${e.sid} of lost node ${from} not recovered on ${this.o.node}: ${why}`, log: lines.join("\n") }).catch(() => undefined);
+        // Told once per reason: a backup server down for an hour is one message, not 700.
+        if (this.toldFailure.get(id) !== why) {
+          this.toldFailure.set(id, why);
+          await this.o.notify({ result: "failed", start: failedAt, end: Date.now(), message: `${e.sid} of lost node ${from} not recovered on ${this.o.node}: ${why}`, log: lines.join("\n") }).catch(() => undefined);
+        }
       }
-      this.retryAfter.set(id, Date.now() + RETRY_MS);
+      const wait = Math.min(RETRY_MAX_MS, (this.retryWait.get(id) ?? RETRY_MS / 2) * 2);
+      this.retryWait.set(id, wait);
+      this.retryAfter.set(id, Date.now() + wait);
+      say(`tried again in ${wait / 1000} s`);
     }
   }
 

@@ -85,6 +85,12 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     placement: {
       claim: async (c) => placed()?.claim(c.id, { node: config.name, kind: c.kind, name: c.name }),
       release: async (id) => placed()?.release(id, config.name),
+      // On a cluster the HA agent decides; before it runs, only a node in no cluster starts guests.
+      mayStart: async (id) => {
+        if (!late.membership?.clusterStore) return;
+        if (!late.ha) throw new GordeError("locked", `node ${config.name} is starting; guest ${id} is not started yet.`);
+        await late.ha.mayStart(id);
+      },
     },
   });
   // Before any guest starts: a sandbox left by a drill the node died in goes first.
