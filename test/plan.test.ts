@@ -148,6 +148,10 @@ notifications:
       copied = JSON.parse(r.out || "[]") as { snapshot: string }[];
     }
     assert.ok(copied.some((c) => c.snapshot.startsWith("ct/101/")), "the offsite server pulled the container's backup");
+    // While a sync reads a snapshot, the server refuses to remove it and the node's retention
+    // waits for its next run (logged): with the offsite server stopped, the next run's applies.
+    await offsite.stop();
+    const syncStopped = Date.now();
 
     // The server ran the verify job as a task of its own.
     const admin = await RemoteRepository.connect(`https://admin@127.0.0.1:${server.port}`, { secret: "admin-pass-1", fingerprint: server.fingerprint }, true);
@@ -169,6 +173,10 @@ notifications:
     assert.ok(rows[0]!.next && Date.parse(rows[0]!.next) > Date.now() - 1000);
     // Stopped, the node starts no more runs: the datastore shows what retention left.
     const told = await NodeClient.connect(node.url(), { secret: "node-admin-1", fingerprint: node.fingerprint });
+    for (const deadline = Date.now() + 30_000; Date.now() < deadline; await sleep(500)) {
+      const runs = await told.call("listRuns");
+      if (runs.some((r) => r.job === "every10" && r.start > syncStopped && /retention on ct\/101: \d+ removed, 1 kept/.test(r.log))) break;
+    }
     const story = (await told.call("listRuns").finally(() => told.close())).map((r) => `${r.job} ${r.result} ${r.error ?? ""}\n${r.log}`).join("\n");
     await node.stop();
     const snaps = await gorde(["snapshots", server.url("store"), "ct/101", "--json", "--fingerprint", server.fingerprint], { GORDE_PASSWORD: "admin-pass-1" });
