@@ -135,6 +135,12 @@ void describe("HA: a guest comes back on the other node from its backup", { skip
     const bad = await cli(node("node2"), ["ha", "add", "101"]);
     assert.equal(bad.code, 2);
     assert.match(bad.err, /name a guest as vm:<id> or ct:<id>/);
+    const badState = await cli(node("node2"), ["ha", "add", "ct:101", "--state", "running"]);
+    assert.equal(badState.code, 2);
+    assert.match(badState.err, /--state is started or stopped, not "running"/);
+    const notOne = await cli(node("node2"), ["ha", "remove", "ct:101"]);
+    assert.equal(notOne.code, 3);
+    assert.match(notOne.err, /ct:101 is not an HA resource/);
     assert.deepEqual(await haStatus(node("node1")), [], "nothing added");
 
     // Started by HA, backed up with a note the recovered copy must answer.

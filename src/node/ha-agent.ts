@@ -13,7 +13,7 @@
 //
 // No HA guest starts unless the node's lease was renewed within START_WITHIN_MS.
 import type { HaResource } from "../api/ha-routes.ts";
-import { type ClusterView, ClusterGuests, type HaEntry, type Read, shownResource, sidOf } from "../cluster/ha-store.ts";
+import { type ClusterView, ClusterGuests, type HaEntry, type Read, shownResource } from "../cluster/ha-store.ts";
 import { HA_LOOP_MS, LEASE_TTL_S, RECOVERY_DELAY_MS, SELF_FENCE_AFTER_MS, START_WITHIN_MS, monotonicMs } from "../cluster/ha-timing.ts";
 import type { ClusterMembership } from "../cluster/membership.ts";
 import { GordeError } from "../errors.ts";
@@ -219,7 +219,7 @@ export class HaAgent {
       if (!placed) continue;
       // One resource that fails (a write the cluster refused) does not hold up the others.
       try {
-        if (placed.value.node === this.o.node) await this.keep(id, r, view);
+        if (placed.value.node === this.o.node) await this.keep(id, r);
         else if (!view.online.has(placed.value.node)) await this.maybeRecover(id, r, view);
       } catch (err) {
         this.say(`step-${id}-${sentence(err)}`, `HA: ${r.value.sid}: ${sentence(err)}`);
@@ -253,7 +253,7 @@ export class HaAgent {
   }
 
   /** An HA guest placed here: running when asked to be, stopped when not. */
-  private async keep(id: number, r: Read<HaEntry>, view: ClusterView): Promise<void> {
+  private async keep(id: number, r: Read<HaEntry>): Promise<void> {
     const { guests } = this.o;
     const e = r.value;
     if (this.recovering.has(id)) return;
@@ -264,7 +264,7 @@ export class HaAgent {
         return;
       }
       // Taken by this node: its recovery failed, or was cut off by a restart. Again, from backup.
-      if ((this.retryAfter.get(id) ?? 0) <= Date.now()) this.startRecovery(id, r, view);
+      if ((this.retryAfter.get(id) ?? 0) <= Date.now()) this.startRecovery(id, r);
       return;
     }
     if (!guests.ids().includes(id) || guests.isBusy(id)) return;
@@ -329,18 +329,18 @@ export class HaAgent {
     this.o.log(`HA: took ${e.sid} from lost node ${from} (its lease lapsed ${seconds(Date.now() - lost.wall)} s ago)`);
     const now = await this.store().view();
     const taken = now.resources.get(id);
-    if (taken) this.startRecovery(id, taken, now, { seenLost: lost.wall, takenAt: Date.now() });
+    if (taken) this.startRecovery(id, taken, { seenLost: lost.wall, takenAt: Date.now() });
   }
 
-  private startRecovery(id: number, r: Read<HaEntry>, view: ClusterView, times?: { seenLost: number; takenAt: number }): void {
-    const p = this.recover(id, r, view, times)
+  private startRecovery(id: number, r: Read<HaEntry>, times?: { seenLost: number; takenAt: number }): void {
+    const p = this.recover(id, r, times)
       .catch((err: unknown) => this.o.log(`HA: recovery of guest ${id}: ${sentence(err)}`))
       .finally(() => this.recovering.delete(id));
     this.recovering.set(id, p);
   }
 
   /** Restores a taken guest from its newest good backup, starts it, runs its checks; records RPO and RTO. */
-  private async recover(id: number, r: Read<HaEntry>, view: ClusterView, times?: { seenLost: number; takenAt: number }): Promise<void> {
+  private async recover(id: number, r: Read<HaEntry>, times?: { seenLost: number; takenAt: number }): Promise<void> {
     const { guests, drills, history } = this.o;
     const e = r.value;
     const kind = e.sid.startsWith("vm:") ? "vm" : "ct";
@@ -429,4 +429,3 @@ export class HaAgent {
   }
 }
 
-export { sidOf };
