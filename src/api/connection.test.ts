@@ -2,6 +2,7 @@
 // failures (and none for requests that must not repeat), the bandwidth limit.
 import assert from "node:assert/strict";
 import http2 from "node:http2";
+import net from "node:net";
 import { after, before, describe, it } from "node:test";
 import { ensureCertificate } from "../host/tls.ts";
 import { tempDir } from "../../test/helpers.ts";
@@ -74,6 +75,39 @@ void describe("ServerConnection", () => {
       assert.ok(Date.now() - started >= 1200, `took ${Date.now() - started} ms`);
     } finally {
       c.close();
+    }
+  });
+
+  void it("gives up on a server that accepts but never answers, and on a connection whose pings go unanswered", { timeout: 30_000 }, async () => {
+    const sockets: net.Socket[] = [];
+    let frozen = false;
+    // A relay to the real server that can go silent: a server cut off by a firewall, as its client sees it.
+    const relay = net.createServer((client) => {
+      sockets.push(client);
+      if (frozen) return; // accepted, never answered
+      const up = net.connect(port, "127.0.0.1");
+      sockets.push(up);
+      for (const s of [client, up]) s.on("error", () => undefined);
+      client.on("data", (b: Buffer) => void (frozen || up.write(b)));
+      up.on("data", (b: Buffer) => void (frozen || client.write(b)));
+    });
+    await new Promise<void>((r) => relay.listen(0, "127.0.0.1", r));
+    const relayPort = (relay.address() as { port: number }).port;
+    try {
+      const c = await ServerConnection.connect({ host: "127.0.0.1", port: relayPort, authId: "u", secret: "s", fingerprint, attempts: 1, keepAlive: { everyMs: 200, timeoutMs: 300 } });
+      try {
+        assert.equal((await c.json<{ path: string }>("GET", "/through-the-relay")).path, "/through-the-relay");
+        frozen = true;
+        await assert.rejects(c.request("GET", "/frozen"), /did not answer a ping within 0.3 s/);
+      } finally {
+        c.close();
+      }
+      const started = Date.now();
+      await assert.rejects(ServerConnection.connect({ host: "127.0.0.1", port: relayPort, authId: "u", secret: "s", fingerprint }), /cannot connect to 127\.0\.0\.1:\d+: no answer within 10 s/);
+      assert.ok(Date.now() - started >= 9000, "it waited for its deadline");
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => relay.close(() => r()));
     }
   });
 

@@ -64,6 +64,8 @@ export interface ConnectOptions {
   /** attempts for a request that fails transiently (default 4) */
   attempts?: number;
   signal?: AbortSignal;
+  /** how often an open connection is pinged, and how long an answer may take (default 15 s and 10 s) */
+  keepAlive?: { everyMs: number; timeoutMs: number };
 }
 
 export interface Response {
@@ -107,6 +109,25 @@ class RateLimiter {
 
 const TRANSIENT_STATUS = new Set([502, 503, 504]);
 
+/** A connection (TCP and TLS) not made in this time fails. */
+const CONNECT_TIMEOUT_MS = 10_000;
+/** An open connection is pinged this often; one whose ping is not answered in time is closed (its requests fail and are retried on a new one). */
+const KEEP_ALIVE = { everyMs: 15_000, timeoutMs: 10_000 };
+
+/** Pings the server while the session is open: a peer that vanished (no FIN, no RST) is noticed instead of waited on for ever. */
+function keepAlive(session: http2.ClientHttp2Session, { everyMs, timeoutMs } = KEEP_ALIVE): void {
+  const timer = setInterval(() => {
+    const lapse = setTimeout(() => session.destroy(new Error(`the server did not answer a ping within ${timeoutMs / 1000} s`)), timeoutMs);
+    lapse.unref();
+    const sent = session.ping((err) => {
+      if (!err) clearTimeout(lapse);
+    });
+    if (!sent) clearTimeout(lapse);
+  }, everyMs);
+  timer.unref();
+  session.once("close", () => clearInterval(timer));
+}
+
 export class ServerConnection {
   readonly opts: ConnectOptions;
   private session: http2.ClientHttp2Session | undefined;
@@ -142,7 +163,10 @@ export class ServerConnection {
         settings: { initialWindowSize: 8 * 1024 * 1024, enablePush: false, maxFrameSize: 1024 * 1024 },
         maxSessionMemory: 256,
       });
+      // A server cut off by a firewall drops the SYN: without a deadline, the kernel's retries take two minutes.
+      const deadline = setTimeout(() => fail(new GordeError("io", `cannot connect to ${where}: no answer within ${CONNECT_TIMEOUT_MS / 1000} s.`)), CONNECT_TIMEOUT_MS);
       const fail = (err: Error & { code?: string }): void => {
+        clearTimeout(deadline);
         session.destroy();
         if (err instanceof GordeError) reject(err);
         else if (err.code === "ECONNREFUSED") reject(new GordeError("io", `no gorde server answers at ${where} (connection refused).`, { cause: err }));
@@ -162,8 +186,10 @@ export class ServerConnection {
           );
           return;
         }
+        clearTimeout(deadline);
         session.off("error", fail);
         session.on("error", () => undefined);
+        keepAlive(session, this.opts.keepAlive);
         session.setLocalWindowSize(64 * 1024 * 1024);
         session.once("close", () => {
           if (this.session === session) this.session = undefined;
