@@ -105,6 +105,8 @@ export async function writeMemberConfig(o: EtcdMemberOptions): Promise<string> {
     "heartbeat-interval": HEARTBEAT_MS,
     "election-timeout": ELECTION_TIMEOUT_MS,
     "strict-reconfig-check": true,
+    // A member cut off and back does not depose a leader the majority still hears.
+    "pre-vote": true,
     "client-transport-security": security,
     "peer-transport-security": security,
     logger: "zap",
