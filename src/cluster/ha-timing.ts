@@ -21,6 +21,9 @@ export const SELF_FENCE_AFTER_MS = 7000;
 export const START_WITHIN_MS = 5000;
 /** After a node's lease lapsed, the survivor waits this long before it takes the node's guests. */
 export const RECOVERY_DELAY_MS = 3000;
+/** A recovery that failed is tried again after this long, doubled each time up to RETRY_MAX_MS. */
+export const RETRY_MS = 5000;
+export const RETRY_MAX_MS = 60_000;
 /** How often each node's HA agent looks at the cluster's state. */
 export const HA_LOOP_MS = 1000;
 

@@ -14,7 +14,7 @@
 // No HA guest starts unless the node's lease was renewed within START_WITHIN_MS.
 import type { HaResource } from "../api/ha-routes.ts";
 import { type ClusterView, ClusterGuests, type HaEntry, type Read, shownResource } from "../cluster/ha-store.ts";
-import { HA_LOOP_MS, LEASE_TTL_S, RECOVERY_DELAY_MS, SELF_FENCE_AFTER_MS, START_WITHIN_MS, monotonicMs } from "../cluster/ha-timing.ts";
+import { HA_LOOP_MS, LEASE_TTL_S, RECOVERY_DELAY_MS, RETRY_MAX_MS, RETRY_MS, SELF_FENCE_AFTER_MS, START_WITHIN_MS, monotonicMs } from "../cluster/ha-timing.ts";
 import type { ClusterMembership } from "../cluster/membership.ts";
 import { GordeError } from "../errors.ts";
 import type { RecoveryHistory } from "../jobs/recovery-history.ts";
@@ -24,9 +24,6 @@ import type { GuestManager } from "./guests.ts";
 
 /** How often the fence deadline is looked at. */
 const FENCE_CHECK_MS = 250;
-/** A recovery that failed is tried again after this long, doubled each time up to RETRY_MAX_MS. */
-const RETRY_MS = 5000;
-const RETRY_MAX_MS = 60_000;
 /** Restarts of a guest that ran this long are forgiven. */
 const STABLE_MS = 10 * 60_000;
 
