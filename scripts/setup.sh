@@ -18,6 +18,8 @@ declare -A need=(
   [systemd-analyze]=systemd
   # the cluster's state: gorde runs its own etcd members (src/cluster/)
   [etcd]=etcd-server
+  # the partition tests: network namespaces joined by a bridge, links cut with nft rules
+  [ip]=iproute2 [nft]=nftables
 )
 missing=()
 for cmd in "${!need[@]}"; do
