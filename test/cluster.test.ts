@@ -2,8 +2,10 @@
 // the gorde command line (create on node1, join node2, the server as witness), three real
 // etcd members on 127.0.0.1. Bad input changes nothing; the status shows each member as the
 // others see it: a witness gone leaves the cluster quorate, a node gone shows offline once
-// its lease lapses, and both come back.
+// its lease lapses, and both come back. The plan is the cluster's: applied on either node, it
+// runs on both, and a plan that ties guests to nodes is refused.
 import assert from "node:assert/strict";
+import fs from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
@@ -49,6 +51,12 @@ void describe("a cluster of two nodes and a witness", { skip: why ?? false }, ()
     assert.equal(r.code, 0, r.err);
     return JSON.parse(r.out) as ClusterStatus;
   };
+  const planFile = (job: string, extra = ""): string => {
+    const file = path.join(tmp.dir, `plan-${job}.yaml`);
+    fs.writeFileSync(file, `version: 1\nguests:\n  "101": { rpo: 1d${extra} }\njobs:\n  - { name: ${job}, type: backup, schedule: "02:00", guests: all }\n`);
+    return file;
+  };
+  const onNodePlan = (node: NodeProcess, args: string[]) => gorde(["plan", ...args, "--node", node.url(), "--fingerprint", node.fingerprint], { GORDE_PASSWORD: "node-admin-1" }, 60_000);
   const listen = async (): Promise<string[]> => ["--address", "127.0.0.1", "--peer-port", String(await freePort()), "--client-port", String(await freePort())];
   const joinArgs = async (cluster: string): Promise<string[]> => [cluster, node1.url(), "--member-fingerprint", node1.fingerprint, ...(await listen())];
   const member = { GORDE_MEMBER_PASSWORD: "node-admin-1" };
@@ -61,6 +69,15 @@ void describe("a cluster of two nodes and a witness", { skip: why ?? false }, ()
 
   void it("is formed from the command line: create, join, witness; each step checked", async () => {
     assert.deepEqual(await status(node1), { cluster: null, quorate: false, nodes: [], witness: { online: false } });
+    // Each node has a plan of its own before: node1's becomes the cluster's, node2's is kept aside.
+    for (const [node, job] of [
+      [node1, "first"],
+      [node2, "second"],
+    ] as const) {
+      const r = await onNodePlan(node, ["apply", planFile(job)]);
+      assert.equal(r.code, 0, r.err);
+      assert.match(r.out, new RegExp(`applied on https://127\\.0\\.0\\.1:\\d+: jobs ${job} scheduled there`));
+    }
     const created = await onNode(node1, ["create", "lab", ...(await listen())]);
     assert.equal(created.code, 0, created.err);
     assert.match(created.out, /cluster lab: quorate\n {2}node1 {2}online/);
@@ -101,6 +118,40 @@ void describe("a cluster of two nodes and a witness", { skip: why ?? false }, ()
     const twice = await onServer(["witness", ...(await joinArgs("lab"))], member);
     assert.equal(twice.code, 3);
     assert.match(twice.err, /witness is in cluster lab already/);
+  });
+
+  void it("runs one plan on both nodes: applied on either, it is the cluster's; a plan that ties guests to nodes is refused", async () => {
+    const jobsOn = async (node: NodeProcess): Promise<string[]> => {
+      const r = await onNodePlan(node, ["status", "--json"]);
+      assert.equal(r.code, 0, r.err);
+      return (JSON.parse(r.out) as { job: string }[]).map((j) => j.job);
+    };
+    const untilJobs = async (node: NodeProcess, want: string[]): Promise<string[]> => {
+      let got = await jobsOn(node);
+      for (const deadline = Date.now() + 15_000; JSON.stringify(got) !== JSON.stringify(want) && Date.now() < deadline; got = await jobsOn(node)) await sleep(500);
+      return got;
+    };
+
+    assert.deepEqual(await untilJobs(node2, ["first"]), ["first"], "node2 runs the plan node1 brought into the cluster");
+    assert.match(fs.readFileSync(path.join(tmp.dir, "node2", "plan.yaml.local"), "utf8"), /name: second/, "node2's own plan is kept aside");
+    assert.match(node1.stderr(), /this node's plan is now the plan of cluster lab/);
+
+    const applied = await onNodePlan(node1, ["apply", planFile("nightly")]);
+    assert.equal(applied.code, 0, applied.err);
+    assert.match(applied.out, /applied to cluster lab through https:\/\/127\.0\.0\.1:\d+: its nodes run it, each for the guests it owns \(jobs nightly\)/);
+    assert.deepEqual(await untilJobs(node2, ["nightly"]), ["nightly"], "node2 runs the plan applied on node1");
+
+    const pinned = await onNodePlan(node2, ["apply", planFile("pinned", ", node: node1")]);
+    assert.equal(pinned.code, 2);
+    assert.match(pinned.err, /on cluster lab each guest is backed up by the node that owns it, so the plan may not tie guests to nodes: remove guests\.101\.node \(node1\)\./);
+    await sleep(4000);
+    assert.deepEqual(await jobsOn(node1), ["nightly"], "nothing changed on node1");
+    assert.deepEqual(await jobsOn(node2), ["nightly"], "nothing changed on node2");
+
+    const again = await onNodePlan(node2, ["apply", planFile("evening")]);
+    assert.equal(again.code, 0, again.err);
+    assert.deepEqual(await untilJobs(node1, ["evening"]), ["evening"], "node1 runs the plan applied on node2");
+    assert.match(node1.stderr(), /the plan of cluster lab runs here: jobs evening scheduled here/);
   });
 
   void it("stays quorate without the witness; shows a node offline when stopped, or killed once its lease lapses; all come back", async () => {

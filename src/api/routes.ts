@@ -64,7 +64,8 @@ export const TaskInfoSchema = z.object({
   result: z.unknown().optional(),
 });
 /** the plan as last applied on a host, and the jobs that host runs */
-export const PlanStateSchema = z.object({ text: z.string().nullable(), jobs: z.array(z.string()) });
+/** the plan a host runs: its text, the jobs that run on this host, and the cluster it is the plan of (null: the host's own) */
+export const PlanStateSchema = z.object({ text: z.string().nullable(), jobs: z.array(z.string()), cluster: z.string().nullable().optional() });
 export type PlanState = z.infer<typeof PlanStateSchema>;
 
 /** one run of a plan's job in a host's history (times in unix milliseconds) */

@@ -83,7 +83,7 @@ async function applyPlan(ctx: CommandContext, file: string): Promise<number> {
     }
     for (const c of changes) ctx.out(`${c}\n`);
     const r = await client.conn.call(ROUTES, "applyPlan", { json: { text: fs.readFileSync(file, "utf8") } });
-    ctx.out(`applied on ${where}: jobs ${r.jobs.join(", ") || "none"} scheduled there\n`);
+    ctx.out(r.cluster ? `applied to cluster ${r.cluster} through ${where}: its nodes run it, each for the guests it owns (jobs ${r.jobs.join(", ") || "none"})\n` : `applied on ${where}: jobs ${r.jobs.join(", ") || "none"} scheduled there\n`);
     return 0;
   } finally {
     client.close();

@@ -1,16 +1,33 @@
 // A host's share of the plan: the plan as last applied (kept in a file), the job history,
 // and the scheduler that carries out the jobs of the kinds this host runs (backups on a
-// node; prune, GC, verify and sync on the backup server).
+// node; prune, GC, verify and sync on the backup server). On a cluster the plan is the
+// cluster's, one for every node (kept in etcd; the file is this node's copy of it): a plan
+// applied on one node runs on each, and each backs up the guests it owns, so a node that
+// recovered a guest backs it up from then on.
 import fsp from "node:fs/promises";
 import os from "node:os";
 import { writeFileAtomic } from "../sys/atomic-write.ts";
-import { type Plan, type PlanJob, parsePlan } from "../schedule/plan.ts";
+import { GordeError } from "../errors.ts";
+import { type Plan, type PlanJob, parsePlan, planPins } from "../schedule/plan.ts";
 import { busyReason, readLoad } from "../schedule/window.ts";
 import { type JobOutcome, type JobRunner, Scheduler, planNotifier } from "./scheduler.ts";
 import { TaskHistory } from "./task-history.ts";
 
 /** Job runs older than this leave the history. */
 const HISTORY_DAYS = 90;
+/** How often a node of a cluster looks for a plan applied on another. */
+const SHARED_PLAN_POLL_MS = 3000;
+
+/** The cluster's plan, as the cluster keeps it. */
+export interface SharedPlan {
+  /** the cluster's name, for messages */
+  readonly cluster: string;
+  /** the plan's text; null: the cluster has none yet */
+  read(): Promise<string | null>;
+  write(text: string): Promise<void>;
+  /** writes `text` only if the cluster has no plan yet; answers whether it did */
+  create(text: string): Promise<boolean>;
+}
 
 export interface PlanRunnerOptions {
   /** where the applied plan is kept */
@@ -23,6 +40,8 @@ export interface PlanRunnerOptions {
   runner: (plan: Plan) => JobRunner;
   log: (line: string) => void;
   tickMs?: number;
+  /** the cluster's plan while the host is in a cluster (asked anew each time: a node joins one while it runs) */
+  shared?: () => SharedPlan | undefined;
 }
 
 export class PlanRunner {
@@ -31,6 +50,12 @@ export class PlanRunner {
   private scheduler: Scheduler | undefined;
   private text: string | undefined;
   private mine: Plan | undefined;
+  /** the cluster whose plan runs here; undefined: the host's own */
+  private cluster: string | undefined;
+  /** apply and the look at the cluster's plan, one at a time */
+  private queue: Promise<unknown> = Promise.resolve();
+  private poller: NodeJS.Timeout | undefined;
+  private told = "";
 
   private constructor(opts: PlanRunnerOptions) {
     this.opts = opts;
@@ -42,21 +67,100 @@ export class PlanRunner {
     r.history.prune(Date.now() - HISTORY_DAYS * 86_400_000);
     const text = await fsp.readFile(opts.planFile, "utf8").catch(() => undefined);
     if (text !== undefined) r.use(text);
+    if (opts.shared) {
+      const poll = (): void => {
+        r.poller = setTimeout(() => void r.serial(() => r.follow()).finally(() => r.poller && poll()), SHARED_PLAN_POLL_MS);
+      };
+      await r.serial(() => r.follow());
+      poll();
+    }
     return r;
   }
 
   /** The plan's text as last applied and the jobs this host runs. */
-  current(): { text: string | null; jobs: string[] } {
-    return { text: this.text ?? null, jobs: this.mine?.jobs.map(({ job }) => job.name) ?? [] };
+  current(): { text: string | null; jobs: string[]; cluster: string | null } {
+    return { text: this.text ?? null, jobs: this.mine?.jobs.map(({ job }) => job.name) ?? [], cluster: this.cluster ?? null };
   }
 
-  /** Checks and keeps a new plan (nothing changes when it is refused), then schedules it. */
+  /**
+   * Checks and keeps a new plan (nothing changes when it is refused), then schedules it. On a
+   * cluster it becomes the cluster's plan, and a plan that ties guests to nodes is refused.
+   */
   async apply(text: string): Promise<void> {
-    parsePlan(text, "plan");
+    await this.serial(async () => {
+      const plan = parsePlan(text, "plan");
+      const shared = this.opts.shared?.();
+      if (shared) {
+        const pins = planPins(plan);
+        if (pins.length) throw new GordeError("usage", `on cluster ${shared.cluster} each guest is backed up by the node that owns it, so the plan may not tie guests to nodes: remove ${pins.join(", ")}.`);
+        await shared.write(text);
+      }
+      await this.keep(text, shared?.cluster);
+      this.opts.log(`plan applied${shared ? ` to cluster ${shared.cluster}` : ""}: jobs ${this.current().jobs.join(", ") || "none"} scheduled here`);
+    });
+  }
+
+  /** Runs `fn` after whatever apply or look at the cluster is under way. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Keeps `text` as this host's copy of the plan and schedules it. */
+  private async keep(text: string, cluster: string | undefined): Promise<void> {
     await writeFileAtomic(this.opts.planFile, Buffer.from(text), { mode: 0o600 });
     await this.scheduler?.stop();
     this.use(text);
-    this.opts.log(`plan applied: jobs ${this.current().jobs.join(", ") || "none"} scheduled here`);
+    this.cluster = cluster;
+  }
+
+  /**
+   * On a cluster, runs the cluster's plan: one applied on another node replaces this one. A
+   * cluster without a plan takes this node's (the first node's plan in is the cluster's);
+   * a node that joins a cluster with a plan keeps its own beside it, as `<plan file>.local`.
+   */
+  private async follow(): Promise<void> {
+    const shared = this.opts.shared?.();
+    if (!shared) return;
+    let text: string | null;
+    try {
+      text = await shared.read();
+      const pins = this.text === undefined ? [] : planPins(parsePlan(this.text, "this node's plan"));
+      if (text === null && pins.length) {
+        this.logOnce(`this node's plan does not become the plan of cluster ${shared.cluster}: it ties guests to nodes (${pins.join(", ")}); apply one without`);
+        return;
+      }
+      if (text === null && this.text !== undefined && (await shared.create(this.text))) {
+        this.cluster = shared.cluster;
+        this.opts.log(`this node's plan is now the plan of cluster ${shared.cluster}`);
+        return;
+      }
+    } catch (err) {
+      // Without the cluster the node goes on with the plan it has.
+      this.logOnce(`the plan of cluster ${shared.cluster} could not be read: ${(err as Error).message}`);
+      return;
+    }
+    this.told = "";
+    if (text === null || text === this.text) {
+      if (text !== null) this.cluster = shared.cluster;
+      return;
+    }
+    try {
+      parsePlan(text, `the plan of cluster ${shared.cluster}`);
+    } catch (err) {
+      this.logOnce(`the plan of cluster ${shared.cluster} is not used here: ${(err as Error).message}`);
+      return;
+    }
+    if (this.text !== undefined && this.cluster === undefined) await fsp.copyFile(this.opts.planFile, `${this.opts.planFile}.local`);
+    await this.keep(text, shared.cluster);
+    this.opts.log(`the plan of cluster ${shared.cluster} runs here: jobs ${this.current().jobs.join(", ") || "none"} scheduled here`);
+  }
+
+  /** Logs a problem once, until it changes or goes. */
+  private logOnce(line: string): void {
+    if (line !== this.told) this.opts.log(line);
+    this.told = line;
   }
 
   private use(text: string): void {
@@ -88,6 +192,9 @@ export class PlanRunner {
   }
 
   async close(): Promise<void> {
+    clearTimeout(this.poller);
+    this.poller = undefined;
+    await this.queue;
     await this.scheduler?.stop();
     this.history.close();
   }

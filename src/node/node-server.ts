@@ -28,6 +28,7 @@ import { FenceHelper } from "./fence-helper-client.ts";
 import { HaAgent } from "./ha-agent.ts";
 import { haHandlers } from "./ha-handlers.ts";
 import { PlanRunner } from "../jobs/plan-runner.ts";
+import { clusterPlan } from "../cluster/cluster-plan.ts";
 import { nodeJobRunner } from "./node-jobs.ts";
 import { DEFAULT_NODE_PORT, type NodeConfig, serverSecret } from "./node-config.ts";
 
@@ -105,6 +106,11 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     kinds: ["backup", "drill"],
     runner: (plan) => nodeJobRunner(plan, guests, config.name, repository, drills),
     log,
+    shared: () => {
+      const store = late.membership?.clusterStore;
+      const cluster = late.membership?.cluster;
+      return store && cluster ? clusterPlan(store, cluster) : undefined;
+    },
   });
 
   const fence = new FenceHelper(log);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { type DrilledSnapshot, parsePlan, testedRpo } from "./plan.ts";
+import { type DrilledSnapshot, parsePlan, planPins, testedRpo } from "./plan.ts";
 
 const NOW = new Date("2026-11-25T12:00:00Z");
 const parse = (text: string) => parsePlan(text, "plan.yaml", { now: NOW, tz: "UTC" });
@@ -120,5 +120,21 @@ void describe("the tested RPO", () => {
     assert.equal(testedRpo(snaps, 2 * 86_400_000, now).state, "late");
     assert.deepEqual(testedRpo(snaps.slice(2), week, now), { state: "never", snapshot: null, drillAgeMs: null, snapshotAgeMs: null });
     assert.equal(testedRpo([], week, now).state, "never");
+  });
+});
+
+void describe("the pins a cluster refuses", () => {
+  void it("names each place the plan ties a guest to a node, and none in a plan without them", () => {
+    const plan = parsePlan(`version: 1
+guests:
+  "101": { rpo: 1d, node: node1 }
+  "102": { rpo: 1d }
+jobs:
+  - { name: nightly, type: backup, schedule: "02:00", guests: all, nodes: [node2] }
+  - { name: proof, type: drill, schedule: "Sun 03:00", guests: [102], node: node1 }
+  - { name: free, type: backup, schedule: "04:00", guests: [102] }
+`);
+    assert.deepEqual(planPins(plan), ["guests.101.node (node1)", "job nightly: nodes (node2)", "job proof: node (node1)"]);
+    assert.deepEqual(planPins(parsePlan(`version: 1\nguests:\n  "101": { rpo: 1d }\njobs:\n  - { name: nightly, type: backup, schedule: "02:00", guests: all }\n`)), []);
   });
 });

@@ -140,6 +140,21 @@ function safeRate(v: string): number | undefined {
   }
 }
 
+/**
+ * Where the plan ties a guest's backups or drills to a node (`guests.<id>.node`, a job's
+ * `nodes` or a drill's `node`): on a cluster the guest's owner decides, so these are refused there.
+ */
+export function planPins(plan: Plan): string[] {
+  const pins = Object.entries(plan.file.guests)
+    .filter(([, g]) => g.node !== undefined)
+    .map(([id, g]) => `guests.${id}.node (${g.node})`);
+  for (const { job } of plan.jobs) {
+    if ("nodes" in job && job.nodes) pins.push(`job ${job.name}: nodes (${job.nodes.join(", ")})`);
+    if (job.type === "drill" && job.node) pins.push(`job ${job.name}: node (${job.node})`);
+  }
+  return pins;
+}
+
 /** A job's `keep` as prune takes it (keepLast, keepDaily, …). */
 export function keepOptions(keep: z.infer<typeof Keep>): Record<string, number> {
   return Object.fromEntries(Object.entries(keep).map(([k, v]) => [`keep${k[0]!.toUpperCase()}${k.slice(1)}`, v]));
