@@ -2,7 +2,8 @@
 // backup server as witness) with a real container: ids are the cluster's, `gorde ha`
 // refuses what it cannot do, and when node1's agent is killed its container dies with it
 // and comes back on node2 from its backup, answering the snapshot's data, with RPO and RTO
-// recorded; node1 back starts nothing and keeps its old copy aside. Then node2's agent is
+// recorded; node1 back starts nothing and keeps its old copy aside, and the cluster's plan
+// backs the container up on node2, which owns it now. Then node2's agent is
 // stopped (SIGSTOP, stuck): its fence helper kills the container before its lease lapses,
 // node1 takes it back, and node2, continued, starts nothing. A watcher samples which node
 // runs a copy every 50 ms: never both. Quorum lost, links cut and the backup server
@@ -13,6 +14,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import type { HaResource, Recovery } from "../src/api/ha-routes.ts";
+import { type JobRun, ROUTES } from "../src/api/routes.ts";
 import { NodeClient } from "../src/client/node-client.ts";
 import { etcdAvailable } from "../src/cluster/etcd-member.ts";
 import { lxcAvailable } from "../src/node/lxc.ts";
@@ -141,6 +143,17 @@ void describe("HA: a guest comes back on the other node from its backup", { skip
     assert.match(notOne.err, /ct:101 is not an HA resource/);
     assert.deepEqual(await haStatus(node("node1")), [], "nothing added");
 
+    // An auditor sees the HA resources of the guests it may see, and changes nothing.
+    const admin = { GORDE_PASSWORD: "node-admin-1", GORDE_FINGERPRINT: node("node2").fingerprint };
+    assert.equal((await gorde(["user", "add", node("node2").url(), "auditor"], { ...admin, GORDE_NEW_PASSWORD: "auditor-pass" })).code, 0);
+    assert.equal((await gorde(["acl", "set", node("node2").url(), "/vms", "auditor", "PVEAuditor"], admin)).code, 0);
+    const asAuditor = (args: string[]) => gorde([...args, "--node", node("node2").url("auditor"), "--fingerprint", node("node2").fingerprint], { GORDE_PASSWORD: "auditor-pass" }, 60_000);
+    const looks = await asAuditor(["ha", "status", "--json"]);
+    assert.equal(looks.code, 0, looks.err);
+    const tries = await asAuditor(["ha", "add", "ct:101"]);
+    assert.equal(tries.code, 7);
+    assert.match(tries.err, /permission denied: auditor may not make ct:101 an HA resource/);
+
     // Started by HA, backed up with a note the recovered copy must answer.
     const added = await cli(node("node2"), ["ha", "add", "ct:101"]);
     assert.equal(added.code, 0, added.err);
@@ -191,6 +204,32 @@ void describe("HA: a guest comes back on the other node from its backup", { skip
     assert.ok(fs.existsSync(path.join(dataDir("node1"), "displaced", aside[0]!, "rootfs")), "its root file system is kept");
     assert.match(node("node1").stderr(), /guest 101 was recovered on node node2 while this node was lost/);
     assert.equal((await until(node("node1"), (r) => r?.state === "started", 10)).last?.node, "node2");
+
+    // The cluster's plan, applied on node1, runs on both: node2, which owns 101 now, backs it up; node1 has nothing to back up.
+    const planFile = path.join(tmp.dir, "plan.yaml");
+    const plan = (schedule: string): string => {
+      fs.writeFileSync(planFile, `version: 1\nload: { max-load-per-cpu: 100, max-cpu-pressure: 100, max-io-pressure: 100 }\nguests:\n  "101": { rpo: 1d }\njobs:\n  - { name: often, type: backup, schedule: "${schedule}", guests: all }\n`);
+      return planFile;
+    };
+    const applied = await cli(node("node1"), ["plan", "apply", plan("*:*:0/10")]);
+    assert.equal(applied.code, 0, applied.err);
+    const runs = async (n: NodeProcess): Promise<JobRun[]> => {
+      const c = await NodeClient.connect(n.url(), { secret: "node-admin-1", fingerprint: n.fingerprint });
+      try {
+        return await c.conn.call(ROUTES, "listRuns", { query: { limit: 20 } });
+      } finally {
+        c.close();
+      }
+    };
+    let done: JobRun | undefined;
+    for (const deadline = Date.now() + 90_000; !done && Date.now() < deadline; await sleep(1000)) done = (await runs(node("node2"))).find((r) => r.job === "often" && r.result === "ok");
+    assert.ok(done, "node2 ran the cluster's backup job");
+    assert.match(done.log, /job often: guests 101/);
+    assert.ok((done.bytes ?? 0) > 0, "it read the container");
+    const idle = (await runs(node("node1"))).find((r) => r.job === "often" && r.result !== "running");
+    if (idle) assert.match(idle.log, /no guest of this node selected/);
+    const quiet = await cli(node("node2"), ["plan", "apply", plan("02:00")]);
+    assert.equal(quiet.code, 0, quiet.err);
   });
 
   void it("fences a stuck agent's container through its fence helper; the survivor takes it, the agent continued starts nothing", async () => {
