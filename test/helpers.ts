@@ -13,6 +13,18 @@ export function tempDir(prefix = "gorde-test-"): { dir: string; cleanup(): void 
 
 export const isRoot = process.geteuid?.() === 0;
 
+/** mulberry32: a small seeded generator of numbers in [0, 1), so that a test's random data is the same on every run. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 /** Everything a restore must bring back, per path (names as hex, so non-UTF-8 is exact). */
 export function describeTree(root: string): Map<string, string> {
   const out = new Map<string, string>();

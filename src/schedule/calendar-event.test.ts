@@ -3,6 +3,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { before, describe, it } from "node:test";
 import { GordeError } from "../errors.ts";
 import { nextElapse, parseCalendarEvent } from "./calendar-event.ts";
+import { mulberry32 } from "../../test/helpers.ts";
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -32,17 +33,6 @@ function iso(short: string): string {
 // The generator of cross-check events: systemd syntax on which PVE and systemd agree.
 // ---------------------------------------------------------------------------------------
 
-/** mulberry32: a small seeded PRNG, so the events are the same on every run. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Gen {
   readonly next: () => number;

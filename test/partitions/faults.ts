@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
 import { RETRY_MAX_MS } from "../../src/cluster/ha-timing.ts";
+import { mulberry32 } from "../helpers.ts";
 import { type ClusterLab, FENCE_BOUND_MS, GUESTS, NODES, type NodeName, RECOVERY_BOUND_MS, SERVER_PORT } from "./cluster-lab.ts";
 
 export const FAULT_KINDS = ["witness-down", "witness-and-node-down", "node-link-down", "nodes-split", "agent-killed", "node-killed", "agent-stopped", "server-unreachable-failover"] as const;
@@ -145,19 +146,11 @@ async function faultAndHeal(lab: ClusterLab, f: Fault): Promise<string> {
   return `${describeFault(f)}: ${measured}`;
 }
 
-/** A small seeded generator (mulberry32, its seed mixed first: seeds 1, 2, 3 would start alike): the same seed, the same schedule. */
+/** The schedule's generator: mulberry32, its seed mixed first (murmur3's finalizer), or seeds 1, 2, 3 would start alike. */
 function random(seed: number): () => number {
-  // murmur3's finalizer
   let a = Math.imul(seed ^ (seed >>> 16), 0x85ebca6b);
   a = Math.imul(a ^ (a >>> 13), 0xc2b2ae35);
-  a = (a ^ (a >>> 16)) >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return mulberry32((a ^ (a >>> 16)) >>> 0);
 }
 
 export function schedule(seed: number, steps: number): Fault[] {
