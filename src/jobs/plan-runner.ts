@@ -67,6 +67,8 @@ export class PlanRunner {
     r.history.prune(Date.now() - HISTORY_DAYS * 86_400_000);
     const text = await fsp.readFile(opts.planFile, "utf8").catch(() => undefined);
     if (text !== undefined) r.use(text);
+    // Whose plan the file is: the cluster's (its copy), or this host's own.
+    r.cluster = (await fsp.readFile(`${opts.planFile}.cluster`, "utf8").catch(() => "")).trim() || undefined;
     if (opts.shared) {
       const poll = (): void => {
         r.poller = setTimeout(() => void r.serial(() => r.follow()).finally(() => r.poller && poll()), SHARED_PLAN_POLL_MS);
@@ -107,12 +109,15 @@ export class PlanRunner {
     return run;
   }
 
-  /** Keeps `text` as this host's copy of the plan and schedules it. */
+  /** Keeps `text` as this host's plan, or its copy of cluster `cluster`'s, and schedules it. */
   private async keep(text: string, cluster: string | undefined): Promise<void> {
     await writeFileAtomic(this.opts.planFile, Buffer.from(text), { mode: 0o600 });
+    if (cluster) await writeFileAtomic(`${this.opts.planFile}.cluster`, `${cluster}\n`);
+    else await fsp.rm(`${this.opts.planFile}.cluster`, { force: true });
+    this.cluster = cluster;
+    if (text === this.text) return; // the same jobs: a run under way goes on
     await this.scheduler?.stop();
     this.use(text);
-    this.cluster = cluster;
   }
 
   /**
@@ -132,7 +137,7 @@ export class PlanRunner {
         return;
       }
       if (text === null && this.text !== undefined && (await shared.create(this.text))) {
-        this.cluster = shared.cluster;
+        await this.keep(this.text, shared.cluster);
         this.opts.log(`this node's plan is now the plan of cluster ${shared.cluster}`);
         return;
       }
@@ -142,8 +147,9 @@ export class PlanRunner {
       return;
     }
     this.told = "";
-    if (text === null || text === this.text) {
-      if (text !== null) this.cluster = shared.cluster;
+    if (text === null) return;
+    if (text === this.text) {
+      if (this.cluster !== shared.cluster) await this.keep(text, shared.cluster);
       return;
     }
     try {
@@ -152,6 +158,7 @@ export class PlanRunner {
       this.logOnce(`the plan of cluster ${shared.cluster} is not used here: ${(err as Error).message}`);
       return;
     }
+    // A plan of this node's own is kept beside the cluster's, never lost.
     if (this.text !== undefined && this.cluster === undefined) await fsp.copyFile(this.opts.planFile, `${this.opts.planFile}.local`);
     await this.keep(text, shared.cluster);
     this.opts.log(`the plan of cluster ${shared.cluster} runs here: jobs ${this.current().jobs.join(", ") || "none"} scheduled here`);

@@ -1,0 +1,94 @@
+// The plan runner's share of a cluster's plan, against a plan kept in memory (the etcd side
+// is test/cluster.test.ts's): the first plan in becomes the cluster's, a node's own plan is
+// kept aside when the cluster's replaces it, a pinned plan is refused and never pushed, and
+// a restarted node knows its file is the cluster's copy.
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, describe, it } from "node:test";
+import { tempDir } from "../../test/helpers.ts";
+import { PlanRunner, type SharedPlan } from "./plan-runner.ts";
+
+const plan = (job: string, pin = ""): string => `version: 1\nguests:\n  "101": { rpo: 1d${pin} }\njobs:\n  - { name: ${job}, type: backup, schedule: "02:00", guests: all }\n`;
+
+class MemoryPlan implements SharedPlan {
+  readonly cluster = "lab";
+  text: string | null = null;
+  read(): Promise<string | null> {
+    return Promise.resolve(this.text);
+  }
+  write(text: string): Promise<void> {
+    this.text = text;
+    return Promise.resolve();
+  }
+  create(text: string): Promise<boolean> {
+    if (this.text !== null) return Promise.resolve(false);
+    this.text = text;
+    return Promise.resolve(true);
+  }
+}
+
+void describe("the plan runner on a cluster", () => {
+  const tmp = tempDir("gorde-plan-runner-");
+  after(() => tmp.cleanup());
+  const open = async (name: string, shared: () => SharedPlan | undefined, log: string[]): Promise<PlanRunner> => {
+    fs.mkdirSync(path.join(tmp.dir, name), { recursive: true });
+    return PlanRunner.open({ planFile: path.join(tmp.dir, name, "plan.yaml"), historyFile: path.join(tmp.dir, name, "history.db"), host: name, kinds: ["backup"], runner: () => () => Promise.resolve({}), log: (l) => log.push(l), shared });
+  };
+  const until = async (ok: () => boolean): Promise<void> => {
+    for (const deadline = Date.now() + 10_000; !ok() && Date.now() < deadline; ) await sleep(100);
+  };
+
+  void it("brings the first plan in, keeps a joining node's own aside, refuses pins, and knows its copy after a restart", async () => {
+    const cluster = new MemoryPlan();
+    let inCluster = false;
+    const shared = (): SharedPlan | undefined => (inCluster ? cluster : undefined);
+    const log1: string[] = [];
+    const log2: string[] = [];
+    const node1 = await open("node1", shared, log1);
+    const node2 = await open("node2", shared, log2);
+    try {
+      // Alone, each node applies its own plan; a pinned one is fine there.
+      await node1.apply(plan("first"));
+      await node2.apply(plan("second", ", node: node2"));
+      assert.equal(node1.current().cluster, null);
+
+      inCluster = true;
+      await until(() => cluster.text !== null && node2.current().text === cluster.text);
+      assert.equal(cluster.text, plan("first"), "node1's plan became the cluster's; node2's pinned one was not pushed");
+      assert.deepEqual(node2.current(), { text: plan("first"), jobs: ["first"], cluster: "lab" });
+      assert.equal(fs.readFileSync(path.join(tmp.dir, "node2", "plan.yaml.local"), "utf8"), plan("second", ", node: node2"), "node2's own plan is kept aside");
+      await until(() => node1.current().cluster === "lab");
+      assert.equal(node1.current().cluster, "lab");
+
+      await assert.rejects(node1.apply(plan("pinned", ", node: node1")), /on cluster lab each guest is backed up by the node that owns it, so the plan may not tie guests to nodes: remove guests\.101\.node \(node1\)\./);
+      assert.equal(cluster.text, plan("first"), "nothing changed");
+      await node2.apply(plan("evening"));
+      await until(() => node1.current().text === plan("evening"));
+      assert.deepEqual(node1.current().jobs, ["evening"]);
+      assert.ok(log1.some((l) => l === "the plan of cluster lab runs here: jobs evening scheduled here"), log1.join("\n"));
+      // A cluster's plan this version cannot read is not used; the node goes on with its copy.
+      cluster.text = "version: 2\n";
+      await sleep(3500);
+      assert.deepEqual(node1.current().jobs, ["evening"]);
+      assert.ok(log1.some((l) => /the plan of cluster lab is not used here: /.test(l)), log1.join("\n"));
+      cluster.text = plan("evening");
+    } finally {
+      await node1.close();
+      await node2.close();
+    }
+    // Restarted, node2 knows its file is the cluster's copy: it keeps no second .local from it.
+    fs.rmSync(path.join(tmp.dir, "node2", "plan.yaml.local"));
+    cluster.text = plan("night");
+    const again = await open("node2", shared, log2);
+    try {
+      assert.equal(again.current().cluster, "lab");
+      await until(() => again.current().text === plan("night"));
+      assert.deepEqual(again.current().jobs, ["night"]);
+      assert.equal(fs.existsSync(path.join(tmp.dir, "node2", "plan.yaml.local")), false);
+    } finally {
+      await again.close();
+    }
+  });
+});
