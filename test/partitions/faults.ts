@@ -72,7 +72,7 @@ async function faultAndHeal(lab: ClusterLab, f: Fault): Promise<string> {
       const lost = Date.now();
       // y's member is alone: no majority, it stops its HA guests and says why.
       await lab.expectStopped(`${y} without quorum`, IDS, FENCE_BOUND_MS);
-      measured += `${y} without quorum stopped its HA guests ${((Date.now() - lost) / 1000).toFixed(1)} s after the majority was lost`;
+      measured += onY.length ? `${y} without quorum stopped its HA guests ${((Date.now() - lost) / 1000).toFixed(1)} s after the majority was lost` : `${y} without quorum ran no HA guest (${x}'s died with it)`;
       if (onY.length) await expectSaid(lab, y, fencedSaid(y), 5000);
       await lab.startServer();
       await lab.startNode(x);
