@@ -9,30 +9,45 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { after, describe, it } from "node:test";
 import { tempDir } from "../../test/helpers.ts";
 import { PlanRunner, type SharedPlan } from "./plan-runner.ts";
+import type { JobClock } from "./scheduler.ts";
 
 const plan = (job: string, pin = ""): string => `version: 1\nguests:\n  "101": { rpo: 1d${pin} }\njobs:\n  - { name: ${job}, type: backup, schedule: "02:00", guests: all }\n`;
 
-class MemoryPlan implements SharedPlan {
-  readonly cluster = "lab";
+/** A cluster's plan and each node's job clocks, kept in memory. */
+class MemoryCluster {
   text: string | null = null;
-  read(): Promise<string | null> {
-    return Promise.resolve(this.text);
-  }
-  write(text: string): Promise<void> {
-    this.text = text;
-    return Promise.resolve();
-  }
-  create(text: string): Promise<boolean> {
-    if (this.text !== null) return Promise.resolve(false);
-    this.text = text;
-    return Promise.resolve(true);
+  readonly clocks = new Map<string, Map<string, JobClock>>();
+
+  member(node: string): SharedPlan {
+    const clocks = (): Map<string, JobClock> => this.clocks.get(node) ?? this.clocks.set(node, new Map()).get(node)!;
+    return {
+      cluster: "lab",
+      read: () => Promise.resolve(this.text),
+      write: (text) => {
+        this.text = text;
+        return Promise.resolve();
+      },
+      create: (text) => {
+        if (this.text !== null) return Promise.resolve(false);
+        this.text = text;
+        return Promise.resolve(true);
+      },
+      readClocks: () => Promise.resolve(new Map(clocks())),
+      writeClock: (job, clock) => {
+        clocks().set(job, clock);
+        return Promise.resolve();
+      },
+    };
   }
 }
 
 void describe("the plan runner on a cluster", () => {
   const tmp = tempDir("gorde-plan-runner-");
   after(() => tmp.cleanup());
-  const open = async (name: string, shared: () => SharedPlan | undefined, log: string[]): Promise<PlanRunner> => {
+  const cluster = new MemoryCluster();
+  let inCluster = false;
+  const open = async (name: string, log: string[]): Promise<PlanRunner> => {
+    const shared = (): SharedPlan | undefined => (inCluster ? cluster.member(name) : undefined);
     fs.mkdirSync(path.join(tmp.dir, name), { recursive: true });
     return PlanRunner.open({ planFile: path.join(tmp.dir, name, "plan.yaml"), historyFile: path.join(tmp.dir, name, "history.db"), host: name, kinds: ["backup"], runner: () => () => Promise.resolve({}), log: (l) => log.push(l), shared });
   };
@@ -40,14 +55,11 @@ void describe("the plan runner on a cluster", () => {
     for (const deadline = Date.now() + 10_000; !ok() && Date.now() < deadline; ) await sleep(100);
   };
 
-  void it("brings the first plan in, keeps a joining node's own aside, refuses pins, and knows its copy after a restart", async () => {
-    const cluster = new MemoryPlan();
-    let inCluster = false;
-    const shared = (): SharedPlan | undefined => (inCluster ? cluster : undefined);
+  void it("brings the first plan in, keeps a joining node's own aside, refuses pins; restarted, knows its copy and takes back its clocks", async () => {
     const log1: string[] = [];
     const log2: string[] = [];
-    const node1 = await open("node1", shared, log1);
-    const node2 = await open("node2", shared, log2);
+    const node1 = await open("node1", log1);
+    const node2 = await open("node2", log2);
     try {
       // Alone, each node applies its own plan; a pinned one is fine there.
       await node1.apply(plan("first"));
@@ -78,12 +90,20 @@ void describe("the plan runner on a cluster", () => {
       await node1.close();
       await node2.close();
     }
-    // Restarted, node2 knows its file is the cluster's copy: it keeps no second .local from it.
+    // Each node's clocks are copied to the cluster.
+    const copied = cluster.clocks.get("node2")?.get("evening");
+    assert.ok(copied && cluster.clocks.get("node1")?.get("evening"), "both nodes' clocks of job evening are in the cluster");
+    // Restarted with its history lost, node2 knows its plan file is the cluster's copy (no
+    // second .local) and takes its clock back from the cluster's copy.
     fs.rmSync(path.join(tmp.dir, "node2", "plan.yaml.local"));
-    cluster.text = plan("night");
-    const again = await open("node2", shared, log2);
+    for (const f of fs.readdirSync(path.join(tmp.dir, "node2"))) if (f.startsWith("history.db")) fs.rmSync(path.join(tmp.dir, "node2", f));
+    await sleep(50);
+    const again = await open("node2", log2);
     try {
       assert.equal(again.current().cluster, "lab");
+      await until(() => log2.some((l) => l.startsWith("job evening: this node's history knew it only since now; its clock is the cluster's copy")));
+      assert.equal(again.history.clock("evening", Date.now()).since, copied.since, "the clock is the cluster's copy");
+      cluster.text = plan("night");
       await until(() => again.current().text === plan("night"));
       assert.deepEqual(again.current().jobs, ["night"]);
       assert.equal(fs.existsSync(path.join(tmp.dir, "node2", "plan.yaml.local")), false);

@@ -10,7 +10,7 @@ import { writeFileAtomic } from "../sys/atomic-write.ts";
 import { GordeError } from "../errors.ts";
 import { type Plan, type PlanJob, parsePlan, planPins } from "../schedule/plan.ts";
 import { busyReason, readLoad } from "../schedule/window.ts";
-import { type JobOutcome, type JobRunner, Scheduler, planNotifier } from "./scheduler.ts";
+import { type JobClock, type JobOutcome, type JobRunner, Scheduler, planNotifier } from "./scheduler.ts";
 import { TaskHistory } from "./task-history.ts";
 
 /** Job runs older than this leave the history. */
@@ -27,6 +27,9 @@ export interface SharedPlan {
   write(text: string): Promise<void>;
   /** writes `text` only if the cluster has no plan yet; answers whether it did */
   create(text: string): Promise<boolean>;
+  /** this node's job clocks as the cluster keeps them */
+  readClocks(): Promise<Map<string, JobClock>>;
+  writeClock(job: string, clock: JobClock): Promise<void>;
 }
 
 export interface PlanRunnerOptions {
@@ -56,6 +59,11 @@ export class PlanRunner {
   private queue: Promise<unknown> = Promise.resolve();
   private poller: NodeJS.Timeout | undefined;
   private told = "";
+  /** clocks to copy to the cluster, and whether a copy is under way */
+  private readonly clockCopies = new Map<string, JobClock>();
+  private copying = false;
+  /** whether the cluster's copy of the clocks was read since this scheduler started */
+  private clocksRead = false;
 
   private constructor(opts: PlanRunnerOptions) {
     this.opts = opts;
@@ -147,6 +155,7 @@ export class PlanRunner {
       return;
     }
     this.told = "";
+    await this.readClocks(shared);
     if (text === null) return;
     if (text === this.text) {
       if (this.cluster !== shared.cluster) await this.keep(text, shared.cluster);
@@ -164,6 +173,41 @@ export class PlanRunner {
     this.opts.log(`the plan of cluster ${shared.cluster} runs here: jobs ${this.current().jobs.join(", ") || "none"} scheduled here`);
   }
 
+  /**
+   * Once per scheduler on a cluster: a job this node's history knows only since after the
+   * cluster's copy did (the history was lost) takes the copy's clock, and every clock of this
+   * node is copied to the cluster.
+   */
+  private async readClocks(shared: SharedPlan): Promise<void> {
+    if (this.clocksRead || !this.scheduler || !this.mine) return;
+    const theirs = await shared.readClocks().catch(() => undefined);
+    if (!theirs) return;
+    this.clocksRead = true;
+    for (const { job } of this.mine.jobs) {
+      const clock = theirs.get(job.name);
+      if (clock && this.scheduler.adoptClock(job.name, clock)) {
+        this.opts.log(`job ${job.name}: this node's history knew it only since now; its clock is the cluster's copy (scheduled since ${new Date(clock.since).toISOString()}, last due ${clock.lastDue === undefined ? "never" : new Date(clock.lastDue).toISOString()})`);
+      }
+      this.copyClock(shared, job.name, this.history.clock(job.name, Date.now()));
+    }
+  }
+
+  /** Copies a job's clock to the cluster, one write at a time, the newest of each job. */
+  private copyClock(shared: SharedPlan | undefined, job: string, clock: JobClock): void {
+    if (!shared) return;
+    this.clockCopies.set(job, clock);
+    if (this.copying) return;
+    this.copying = true;
+    void (async () => {
+      for (let next = this.clockCopies.entries().next(); !next.done; next = this.clockCopies.entries().next()) {
+        const [name, c] = next.value;
+        this.clockCopies.delete(name);
+        await shared.writeClock(name, c).catch((err: unknown) => this.logOnce(`the clock of job ${name} was not copied to cluster ${shared.cluster}: ${(err as Error).message}`));
+      }
+      this.copying = false;
+    })();
+  }
+
   /** Logs a problem once, until it changes or goes. */
   private logOnce(line: string): void {
     if (line !== this.told) this.opts.log(line);
@@ -173,11 +217,14 @@ export class PlanRunner {
   private use(text: string): void {
     const plan = parsePlan(text, `plan ${this.opts.planFile}`);
     this.text = text;
+    this.clocksRead = false;
     this.mine = { ...plan, jobs: plan.jobs.filter(({ job }) => this.opts.kinds.includes(job.type)) };
     this.scheduler = new Scheduler({
       plan: this.mine,
       history: this.history,
       run: this.opts.runner(plan),
+      // Copied only once the cluster's copy was read: a history that was lost must not overwrite it first.
+      onClock: (job, clock) => this.clocksRead && this.copyClock(this.opts.shared?.(), job, clock),
       busy: () => {
         const l = plan.file.load;
         return busyReason(readLoad(os.availableParallelism()), { maxLoadPerCpu: l?.["max-load-per-cpu"], maxCpuPressure: l?.["max-cpu-pressure"], maxIoPressure: l?.["max-io-pressure"] });

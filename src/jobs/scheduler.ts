@@ -45,6 +45,14 @@ export interface SchedulerOptions {
   notify?: (o: JobOutcome) => Promise<void> | void;
   maxParallel?: number;
   tz?: "UTC" | "local";
+  /** told each job's clock when it is read at the start and whenever it moves (a cluster keeps a copy) */
+  onClock?: (job: string, clock: JobClock) => void;
+}
+
+/** A job's clock: since when it is scheduled, the elapse it last ran (or was skipped) for. */
+export interface JobClock {
+  since: number;
+  lastDue?: number;
 }
 
 export class Scheduler {
@@ -55,7 +63,7 @@ export class Scheduler {
   private readonly seen = new Map<string, number>();
   private readonly abort = new AbortController();
   /** each job's clock, read from the history once and written through */
-  private readonly clocks = new Map<string, { since: number; lastDue?: number }>();
+  private readonly clocks = new Map<string, JobClock>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(opts: SchedulerOptions) {
@@ -64,7 +72,26 @@ export class Scheduler {
     // A run still marked running belongs to a process that is gone.
     opts.history.markInterrupted(this.now());
     // Every job's clock is read (and a new job's written) now: an idle tick touches no file.
-    for (const { job } of opts.plan.jobs) this.clocks.set(job.name, opts.history.clock(job.name, this.now()));
+    for (const { job } of opts.plan.jobs) {
+      const clock = opts.history.clock(job.name, this.now());
+      this.clocks.set(job.name, clock);
+      opts.onClock?.(job.name, { ...clock });
+    }
+  }
+
+  /**
+   * Takes the clock a copy kept elsewhere has of a job, when this host's history knows the
+   * job only since after that copy did and never ran it (the history was lost): so a
+   * missed elapse is seen as missed. Answers whether it took it.
+   */
+  adoptClock(job: string, theirs: JobClock): boolean {
+    const clock = this.clocks.get(job);
+    if (!clock || clock.lastDue !== undefined || theirs.since >= clock.since || this.running.has(job)) return false;
+    clock.since = theirs.since;
+    clock.lastDue = theirs.lastDue;
+    this.opts.history.setClock(job, clock);
+    this.opts.onClock?.(job, { ...clock });
+    return true;
   }
 
   /**
@@ -117,8 +144,10 @@ export class Scheduler {
   }
 
   private setLastDue(job: string, due: number): void {
-    this.clocks.get(job)!.lastDue = due;
+    const clock = this.clocks.get(job)!;
+    clock.lastDue = due;
     this.opts.history.setLastDue(job, due);
+    this.opts.onClock?.(job, { ...clock });
   }
 
   /** Resolves when no job is running. */

@@ -107,6 +107,11 @@ export class TaskHistory {
     this.db.prepare("UPDATE job_clock SET last_due = ? WHERE job = ?").run(due, job);
   }
 
+  /** Sets a job's whole clock (one kept elsewhere, when this history lost its own). */
+  setClock(job: string, clock: { since: number; lastDue?: number }): void {
+    this.db.prepare("INSERT INTO job_clock (job, since, last_due) VALUES (?, ?, ?) ON CONFLICT (job) DO UPDATE SET since = excluded.since, last_due = excluded.last_due").run(job, clock.since, clock.lastDue ?? null);
+  }
+
   close(): void {
     this.db.close();
   }

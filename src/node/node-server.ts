@@ -109,7 +109,7 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     shared: () => {
       const store = late.membership?.clusterStore;
       const cluster = late.membership?.cluster;
-      return store && cluster ? clusterPlan(store, cluster) : undefined;
+      return store && cluster ? clusterPlan(store, cluster, config.name) : undefined;
     },
   });
 
