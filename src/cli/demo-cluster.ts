@@ -78,6 +78,15 @@ export async function clusterStory(ctx: ClusterStoryContext, nodes: [RunningNode
   const status = await node2.client.call("clusterStatus");
   say(`   cluster ${status.cluster}: ${status.quorate ? "quorate" : "NOT QUORATE"}; ${status.nodes.map((n) => `${n.name} ${n.online ? "online" : "offline"} (guests ${n.guests.join(", ") || "none"})`).join(", ")}; witness ${status.witness.online ? "online" : "offline"}`);
   check(status.quorate && status.witness.online && status.nodes.every((n) => n.online), "the cluster has its three members");
+  // node1's plan came into the cluster with it; node2 runs it too, for the guests it will own.
+  let mine = await node1.client.call("getPlan");
+  let theirs = await node2.client.call("getPlan");
+  for (const deadline = Date.now() + 15_000; (theirs.text !== mine.text || !mine.cluster || !theirs.cluster) && Date.now() < deadline; await sleep(500)) {
+    mine = await node1.client.call("getPlan");
+    theirs = await node2.client.call("getPlan");
+  }
+  say(`   the plan is the cluster's (kept in etcd): node2 runs node1's too, jobs ${theirs.jobs.join(", ") || "none"}, each node for the guests it owns`);
+  check(mine.cluster === "demo" && theirs.cluster === "demo" && theirs.text === mine.text, "both nodes run the cluster's plan");
 
   title("HA: both guests become HA resources on node1; a fresh note and backup of each");
   const sids = guests.map((g) => `${g.kind}:${g.id}`);
