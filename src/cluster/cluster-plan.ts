@@ -1,22 +1,20 @@
 // The cluster's plan in etcd (key /gorde/plan): one plan for every node of the cluster, and
 // each node's job clocks (/gorde/clocks/<node>/<job>: since when the job is scheduled there,
 // the elapse it last ran for), kept by the node and read back should its history be lost.
+import { z } from "zod";
 import type { SharedPlan } from "../jobs/plan-runner.ts";
 import type { JobClock } from "../jobs/scheduler.ts";
 import type { ClusterStore } from "./cluster-store.ts";
 
 const KEY = "plan";
 
+const Clock = z.strictObject({ since: z.number().int().nonnegative(), lastDue: z.number().int().nonnegative().optional() });
+
 function parseClock(text: string): JobClock | undefined {
   try {
-    const v = JSON.parse(text) as unknown;
-    if (typeof v !== "object" || v === null) return undefined;
-    const { since, lastDue } = v as Record<string, unknown>;
-    if (typeof since !== "number" || !Number.isSafeInteger(since)) return undefined;
-    if (lastDue !== undefined && (typeof lastDue !== "number" || !Number.isSafeInteger(lastDue))) return undefined;
-    return lastDue === undefined ? { since } : { since, lastDue };
+    return Clock.safeParse(JSON.parse(text)).data;
   } catch {
-    return undefined;
+    return undefined; // not JSON
   }
 }
 

@@ -52,6 +52,8 @@ export class PlanRunner {
   private readonly opts: PlanRunnerOptions;
   private scheduler: Scheduler | undefined;
   private text: string | undefined;
+  /** the plan applied, whole, and the part of it this host runs */
+  private plan: Plan | undefined;
   private mine: Plan | undefined;
   /** the cluster whose plan runs here; undefined: the host's own */
   private cluster: string | undefined;
@@ -139,7 +141,7 @@ export class PlanRunner {
     let text: string | null;
     try {
       text = await shared.read();
-      const pins = this.text === undefined ? [] : planPins(parsePlan(this.text, "this node's plan"));
+      const pins = this.plan ? planPins(this.plan) : [];
       if (text === null && pins.length) {
         this.logOnce(`this node's plan does not become the plan of cluster ${shared.cluster}: it ties guests to nodes (${pins.join(", ")}); apply one without`);
         return;
@@ -216,6 +218,7 @@ export class PlanRunner {
 
   private use(text: string): void {
     const plan = parsePlan(text, `plan ${this.opts.planFile}`);
+    this.plan = plan;
     this.text = text;
     this.clocksRead = false;
     this.mine = { ...plan, jobs: plan.jobs.filter(({ job }) => this.opts.kinds.includes(job.type)) };
