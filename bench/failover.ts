@@ -85,7 +85,7 @@ try {
     api.close();
     await sleep(3000);
     const killedAt = Date.now();
-    killNodeWhole({ dataDir: path.join(work, owner), log: victim.stderr(), agent: victim.child });
+    killNodeWhole({ dataDir: path.join(work, owner), agent: victim.child });
     if (!(await waitGone(pids, 5000))) throw new Error(`the guests of ${owner} outlived its agent`);
     const sapi = await client(survivor);
     let seconds = 0;

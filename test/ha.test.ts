@@ -1,7 +1,9 @@
 // HA on a real cluster (three etcd members on 127.0.0.1: two `gorde node` processes and the
 // backup server as witness) with a real container: ids are the cluster's, `gorde ha`
-// refuses what it cannot do, and when node1's agent is killed its container dies with it
-// and comes back on node2 from its backup, answering the snapshot's data, with RPO and RTO
+// refuses what it cannot do; node1's agent killed and started again at once adopts its
+// running container under its fence helper's deadline, and nothing moves; killed and not
+// back, its fence helper kills the container before the lease lapses and it comes back on
+// node2 from its backup, answering the snapshot's data, with RPO and RTO
 // recorded; node1 back starts nothing and keeps its old copy aside, and the cluster's plan
 // backs the container up on node2, which owns it now. Then node2's agent is
 // stopped (SIGSTOP, stuck): its fence helper kills the container before its lease lapses,
@@ -174,13 +176,35 @@ void describe("HA: a guest comes back on the other node from its backup", { skip
     assert.match(remove.err, /guest 101 is (running|an HA resource)/);
   });
 
+  void it("adopts the running container when node1's agent is killed and started again at once: nothing moves", async () => {
+    const pid = (JSON.parse((await cli(node("node1"), ["guest", "status", "101", "--json"])).out) as { pid: number }).pid;
+    await node("node1").stop("SIGKILL");
+    const killedAt = Date.now();
+    await start("node1");
+    const back = (Date.now() - killedAt) / 1000;
+    assert.match(node("node1").stderr(), new RegExp(`container 101 was running \\(init pid ${pid}\\): adopted`));
+    assert.match(node("node1").stderr(), /the fence helper of the node's previous agent runs \(pid \d+\): taken over/);
+    // Longer than the fence deadline: the new agent's lease renewals moved it on.
+    await sleep(12_000);
+    const now = JSON.parse((await cli(node("node1"), ["guest", "status", "101", "--json"])).out) as { pid: number; state: string };
+    assert.deepEqual([now.state, now.pid], ["running", pid], `the same container runs on (node1's log:\n${node("node1").stderr()})`);
+    const r = (await until(node("node1"), (x) => x?.state === "started", 10)).last;
+    assert.equal(r?.node, "node1");
+    assert.deepEqual(JSON.parse((await cli(node("node2"), ["ha", "recoveries", "--json"])).out), [], "node2 recovered nothing");
+    console.log(`node1's agent killed and back in ${back.toFixed(1)} s: its container (pid ${pid}) adopted, still running 12 s later`);
+  });
+
   void it("recovers the container on node2 from backup when node1's agent is killed; node1 back starts nothing", async () => {
     assert.ok(copyRuns(dataDir("node1"), 101));
     await node("node1").stop("SIGKILL");
     const killedAt = Date.now();
-    // The container dies with the agent (its parent-death signal), at once.
-    for (const deadline = Date.now() + 5000; copyRuns(dataDir("node1"), 101) && Date.now() < deadline; ) await sleep(50);
-    assert.equal(copyRuns(dataDir("node1"), 101), false, "node1's container died with its agent");
+    // The container outlives the agent, until the fence helper's deadline: its lease's last renewal and 7 s.
+    await sleep(1000);
+    assert.ok(copyRuns(dataDir("node1"), 101), "the container outlived its agent");
+    for (const deadline = Date.now() + 10_000; copyRuns(dataDir("node1"), 101) && Date.now() < deadline; ) await sleep(50);
+    const fencedAfter = (Date.now() - killedAt) / 1000;
+    assert.equal(copyRuns(dataDir("node1"), 101), false, "the fence helper killed node1's container");
+    assert.match(fs.readFileSync(path.join(dataDir("node1"), "run", "fence-helper.log"), "utf8"), /the fence deadline passed without a renewed lease: killed/);
     const back = await until(node("node2"), (r) => r?.state === "started" && r.node === "node2", 90);
     const took = (Date.now() - killedAt) / 1000;
     assert.ok(back.seen.has("fence@node1"), `fence was shown while node1's lease lapsed: ${[...back.seen].join(", ")}`);
@@ -192,7 +216,7 @@ void describe("HA: a guest comes back on the other node from its backup", { skip
     assert.equal(rec.from, "node1");
     assert.match(rec.snapshot ?? "", /^ct\/101\//);
     assert.ok(rec.rpoSeconds !== null && rec.rpoSeconds >= 0 && rec.rtoSeconds !== null && rec.rtoSeconds > 0, JSON.stringify(rec));
-    console.log(`ct:101 recovered on node2 ${took.toFixed(1)} s after node1 was killed: RTO ${rec.rtoSeconds} s (detection ${rec.detectSeconds}, fence wait ${rec.fenceSeconds}, restore ${rec.restoreSeconds}, boot and checks ${rec.bootSeconds}), RPO ${rec.rpoSeconds} s`);
+    console.log(`ct:101 fenced ${fencedAfter.toFixed(1)} s and recovered on node2 ${took.toFixed(1)} s after node1's agent was killed: RTO ${rec.rtoSeconds} s (detection ${rec.detectSeconds}, fence wait ${rec.fenceSeconds}, restore ${rec.restoreSeconds}, boot and checks ${rec.bootSeconds}), RPO ${rec.rpoSeconds} s`);
 
     // node1 comes back: it starts nothing, and its old copy is kept aside, not deleted.
     await start("node1");

@@ -8,6 +8,7 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { GuestBackupResult, GuestStatus } from "../src/api/node-routes.ts";
 import { NodeClient } from "../src/client/node-client.ts";
 import { lxcAvailable } from "../src/node/lxc.ts";
@@ -27,6 +28,7 @@ void describe("nodes and guests", { skip: why ?? false }, () => {
   let node1: NodeProcess;
   let node2: NodeProcess;
   const CLUSTER_SECRET = "cluster-pass-1";
+  let node1Opts: Parameters<typeof startNodeProcess>[0];
 
   const guest = (node: NodeProcess, args: string[], user = "admin", password = "node-admin-1") =>
     gorde(["guest", ...args, "--node", node.url(user), "--fingerprint", node.fingerprint], { GORDE_PASSWORD: password }, 240_000);
@@ -45,7 +47,8 @@ void describe("nodes and guests", { skip: why ?? false }, () => {
     assert.equal((await gorde(["user", "add", srv, "cluster"], admin)).code, 0);
     assert.equal((await gorde(["acl", "set", srv, "/datastore/store", "cluster", "DatastorePowerUser"], admin)).code, 0);
     const common = { serverUrl: server.url("store", "cluster"), serverFingerprint: server.fingerprint, serverSecret: CLUSTER_SECRET };
-    node1 = await startNodeProcess({ name: "node1", dataDir: path.join(tmp.dir, "node1"), ...common });
+    node1Opts = { name: "node1", dataDir: path.join(tmp.dir, "node1"), ...common };
+    node1 = await startNodeProcess(node1Opts);
     node2 = await startNodeProcess({ name: "node2", dataDir: path.join(tmp.dir, "node2"), ...common });
   });
 
@@ -126,6 +129,46 @@ void describe("nodes and guests", { skip: why ?? false }, () => {
     assert.equal(await serviceGet(replaced.httpPort, "/cgi-bin/note"), "note at the second backup");
     await json(node2, ["stop", "200"]);
     await json(node2, ["stop", "201"]);
+  });
+
+  void it("a node killed leaves its guests running; started again, it adopts them and backs them up from where it was", async () => {
+    const was = { vm: await json<GuestStatus>(node1, ["status", "100"]), ct: await json<GuestStatus>(node1, ["status", "101"]) };
+    assert.equal(was.vm.state, "running");
+    assert.equal(was.ct.state, "running");
+    await node1.stop("SIGKILL");
+    const alive = (pid: number): boolean => {
+      try {
+        return !/^State:\s+[ZX]/m.test(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+      } catch {
+        return false;
+      }
+    };
+    await sleep(1000);
+    assert.ok(alive(was.vm.pid!), "QEMU outlived the node");
+    assert.ok(alive(was.ct.pid!), "the container's init outlived the node");
+    // QEMU forwards the VM's port itself: its service answers with no node running.
+    assert.equal(await serviceGet(was.vm.httpPort, "/cgi-bin/note"), "note after the backups");
+
+    node1 = await startNodeProcess(node1Opts);
+    assert.match(node1.stderr(), new RegExp(`VM 100 was running \\(QEMU pid ${was.vm.pid}\\): adopted, its monitor connected again; its dirty bitmaps since vm/100/\\S+ go on`));
+    assert.match(node1.stderr(), new RegExp(`container 101 was running \\(init pid ${was.ct.pid}\\): adopted`));
+    const vm = await json<GuestStatus>(node1, ["status", "100"]);
+    const ct = await json<GuestStatus>(node1, ["status", "101"]);
+    assert.deepEqual([vm.state, vm.pid, ct.state, ct.pid], ["running", was.vm.pid, "running", was.ct.pid]);
+    assert.ok(vm.uptimeSeconds! >= was.vm.uptimeSeconds!, "its uptime counts from QEMU's start");
+    // The container's service is forwarded again; its data is the one it had.
+    assert.equal(await serviceGet(ct.httpPort, "/cgi-bin/note"), "note after the backups");
+    // The VM's next backup goes on from the bitmaps of the last one: only dirty chunks are read.
+    await serviceGet(vm.httpPort, "/cgi-bin/note", 10_000, { method: "POST", body: "note after the adoption" });
+    const incr = await json<GuestBackupResult>(node1, ["backup", "100"]);
+    assert.match(incr.log.join("\n"), /chunks dirty since vm\/100\//);
+    const ctBackup = await json<GuestBackupResult>(node1, ["backup", "101"]);
+    assert.ok(ctBackup.reusedBytes > 0);
+    // Stopped through the adopted monitor and LXC: gone, and started again as usual.
+    await json(node1, ["stop", "101"]);
+    assert.ok(!alive(was.ct.pid!), "the adopted container stopped");
+    await json(node1, ["start", "101"]);
+    assert.equal(await serviceGet(ct.httpPort, "/cgi-bin/note"), "note after the backups");
   });
 
   void it("runs backups and restores as tasks of the node: their logs followed live, aborted on request", async () => {

@@ -2,7 +2,6 @@
 // their disks or root file systems, the QEMU and LXC processes that run them, and their
 // backups to and restores from the backup server. One operation at a time per guest.
 import { execFile } from "node:child_process";
-import { once } from "node:events";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
@@ -12,15 +11,43 @@ import type { BackupMode, CreateGuest, GuestBackupResult, GuestStatus, RestoreGu
 import { restoreArchive } from "../client/restore.ts";
 import type { RemoteRepository } from "../client/remote.ts";
 import { writeFileAtomic } from "../sys/atomic-write.ts";
+import { recordOf, startedAtMs as recordStartedAtMs } from "../sys/processes.ts";
 import { GordeError } from "../errors.ts";
 import { parseSnapshotRef } from "../format/names.ts";
 import { AnswerCapture } from "./capture.ts";
 import { type BitmapRecord, backupRunningCt, backupRunningVm, backupStoppedGuest, summary } from "./guest-backup.ts";
 import { type GuestKit, buildCtRootfs, buildVmDisk, ensureGuestKit } from "./guest-kit.ts";
-import { type CtProcess, startCt } from "./lxc.ts";
-import { type VmProcess, portFree, startVm } from "./qemu.ts";
+import { type CtProcess, adoptCt, startCt } from "./lxc.ts";
+import { type VmProcess, adoptVm, portFree, startVm } from "./qemu.ts";
 
 const execFileP = promisify(execFile);
+
+/** The bitmaps of a running VM's last good backup, kept beside it so a restarted node goes on from them. */
+async function saveBitmapRecord(runDir: string, record: BitmapRecord | undefined): Promise<void> {
+  const file = path.join(runDir, "bitmaps.json");
+  if (record) await writeFileAtomic(file, JSON.stringify(record) + "\n", { mode: 0o600 });
+  else await fsp.rm(file, { force: true });
+}
+
+/** The record a node process that is gone left for an adopted VM, if its QEMU has every bitmap it names. */
+async function loadBitmapRecord(runDir: string, vm: VmProcess, disks: number): Promise<BitmapRecord | undefined> {
+  let record: BitmapRecord;
+  try {
+    record = JSON.parse(await fsp.readFile(path.join(runDir, "bitmaps.json"), "utf8")) as BitmapRecord;
+  } catch {
+    return undefined;
+  }
+  if (typeof record.repo !== "string" || typeof record.snapshot !== "string" || !Array.isArray(record.bitmaps) || record.bitmaps.length !== disks) return undefined;
+  const nodes = await vm.qmp.execute<{ "node-name": string; "dirty-bitmaps"?: { name: string }[] }[]>("query-named-block-nodes", { flat: true }).catch(() => []);
+  const has = (i: number, name: unknown): boolean => nodes.some((n) => n["node-name"] === `disk${i}` && (n["dirty-bitmaps"] ?? []).some((b) => b.name === name));
+  return record.bitmaps.every((name, i) => has(i, name)) ? record : undefined;
+}
+
+/** When (ms since the epoch) process `pid` started; now if it is gone. */
+function startedAtMs(pid: number): number {
+  const rec = recordOf(pid);
+  return rec ? recordStartedAtMs(rec) : Date.now();
+}
 
 type Runtime = { kind: "vm"; vm: VmProcess; startedAt: number; bitmaps: { record?: BitmapRecord } } | { kind: "ct"; ct: CtProcess; startedAt: number };
 
@@ -76,6 +103,7 @@ export class GuestManager {
       const lb = /^(\d+)\.last-backup$/.exec(f)?.[1];
       if (lb) m.last.set(Number(lb), JSON.parse(await fsp.readFile(path.join(m.dir("guests"), f), "utf8")) as LastBackup);
     }
+    await m.adoptRunning();
     return m;
   }
 
@@ -105,7 +133,7 @@ export class GuestManager {
     let pid: number | undefined;
     let accel: string | undefined;
     if (rt?.kind === "vm") {
-      pid = rt.vm.child.pid;
+      pid = rt.vm.pid;
       accel = rt.vm.accelWhy;
       const s = await rt.vm.qmp.execute<{ status: string }>("query-status").catch(() => ({ status: "running" }));
       state = s.status === "paused" ? "paused" : "running";
@@ -229,26 +257,54 @@ export class GuestManager {
     if (!this.sandboxes.has(id)) await this.opts.placement?.mayStart(id);
     const runDir = this.dir("run", String(id));
     await fsp.mkdir(runDir, { recursive: true });
+    // A drill's sandbox dies with this process; every other guest outlives it and is adopted by the next.
+    const diesWithAgent = this.sandboxes.has(id);
     if (c.kind === "vm") {
-      const vm = await startVm({ id, memoryMiB: c.memoryMiB, cpus: c.cpus, disks: Object.values(c.disks), httpPort: c.httpPort, agent: c.agent }, await this.guestKit(), runDir);
-      const rt: Runtime = { kind: "vm", vm, startedAt: Date.now(), bitmaps: {} };
-      this.running.set(id, rt);
-      vm.child.once("exit", (code, signal) => {
-        if (this.running.get(id) !== rt) return;
-        this.running.delete(id);
-        this.opts.log(`VM ${id}: QEMU exited (${signal ?? `code ${code}`})`);
-      });
+      const vm = await startVm({ id, memoryMiB: c.memoryMiB, cpus: c.cpus, disks: Object.values(c.disks), httpPort: c.httpPort, agent: c.agent }, await this.guestKit(), runDir, { diesWithAgent });
+      this.track(id, { kind: "vm", vm, startedAt: Date.now(), bitmaps: {} });
       this.opts.log(`started VM ${id}: ${vm.accelWhy}`);
     } else {
-      const ct = await startCt({ id, name: c.name, rootfs: c.rootfs, init: c.init, memoryMiB: c.memoryMiB, cpus: c.cpus, httpPort: c.httpPort }, runDir);
-      const rt: Runtime = { kind: "ct", ct, startedAt: Date.now() };
-      this.running.set(id, rt);
-      void ct.exited.then(() => {
-        if (this.running.get(id) !== rt) return;
-        this.running.delete(id);
-        this.opts.log(`container ${id} stopped`);
-      });
+      const ct = await startCt({ id, name: c.name, rootfs: c.rootfs, init: c.init, memoryMiB: c.memoryMiB, cpus: c.cpus, httpPort: c.httpPort }, runDir, { diesWithAgent });
+      this.track(id, { kind: "ct", ct, startedAt: Date.now() });
       this.opts.log(`started container ${id}`);
+    }
+  }
+
+  /** Guest `id` runs: until its process ends. */
+  private track(id: number, rt: Runtime): void {
+    this.running.set(id, rt);
+    const ended = rt.kind === "vm" ? rt.vm.exited.then((how) => `VM ${id}: QEMU exited (${how})`) : rt.ct.exited.then(() => `container ${id} stopped`);
+    void ended.then((line) => {
+      if (this.running.get(id) !== rt) return;
+      this.running.delete(id);
+      this.opts.log(line);
+    });
+  }
+
+  /**
+   * Takes over the guests a node process that is gone left running (killed, or crashed):
+   * QEMU's monitor connected again, a container's forwarding opened again. One that cannot
+   * be taken over is killed (a VM whose monitor does not answer) or left (logged).
+   */
+  private async adoptRunning(): Promise<void> {
+    for (const [id, c] of this.configs) {
+      const runDir = this.dir("run", String(id));
+      try {
+        if (c.kind === "vm") {
+          const vm = await adoptVm(id, runDir);
+          if (!vm) continue;
+          const record = await loadBitmapRecord(runDir, vm, Object.keys(c.disks).length);
+          this.track(id, { kind: "vm", vm, startedAt: startedAtMs(vm.pid), bitmaps: { record } });
+          this.opts.log(`VM ${id} was running (QEMU pid ${vm.pid}): adopted, its monitor connected again${record ? `; its dirty bitmaps since ${record.snapshot} go on` : ""}`);
+        } else {
+          const ct = await adoptCt(c, runDir);
+          if (!ct) continue;
+          this.track(id, { kind: "ct", ct, startedAt: startedAtMs(ct.pid) });
+          this.opts.log(`container ${id} was running (init pid ${ct.pid}): adopted, its service forwarded again from 127.0.0.1:${c.httpPort}`);
+        }
+      } catch (err) {
+        this.opts.log(`guest ${id} runs but was not adopted: ${(err as Error).message}`);
+      }
     }
   }
 
@@ -318,7 +374,11 @@ export class GuestManager {
           };
           result = await backupStoppedGuest({ ...opts, answers, restart: startAgain });
         } else if (rt?.kind === "vm") {
-          result = await backupRunningVm(rt.vm, { ...opts, state: rt.bitmaps });
+          try {
+            result = await backupRunningVm(rt.vm, { ...opts, state: rt.bitmaps });
+          } finally {
+            await saveBitmapRecord(runDir, rt.bitmaps.record);
+          }
         } else if (rt?.kind === "ct") {
           result = await backupRunningCt(rt.ct, opts);
         } else {
@@ -458,8 +518,7 @@ export class GuestManager {
   runtime(id: number): { kind: "vm"; pid: number; consoleLog: string; agentSocket?: string; exited: boolean } | { kind: "ct"; pid: number; consoleLog: string; running(): Promise<boolean> } | undefined {
     const rt = this.running.get(id);
     if (rt?.kind === "vm") {
-      const child = rt.vm.child;
-      return { kind: "vm", pid: child.pid ?? 0, consoleLog: rt.vm.consoleLog, agentSocket: rt.vm.agentSocket, exited: child.exitCode !== null || child.signalCode !== null };
+      return { kind: "vm", pid: rt.vm.pid, consoleLog: rt.vm.consoleLog, agentSocket: rt.vm.agentSocket, exited: rt.vm.done };
     }
     if (rt?.kind === "ct") {
       const ct = rt.ct;
@@ -515,13 +574,7 @@ export class GuestManager {
     this.running.delete(id);
     if (rt.kind === "vm") {
       // Not through QMP: a stuck QEMU must die too.
-      const child = rt.vm.child;
-      if (child.exitCode === null && child.signalCode === null) {
-        const gone = once(child, "exit");
-        child.kill("SIGKILL");
-        await gone;
-      }
-      rt.vm.qmp.close();
+      await rt.vm.kill();
     } else {
       await rt.ct.stop(0);
     }
@@ -553,10 +606,10 @@ export class GuestManager {
     });
   }
 
-  /** Starts the guests marked `onboot` (but those in `except`); one that fails is logged, the others start. */
+  /** Starts the guests marked `onboot` (but those in `except`, and those running, adopted); one that fails is logged, the others start. */
   async startOnBoot(except: ReadonlySet<number> = new Set()): Promise<void> {
     for (const [id, c] of this.configs) {
-      if (c.onboot && !except.has(id)) await this.start(id).catch((e: Error) => this.opts.log(`guest ${id} did not start on boot: ${e.message}`));
+      if (c.onboot && !except.has(id) && !this.running.has(id)) await this.start(id).catch((e: Error) => this.opts.log(`guest ${id} did not start on boot: ${e.message}`));
     }
   }
 

@@ -77,6 +77,8 @@ export class HaAgent {
   private readonly wasRunning = new Set<number>();
   private readonly runningSince = new Map<number, number>();
   private fenced = false;
+  /** HA guests started through mayStart (before the first read, haHere knows them by this) */
+  private readonly startedHa = new Set<number>();
   private bootDone: boolean;
   private unansweredSaid = false;
   private readonly said = new Set<string>();
@@ -134,13 +136,34 @@ export class HaAgent {
     if (!cur.ha) return;
     if (cur.node !== this.o.node) throw new GordeError("locked", `HA guest ${id} belongs to node ${cur.node ?? "none"} in the cluster; it is not started on ${this.o.node}.`);
     if (this.fenced || m.leaseGeneration !== generation || !this.leaseFresh()) throw new GordeError("io", `HA guest ${id} is not started: the cluster lease of ${this.o.node} is not fresh.`);
+    // Armed before it starts, whoever starts it: no HA guest runs outside the fence.
+    this.startedHa.add(id);
+    this.armFence(id);
   }
 
-  /** HA guests placed here as last read (all running guests while nothing was read: none may outlive a fence). */
+  /**
+   * HA guests placed here as last read; while nothing was read, those the fence helper of the
+   * node's previous agent guards (adopted, still running) and those started since.
+   */
   private haHere(): number[] {
     const v = this.view;
-    if (!v) return this.o.guests.ids().filter((id) => this.o.guests.isRunning(id));
+    if (!v) {
+      const guarded = new Set(this.o.fence.inherited?.dirs ?? []);
+      return this.o.guests.ids().filter((id) => guarded.has(this.o.guests.runDir(id)) || this.startedHa.has(id));
+    }
     return [...v.resources.keys()].filter((id) => v.placements.get(id)?.value.node === this.o.node);
+  }
+
+  /**
+   * Whether the node's fence deadline has passed: SELF_FENCE_AFTER_MS after the last answered
+   * renewal of its lease; before this agent's first one, the deadline the previous agent left
+   * its fence helper (its guests, adopted, live by it), else now.
+   */
+  private fenceDue(): boolean {
+    const age = this.o.membership.leaseAge();
+    const inherited = this.o.fence.inherited?.deadline;
+    if (age === Infinity && inherited !== undefined) return monotonicMs() >= inherited;
+    return age >= SELF_FENCE_AFTER_MS;
   }
 
   /**
@@ -152,14 +175,14 @@ export class HaAgent {
     const { guests, membership } = this.o;
     if (!membership.clusterStore) return;
     const age = membership.leaseAge();
-    if (age < SELF_FENCE_AFTER_MS) {
+    if (!this.fenceDue()) {
       if (this.fenced) this.o.log(`the cluster lease of ${this.o.node} is renewed again after the fence`);
       this.fenced = false;
       return;
     }
     const here = [...new Set([...this.haHere(), ...this.recovering.keys()])];
     if (!this.fenced) for (const id of here) this.wasRunning.delete(id);
-    if (!this.fenced && here.length) this.o.log(`fencing: the cluster lease of ${this.o.node} was last renewed ${seconds(age)} s ago; killing HA guests ${here.join(", ")} (its fence helper does the same)`);
+    if (!this.fenced && here.length) this.o.log(`fencing: the cluster lease of ${this.o.node} was ${age === Infinity ? "not renewed since this agent started" : `last renewed ${seconds(age)} s ago`}; killing HA guests ${here.join(", ")} (its fence helper does the same)`);
     this.fenced = true;
     await Promise.all(here.filter((id) => guests.isRunning(id)).map((id) => guests.fence(id).catch((e: unknown) => this.o.log(`fencing guest ${id} failed: ${sentence(e)}`))));
   }

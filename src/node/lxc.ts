@@ -11,6 +11,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { diesWithParent } from "../sys/dies-with-parent.ts";
+import { readLiveRecord, recordOf, whenGone, writeRecord } from "../sys/processes.ts";
 import { GordeError } from "../errors.ts";
 import { join } from "./ct-forwarder.ts";
 
@@ -219,34 +220,39 @@ function checkStartable(config: CtRuntimeConfig, name: string): string {
   return rootfs;
 }
 
+function ctFiles(runDir: string, name: string): { dir: string; config: string; console: string; lxcLog: string; sock: string; record: string } {
+  const dir = path.join(runDir, name);
+  return { dir, config: path.join(dir, "config"), console: path.join(dir, "console.log"), lxcLog: path.join(dir, "lxc.log"), sock: path.join(dir, "http.sock"), record: path.join(dir, "lxc-start.pid") };
+}
+
 /**
  * Starts container ct<id> with lxcpath `runDir` and forwards 127.0.0.1:<httpPort> to its
  * port 80. Resolves when it is RUNNING and the forwarding listens; nothing is left running
- * when it throws.
+ * when it throws. The container outlives this process (a restarted node adopts it, adoptCt),
+ * unless `diesWithAgent` (a drill's sandbox); its forwarding does not.
  */
-export async function startCt(config: CtRuntimeConfig, runDir: string): Promise<CtProcess> {
+export async function startCt(config: CtRuntimeConfig, runDir: string, opts: { diesWithAgent?: boolean } = {}): Promise<CtProcess> {
   const name = `ct${config.id}`;
   const rootfs = checkStartable(config, name);
   runDir = path.resolve(runDir);
-  const dir = path.join(runDir, name);
-  const configFile = path.join(dir, "config");
-  const consoleLog = path.join(dir, "console.log");
-  const lxcLog = path.join(dir, "lxc.log");
-  const sock = path.join(dir, "http.sock");
-  if (Buffer.byteLength(sock) > MAX_SOCKET_PATH) throw new GordeError("usage", `run directory ${runDir} is too long for the forwarder's socket (at most ${MAX_SOCKET_PATH} bytes for ${sock}).`);
-  fs.mkdirSync(dir, { recursive: true });
-  if (fs.existsSync(configFile) && (await lxcTool("lxc-info", runDir, name, "-sH")) !== "STOPPED") {
+  const f = ctFiles(runDir, name);
+  if (Buffer.byteLength(f.sock) > MAX_SOCKET_PATH) throw new GordeError("usage", `run directory ${runDir} is too long for the forwarder's socket (at most ${MAX_SOCKET_PATH} bytes for ${f.sock}).`);
+  fs.mkdirSync(f.dir, { recursive: true });
+  if (fs.existsSync(f.config) && (await lxcTool("lxc-info", runDir, name, "-sH")) !== "STOPPED") {
     throw new GordeError("exists", `container ${name} is already running in ${runDir}.`);
   }
 
   const conns = new Set<net.Socket>();
-  const server = await listenLocal(config.httpPort, name, sock, conns);
-  fs.writeFileSync(configFile, lxcConfig(config, rootfs, consoleLog));
+  const server = await listenLocal(config.httpPort, name, f.sock, conns);
+  fs.writeFileSync(f.config, lxcConfig(config, rootfs, f.console));
   // Both logs would otherwise grow across starts; these are this start's.
-  fs.writeFileSync(consoleLog, "");
-  fs.writeFileSync(lxcLog, "");
+  fs.writeFileSync(f.console, "");
+  fs.writeFileSync(f.lxcLog, "");
+  fs.rmSync(f.record, { force: true });
   // In the foreground (-F), lxc-start lives as long as the container: its exit is the container's.
-  const child = spawn(...diesWithParent("lxc-start", ["-F", "-C", "-P", runDir, "-n", name, "-o", lxcLog, "-l", "WARN"]), { stdio: "ignore" });
+  const lxcArgs = ["-F", "-C", "-P", runDir, "-n", name, "-o", f.lxcLog, "-l", "WARN"];
+  const child = opts.diesWithAgent ? spawn(...diesWithParent("lxc-start", lxcArgs), { stdio: "ignore" }) : spawn("lxc-start", lxcArgs, { stdio: "ignore", detached: true });
+  child.unref();
   const childExit = once(child, "exit").then(
     () => undefined,
     () => undefined,
@@ -256,24 +262,26 @@ export async function startCt(config: CtRuntimeConfig, runDir: string): Promise<
 
   // LXC's first error says why lxc-start failed; the console's last line, why an init that started stopped.
   const stoppedAtOnce = (): GordeError => {
-    const lxcError = lxcLogError(lxcLog);
+    const lxcError = lxcLogError(f.lxcLog);
     if (lxcError) return new GordeError("io", `LXC could not start container ${name}: ${lxcError.replace(/\.$/, "")}.`);
-    const last = fs.readFileSync(consoleLog, "utf8").trim().split("\n").at(-1)?.trim();
+    const last = fs.readFileSync(f.console, "utf8").trim().split("\n").at(-1)?.trim();
     return new GordeError("io", `container ${name} stopped at once; ${last ? `the last line on its console: ${last.replace(/\.$/, "")}` : "its console is empty"}.`);
   };
   let fwd: ChildProcess | undefined;
   let pid: number;
   try {
+    const rec = child.pid !== undefined ? recordOf(child.pid) : undefined;
+    if (rec) await writeRecord(f.record, rec);
     const deadline = Date.now() + START_TIMEOUT_MS;
     for (;;) {
       if (childDone) throw stoppedAtOnce();
       if ((await lxcTool("lxc-info", runDir, name, "-sH").catch(() => "")) === "RUNNING") break;
-      if (Date.now() > deadline) throw new GordeError("io", `container ${name} is not running ${START_TIMEOUT_MS / 1000} s after lxc-start; see ${lxcLog}.`);
+      if (Date.now() > deadline) throw new GordeError("io", `container ${name} is not running ${START_TIMEOUT_MS / 1000} s after lxc-start; see ${f.lxcLog}.`);
       await sleep(20);
     }
     pid = Number(await lxcTool("lxc-info", runDir, name, "-pH"));
-    if (!Number.isInteger(pid) || pid <= 0) throw new GordeError("io", `container ${name} has no init process; see ${consoleLog}.`);
-    fwd = await startForwarder(pid, sock, name);
+    if (!Number.isInteger(pid) || pid <= 0) throw new GordeError("io", `container ${name} has no init process; see ${f.console}.`);
+    fwd = await startForwarder(pid, f.sock, name);
   } catch (err) {
     server.close();
     // An init that exits at once makes the steps after RUNNING fail: the logs tell why.
@@ -282,8 +290,51 @@ export async function startCt(config: CtRuntimeConfig, runDir: string): Promise<
     await childExit;
     throw stoppedItself ? stoppedAtOnce() : err;
   }
+  return ctProcess({ name, runDir, pid, files: f, server, conns, forwarder: fwd, monitorExit: childExit });
+}
 
-  const forwarder = fwd;
+/**
+ * The container LXC still runs in `runDir` (started by a node process that is gone), its
+ * forwarding from 127.0.0.1:<httpPort> opened again; undefined when it does not run.
+ */
+export async function adoptCt(config: Pick<CtRuntimeConfig, "id" | "httpPort">, runDir: string): Promise<CtProcess | undefined> {
+  const name = `ct${config.id}`;
+  runDir = path.resolve(runDir);
+  const f = ctFiles(runDir, name);
+  const rec = readLiveRecord(f.record);
+  if (!rec || !fs.existsSync(f.config)) return undefined;
+  const args = fs.readFileSync(`/proc/${rec.pid}/cmdline`, "utf8").split("\0");
+  if (!args.includes(runDir) || !args.includes(name)) return undefined; // another process has that pid now
+  const state = await lxcTool("lxc-info", runDir, name, "-sH").catch(() => "STOPPED");
+  if (state === "STOPPED") return undefined;
+  const pid = Number(await lxcTool("lxc-info", runDir, name, "-pH"));
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  const conns = new Set<net.Socket>();
+  const server = await listenLocal(config.httpPort, name, f.sock, conns);
+  let fwd: ChildProcess;
+  try {
+    fwd = await startForwarder(pid, f.sock, name);
+  } catch (err) {
+    server.close();
+    throw err;
+  }
+  return ctProcess({ name, runDir, pid, files: f, server, conns, forwarder: fwd, monitorExit: whenGone(rec).gone });
+}
+
+/** A running container: its forwarding goes when lxc-start (its monitor) ends. */
+function ctProcess(o: {
+  name: string;
+  runDir: string;
+  pid: number;
+  files: ReturnType<typeof ctFiles>;
+  server: net.Server;
+  conns: Set<net.Socket>;
+  forwarder: ChildProcess;
+  monitorExit: Promise<void>;
+}): CtProcess {
+  const { name, runDir, pid, server, conns, forwarder } = o;
+  let childDone = false;
+  void o.monitorExit.then(() => (childDone = true));
   let forwardingDown: Promise<void> | undefined;
   const stopForwarding = (): Promise<void> =>
     (forwardingDown ??= (async () => {
@@ -294,11 +345,11 @@ export async function startCt(config: CtRuntimeConfig, runDir: string): Promise<
         forwarder.kill("SIGKILL");
         await gone;
       }
-      fs.rmSync(sock, { force: true });
+      fs.rmSync(o.files.sock, { force: true });
       await closed;
     })());
   // The forwarder holds the container's network namespace: it goes with the container.
-  const exited = childExit.then(stopForwarding);
+  const exited = o.monitorExit.then(stopForwarding);
 
   const state = async (): Promise<"RUNNING" | "FROZEN" | "STOPPED"> => {
     const s = await lxcTool("lxc-info", runDir, name, "-sH");
@@ -310,8 +361,8 @@ export async function startCt(config: CtRuntimeConfig, runDir: string): Promise<
   return {
     pid,
     name,
-    consoleLog,
-    lxcLog,
+    consoleLog: o.files.console,
+    lxcLog: o.files.lxcLog,
     exited,
     async freeze() {
       if (childDone) throw new GordeError("io", `container ${name} is stopped; it cannot be frozen.`);

@@ -113,7 +113,7 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     },
   });
 
-  const fence = new FenceHelper(log);
+  const fence = new FenceHelper(path.join(config.dataDir, "run"), log);
   const membership = await ClusterMembership.open({ stateDir, member: config.name, role: "node", guests: () => guests.ids(), onRenewed: (at) => fence.renewed(at), log });
   late.membership = membership;
   const recoveries = RecoveryHistory.open(path.join(stateDir, "recoveries.db"));

@@ -9,6 +9,7 @@ import net from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { diesWithParent } from "../sys/dies-with-parent.ts";
+import { killRecorded, readLiveRecord, recordLives, recordOf, whenGone, writeRecord } from "../sys/processes.ts";
 import { GordeError } from "../errors.ts";
 import type { GuestKit } from "./guest-kit.ts";
 
@@ -140,13 +141,19 @@ export interface VmConfig {
 }
 
 export interface VmProcess {
-  child: ChildProcess;
+  readonly pid: number;
   qmp: Qmp;
   accel: Accel;
   accelWhy: string;
   consoleLog: string;
   /** the guest agent's socket, when the VM has an agent port */
   agentSocket?: string;
+  /** resolves, saying how, once QEMU is gone */
+  readonly exited: Promise<string>;
+  /** whether QEMU is gone */
+  readonly done: boolean;
+  /** SIGKILL, not through QMP (a stuck QEMU dies too); resolves once it is gone */
+  kill(): Promise<void>;
   /** QMP quit, then SIGKILL after `graceMs` */
   stop(graceMs?: number): Promise<void>;
 }
@@ -172,16 +179,59 @@ export function portFree(port: number): Promise<boolean> {
   });
 }
 
-/** Starts a VM and connects to its monitor; the guest boots on its own from there. */
-export async function startVm(config: VmConfig, kit: GuestKit, runDir: string): Promise<VmProcess> {
+function vmFiles(runDir: string): { qmp: string; console: string; stderr: string; record: string; agent: string } {
+  return { qmp: path.join(runDir, "qmp.sock"), console: path.join(runDir, "console.log"), stderr: path.join(runDir, "qemu.log"), record: path.join(runDir, "qemu.pid"), agent: path.join(runDir, "qga.sock") };
+}
+
+function accelWhy(accel: Accel): string {
+  return accel === "kvm" ? "KVM boots guests here" : "using TCG (software emulation)";
+}
+
+function vmProcess(o: { pid: number; qmp: Qmp; accel: Accel; accelWhy: string; consoleLog: string; agentSocket?: string; exited: Promise<string>; signal(sig: NodeJS.Signals): void }): VmProcess {
+  let done = false;
+  void o.exited.then(() => (done = true));
+  const kill = async (): Promise<void> => {
+    if (!done) o.signal("SIGKILL");
+    await o.exited;
+    o.qmp.close();
+  };
+  return {
+    pid: o.pid,
+    qmp: o.qmp,
+    accel: o.accel,
+    accelWhy: o.accelWhy,
+    consoleLog: o.consoleLog,
+    agentSocket: o.agentSocket,
+    exited: o.exited,
+    get done() {
+      return done;
+    },
+    kill,
+    async stop(graceMs = 3000) {
+      if (done) return;
+      await o.qmp.execute("quit").catch(() => undefined);
+      const t = setTimeout(() => o.signal("SIGKILL"), graceMs);
+      await o.exited;
+      clearTimeout(t);
+      o.qmp.close();
+    },
+  };
+}
+
+/**
+ * Starts a VM and connects to its monitor; the guest boots on its own from there. QEMU runs
+ * in a session of its own and outlives this process (a restarted node adopts it, adoptVm),
+ * unless `diesWithAgent` (a drill's sandbox).
+ */
+export async function startVm(config: VmConfig, kit: GuestKit, runDir: string, opts: { diesWithAgent?: boolean } = {}): Promise<VmProcess> {
   fs.mkdirSync(runDir, { recursive: true });
   for (const d of config.disks) if (!fs.existsSync(d)) throw new GordeError("not-found", `disk ${d} of VM ${config.id} does not exist.`);
   // QEMU would start and only fail to forward; nothing is started when the port is taken.
   if (!(await portFree(config.httpPort))) throw new GordeError("exists", `port ${config.httpPort} on 127.0.0.1 is in use; VM ${config.id} needs it for its service.`);
   const { accel, why } = await chooseAccel(kit, runDir);
-  const qmpSock = path.join(runDir, "qmp.sock");
-  const consoleLog = path.join(runDir, "console.log");
-  fs.rmSync(qmpSock, { force: true });
+  const f = vmFiles(runDir);
+  fs.rmSync(f.qmp, { force: true });
+  fs.rmSync(f.record, { force: true });
   const args = [
     "-name", `vm${config.id}`,
     "-machine", "q35",
@@ -191,15 +241,15 @@ export async function startVm(config: VmConfig, kit: GuestKit, runDir: string): 
     "-display", "none",
     "-nodefaults",
     "-no-reboot",
-    "-serial", `file:${consoleLog}`,
+    "-serial", `file:${f.console}`,
     "-kernel", kit.kernel,
     "-initrd", kit.initrd,
     "-append", "console=ttyS0 quiet panic=-1",
     "-netdev", `user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:${config.httpPort}-:80`,
     "-device", "virtio-net-pci,netdev=net0",
-    "-qmp", `unix:${qmpSock},server=on,wait=off`,
+    "-qmp", `unix:${f.qmp},server=on,wait=off`,
   ];
-  const agentSocket = config.agent ? path.join(runDir, "qga.sock") : undefined;
+  const agentSocket = config.agent ? f.agent : undefined;
   if (agentSocket) {
     fs.rmSync(agentSocket, { force: true });
     args.push("-chardev", `socket,id=qga0,path=${agentSocket},server=on,wait=off`);
@@ -211,35 +261,68 @@ export async function startVm(config: VmConfig, kit: GuestKit, runDir: string): 
     args.push("-blockdev", `driver=raw,node-name=disk${i},file=disk${i}-file`);
     args.push("-device", `virtio-blk-pci,drive=disk${i},id=vblk${i}`);
   });
-  const child = spawn(...diesWithParent(QEMU, args), { stdio: ["ignore", "ignore", "pipe"] });
-  let stderr = "";
-  child.stderr!.on("data", (b: Buffer) => (stderr += b.toString()));
-  const exited = once(child, "exit");
+  // Its messages go to a file, not a pipe: a pipe whose reader is gone would end it.
+  const stderr = fs.openSync(f.stderr, "w");
+  let child: ChildProcess;
+  try {
+    child = opts.diesWithAgent
+      ? spawn(...diesWithParent(QEMU, args), { stdio: ["ignore", "ignore", stderr] })
+      : spawn(QEMU, args, { stdio: ["ignore", "ignore", stderr], detached: true });
+  } finally {
+    fs.closeSync(stderr);
+  }
+  child.unref();
+  const exited = new Promise<string>((resolve) => child.once("exit", (code, signal) => resolve(signal ?? `code ${code}`)));
   const failed = exited.then(() => {
-    const first = stderr.split("\n").find((l) => l && !l.includes("warning:")) ?? `exit code ${child.exitCode}`;
+    const text = fs.readFileSync(f.stderr, "utf8");
+    const first = text.split("\n").find((l) => l && !l.includes("warning:")) ?? `exit code ${child.exitCode}`;
     throw new GordeError("io", `QEMU for VM ${config.id} stopped at once: ${first.replace(/^qemu-system-x86_64: /, "")}`);
   });
   let qmp: Qmp;
   try {
-    qmp = await Promise.race([Qmp.connect(qmpSock), failed]);
+    const rec = child.pid !== undefined ? recordOf(child.pid) : undefined;
+    if (rec) await writeRecord(f.record, rec);
+    qmp = await Promise.race([Qmp.connect(f.qmp), failed]);
   } catch (err) {
     child.kill("SIGKILL");
+    await exited;
     throw err;
   }
-  return {
-    child,
+  return vmProcess({ pid: child.pid!, qmp, accel, accelWhy: why, consoleLog: f.console, agentSocket, exited, signal: (sig) => child.kill(sig) });
+}
+
+/**
+ * The VM QEMU still runs in `runDir` (started by a node process that is gone), with its
+ * monitor connected again; undefined when none runs there.
+ */
+export async function adoptVm(id: number, runDir: string): Promise<VmProcess | undefined> {
+  const f = vmFiles(runDir);
+  const rec = readLiveRecord(f.record);
+  if (!rec) return undefined;
+  const args = fs.readFileSync(`/proc/${rec.pid}/cmdline`, "utf8").split("\0");
+  if (!args.includes(`unix:${f.qmp},server=on,wait=off`)) return undefined; // another process has that pid now
+  const watch = whenGone(rec);
+  const signal = (sig: NodeJS.Signals): void => {
+    if (recordLives(rec)) process.kill(rec.pid, sig);
+  };
+  let qmp: Qmp;
+  try {
+    qmp = await Qmp.connect(f.qmp, 5000);
+  } catch (err) {
+    // Nobody could back it up, stop it or fence it: it goes, and the node may start it anew.
+    watch.stop();
+    await killRecorded(rec);
+    throw new GordeError("io", `QEMU of VM ${id} ran (pid ${rec.pid}) but its monitor did not answer, so it was killed: ${(err as Error).message.replace(/\.$/, "")}.`);
+  }
+  const accel: Accel = args[args.indexOf("-accel") + 1] === "kvm" ? "kvm" : "tcg";
+  return vmProcess({
+    pid: rec.pid,
     qmp,
     accel,
-    accelWhy: why,
-    consoleLog,
-    agentSocket,
-    async stop(graceMs = 3000) {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      await qmp.execute("quit").catch(() => undefined);
-      const t = setTimeout(() => child.kill("SIGKILL"), graceMs);
-      await exited;
-      clearTimeout(t);
-      qmp.close();
-    },
-  };
+    accelWhy: accelWhy(accel),
+    consoleLog: f.console,
+    agentSocket: args.some((a) => a.includes(`path=${f.agent},`)) ? f.agent : undefined,
+    exited: watch.gone.then(() => "gone"),
+    signal,
+  });
 }

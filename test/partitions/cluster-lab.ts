@@ -149,7 +149,7 @@ export class ClusterLab {
   async killWhole(n: NodeName): Promise<void> {
     const p = this.node(n);
     this.logs[n].push(p.stderr());
-    killNodeWhole({ dataDir: this.dataDir(n), log: p.stderr(), agent: p.child });
+    killNodeWhole({ dataDir: this.dataDir(n), agent: p.child });
     await p.stop("SIGKILL");
     this.nodes[n] = undefined;
   }
@@ -238,8 +238,8 @@ export class ClusterLab {
     if (n) for (const id of IDS) await this.cli(n, ["ha", "remove", `ct:${id}`], {}, 30_000).catch(() => undefined);
     for (const x of NODES) {
       await this.nodes[x]?.stop();
-      // What a killed agent left (its fence helper, its etcd member) goes too.
-      killNodeWhole({ dataDir: this.dataDir(x), log: this.logOf(x), agent: { kill: () => true } });
+      // What a killed agent left (its fence helper, its guests, its etcd member) goes too.
+      killNodeWhole({ dataDir: this.dataDir(x), agent: { kill: () => true } });
     }
     await this.server?.stop();
     this.net.destroy();
