@@ -170,7 +170,7 @@ void describe("a cluster of two nodes and a witness", { skip: why ?? false }, ()
     assert.ok((await until(node1, (x) => x.nodes.every((n) => n.online), 30)).nodes.every((n) => n.online), "node2 is back");
 
     // Killed, it shows offline once its lease lapses; started again, its member (left
-    // running by the killed agent) is replaced and the node is back.
+    // running by the killed agent) is taken over and the node is back.
     await node2.stop("SIGKILL");
     const killedAt = Date.now();
     const gone = await until(node1, (x) => x.nodes.find((n) => n.name === "node2")?.online === false, NODE_LEASE_TTL_S * 3);
@@ -180,6 +180,7 @@ void describe("a cluster of two nodes and a witness", { skip: why ?? false }, ()
     node2 = await startNodeProcess({ name: "node2", dataDir: path.join(tmp.dir, "node2"), ...common() });
     const back = await until(node1, (x) => x.nodes.every((n) => n.online), 30);
     assert.ok(back.nodes.every((n) => n.online), "node2 is online again with its member");
+    assert.match(node2.stderr(), /etcd member node2 was running \(pid \d+\): taken over/);
   });
 
   void it("a node starts again with the others down: it runs, says it has no majority, and is online once they are back", async () => {

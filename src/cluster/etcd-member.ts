@@ -5,6 +5,7 @@
 // cluster can read or change its state. The timings are etcd's defaults ×2, chosen for two
 // loaded cores under TCG guests (docs/cluster.md).
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { type ProcessRecord, killRecorded, recordLives, recordOf, whenGone } from "../sys/processes.ts";
 import { once } from "node:events";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
@@ -47,6 +48,8 @@ export interface EtcdMemberOptions {
   tls: MemberTls;
   /** resolve only once the member has a leader (creating, joining); a restart waits only until it answers */
   waitForLeader?: boolean;
+  /** a member a killed host left running with this configuration is taken over, not replaced (a host starting again) */
+  adopt?: boolean;
 }
 
 export interface EtcdMember {
@@ -57,6 +60,8 @@ export interface EtcdMember {
   readonly exited: Promise<void>;
   /** the member's log (etcd writes it on stderr) */
   readonly logFile: string;
+  /** whether it was left running by the host's previous process and taken over */
+  readonly adopted: boolean;
   /** SIGTERM, then SIGKILL after `graceMs` */
   stop(graceMs?: number): Promise<void>;
 }
@@ -122,7 +127,9 @@ export async function startEtcdMember(o: EtcdMemberOptions): Promise<EtcdMember>
   if (!avail.ok) throw new GordeError("unsupported", `cannot start etcd member ${o.name}: ${avail.why}.`);
   const config = await writeMemberConfig(o);
   const f = memberFiles(o.dir);
-  await stopLeftover(f.pid, config);
+  const left = leftover(f.pid, config);
+  if (left && o.adopt && (await listening(o.clientUrl))) return adoptMember(o, f.log, left);
+  if (left) await killRecorded(left);
   const log = fs.openSync(f.log, "a");
   let child: ChildProcess;
   try {
@@ -158,25 +165,50 @@ export async function startEtcdMember(o: EtcdMemberOptions): Promise<EtcdMember>
     await stop(1000);
     throw err;
   }
-  return { name: o.name, clientUrl: o.clientUrl, pid: child.pid!, exited, logFile: f.log, stop };
+  return { name: o.name, clientUrl: o.clientUrl, pid: child.pid!, exited, logFile: f.log, adopted: false, stop };
 }
 
 /**
- * Stops the etcd a host that was killed left running (its agent died, its member did not):
- * the process the pid file names, if it still runs this member's configuration.
+ * The etcd a host that was killed left running (its agent died, its member did not): the
+ * process the pid file names, if it still runs this member's configuration.
  */
-async function stopLeftover(pidFile: string, config: string): Promise<void> {
+function leftover(pidFile: string, config: string): ProcessRecord | undefined {
   const pid = Number(fs.readFileSync(pidFile, { encoding: "utf8", flag: "a+" }).trim());
-  if (!Number.isInteger(pid) || pid <= 0) return;
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
   let cmdline = "";
   try {
     cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8");
   } catch {
-    return; // gone
+    return undefined; // gone
   }
-  if (!cmdline.split("\0").includes(config)) return; // another process has that pid now
-  process.kill(pid, "SIGKILL");
-  for (let i = 0; i < 100 && fs.existsSync(`/proc/${pid}`); i++) await sleep(50);
+  if (!cmdline.split("\0").includes(config)) return undefined; // another process has that pid now
+  const rec = recordOf(pid);
+  return rec && recordLives(rec) ? rec : undefined;
+}
+
+/** A member left running, taken over: it kept its vote and its raft state, nothing to catch up. */
+function adoptMember(o: EtcdMemberOptions, logFile: string, rec: ProcessRecord): EtcdMember {
+  const exited = whenGone(rec).gone;
+  let done = false;
+  void exited.then(() => (done = true));
+  const signal = (sig: NodeJS.Signals): void => {
+    if (recordLives(rec)) process.kill(rec.pid, sig);
+  };
+  return {
+    name: o.name,
+    clientUrl: o.clientUrl,
+    pid: rec.pid,
+    exited,
+    logFile,
+    adopted: true,
+    async stop(graceMs = 5000) {
+      if (done) return;
+      signal("SIGTERM");
+      const timer = setTimeout(() => signal("SIGKILL"), graceMs);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
 }
 
 /** Whether something accepts TCP connections at the URL's address and port. */

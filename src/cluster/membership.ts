@@ -271,7 +271,9 @@ export class ClusterMembership {
       tls,
       // A host starting again must start even when the others are down: it waits for them.
       waitForLeader: !restart,
+      adopt: restart,
     });
+    if (this.etcd.adopted) this.o.log(`etcd member ${file.member} was running (pid ${this.etcd.pid}): taken over`);
     // The host's own member only: its answers are the majority's (linearizable), and it fails
     // only when this host is cut off. A client that also used the other members would see
     // every call sent to a member that is down fail (etcd's client picks one per call).
