@@ -13,7 +13,7 @@
 // Run as: node fence-helper.ts <state file> <own record file>   (started by fence-helper-client.ts)
 import fs from "node:fs";
 import { monotonicMs } from "../cluster/ha-timing.ts";
-import { type ProcessRecord, processesNaming, recordLives } from "../sys/processes.ts";
+import { type ProcessRecord, processesNaming, readLiveRecord, recordLives } from "../sys/processes.ts";
 
 /** What the agent writes; what the helper reads every LOOK_MS. */
 export interface FenceState {
@@ -55,12 +55,9 @@ if (import.meta.main) {
     // A file being replaced, or not written yet: the last state holds.
     state = readFenceState(stateFile) ?? state;
     if (state?.exit) process.exit(0);
-    try {
-      const rec = JSON.parse(fs.readFileSync(recordFile, "utf8")) as { pid?: number };
-      if (rec.pid !== undefined && rec.pid !== process.pid) process.exit(0);
-    } catch {
-      // not written yet
-    }
+    // Another helper took this one's place (the record of a dead one is not written over yet at its start).
+    const other = readLiveRecord(recordFile);
+    if (other && other.pid !== process.pid) process.exit(0);
     const passed = state?.deadline !== undefined && monotonicMs() >= state.deadline;
     if (passed && state!.dirs.length) {
       const pids = processesNaming(state!.dirs);
