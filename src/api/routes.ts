@@ -2,7 +2,7 @@
 // call it. The server validates with these schemas, the client builds its requests from
 // them, and the OpenAPI document is generated from them: one source for all three.
 import { z } from "zod";
-import { DrillStateSchema } from "../format/manifest.ts";
+import { DrillStateSchema } from "../format/drill-state.ts";
 import { ACCESS_ROUTES } from "./access-routes.ts";
 import { CLUSTER_ROUTES } from "./cluster-routes.ts";
 import { AuthId, count, Digest, FileName, GroupName, Namespace, Ok, RemoteName, route, SessionId, SnapshotName, StoreName, TaskId, TaskRef } from "./route.ts";

@@ -4,6 +4,7 @@ import { createHash } from "node:crypto";
 import { z } from "zod";
 import { GordeError, corrupt } from "../errors.ts";
 import { firstIssue } from "../schema-issue.ts";
+import { type DrillState, DrillStateSchema } from "./drill-state.ts";
 import { FORMAT_VERSION } from "./magic.ts";
 
 /** lines of a backup's log kept in its manifest */
@@ -63,19 +64,8 @@ export const CaptureSchema = z.strictObject({
   message: z.string().max(1024).optional(),
 });
 
-/** the newest drill of the snapshot (format 2), like verify's state */
-export const DrillStateSchema = z.strictObject({
-  result: z.enum(["passed", "failed", "error"]),
-  time: z.number().int(),
-  node: z.string().max(253).optional(),
-  /** seconds from the drill's start to every probe passing */
-  rtoSeconds: z.number().nonnegative().optional(),
-  /** the check that failed, and why */
-  check: z.string().max(64).optional(),
-  message: z.string().max(1024).optional(),
-});
 export type Capture = z.infer<typeof CaptureSchema>;
-export type DrillState = z.infer<typeof DrillStateSchema>;
+export type { DrillState };
 
 export const ManifestSchema = z.strictObject({
   format: z.number().int().positive(),
