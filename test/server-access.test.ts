@@ -512,6 +512,10 @@ const CASES: Record<RouteName, Case[]> = {
     },
   ],
   listAcl: [{ label: "", expect: SYSTEM, req: () => ({}) }],
+  // Public: the credentials are the body's, whoever calls.
+  login: [{ label: "r-audit's password", expect: EVERYONE, req: () => ({ json: { username: "r-audit", password: secrets.get("r-audit") } }) }],
+  logout: [{ label: "", expect: EVERYONE, req: () => ({}) }],
+  permissions: [{ label: "", expect: EVERYONE, req: () => ({}) }],
   getPlan: [{ label: "", expect: SYSTEM, req: () => ({}) }],
   applyPlan: [{ label: "a GC job once a year", expect: SYSTEM, req: () => ({ json: { text: "version: 1\nguests: {}\njobs:\n  - { name: yearly-gc, type: gc, schedule: yearly }\n" } }) }],
   listRuns: [{ label: "", expect: SYSTEM, req: () => ({}) }],

@@ -25,7 +25,7 @@ export type RouteAnswer<R extends Route> =
         ? { text: string }
         : R["response"] extends "ndjson"
           ? never
-          : { json: Input<R["response"]> });
+          : { json: Input<R["response"]>; setCookie?: string });
 
 /** A route's JSON body as a client sends it. */
 export type RouteBodyInput<R extends Route> = R extends { body: "binary" } ? never : R extends { body: infer S } ? Input<S> : never;

@@ -4,14 +4,15 @@ import type { ROUTES } from "../api/routes.ts";
 import type { ApiHandlers } from "./api-host.ts";
 import type { AuthStore, Privilege } from "./auth.ts";
 import { HttpError } from "./http.ts";
+import { type WebSessions, sessionCookie, sessionIdOf } from "./web-sessions.ts";
 
-type AccessRoute = "listUsers" | "addUser" | "updateUser" | "removeUser" | "listTokens" | "addToken" | "removeToken" | "listAcl" | "setAcl";
+type AccessRoute = "listUsers" | "addUser" | "updateUser" | "removeUser" | "listTokens" | "addToken" | "removeToken" | "listAcl" | "setAcl" | "login" | "logout" | "permissions";
 
 export function denied(authId: string, what: string): HttpError {
   return new HttpError(403, `permission denied: ${authId} may not ${what}.`);
 }
 
-export function accessHandlers(auth: AuthStore, log: (line: string) => void): ApiHandlers<typeof ROUTES, AccessRoute> {
+export function accessHandlers(auth: AuthStore, sessions: WebSessions, log: (line: string) => void): ApiHandlers<typeof ROUTES, AccessRoute> {
   const needSys = (authId: string, priv: Privilege, what: string): void => {
     if (!auth.can(authId, "/", priv)) throw denied(authId, what);
   };
@@ -19,6 +20,23 @@ export function accessHandlers(auth: AuthStore, log: (line: string) => void): Ap
     if (authId !== user && !auth.can(authId, "/", "Permissions.Modify")) throw denied(authId, what);
   };
   return {
+    login: async ({ body, stream }) => {
+      // The login limiter counts per peer address, as for every other password.
+      const who = await auth.authenticate(body.username, body.password, { address: stream.session?.socket?.remoteAddress });
+      if (!who) throw new HttpError(401, "login failed: the user name or password is wrong, or the user is disabled.", { challenge: false });
+      const s = sessions.create(who);
+      log(`${who} logged in to the web interface`);
+      return { json: { username: who, csrfToken: s.csrf, expires: Math.floor(s.expires / 1000) }, setCookie: sessionCookie(s.id, (s.expires - Date.now()) / 1000) };
+    },
+    logout: ({ headers }) => {
+      sessions.remove(sessionIdOf(headers.cookie));
+      return { json: { ok: true }, setCookie: sessionCookie("", 0) };
+    },
+    permissions: ({ authId, query }) => {
+      const paths = new Set(["/", ...auth.listAcl().map((e) => e.path)]);
+      if (query.path) paths.add(query.path);
+      return { json: { authId, paths: Object.fromEntries([...paths].sort().map((p) => [p, [...auth.privileges(authId, p)].sort()])) } };
+    },
     listUsers: ({ authId }) => {
       if (!auth.can(authId, "/", "Permissions.Modify") && !auth.can(authId, "/", "Sys.Audit")) throw denied(authId, "list users");
       return { json: auth.listUsers() };

@@ -9,6 +9,7 @@ import type { Route } from "../api/route.ts";
 import type { RouteAnswer, RouteBody, RouteParams, RouteQuery } from "../api/route-types.ts";
 import { GordeError } from "../errors.ts";
 import { type AuthStore, parseAuthorization } from "./auth.ts";
+import { CSRF_HEADER, WebSessions, sessionIdOf } from "./web-sessions.ts";
 import { HttpError, compileRoutes, matchRoute, readBody, sendBinary, sendError, sendJson, validate } from "./http.ts";
 
 /** What a handler of route R receives: the caller, and the request as R's schemas validated it. */
@@ -18,6 +19,7 @@ export interface ApiContext<R extends Route> {
   query: RouteQuery<R>;
   body: RouteBody<R>;
   stream: http2.ServerHttp2Stream;
+  headers: http2.IncomingHttpHeaders;
   connection: object;
 }
 
@@ -25,8 +27,8 @@ export type ApiHandler<R extends Route> = (ctx: ApiContext<R>) => RouteAnswer<R>
 /** The handlers of the routes N of table T, each typed by its own route. */
 export type ApiHandlers<T extends Readonly<Record<string, Route>>, N extends keyof T = keyof T> = { [K in N]: ApiHandler<T[K]> };
 
-type AnyAnswer = { json: unknown } | { binary: Buffer } | { file: string } | { text: string } | { handled: true };
-type AnyHandler = (ctx: { authId: string; params: unknown; query: unknown; body: unknown; stream: http2.ServerHttp2Stream; connection: object }) => AnyAnswer | Promise<AnyAnswer>;
+type AnyAnswer = { json: unknown; setCookie?: string } | { binary: Buffer } | { file: string } | { text: string } | { handled: true };
+type AnyHandler = (ctx: { authId: string; params: unknown; query: unknown; body: unknown; stream: http2.ServerHttp2Stream; headers: http2.IncomingHttpHeaders; connection: object }) => AnyAnswer | Promise<AnyAnswer>;
 
 const JSON_LIMIT = 1024 * 1024;
 
@@ -38,6 +40,8 @@ export interface ApiHostOptions<T extends Readonly<Record<string, Route>>> {
   binaryLimit?: (name: keyof T & string, headers: http2.IncomingHttpHeaders) => { limit: number; alloc?: (n: number) => Buffer };
   /** answers a `file` result */
   sendFile?: (stream: http2.ServerHttp2Stream, file: string) => Promise<void>;
+  /** the web interface's sessions: a request with their cookie and no Authorization header is theirs */
+  sessions?: WebSessions;
   /** called after each request with its route, status and duration */
   done?: (name: string, status: number, ms: number) => void;
   log: (line: string) => void;
@@ -72,14 +76,22 @@ export function apiDispatcher<T extends Readonly<Record<string, Route>>>(
         // checked once per connection while nothing in the user, token or ACL state changed.
         const header = headers.authorization;
         const known = verified.get(connection);
-        if (known && known.header === header && known.revision === auth.revision && known.until > Date.now() && auth.isActive(known.authId)) {
+        const sid = header === undefined && opts.sessions ? sessionIdOf(headers.cookie) : undefined;
+        if (sid !== undefined) {
+          const s = opts.sessions!.get(sid);
+          if (!s || !auth.isActive(s.authId)) throw new HttpError(401, "the session has expired or was ended: log in again.", { challenge: false });
+          // A cookie is sent for any page that makes the browser ask; the token only by the interface itself.
+          if (method !== "GET" && !WebSessions.csrfMatches(s, headers[CSRF_HEADER])) throw new HttpError(403, "the request does not carry the session's CSRF token.");
+          authId = s.authId;
+        } else if (known && known.header === header && known.revision === auth.revision && known.until > Date.now() && auth.isActive(known.authId)) {
           authId = known.authId;
         } else {
           const cred = parseAuthorization(header);
           // the peer of the TCP connection: a header such as X-Forwarded-For is anyone's to write
           const address = stream.session?.socket?.remoteAddress;
           const who = cred && (await auth.authenticate(cred.authId, cred.secret, { address }));
-          if (!who) throw new HttpError(401, "authentication failed: give a valid user and password or API token.");
+          // No Basic challenge to a request that sent no credentials: a browser would prompt for them over the web interface.
+          if (!who) throw new HttpError(401, "authentication failed: give a valid user and password or API token.", { challenge: header !== undefined });
           authId = who;
           verified.set(connection, { header: header!, authId, revision: auth.revision, until: Date.now() + 30_000 });
         }
@@ -109,8 +121,8 @@ export function apiDispatcher<T extends Readonly<Record<string, Route>>>(
       // The one cast between the table and its handlers: params, query and body were just
       // validated by this route's schemas, which is what ApiHandler<T[name]> declares.
       const handler = (handlers as Record<string, unknown>)[compiled.name] as AnyHandler;
-      const result = await handler({ authId, params, query, body, stream, connection });
-      if ("json" in result) sendJson(stream, 200, result.json);
+      const result = await handler({ authId, params, query, body, stream, headers, connection });
+      if ("json" in result) sendJson(stream, 200, result.json, result.setCookie ? { "set-cookie": result.setCookie } : {});
       else if ("binary" in result) sendBinary(stream, result.binary);
       else if ("text" in result) {
         const b = Buffer.from(result.text);

@@ -9,9 +9,12 @@ import type { Route } from "../api/route.ts";
 
 export class HttpError extends Error {
   readonly status: number;
-  constructor(status: number, message: string) {
+  /** a 401 asks for Basic credentials (WWW-Authenticate); not for the web interface, whose browser would prompt */
+  readonly challenge: boolean;
+  constructor(status: number, message: string, opts: { challenge?: boolean } = {}) {
     super(message);
     this.status = status;
+    this.challenge = opts.challenge ?? true;
   }
 }
 
@@ -142,10 +145,10 @@ export function readBody(
   });
 }
 
-export function sendJson(stream: http2.ServerHttp2Stream, status: number, value: unknown): void {
+export function sendJson(stream: http2.ServerHttp2Stream, status: number, value: unknown, headers: http2.OutgoingHttpHeaders = {}): void {
   if (stream.destroyed || stream.closed) return;
   const body = Buffer.from(JSON.stringify(value));
-  if (!stream.headersSent) stream.respond({ ":status": status, "content-type": "application/json", "content-length": body.length });
+  if (!stream.headersSent) stream.respond({ ...headers, ":status": status, "content-type": "application/json", "content-length": body.length, "cache-control": "no-store" });
   stream.end(body);
 }
 
@@ -163,7 +166,7 @@ export function sendError(stream: http2.ServerHttp2Stream, err: unknown): number
     return status;
   }
   const headers: Record<string, string | number> = {};
-  if (status === 401) headers["www-authenticate"] = 'Basic realm="gorde"';
+  if (status === 401 && !(err instanceof HttpError && !err.challenge)) headers["www-authenticate"] = 'Basic realm="gorde"';
   if (retryAfter !== undefined) headers["retry-after"] = retryAfter;
   const body = Buffer.from(JSON.stringify({ error: message, code }));
   stream.respond({ ":status": status, "content-type": "application/json", "content-length": body.length, ...headers });

@@ -24,6 +24,8 @@ import { ensureCertificate } from "../host/tls.ts";
 import { GuestManager } from "./guests.ts";
 import { ClusterGuests } from "../cluster/ha-store.ts";
 import { RecoveryHistory } from "../jobs/recovery-history.ts";
+import { WebSessions } from "../host/web-sessions.ts";
+import { withWebUi } from "../host/web-ui.ts";
 import { FenceHelper } from "./fence-helper-client.ts";
 import { HaAgent } from "./ha-agent.ts";
 import { haHandlers } from "./ha-handlers.ts";
@@ -118,18 +120,19 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
   late.membership = membership;
   const recoveries = RecoveryHistory.open(path.join(stateDir, "recoveries.db"));
   const clustered = membership.cluster !== undefined;
+  const webSessions = new WebSessions();
   const handlers: ApiHandlers<typeof NODE_ROUTES> = {
     version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
     ...guestHandlers({ auth, config, guests, drills, drillHistory, tasks, log }),
     ...taskHandlers(auth, tasks),
     ...planHandlers(auth, jobs, log),
-    ...accessHandlers(auth, log),
+    ...accessHandlers(auth, webSessions, log),
     ...clusterHandlers(auth, membership),
     createCluster: createClusterHandler(auth, membership),
     ...haHandlers({ auth, ha: () => late.ha, recoveries }),
   };
 
-  const dispatch = apiDispatcher({ routes: NODE_ROUTES, handlers, auth, log });
+  const dispatch = withWebUi(apiDispatcher({ routes: NODE_ROUTES, handlers, auth, sessions: webSessions, log }));
   const host = opts.host ?? "0.0.0.0";
   /** Everything but the listener, in order: a drill under way removes its sandbox before the guests stop. */
   // The guests stop before the lease is given up: a survivor takes them only once they are down.

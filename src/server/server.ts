@@ -14,6 +14,7 @@ import { Datastore } from "../datastore/datastore.ts";
 import { ClusterMembership } from "../cluster/membership.ts";
 import { clusterHandlers } from "../cluster/cluster-handlers.ts";
 import { accessHandlers } from "../host/access-handlers.ts";
+import { WebSessions } from "../host/web-sessions.ts";
 import { type ApiHandlers, apiDispatcher, listenHttps } from "../host/api-host.ts";
 import { AuthStore } from "../host/auth.ts";
 import type { LoginLimits } from "../host/login-limiter.ts";
@@ -64,6 +65,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
   const { auth, log, tasks, sessions, metrics, stores } = ctx;
   const cert = await ensureCertificate(opts.stateDir);
   const uploads = new Uploads();
+  const webSessions = new WebSessions();
   const long = longTasks(ctx);
   const plan = await openPlan(ctx, long, opts.stateDir);
   // The backup host is the cluster's witness: its third vote.
@@ -81,7 +83,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
     ...readerHandlers(ctx),
     ...taskHandlers(auth, tasks),
     ...planHandlers(auth, plan, log),
-    ...accessHandlers(auth, log),
+    ...accessHandlers(auth, webSessions, log),
     ...remoteHandlers(ctx, long),
     ...clusterHandlers(auth, cluster),
   };
@@ -90,6 +92,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
     routes: ROUTES,
     handlers,
     auth,
+    sessions: webSessions,
     binaryLimit: (name) => uploads.limit(name),
     sendFile,
     done: (name, status, ms) => metrics.request(name, status, ms),
