@@ -20,6 +20,8 @@ declare -A need=(
   [etcd]=etcd-server
   # the partition tests: network namespaces joined by a bridge, links cut with nft rules
   [ip]=iproute2 [nft]=nftables
+  # the web interface's browser tests
+  [chromium]=chromium
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -59,6 +61,8 @@ if [ ! -x node_modules/.bin/node ] || [ package.json -nt node_modules/.package-l
 fi
 node_modules/.bin/node -e 'if (+process.versions.node.split(".")[0] < 24) { console.error("setup: Node 24 did not install"); process.exit(1) }'
 bash src/sys/build.sh
+# The web interface (ui/ → ui/dist), served by every gorde node.
+npm run build --silent
 
 case "$job" in
   demo) exec npx gorde demo ;;

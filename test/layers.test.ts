@@ -202,3 +202,30 @@ void test("writeFileAtomic and fsyncDir are defined once, in src/sys/atomic-writ
   }
   assert.deepEqual(wrong, []);
 });
+
+void test("the web interface imports from src/ only the API's routes and types and the pure schedule and prune modules, and nothing of Node", () => {
+  const UI = new URL("../ui/src/", import.meta.url).pathname;
+  const allowed = (rel: string): boolean => rel.startsWith("api/") || rel.startsWith("schedule/") || rel === "datastore/prune.ts";
+  const wrong: string[] = [];
+  const reached = new Set<string>();
+  const visit = (file: string): void => {
+    if (reached.has(file)) return;
+    reached.add(file);
+    const text = fs.readFileSync(file, "utf8");
+    for (const m of text.matchAll(/(?:^|\n)\s*(?:import|export)\s+(type\s+)?[^;]*?\s*from\s+"([^"]+)"/g)) {
+      const spec = m[2]!;
+      if (spec.startsWith("node:")) wrong.push(`${path.relative(SRC, file)} imports ${spec}`);
+      if (!spec.startsWith(".") || m[1]) continue;
+      const target = path.resolve(path.dirname(file), spec);
+      if (!target.startsWith(SRC)) {
+        if (target.startsWith(UI) && /\.tsx?$/.test(target)) visit(target);
+        continue;
+      }
+      if (file.startsWith(UI) && !allowed(path.relative(SRC, target))) wrong.push(`${path.relative(UI, file)} imports src/${path.relative(SRC, target)}`);
+      visit(target);
+    }
+  };
+  for (const f of fs.readdirSync(UI, { recursive: true, encoding: "utf8" })) if (/\.tsx?$/.test(f)) visit(path.join(UI, f));
+  assert.ok([...reached].some((f) => f.startsWith(SRC)), "the interface uses the API's own modules");
+  assert.deepEqual(wrong, []);
+});

@@ -1,0 +1,195 @@
+// The web interface in a real Chromium (Debian's, driven by playwright-core) against a real
+// `gorde node` and `gorde server` with the demo container: log in, see the guests, back
+// one up and follow its task log to the end, switch to Basque and find no English left,
+// log out; an auditor sees no button to act, and a request forged from its session is
+// refused (403), as is one without the CSRF token; every page passes axe-core's checks.
+// Screenshots of each page in both languages are saved under a temp dir (path printed).
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { type Browser, type Page, chromium } from "playwright-core";
+import { lxcAvailable } from "../src/node/lxc.ts";
+import { UI_DIST } from "../src/host/web-ui.ts";
+import en from "../ui/src/locales/en.json" with { type: "json" };
+import eu from "../ui/src/locales/eu.json" with { type: "json" };
+import { tempDir } from "./helpers.ts";
+import { type NodeProcess, type ServerProcess, freePort, gorde, startNodeProcess, startServerProcess } from "./server-fixture.ts";
+
+const CHROMIUM = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((p) => fs.existsSync(p));
+const lxc = lxcAvailable();
+const built = fs.existsSync(path.join(UI_DIST, "index.html"));
+const why = !CHROMIUM ? "Debian's chromium is not installed (scripts/setup.sh installs it as root)" : !lxc.ok ? lxc.why : !built ? "the web interface is not built (npm run build; scripts/setup.sh runs it)" : undefined;
+if (why) console.error(`\n*** SKIPPED: web interface tests: ${why}. ***\n`);
+
+/** Every string of a catalogue, flattened. */
+function strings(o: unknown): string[] {
+  return typeof o === "string" ? [o] : Object.values(o as Record<string, unknown>).flatMap(strings);
+}
+
+void describe("the web interface", { skip: why ?? false }, () => {
+  const tmp = tempDir("gorde-web-");
+  const shots = tempDir("gorde-web-screenshots-");
+  let server: ServerProcess;
+  let node: NodeProcess;
+  let browser: Browser;
+  let base: string;
+  const ctPort = { value: 0 };
+
+  before(async () => {
+    server = await startServerProcess({ stateDir: path.join(tmp.dir, "server"), datastores: { store: path.join(tmp.dir, "store") } });
+    node = await startNodeProcess({ name: "node1", dataDir: path.join(tmp.dir, "node1"), serverUrl: server.url("store"), serverFingerprint: server.fingerprint, serverSecret: "admin-pass-1" });
+    base = `https://127.0.0.1:${node.port}`;
+    const onNode = (args: string[], env: Record<string, string> = {}) => gorde([...args, "--node", node.url(), "--fingerprint", node.fingerprint], { GORDE_PASSWORD: "node-admin-1", ...env }, 120_000);
+    ctPort.value = await freePort();
+    for (const args of [
+      ["guest", "create", "101", "--demo", "ct", "--port", String(ctPort.value)],
+      ["guest", "start", "101"],
+      ["guest", "backup", "101"],
+    ]) {
+      const r = await onNode(args);
+      assert.equal(r.code, 0, `gorde ${args.join(" ")}: ${r.err}`);
+    }
+    const admin = { GORDE_PASSWORD: "node-admin-1", GORDE_FINGERPRINT: node.fingerprint };
+    assert.equal((await gorde(["user", "add", node.url(), "auditor"], { ...admin, GORDE_NEW_PASSWORD: "auditor-pass-1" })).code, 0);
+    assert.equal((await gorde(["acl", "set", node.url(), "/", "auditor", "PVEAuditor"], admin)).code, 0);
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"], headless: true });
+  });
+
+  after(async () => {
+    await browser?.close();
+    await node?.stop();
+    await server?.stop();
+    tmp.cleanup();
+    console.log(`screenshots of the web interface: ${shots.dir}`);
+  });
+
+  const open = async (): Promise<Page> => {
+    const ctx = await browser.newContext({ ignoreHTTPSErrors: true, locale: "en-US" });
+    const page = await ctx.newPage();
+    await page.goto(base);
+    return page;
+  };
+  const logIn = async (page: Page, user: string, password: string): Promise<void> => {
+    await page.getByLabel(en.username).fill(user);
+    await page.getByLabel(en.password).fill(password);
+    await page.getByRole("button", { name: en.login }).click();
+    await page.getByRole("navigation").getByText(en.datacenter).waitFor();
+  };
+  /** axe-core's serious and critical findings on the page as it is now. */
+  const accessibility = async (page: Page, what: string): Promise<void> => {
+    // Evaluated through the debugging protocol: the page's own policy allows no injected script.
+    await page.evaluate(fs.readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8"));
+    const found = await page.evaluate(async () => {
+      const r = await (globalThis as unknown as { axe: { run(): Promise<{ violations: { id: string; impact: string; nodes: unknown[] }[] }> } }).axe.run();
+      return r.violations.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id} (${v.nodes.length})`);
+    });
+    assert.deepEqual(found, [], `${what}: accessibility violations`);
+  };
+  const shot = async (page: Page, name: string): Promise<void> => {
+    await page.screenshot({ path: path.join(shots.dir, `${name}.png`), fullPage: true });
+  };
+
+  void it("logs in, shows the guests, backs one up with its task log followed to the end, speaks Basque, logs out", async () => {
+    const page = await open();
+    // Bad input: an empty form says so beside it and sends nothing.
+    const logins: string[] = [];
+    page.on("request", (r) => {
+      if (r.url().endsWith("/api/access/ticket")) logins.push(r.method());
+    });
+    await page.getByRole("button", { name: en.login }).click();
+    await page.getByRole("alert").getByText(en.loginMissing).waitFor();
+    assert.deepEqual(logins, [], "nothing was sent");
+    await accessibility(page, "login page");
+    await shot(page, "login-en");
+    await page.getByLabel(en.username).fill("admin");
+    await page.getByLabel(en.password).fill("wrong-password");
+    await page.getByRole("button", { name: en.login }).click();
+    await page.getByRole("alert").getByText(en.loginFailed).waitFor();
+    await logIn(page, "admin", "node-admin-1");
+    // The cookie is out of the page's reach, and marked so.
+    const cookie = (await page.context().cookies()).find((c) => c.name === "GordeSession");
+    assert.ok(cookie && cookie.httpOnly && cookie.secure && cookie.sameSite === "Strict", JSON.stringify(cookie));
+    assert.equal(await page.evaluate(() => (globalThis as unknown as { document: { cookie: string } }).document.cookie), "");
+
+    await page.getByRole("navigation").getByText("101 (ct101)").waitFor();
+    await page.getByRole("cell", { name: "Container" }).waitFor();
+    await accessibility(page, "datacenter");
+    await shot(page, "datacenter-en");
+
+    await page.getByRole("navigation").getByText("101 (ct101)").click();
+    await page.getByRole("heading", { name: "Container 101 (ct101)" }).waitFor();
+    await page.getByRole("button", { name: en.backupNow }).click();
+    const log = page.getByRole("region", { name: en.taskLog });
+    await log.getByText(en.taskState.ok, { exact: true }).waitFor({ timeout: 120_000 });
+    assert.match((await log.locator("pre").textContent()) ?? "", /ct\/101\//);
+    await accessibility(page, "guest");
+    await shot(page, "guest-en");
+    await page.getByRole("navigation").getByText(en.tasks).click();
+    await page.getByRole("cell", { name: "backup", exact: true }).first().waitFor();
+    await shot(page, "tasks-en");
+
+    // Basque: no string of the English catalogue that Basque says otherwise is left on any page.
+    await page.getByLabel(en.language).selectOption("eu");
+    const englishOnly = strings(en).filter((s) => !strings(eu).includes(s) && !s.includes("{{"));
+    for (const [name, go] of [
+      ["tasks", () => Promise.resolve()],
+      ["datacenter", () => page.getByRole("navigation").getByText(eu.datacenter).click()],
+      ["guest", () => page.getByRole("navigation").getByText("101 (ct101)").click()],
+    ] as const) {
+      await go();
+      await page.getByRole("heading").first().waitFor();
+      await page.waitForTimeout(300);
+      const text = await page.locator("body").innerText();
+      // As words: Basque's "IDa" holds no English "ID".
+      const left = englishOnly.filter((s) => new RegExp(`(^|[^\\p{L}])${s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}($|[^\\p{L}])`, "u").test(text));
+      assert.deepEqual(left, [], `English on the ${name} page in Basque`);
+      await shot(page, `${name}-eu`);
+    }
+    assert.equal(await page.evaluate(() => (globalThis as unknown as { document: { documentElement: { lang: string } } }).document.documentElement.lang), "eu");
+    // Dates as Basque writes them (the last backup's, on the guest page).
+    assert.match(await page.locator("main").innerText(), /\d{4}\(e\)ko [a-z]+\. \d{1,2}\(a\) \d{2}:\d{2}:\d{2}/);
+    // Remembered: a new page in this browser speaks Basque.
+    await page.reload();
+    await page.getByRole("button", { name: eu.logout }).click();
+    await page.getByRole("button", { name: eu.login }).waitFor();
+    await shot(page, "login-eu");
+    // The session is over for the server too: the old cookie is refused.
+    const status = await page.evaluate(async () => (await fetch("/api/guests")).status);
+    assert.equal(status, 401);
+    await page.context().close();
+  });
+
+  void it("shows an auditor no button to act; a request forged from its session gets 403, one without the CSRF token too", async () => {
+    const page = await open();
+    await logIn(page, "auditor", "auditor-pass-1");
+    await page.getByRole("navigation").getByText("101 (ct101)").click();
+    await page.getByRole("heading", { name: "Container 101 (ct101)" }).waitFor();
+    await page.getByRole("button", { name: en.showConsole }).waitFor();
+    for (const name of [en.start, en.stop, en.backupNow]) assert.equal(await page.getByRole("button", { name, exact: true }).count(), 0, `no ${name} button`);
+    await shot(page, "guest-auditor-en");
+    const forged = await page.evaluate(async () => {
+      const r = await fetch("/api/guests/101/stop", { method: "POST", headers: { CSRFPreventionToken: sessionStorage.getItem("gorde.csrf") ?? "" } });
+      return { status: r.status, body: await r.text() };
+    });
+    assert.equal(forged.status, 403, forged.body);
+    const noToken = await page.evaluate(async () => (await fetch("/api/guests/101/stop", { method: "POST" })).status);
+    assert.equal(noToken, 403);
+    await page.context().close();
+
+    // The admin's session without the token: refused, the guest left running.
+    const admin = await open();
+    await logIn(admin, "admin", "node-admin-1");
+    const r = await admin.evaluate(async () => {
+      const res = await fetch("/api/guests/101/stop", { method: "POST" });
+      return { status: res.status, body: await res.text() };
+    });
+    assert.equal(r.status, 403);
+    assert.match(r.body, /CSRF token/);
+    const st = spawnSync("lxc-info", ["-P", path.join(tmp.dir, "node1", "run", "101"), "-n", "ct101", "-sH"]).stdout.toString().trim();
+    assert.equal(st, "RUNNING");
+    await admin.context().close();
+  });
+});

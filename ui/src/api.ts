@@ -1,0 +1,96 @@
+// The node's API as the interface calls it: the route table itself (method, path) and its
+// types, never a copy; the session cookie goes by itself, the CSRF token in a header on
+// every writing request. A 401 means the session ended: the interface asks for a login.
+import { NODE_ROUTES, type NodeRouteName } from "../../src/api/node-routes.ts";
+import { routePath } from "../../src/api/route.ts";
+import type { RouteBodyInput, RouteResult } from "../../src/api/route-types.ts";
+
+type Routes = typeof NODE_ROUTES;
+
+export class ApiError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+const CSRF_KEY = "gorde.csrf";
+const USER_KEY = "gorde.user";
+
+export interface Login {
+  username: string;
+  csrfToken: string;
+}
+
+/** The login this tab holds (the cookie itself is out of the page's reach: HttpOnly). */
+export function currentLogin(): Login | undefined {
+  const csrfToken = sessionStorage.getItem(CSRF_KEY);
+  const username = sessionStorage.getItem(USER_KEY);
+  return csrfToken && username ? { csrfToken, username } : undefined;
+}
+
+let onSessionEnded: () => void = () => undefined;
+export function whenSessionEnds(fn: () => void): void {
+  onSessionEnded = fn;
+}
+
+async function request(method: string, path: string, body?: unknown): Promise<Response> {
+  const headers: Record<string, string> = {};
+  if (body !== undefined) headers["content-type"] = "application/json";
+  if (method !== "GET") headers.CSRFPreventionToken = sessionStorage.getItem(CSRF_KEY) ?? "";
+  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), credentials: "same-origin" });
+  if (!res.ok) {
+    const text = await res.text();
+    let message = text;
+    try {
+      message = (JSON.parse(text) as { error?: string }).error ?? text;
+    } catch {
+      // not JSON
+    }
+    if (res.status === 401 && !path.endsWith("/access/ticket")) {
+      sessionStorage.removeItem(CSRF_KEY);
+      onSessionEnded();
+    }
+    throw new ApiError(res.status, message);
+  }
+  return res;
+}
+
+export interface CallOptions<N extends NodeRouteName> {
+  params?: Record<string, string | number>;
+  query?: Record<string, string | number | undefined>;
+  json?: RouteBodyInput<Routes[N]>;
+}
+
+function url<N extends NodeRouteName>(name: N, o: CallOptions<N>): string {
+  const route = NODE_ROUTES[name];
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(o.query ?? {})) if (v !== undefined) q.set(k, String(v));
+  const qs = q.toString();
+  return routePath(route, o.params ?? {}) + (qs ? `?${qs}` : "");
+}
+
+/** Calls a JSON route of the node. */
+export async function call<N extends NodeRouteName>(name: N, o: CallOptions<N> = {}): Promise<RouteResult<Routes[N]>> {
+  const res = await request(NODE_ROUTES[name].method, url(name, o), o.json);
+  return (await res.json()) as RouteResult<Routes[N]>;
+}
+
+/** Calls a text route of the node (a console log). */
+export async function callText<N extends NodeRouteName>(name: N, o: CallOptions<N> = {}): Promise<string> {
+  return (await request(NODE_ROUTES[name].method, url(name, o), o.json)).text();
+}
+
+export async function login(username: string, password: string): Promise<Login> {
+  const r = await call("login", { json: { username, password } });
+  sessionStorage.setItem(CSRF_KEY, r.csrfToken);
+  sessionStorage.setItem(USER_KEY, r.username);
+  return { username: r.username, csrfToken: r.csrfToken };
+}
+
+export async function logout(): Promise<void> {
+  await call("logout").catch(() => undefined);
+  sessionStorage.removeItem(CSRF_KEY);
+  sessionStorage.removeItem(USER_KEY);
+}

@@ -1,0 +1,51 @@
+import { useEffect, useState } from "react";
+import { useTranslation } from "react-i18next";
+import { call } from "../api.ts";
+import { formatDate } from "../format.ts";
+import type { TaskInfo } from "../types.ts";
+import { TaskLog } from "./TaskLog.tsx";
+
+export function TasksPage() {
+  const { t, i18n } = useTranslation();
+  const [tasks, setTasks] = useState<TaskInfo[]>([]);
+  const [shown, setShown] = useState<string | undefined>();
+  useEffect(() => {
+    const load = (): void => void call("listTasks", { query: { limit: 50 } }).then(setTasks, () => undefined);
+    load();
+    const timer = setInterval(load, 3000);
+    return () => clearInterval(timer);
+  }, []);
+  return (
+    <section>
+      <h1>{t("tasks")}</h1>
+      <table>
+        <caption>{t("tasks")}</caption>
+        <thead>
+          <tr>
+            <th scope="col">{t("started")}</th>
+            <th scope="col">{t("type")}</th>
+            <th scope="col">{t("target")}</th>
+            <th scope="col">{t("user")}</th>
+            <th scope="col">{t("state")}</th>
+          </tr>
+        </thead>
+        <tbody>
+          {tasks.map((task) => (
+            <tr key={task.id}>
+              <td>
+                <button type="button" className="link" onClick={() => setShown(task.id)}>
+                  {formatDate(task.startTime, i18n.language)}
+                </button>
+              </td>
+              <td>{task.type}</td>
+              <td>{task.target ?? ""}</td>
+              <td>{task.authId}</td>
+              <td className={task.state === "ok" ? "ok" : task.state === "running" ? "" : "bad"}>{t(`taskState.${task.state}`)}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {shown && <TaskLog key={shown} task={shown} />}
+    </section>
+  );
+}

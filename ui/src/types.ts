@@ -1,0 +1,7 @@
+// The API's answers the pages show, as the route table types them.
+import type { NODE_ROUTES } from "../../src/api/node-routes.ts";
+import type { RouteResult } from "../../src/api/route-types.ts";
+
+export type GuestStatus = RouteResult<(typeof NODE_ROUTES)["guestStatus"]>;
+export type TaskInfo = RouteResult<(typeof NODE_ROUTES)["getTask"]>;
+export type Permissions = RouteResult<(typeof NODE_ROUTES)["permissions"]>;
