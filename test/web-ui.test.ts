@@ -127,6 +127,24 @@ void describe("the web interface", { skip: why ?? false }, () => {
     assert.match((await log.locator("pre").textContent()) ?? "", /ct\/101\//);
     await accessibility(page, "guest");
     await shot(page, "guest-en");
+    // The backup server as the node's storage: a note edited, a snapshot protected, read back from the server.
+    await page.getByRole("navigation").getByText(`${en.storage} store`).click();
+    await page.getByRole("heading", { name: `${en.storage} store` }).waitFor();
+    const first = page.getByRole("row").filter({ hasText: "ct/101" }).first();
+    const snapName = ((await first.getByRole("textbox").getAttribute("aria-label")) ?? "").replace(/^Notes of /, "");
+    assert.match(snapName, /^ct\/101\/\d{4}-/);
+    await first.getByRole("textbox").fill("before the upgrade, from the web");
+    await first.getByRole("button", { name: en.save }).click();
+    await first.getByRole("button", { name: en.save }).waitFor({ state: "detached" });
+    await page.getByRole("checkbox", { name: `${snapName} protected` }).click();
+    await page.getByRole("checkbox", { name: `${snapName} protected` }).and(page.locator(":checked")).waitFor();
+    const onServer = await gorde(["snapshots", server.url("store"), "ct/101", "--json"], { GORDE_PASSWORD: "admin-pass-1", GORDE_FINGERPRINT: server.fingerprint });
+    const stored = (JSON.parse(onServer.out) as { snapshot: string; notes: string | null; protected: boolean }[]).find((x) => x.snapshot === snapName);
+    assert.deepEqual([stored?.notes, stored?.protected], ["before the upgrade, from the web", true], onServer.err);
+    // Protected: forget is not offered for it.
+    assert.equal(await page.getByRole("row").filter({ has: page.getByRole("checkbox", { name: `${snapName} protected` }) }).getByRole("button", { name: en.forget }).isDisabled(), true);
+    await accessibility(page, "storage");
+    await shot(page, "storage-en");
     await page.getByRole("navigation").getByText(en.tasks).click();
     await page.getByRole("cell", { name: "backup", exact: true }).first().waitFor();
     await shot(page, "tasks-en");
@@ -138,6 +156,7 @@ void describe("the web interface", { skip: why ?? false }, () => {
       ["tasks", () => Promise.resolve()],
       ["datacenter", () => page.getByRole("navigation").getByText(eu.datacenter).click()],
       ["guest", () => page.getByRole("navigation").getByText("101 (ct101)").click()],
+      ["storage", () => page.getByRole("navigation").getByText(`${eu.storage} store`).click()],
     ] as const) {
       await go();
       await page.getByRole("heading").first().waitFor();
@@ -170,6 +189,14 @@ void describe("the web interface", { skip: why ?? false }, () => {
     await page.getByRole("button", { name: en.showConsole }).waitFor();
     for (const name of [en.start, en.stop, en.backupNow]) assert.equal(await page.getByRole("button", { name, exact: true }).count(), 0, `no ${name} button`);
     await shot(page, "guest-auditor-en");
+    // The storage: browsed, nothing to change.
+    await page.getByRole("navigation").getByText(`${en.storage} store`).click();
+    await page.getByRole("row").filter({ hasText: "ct/101" }).first().waitFor();
+    assert.equal(await page.getByRole("button", { name: en.forget }).count(), 0);
+    assert.equal(await page.getByRole("textbox").count(), 0);
+    assert.ok(await page.getByRole("checkbox").first().isDisabled());
+    const forgetForged = await page.evaluate(async () => (await fetch("/api/storage/store/protected", { method: "PUT", headers: { CSRFPreventionToken: sessionStorage.getItem("gorde.csrf") ?? "", "content-type": "application/json" }, body: JSON.stringify({ snapshot: "ct/101/latest", protected: false }) })).status);
+    assert.equal(forgetForged, 403);
     const forged = await page.evaluate(async () => {
       const r = await fetch("/api/guests/101/stop", { method: "POST", headers: { CSRFPreventionToken: sessionStorage.getItem("gorde.csrf") ?? "" } });
       return { status: r.status, body: await r.text() };

@@ -17,6 +17,7 @@ export const Role = z.enum([
   "RemoteSyncOperator",
   "PVEAuditor",
   "PVEVMUser",
+  "PVEDatastoreUser",
 ]);
 export type Role = z.infer<typeof Role>;
 

@@ -5,10 +5,10 @@
 // /vms/<id> (or above).
 import { z } from "zod";
 import { CtConfigSchema, GuestConfigSchema, VmConfigSchema } from "./guest-config.ts";
-import { Ok, route, SnapshotName, TaskId, TaskRef } from "./route.ts";
+import { GroupName, Ok, route, SnapshotName, StoreName, TaskId, TaskRef } from "./route.ts";
 import { CREATE_CLUSTER_ROUTE } from "./cluster-routes.ts";
 import { HA_ROUTES } from "./ha-routes.ts";
-import { ROUTES } from "./routes.ts";
+import { ROUTES, SnapshotSchema } from "./routes.ts";
 
 export const GuestId = z.coerce.number().int().min(100).max(999_999_999);
 const idParam = z.strictObject({ id: GuestId });
@@ -114,6 +114,8 @@ export const StartDrillSchema = z.strictObject({
   snapshot: SnapshotName.optional(),
 });
 export type StartDrill = z.infer<typeof StartDrillSchema>;
+
+const storageParam = z.strictObject({ storage: StoreName });
 
 export const NODE_ROUTES = {
   version: ROUTES.version,
@@ -251,6 +253,54 @@ export const NODE_ROUTES = {
     permission: "VM.Audit on /vms/<id>",
     params: z.strictObject({ id: z.coerce.number().int().min(1).max(Number.MAX_SAFE_INTEGER) }),
     response: DrillRecordSchema,
+  }),
+  listStorages: route({
+    method: "GET",
+    path: "/api/storage",
+    summary: "The node's storages: its backup server's datastore, as PVE lists a PBS storage",
+    access: "authenticated",
+    permission: "Datastore.Audit on /storage/<name>",
+    response: z.array(z.object({ storage: z.string(), server: z.string(), type: z.literal("gorde") })),
+  }),
+  storageSnapshots: route({
+    method: "GET",
+    path: "/api/storage/{storage}/snapshots",
+    summary: "The snapshots in a storage (of one group with `group`), read with the node's identity on the server",
+    access: "authenticated",
+    permission: "Datastore.Audit on /storage/<name>",
+    params: storageParam,
+    query: z.strictObject({ group: GroupName.optional() }),
+    response: z.array(SnapshotSchema),
+  }),
+  setStorageNotes: route({
+    method: "PUT",
+    path: "/api/storage/{storage}/notes",
+    summary: "Sets a snapshot's notes",
+    access: "authenticated",
+    permission: "Datastore.AllocateSpace on /storage/<name>",
+    params: storageParam,
+    body: z.strictObject({ snapshot: SnapshotName, notes: z.string().max(4096) }),
+    response: Ok,
+  }),
+  setStorageProtected: route({
+    method: "PUT",
+    path: "/api/storage/{storage}/protected",
+    summary: "Protects a snapshot from prune and forget, or lifts the protection",
+    access: "authenticated",
+    permission: "Datastore.AllocateSpace on /storage/<name>",
+    params: storageParam,
+    body: z.strictObject({ snapshot: SnapshotName, protected: z.boolean() }),
+    response: Ok,
+  }),
+  forgetStorageSnapshot: route({
+    method: "DELETE",
+    path: "/api/storage/{storage}/snapshots",
+    summary: "Forgets a snapshot (its chunks go at the server's next GC)",
+    access: "authenticated",
+    permission: "Datastore.AllocateSpace on /storage/<name>",
+    params: storageParam,
+    query: z.strictObject({ snapshot: SnapshotName }),
+    response: Ok,
   }),
   listTasks: ROUTES.listTasks,
   getTask: ROUTES.getTask,

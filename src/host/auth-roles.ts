@@ -23,6 +23,8 @@ export const PRIVILEGES = [
   "VM.PowerMgmt",
   "VM.Backup",
   "VM.Allocate",
+  // a node's storages, the backup server's datastores as the node sees them (PVE's names), on /storage/<name>
+  "Datastore.AllocateSpace",
 ] as const;
 export type Privilege = (typeof PRIVILEGES)[number];
 
@@ -51,7 +53,9 @@ export const ROLES: Readonly<Record<RoleName, readonly Privilege[]>> = Object.fr
   /** may pull from a remote (with Datastore.Backup on the target datastore) */
   RemoteSyncOperator: ["Remote.Audit", "Remote.Read"],
   /** a node's guests: look only */
-  PVEAuditor: ["Sys.Audit", "VM.Audit"],
+  PVEAuditor: ["Sys.Audit", "VM.Audit", "Datastore.Audit"],
+  /** a node's storages: browse, and change or forget the snapshots there (notes, protection) */
+  PVEDatastoreUser: ["Datastore.Audit", "Datastore.AllocateSpace"],
   /** a node's guests: look, start and stop, back up and restore (not create, configure or remove) */
   PVEVMUser: ["VM.Audit", "VM.PowerMgmt", "VM.Backup"],
 });
@@ -97,7 +101,7 @@ export function isValidAuthId(s: string): boolean {
 
 /**
  * Validates an ACL path and returns its components: `/` → [], `/datastore` → ["datastore"],
- * `/datastore/<store>/<ns>...`, `/remote`, `/remote/<name>`, and on a node `/vms` and `/vms/<id>`. Only the canonical spelling is accepted (no trailing or
+ * `/datastore/<store>/<ns>...`, `/remote`, `/remote/<name>`, and on a node `/vms`, `/vms/<id>`, `/storage` and `/storage/<name>`. Only the canonical spelling is accepted (no trailing or
  * doubled slash, no `.` or `..`), so one place in the tree has exactly one name.
  */
 export function parseAclPath(s: string): string[] {
@@ -109,11 +113,15 @@ export function parseAclPath(s: string): string[] {
     if (parts.length > 2 || (parts.length === 2 && !/^[1-9]\d{2,8}$/.test(parts[1]!))) throw bad("expected /vms or /vms/<guest id>");
     return parts;
   }
+  if (parts[0] === "storage") {
+    if (parts.length > 2 || (parts.length === 2 && !/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/.test(parts[1]!))) throw bad("expected /storage or /storage/<storage name>");
+    return parts;
+  }
   if (parts[0] === "remote") {
     if (parts.length > 2 || (parts.length === 2 && !REMOTE_NAME_RE.test(parts[1]!))) throw bad("expected /remote or /remote/<remote name>");
     return parts;
   }
-  if (parts[0] !== "datastore") throw bad("expected /, /datastore, /datastore/<store>[/<namespace>...], /remote, /remote/<name>, /vms or /vms/<guest id>");
+  if (parts[0] !== "datastore") throw bad("expected /, /datastore, /datastore/<store>[/<namespace>...], /remote, /remote/<name>, /vms, /vms/<guest id>, /storage or /storage/<name>");
   if (parts.length > 2 + MAX_NS_DEPTH) throw bad(`namespaces are at most ${MAX_NS_DEPTH} levels deep`);
   for (const p of parts.slice(1)) {
     if (p === "") throw bad("it has an empty component");

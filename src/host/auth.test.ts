@@ -76,8 +76,9 @@ void describe("roles", () => {
       RemoteAdmin: ["Remote.Audit", "Remote.Modify", "Remote.Read"],
       RemoteAudit: ["Remote.Audit"],
       RemoteSyncOperator: ["Remote.Audit", "Remote.Read"],
-      PVEAuditor: ["Sys.Audit", "VM.Audit"],
+      PVEAuditor: ["Sys.Audit", "VM.Audit", "Datastore.Audit"],
       PVEVMUser: ["VM.Audit", "VM.PowerMgmt", "VM.Backup"],
+      PVEDatastoreUser: ["Datastore.Audit", "Datastore.AllocateSpace"],
     };
     assert.deepEqual([...ROLE_NAMES].sort(), Object.keys(expected).sort());
     for (const role of ROLE_NAMES) assert.deepEqual(sorted(ROLES[role]), sorted(expected[role]), role);
@@ -201,7 +202,12 @@ void describe("validation", () => {
     assert.deepEqual(parseAclPath("/vms/100"), ["vms", "100"]);
     assert.deepEqual(parseAclPath("/remote"), ["remote"]);
     assert.deepEqual(parseAclPath("/remote/offsite-1"), ["remote", "offsite-1"]);
+    assert.deepEqual(parseAclPath("/storage"), ["storage"]);
+    assert.deepEqual(parseAclPath("/storage/backup-1"), ["storage", "backup-1"]);
     for (const bad of [
+      "/storage/",
+      "/storage/a/b",
+      "/storage/.hidden",
       "/remote/",
       "/remote/offsite/main",
       "/remote/offsite.example",

@@ -27,6 +27,7 @@ import { RecoveryHistory } from "../jobs/recovery-history.ts";
 import { WebSessions } from "../host/web-sessions.ts";
 import { withWebUi } from "../host/web-ui.ts";
 import { FenceHelper } from "./fence-helper-client.ts";
+import { storageHandlers } from "./storage-handlers.ts";
 import { HaAgent } from "./ha-agent.ts";
 import { haHandlers } from "./ha-handlers.ts";
 import { PlanRunner } from "../jobs/plan-runner.ts";
@@ -124,6 +125,7 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
   const handlers: ApiHandlers<typeof NODE_ROUTES> = {
     version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
     ...guestHandlers({ auth, config, guests, drills, drillHistory, tasks, log }),
+    ...storageHandlers({ auth, config, repository: () => repository(), log }),
     ...taskHandlers(auth, tasks),
     ...planHandlers(auth, jobs, log),
     ...accessHandlers(auth, webSessions, log),

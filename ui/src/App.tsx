@@ -8,8 +8,9 @@ import { LANGUAGES, type Language, setLanguage } from "./i18n.ts";
 import { Datacenter } from "./pages/Datacenter.tsx";
 import { GuestPage } from "./pages/GuestPage.tsx";
 import { LoginPage } from "./pages/LoginPage.tsx";
+import { StoragePage } from "./pages/StoragePage.tsx";
 import { TasksPage } from "./pages/TasksPage.tsx";
-import type { GuestStatus } from "./types.ts";
+import type { GuestStatus, Storage } from "./types.ts";
 
 function useHash(): string {
   const [hash, setHash] = useState(location.hash);
@@ -43,6 +44,7 @@ export function App() {
   const [ended, setEnded] = useState(false);
   const [node, setNode] = useState<string>("");
   const [guests, setGuests] = useState<GuestStatus[]>([]);
+  const [storages, setStorages] = useState<Storage[]>([]);
   const hash = useHash();
   whenSessionEnds(() => {
     setWho(undefined);
@@ -50,9 +52,10 @@ export function App() {
   });
 
   const refresh = useCallback(async () => {
-    const [n, g] = await Promise.all([call("nodeStatus").catch(() => undefined), call("listGuests")]);
+    const [n, g, s] = await Promise.all([call("nodeStatus").catch(() => undefined), call("listGuests"), call("listStorages").catch(() => [])]);
     if (n) setNode(n.name);
     setGuests(g);
+    setStorages(s);
   }, []);
   useEffect(() => {
     if (!who) return;
@@ -73,6 +76,7 @@ export function App() {
     );
   }
   const guestId = /^#\/guest\/(\d+)$/.exec(hash)?.[1];
+  const storage = /^#\/storage\/([A-Za-z0-9._-]+)$/.exec(hash)?.[1];
   return (
     <div className="app">
       <header>
@@ -116,12 +120,21 @@ export function App() {
                   </li>
                 </ul>
               </li>
+              {storages.map((s) => (
+                <li key={s.storage}>
+                  <a href={`#/storage/${s.storage}`} aria-current={storage === s.storage ? "page" : undefined}>
+                    {t("storage")} {s.storage}
+                  </a>
+                </li>
+              ))}
             </ul>
           </li>
         </ul>
       </nav>
       <main>
-        {guestId ? (
+        {storage ? (
+          <StoragePage key={storage} storage={storage} />
+        ) : guestId ? (
           <GuestPage key={guestId} id={Number(guestId)} onChanged={() => void refresh()} />
         ) : hash === "#/tasks" ? (
           <TasksPage />

@@ -5,3 +5,5 @@ import type { RouteResult } from "../../src/api/route-types.ts";
 export type GuestStatus = RouteResult<(typeof NODE_ROUTES)["guestStatus"]>;
 export type TaskInfo = RouteResult<(typeof NODE_ROUTES)["getTask"]>;
 export type Permissions = RouteResult<(typeof NODE_ROUTES)["permissions"]>;
+export type Snapshot = RouteResult<(typeof NODE_ROUTES)["storageSnapshots"]>[number];
+export type Storage = RouteResult<(typeof NODE_ROUTES)["listStorages"]>[number];

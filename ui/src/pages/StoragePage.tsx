@@ -1,0 +1,139 @@
+// A storage: the backup server's datastore as the node sees it, its snapshots by group
+// with size, verification, the newest drill, notes (edited in place) and protection;
+// forget asks first. Changes only for Datastore.AllocateSpace on /storage/<name>.
+import { useCallback, useEffect, useState } from "react";
+import { useTranslation } from "react-i18next";
+import { ApiError, call } from "../api.ts";
+import { formatBytes, formatDate } from "../format.ts";
+import type { Snapshot } from "../types.ts";
+
+function groupOf(s: Snapshot): string {
+  return s.snapshot.split("/").slice(0, 2).join("/");
+}
+
+function timeOf(s: Snapshot): number {
+  return Math.floor(Date.parse(s.time) / 1000);
+}
+
+export function StoragePage(props: { storage: string }) {
+  const { t, i18n } = useTranslation();
+  const [snaps, setSnaps] = useState<Snapshot[] | undefined>();
+  const [privs, setPrivs] = useState<string[]>([]);
+  const [error, setError] = useState("");
+  const [group, setGroup] = useState("");
+  const [notes, setNotes] = useState<Record<string, string>>({});
+  const path = `/storage/${props.storage}`;
+  const load = useCallback(async () => {
+    setSnaps(await call("storageSnapshots", { params: { storage: props.storage } }));
+  }, [props.storage]);
+  useEffect(() => {
+    void load().catch((e: Error) => setError(e.message));
+    void call("permissions", { query: { path } }).then((p) => setPrivs(p.paths[path] ?? []), () => setPrivs([]));
+  }, [load, path]);
+  const act = (what: () => Promise<unknown>): void => {
+    setError("");
+    what()
+      .then(() => load())
+      .catch((e: unknown) => setError(e instanceof ApiError ? e.message : String(e)));
+  };
+  const mayChange = privs.includes("Datastore.AllocateSpace");
+  if (!snaps) return <section>{error ? <p className="bad">{error}</p> : <progress aria-label={t("loading")} />}</section>;
+  const groups = [...new Set(snaps.map(groupOf))].sort();
+  const shown = snaps.filter((s) => !group || groupOf(s) === group).sort((a, b) => timeOf(b) - timeOf(a));
+  return (
+    <section>
+      <h1>
+        {t("storage")} {props.storage}
+      </h1>
+      <label>
+        {t("group")}{" "}
+        <select value={group} onChange={(e) => setGroup(e.target.value)}>
+          <option value="">{t("allGroups")}</option>
+          {groups.map((g) => (
+            <option key={g} value={g}>
+              {g}
+            </option>
+          ))}
+        </select>
+      </label>
+      {error && (
+        <p className="bad" role="alert">
+          {error}
+        </p>
+      )}
+      <table>
+        <caption>{t("snapshots")}</caption>
+        <thead>
+          <tr>
+            <th scope="col">{t("snapshot")}</th>
+            <th scope="col">{t("size")}</th>
+            <th scope="col">{t("verifyState")}</th>
+            <th scope="col">{t("drill")}</th>
+            <th scope="col">{t("notes")}</th>
+            <th scope="col">{t("protected")}</th>
+            {mayChange && <th scope="col">{t("actions")}</th>}
+          </tr>
+        </thead>
+        <tbody>
+          {shown.map((s) => {
+            const edited = notes[s.snapshot];
+            return (
+              <tr key={s.snapshot}>
+                <td>
+                  {groupOf(s)} · {formatDate(timeOf(s), i18n.language)}
+                </td>
+                <td>{formatBytes(s.size, i18n.language)}</td>
+                <td className={s.verify ? (s.verify.state === "ok" ? "ok" : "bad") : ""}>{s.verify ? t(`verifyName.${s.verify.state}`) : t("notVerified")}</td>
+                <td className={s.drill ? (s.drill.result === "passed" ? "ok" : "bad") : ""}>{s.drill ? t(`drillName.${s.drill.result}`) : t("never")}</td>
+                <td>
+                  {mayChange ? (
+                    <span className="notes">
+                      <input aria-label={t("notesOf", { snapshot: s.snapshot })} value={edited ?? s.notes ?? ""} maxLength={4096} onChange={(e) => setNotes({ ...notes, [s.snapshot]: e.target.value })} />
+                      {edited !== undefined && edited !== (s.notes ?? "") && (
+                        <button
+                          type="button"
+                          onClick={() =>
+                            act(async () => {
+                              await call("setStorageNotes", { params: { storage: props.storage }, json: { snapshot: s.snapshot, notes: edited } });
+                              setNotes(({ [s.snapshot]: _, ...rest }) => rest);
+                            })
+                          }
+                        >
+                          {t("save")}
+                        </button>
+                      )}
+                    </span>
+                  ) : (
+                    (s.notes ?? "")
+                  )}
+                </td>
+                <td>
+                  <input
+                    type="checkbox"
+                    aria-label={t("protectedOf", { snapshot: s.snapshot })}
+                    checked={s.protected}
+                    disabled={!mayChange}
+                    onChange={(e) => act(() => call("setStorageProtected", { params: { storage: props.storage }, json: { snapshot: s.snapshot, protected: e.target.checked } }))}
+                  />
+                </td>
+                {mayChange && (
+                  <td>
+                    <button
+                      type="button"
+                      disabled={s.protected}
+                      onClick={() => {
+                        if (confirm(t("forgetConfirm", { snapshot: s.snapshot }))) act(() => call("forgetStorageSnapshot", { params: { storage: props.storage }, query: { snapshot: s.snapshot } }));
+                      }}
+                    >
+                      {t("forget")}
+                    </button>
+                  </td>
+                )}
+              </tr>
+            );
+          })}
+        </tbody>
+      </table>
+    </section>
+  );
+}
