@@ -48,6 +48,7 @@ void describe("the web interface", { skip: why ?? false }, () => {
       ["guest", "create", "101", "--demo", "ct", "--port", String(ctPort.value)],
       ["guest", "start", "101"],
       ["guest", "backup", "101"],
+      ["guest", "backup", "101"],
     ]) {
       const r = await onNode(args);
       assert.equal(r.code, 0, `gorde ${args.join(" ")}: ${r.err}`);
@@ -143,8 +144,43 @@ void describe("the web interface", { skip: why ?? false }, () => {
     assert.deepEqual([stored?.notes, stored?.protected], ["before the upgrade, from the web", true], onServer.err);
     // Protected: forget is not offered for it.
     assert.equal(await page.getByRole("row").filter({ has: page.getByRole("checkbox", { name: `${snapName} protected` }) }).getByRole("button", { name: en.forget }).isDisabled(), true);
+    // The prune simulator: a bad value named beside its field, then what keep-last 1 would do.
+    await page.getByLabel(en.group).selectOption("ct/101");
+    const keepLast = page.getByLabel(en.keepName.keepLast);
+    await keepLast.fill("x");
+    await page.getByText(en.pruneBadValue).waitFor();
+    await keepLast.fill("1");
+    const snapshotsNow = await page.getByRole("row").filter({ hasText: "ct/101" }).count();
+    // The protected newest is kept without counting; keep-last 1 keeps the next; the rest would go.
+    assert.equal(snapshotsNow, 3);
+    await page.getByRole("status").getByText("A prune would keep 2 and remove 1.").waitFor();
+    await page.getByRole("row").filter({ hasText: "ct/101" }).nth(2).getByText(en.pruneAction.remove, { exact: true }).waitFor();
     await accessibility(page, "storage");
     await shot(page, "storage-en");
+
+    // Restored as a new guest, started: it shows in the tree and answers the snapshot's data.
+    await first.getByRole("button", { name: en.restore }).click();
+    const form = page.getByRole("form", { name: `Restore ${snapName} as a guest` });
+    await form.getByLabel(en.newGuestId).fill("12");
+    await form.getByRole("button", { name: en.restore }).click();
+    await form.getByText(en.restoreBadId).waitFor();
+    await form.getByLabel(en.newGuestId).fill("201");
+    await form.getByRole("button", { name: en.restore }).click();
+    await page.getByRole("region", { name: en.taskLog }).getByText(en.taskState.ok, { exact: true }).waitFor({ timeout: 120_000 });
+    await page.getByRole("navigation").getByText("201 (ct101-201)").click();
+    await page.getByRole("heading", { name: "Container 201 (ct101-201)" }).waitFor();
+    await page.getByText(en.stateName.running, { exact: true }).waitFor();
+
+    // A drill of guest 101, run from its page: its result and checks in the history.
+    await page.getByRole("navigation").getByText("101 (ct101)").click();
+    await page.getByRole("button", { name: en.runDrill }).click();
+    await page.getByRole("region", { name: en.taskLog }).getByText(en.taskState.ok, { exact: true }).waitFor({ timeout: 180_000 });
+    const drillRow = page.getByRole("table", { name: en.drillHistory }).getByRole("row").nth(1);
+    await drillRow.getByText(en.drillName.passed).waitFor();
+    await drillRow.getByText("boot ✓").waitFor();
+    assert.match(await drillRow.innerText(), new RegExp(`${new Date().getFullYear()},`), "the drill's start as a date of this year");
+    await accessibility(page, "guest with drills");
+    await shot(page, "guest-drill-en");
     await page.getByRole("navigation").getByText(en.tasks).click();
     await page.getByRole("cell", { name: "backup", exact: true }).first().waitFor();
     await shot(page, "tasks-en");

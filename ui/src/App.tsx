@@ -133,7 +133,7 @@ export function App() {
       </nav>
       <main>
         {storage ? (
-          <StoragePage key={storage} storage={storage} />
+          <StoragePage key={storage} storage={storage} onRestored={() => void refresh()} />
         ) : guestId ? (
           <GuestPage key={guestId} id={Number(guestId)} onChanged={() => void refresh()} />
         ) : hash === "#/tasks" ? (

@@ -17,7 +17,7 @@ export function formatDate(unixSeconds: number, lang: string): string {
   return new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "medium" }).format(d);
 }
 
-function formatNumber(v: number, lang: string, digits: number): string {
+export function formatNumber(v: number, lang: string, digits: number): string {
   if (lang === "eu" && !intlHas("eu")) {
     const [int, frac] = v.toFixed(digits).replace(/\.?0+$/, "").split(".");
     return int!.replace(/\B(?=(\d{3})+(?!\d))/g, ".") + (frac ? `,${frac}` : "");

@@ -7,3 +7,4 @@ export type TaskInfo = RouteResult<(typeof NODE_ROUTES)["getTask"]>;
 export type Permissions = RouteResult<(typeof NODE_ROUTES)["permissions"]>;
 export type Snapshot = RouteResult<(typeof NODE_ROUTES)["storageSnapshots"]>[number];
 export type Storage = RouteResult<(typeof NODE_ROUTES)["listStorages"]>[number];
+export type Drill = RouteResult<(typeof NODE_ROUTES)["listDrills"]>[number];

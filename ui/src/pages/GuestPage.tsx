@@ -5,6 +5,7 @@ import { useTranslation } from "react-i18next";
 import { ApiError, call, callText } from "../api.ts";
 import { formatDate, formatSeconds } from "../format.ts";
 import type { GuestStatus } from "../types.ts";
+import { Drills } from "./Drills.tsx";
 import { TaskLog } from "./TaskLog.tsx";
 
 const MODES = ["snapshot", "suspend", "stop"] as const;
@@ -108,6 +109,7 @@ export function GuestPage(props: { id: number; onChanged: () => void }) {
         </p>
       )}
       {task && <TaskLog key={task} task={task} onDone={() => void load().then(props.onChanged)} />}
+      <Drills guest={props.id} mayRun={may("VM.Backup")} />
       {consoleText !== undefined && (
         <section aria-label={t("console")}>
           <h2>{t("console")}</h2>

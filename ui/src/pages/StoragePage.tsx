@@ -6,6 +6,8 @@ import { useTranslation } from "react-i18next";
 import { ApiError, call } from "../api.ts";
 import { formatBytes, formatDate } from "../format.ts";
 import type { Snapshot } from "../types.ts";
+import { usePruneSimulation } from "./PruneSimulator.tsx";
+import { TaskLog } from "./TaskLog.tsx";
 
 function groupOf(s: Snapshot): string {
   return s.snapshot.split("/").slice(0, 2).join("/");
@@ -15,13 +17,15 @@ function timeOf(s: Snapshot): number {
   return Math.floor(Date.parse(s.time) / 1000);
 }
 
-export function StoragePage(props: { storage: string }) {
+export function StoragePage(props: { storage: string; onRestored: () => void }) {
   const { t, i18n } = useTranslation();
   const [snaps, setSnaps] = useState<Snapshot[] | undefined>();
   const [privs, setPrivs] = useState<string[]>([]);
   const [error, setError] = useState("");
   const [group, setGroup] = useState("");
   const [notes, setNotes] = useState<Record<string, string>>({});
+  const [restoring, setRestoring] = useState<Snapshot | undefined>();
+  const [restoreTask, setRestoreTask] = useState<string | undefined>();
   const path = `/storage/${props.storage}`;
   const load = useCallback(async () => {
     setSnaps(await call("storageSnapshots", { params: { storage: props.storage } }));
@@ -37,6 +41,8 @@ export function StoragePage(props: { storage: string }) {
       .catch((e: unknown) => setError(e instanceof ApiError ? e.message : String(e)));
   };
   const mayChange = privs.includes("Datastore.AllocateSpace");
+  const inGroup = (snaps ?? []).filter((s) => group && groupOf(s) === group);
+  const prune = usePruneSimulation(inGroup);
   if (!snaps) return <section>{error ? <p className="bad">{error}</p> : <progress aria-label={t("loading")} />}</section>;
   const groups = [...new Set(snaps.map(groupOf))].sort();
   const shown = snaps.filter((s) => !group || groupOf(s) === group).sort((a, b) => timeOf(b) - timeOf(a));
@@ -71,7 +77,8 @@ export function StoragePage(props: { storage: string }) {
             <th scope="col">{t("drill")}</th>
             <th scope="col">{t("notes")}</th>
             <th scope="col">{t("protected")}</th>
-            {mayChange && <th scope="col">{t("actions")}</th>}
+            {prune.actions && <th scope="col">{t("pruneWould")}</th>}
+            <th scope="col">{t("actions")}</th>
           </tr>
         </thead>
         <tbody>
@@ -116,8 +123,12 @@ export function StoragePage(props: { storage: string }) {
                     onChange={(e) => act(() => call("setStorageProtected", { params: { storage: props.storage }, json: { snapshot: s.snapshot, protected: e.target.checked } }))}
                   />
                 </td>
-                {mayChange && (
-                  <td>
+                {prune.actions && <td className={prune.actions.get(s.snapshot) === "remove" ? "bad" : "ok"}>{t(`pruneAction.${prune.actions.get(s.snapshot) ?? "keep"}`)}</td>}
+                <td className="row-actions">
+                  <button type="button" onClick={() => setRestoring(s)}>
+                    {t("restore")}
+                  </button>
+                  {mayChange && (
                     <button
                       type="button"
                       disabled={s.protected}
@@ -127,13 +138,70 @@ export function StoragePage(props: { storage: string }) {
                     >
                       {t("forget")}
                     </button>
-                  </td>
-                )}
+                  )}
+                </td>
               </tr>
             );
           })}
         </tbody>
       </table>
+      {group ? prune.panel : <p>{t("pruneChooseGroup")}</p>}
+      {restoring && (
+        <RestoreForm
+          snapshot={restoring}
+          onStarted={(task) => {
+            setRestoring(undefined);
+            setRestoreTask(task);
+          }}
+          onCancel={() => setRestoring(undefined)}
+        />
+      )}
+      {restoreTask && <TaskLog key={restoreTask} task={restoreTask} onDone={props.onRestored} />}
     </section>
+  );
+}
+
+/** Restores a snapshot as a guest of this node: a new id (the snapshot's own is refused while that guest exists), started or not. */
+function RestoreForm(props: { snapshot: Snapshot; onStarted: (task: string) => void; onCancel: () => void }) {
+  const { t } = useTranslation();
+  const [id, setId] = useState("");
+  const [start, setStart] = useState(true);
+  const [error, setError] = useState("");
+  const [busy, setBusy] = useState(false);
+  const submit = (e: React.FormEvent): void => {
+    e.preventDefault();
+    if (!/^[1-9]\d{2,8}$/.test(id.trim())) {
+      setError(t("restoreBadId"));
+      return;
+    }
+    setBusy(true);
+    setError("");
+    call("restoreGuest", { json: { snapshot: props.snapshot.snapshot, id: Number(id.trim()), start } })
+      .then((r) => props.onStarted(r.task))
+      .catch((err: unknown) => setError(err instanceof ApiError ? err.message : String(err)))
+      .finally(() => setBusy(false));
+  };
+  return (
+    <form className="restore" onSubmit={submit} aria-label={t("restoreTitle", { snapshot: props.snapshot.snapshot })}>
+      <h2>{t("restoreTitle", { snapshot: props.snapshot.snapshot })}</h2>
+      <label>
+        {t("newGuestId")}
+        <input inputMode="numeric" value={id} aria-invalid={error === t("restoreBadId")} aria-describedby={error ? "restore-error" : undefined} onChange={(e) => setId(e.target.value)} />
+      </label>
+      <label>
+        <input type="checkbox" checked={start} onChange={(e) => setStart(e.target.checked)} /> {t("startAfterRestore")}
+      </label>
+      {error && (
+        <p id="restore-error" className="bad" role="alert">
+          {error}
+        </p>
+      )}
+      <button type="submit" disabled={busy}>
+        {t("restore")}
+      </button>{" "}
+      <button type="button" onClick={props.onCancel}>
+        {t("cancel")}
+      </button>
+    </form>
   );
 }
