@@ -53,6 +53,10 @@ void describe("the web interface", { skip: why ?? false }, () => {
       const r = await onNode(args);
       assert.equal(r.code, 0, `gorde ${args.join(" ")}: ${r.err}`);
     }
+    const planFile = path.join(tmp.dir, "plan.yaml");
+    fs.writeFileSync(planFile, 'version: 1\nguests:\n  "101": { rpo: 1d }\njobs:\n  - { name: nightly, type: backup, schedule: "02:00", guests: all }\n');
+    const plan = await onNode(["plan", "apply", planFile]);
+    assert.equal(plan.code, 0, plan.err);
     const admin = { GORDE_PASSWORD: "node-admin-1", GORDE_FINGERPRINT: node.fingerprint };
     assert.equal((await gorde(["user", "add", node.url(), "auditor"], { ...admin, GORDE_NEW_PASSWORD: "auditor-pass-1" })).code, 0);
     assert.equal((await gorde(["acl", "set", node.url(), "/", "auditor", "PVEAuditor"], admin)).code, 0);
@@ -117,6 +121,10 @@ void describe("the web interface", { skip: why ?? false }, () => {
 
     await page.getByRole("navigation").getByText("101 (ct101)").waitFor();
     await page.getByRole("cell", { name: "Container" }).waitFor();
+    // Its RPO against the plan's 1 day: its last backup is minutes old.
+    await page.getByRole("cell", { name: /^within \(1 day\)$/ }).waitFor();
+    // The storage's usage and dedup factor, as the server counts them.
+    await page.getByText(/dedup factor \d+(\.\d+)? \(/).first().waitFor();
     await accessibility(page, "datacenter");
     await shot(page, "datacenter-en");
 
@@ -183,7 +191,32 @@ void describe("the web interface", { skip: why ?? false }, () => {
     await shot(page, "guest-drill-en");
     await page.getByRole("navigation").getByText(en.tasks).click();
     await page.getByRole("cell", { name: "backup", exact: true }).first().waitFor();
+    // Filtered: no task failed.
+    await page.getByLabel(en.result).selectOption("failed");
+    await page.getByRole("cell", { name: "backup", exact: true }).first().waitFor({ state: "detached" });
+    await page.getByLabel(en.result).selectOption("");
     await shot(page, "tasks-en");
+
+    // The plan: its job, a calendar event's next runs as it is typed, a bad plan refused naming its field.
+    await page.getByRole("navigation").getByText(en.plan, { exact: true }).click();
+    await page.getByRole("cell", { name: "nightly" }).waitFor();
+    const calendar = page.getByLabel(en.calendarEvent);
+    await calendar.fill("mon..fri 21:00");
+    assert.equal(await page.locator("#calendar-out li").count(), 10);
+    await calendar.fill("mon..fry 21:00");
+    await page.locator("#calendar-out .bad").waitFor();
+    assert.equal(await page.locator("#calendar-out li").count(), 0);
+    await calendar.fill("daily");
+    const planText = page.getByLabel(en.planText);
+    const good = await planText.inputValue();
+    await planText.fill(good.replace("rpo: 1d", "rpo: soon"));
+    await page.getByRole("button", { name: en.apply }).click();
+    await page.getByRole("alert").getByText(/guests\.101\.rpo is invalid/).waitFor();
+    const kept = await page.evaluate(async () => ((await (await fetch("/api/plan")).json()) as { text: string }).text);
+    assert.match(kept, /rpo: 1d/, "the refused plan changed nothing");
+    await planText.fill(good);
+    await accessibility(page, "plan");
+    await shot(page, "plan-en");
 
     // Basque: no string of the English catalogue that Basque says otherwise is left on any page.
     await page.getByLabel(en.language).selectOption("eu");
@@ -193,6 +226,7 @@ void describe("the web interface", { skip: why ?? false }, () => {
       ["datacenter", () => page.getByRole("navigation").getByText(eu.datacenter).click()],
       ["guest", () => page.getByRole("navigation").getByText("101 (ct101)").click()],
       ["storage", () => page.getByRole("navigation").getByText(`${eu.storage} store`).click()],
+      ["plan", () => page.getByRole("navigation").getByText(eu.plan, { exact: true }).click()],
     ] as const) {
       await go();
       await page.getByRole("heading").first().waitFor();

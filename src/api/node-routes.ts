@@ -24,7 +24,10 @@ export const GuestStatusSchema = z.object({
   uptimeSeconds: z.number().optional(),
   /** VMs: the accelerator QEMU runs with and why */
   accel: z.string().optional(),
-  lastBackup: z.object({ snapshot: z.string(), time: z.number(), ok: z.boolean(), error: z.string().optional() }).optional(),
+  /** times in unix seconds; `goodTime`: the last backup that worked (this one, or one before a failure) */
+  lastBackup: z.object({ snapshot: z.string(), time: z.number(), ok: z.boolean(), error: z.string().optional(), goodTime: z.number().optional() }).optional(),
+  /** the plan's RPO for the guest and where its last good backup stands against it (absent: the plan does not name it) */
+  rpo: z.object({ targetSeconds: z.number(), state: z.enum(["within", "late", "missing"]) }).optional(),
 });
 export type GuestStatus = z.infer<typeof GuestStatusSchema>;
 
@@ -261,6 +264,15 @@ export const NODE_ROUTES = {
     access: "authenticated",
     permission: "Datastore.Audit on /storage/<name>",
     response: z.array(z.object({ storage: z.string(), server: z.string(), type: z.literal("gorde") })),
+  }),
+  storageStatus: route({
+    method: "GET",
+    path: "/api/storage/{storage}/status",
+    summary: "A storage's usage, free space and dedup factor, as its server counts them",
+    access: "authenticated",
+    permission: "Datastore.Audit on /storage/<name>",
+    params: storageParam,
+    response: ROUTES.datastoreStatus.response,
   }),
   storageSnapshots: route({
     method: "GET",

@@ -89,6 +89,11 @@ export class PlanRunner {
     return r;
   }
 
+  /** The RPO the plan asks of guest `id` (ms), if it names the guest. */
+  rpoTarget(id: number): number | undefined {
+    return this.plan?.rpo.get(id);
+  }
+
   /** The plan's text as last applied and the jobs this host runs. */
   current(): { text: string | null; jobs: string[]; cluster: string | null } {
     return { text: this.text ?? null, jobs: this.mine?.jobs.map(({ job }) => job.name) ?? [], cluster: this.cluster ?? null };

@@ -56,6 +56,8 @@ interface LastBackup {
   time: number;
   ok: boolean;
   error?: string;
+  /** the last backup that worked: this one, or the one before a failure */
+  goodTime?: number;
 }
 
 export interface GuestManagerOptions {
@@ -415,6 +417,9 @@ export class GuestManager {
   }
 
   private async recordBackup(id: number, last: LastBackup, log: string[]): Promise<void> {
+    const prev = this.last.get(id);
+    const goodTime = last.ok ? last.time : (prev?.goodTime ?? (prev?.ok ? prev.time : undefined));
+    if (goodTime !== undefined) last.goodTime = goodTime;
     this.last.set(id, last);
     await writeFileAtomic(this.dir("guests", `${id}.last-backup`), Buffer.from(JSON.stringify(last) + "\n"));
     await writeFileAtomic(this.dir("guests", `${id}.backup.log`), Buffer.from(log.join("\n") + "\n"));

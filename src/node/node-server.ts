@@ -3,7 +3,8 @@
 // tokens and ACLs as locked down as the backup server's.
 import fsp from "node:fs/promises";
 import path from "node:path";
-import { NODE_ROUTES } from "../api/node-routes.ts";
+import { type GuestStatus, NODE_ROUTES } from "../api/node-routes.ts";
+import { rpoState } from "../schedule/plan.ts";
 import { API_VERSION } from "../api/routes.ts";
 import { RemoteRepository } from "../client/remote.ts";
 import { ClusterMembership } from "../cluster/membership.ts";
@@ -124,7 +125,7 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
   const webSessions = new WebSessions();
   const handlers: ApiHandlers<typeof NODE_ROUTES> = {
     version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
-    ...guestHandlers({ auth, config, guests, drills, drillHistory, tasks, log }),
+    ...guestHandlers({ auth, config, guests, drills, drillHistory, tasks, rpoTarget: (id) => jobs.rpoTarget(id), log }),
     ...storageHandlers({ auth, config, repository: () => repository(), log }),
     ...taskHandlers(auth, tasks),
     ...planHandlers(auth, jobs, log),
@@ -206,9 +207,19 @@ function guestHandlers(parts: {
   drills: DrillRunner;
   drillHistory: DrillHistory;
   tasks: TaskManager;
+  /** the plan's RPO for a guest (ms) */
+  rpoTarget: (id: number) => number | undefined;
   log: (line: string) => void;
 }): ApiHandlers<typeof NODE_ROUTES, GuestRoute> {
   const { auth, config, guests, drills, drillHistory, tasks, log } = parts;
+  /** A guest's status with where its last good backup stands against the plan's RPO. */
+  const statusOf = async (id: number): Promise<GuestStatus> => {
+    const s = await guests.status(id);
+    const target = parts.rpoTarget(id);
+    if (target === undefined) return s;
+    const good = s.lastBackup?.goodTime;
+    return { ...s, rpo: { targetSeconds: Math.round(target / 1000), state: rpoState(good === undefined ? undefined : good * 1000, target, Date.now()) } };
+  };
   const need = (authId: string, id: number, priv: Privilege, what: string): void => {
     if (!auth.can(authId, `/vms/${id}`, priv)) {
       // A guest the caller may not even see answers as a missing one.
@@ -222,7 +233,7 @@ function guestHandlers(parts: {
       if (!auth.can(authId, "/", "Sys.Audit") && !auth.anyPrivilegesBelow(authId, "/vms")) throw denied(authId, "see the node");
       return { json: { name: config.name, server: config.server.url.replace(/\/\/[^@]*@/, "//"), guests: guests.ids().length, version: "0.1.0" } };
     },
-    listGuests: async ({ authId }) => ({ json: await Promise.all(guests.ids().filter((id) => visible(authId, id)).map((id) => guests.status(id))) }),
+    listGuests: async ({ authId }) => ({ json: await Promise.all(guests.ids().filter((id) => visible(authId, id)).map(statusOf)) }),
     createGuest: async ({ authId, body }) => {
       const b = body;
       const id = "config" in b ? b.config.id : b.demo.id;
@@ -231,7 +242,7 @@ function guestHandlers(parts: {
     },
     guestStatus: async ({ authId, params }) => {
       need(authId, params.id, "VM.Audit", "see the guest");
-      return { json: await guests.status(params.id) };
+      return { json: await statusOf(params.id) };
     },
     guestConfig: ({ authId, params }) => {
       need(authId, params.id, "VM.Audit", "see the guest");

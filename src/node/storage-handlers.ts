@@ -2,7 +2,7 @@
 // datastore the node backs up to, reached with the node's own identity there. What a user
 // of the node may do with it is the node's to decide, on /storage/<name> (PVE's
 // Datastore.Audit to browse, Datastore.AllocateSpace to change or forget a snapshot).
-import type { NODE_ROUTES } from "../api/node-routes.ts";
+import { NODE_ROUTES } from "../api/node-routes.ts";
 import type { RemoteRepository } from "../client/remote.ts";
 import { parseGroup } from "../format/names.ts";
 import { denied } from "../host/access-handlers.ts";
@@ -11,7 +11,7 @@ import type { AuthStore, Privilege } from "../host/auth.ts";
 import { HttpError } from "../host/http.ts";
 import type { NodeConfig } from "./node-config.ts";
 
-type StorageRoute = "listStorages" | "storageSnapshots" | "setStorageNotes" | "setStorageProtected" | "forgetStorageSnapshot";
+type StorageRoute = "listStorages" | "storageStatus" | "storageSnapshots" | "setStorageNotes" | "setStorageProtected" | "forgetStorageSnapshot";
 
 /** The storage's name: the datastore's, from the server URL of the node's configuration. */
 export function storageName(config: NodeConfig): string {
@@ -38,6 +38,10 @@ export function storageHandlers(parts: { auth: AuthStore; config: NodeConfig; re
     listStorages: ({ authId }) => ({
       json: auth.can(authId, `/storage/${name}`, "Datastore.Audit") ? [{ storage: name, server: config.server.url.replace(/\/\/[^@]*@/, "//"), type: "gorde" as const }] : [],
     }),
+    storageStatus: async ({ authId, params }) => {
+      need(authId, params.storage, "Datastore.Audit", `see storage ${params.storage}`);
+      return { json: NODE_ROUTES.storageStatus.response.parse(await withRepo((repo) => repo.status())) };
+    },
     storageSnapshots: async ({ authId, params, query }) => {
       need(authId, params.storage, "Datastore.Audit", `browse storage ${params.storage}`);
       return { json: await withRepo((repo) => repo.snapshots([], query.group ? parseGroup(query.group) : undefined)) };

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { type DrilledSnapshot, parsePlan, planPins, testedRpo } from "./plan.ts";
+import { type DrilledSnapshot, parsePlan, planPins, rpoState, testedRpo } from "./plan.ts";
 
 const NOW = new Date("2026-11-25T12:00:00Z");
 const parse = (text: string) => parsePlan(text, "plan.yaml", { now: NOW, tz: "UTC" });
@@ -136,5 +136,16 @@ jobs:
 `);
     assert.deepEqual(planPins(plan), ["guests.101.node (node1)", "job nightly: nodes (node2)", "job proof: node (node1)"]);
     assert.deepEqual(planPins(parsePlan(`version: 1\nguests:\n  "101": { rpo: 1d }\njobs:\n  - { name: nightly, type: backup, schedule: "02:00", guests: all }\n`)), []);
+  });
+});
+
+void describe("a guest's RPO against the plan", () => {
+  void it("is within while the last good backup is at most the target old, late after, missing without one", () => {
+    const now = Date.parse("2026-12-06T12:00:00Z");
+    const h = 3_600_000;
+    assert.equal(rpoState(now - 26 * h, 26 * h, now), "within");
+    assert.equal(rpoState(now - 26 * h - 1, 26 * h, now), "late");
+    assert.equal(rpoState(now, 26 * h, now), "within");
+    assert.equal(rpoState(undefined, 26 * h, now), "missing");
   });
 });

@@ -252,6 +252,15 @@ export interface DrilledSnapshot {
 }
 
 /**
+ * A guest's RPO against the plan's target: `within` while its last good backup is at most
+ * `rpoMs` old, `late` when older, `missing` when it has none.
+ */
+export function rpoState(lastGoodBackupMs: number | undefined, rpoMs: number, now: number): "within" | "late" | "missing" {
+  if (lastGoodBackupMs === undefined) return "missing";
+  return now - lastGoodBackupMs <= rpoMs ? "within" : "late";
+}
+
+/**
  * The "tested RPO" of a guest: of its snapshots, the one whose drill passed most recently.
  * `within` when that drill is at most `everyMs` old, `late` when older, `never` when no
  * drill of the guest passed. `snapshotAgeMs` is what restoring only backups proven to

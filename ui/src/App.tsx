@@ -8,6 +8,7 @@ import { LANGUAGES, type Language, setLanguage } from "./i18n.ts";
 import { Datacenter } from "./pages/Datacenter.tsx";
 import { GuestPage } from "./pages/GuestPage.tsx";
 import { LoginPage } from "./pages/LoginPage.tsx";
+import { PlanPage } from "./pages/PlanPage.tsx";
 import { StoragePage } from "./pages/StoragePage.tsx";
 import { TasksPage } from "./pages/TasksPage.tsx";
 import type { GuestStatus, Storage } from "./types.ts";
@@ -45,6 +46,7 @@ export function App() {
   const [node, setNode] = useState<string>("");
   const [guests, setGuests] = useState<GuestStatus[]>([]);
   const [storages, setStorages] = useState<Storage[]>([]);
+  const [rootPrivs, setRootPrivs] = useState<string[]>([]);
   const hash = useHash();
   whenSessionEnds(() => {
     setWho(undefined);
@@ -60,6 +62,7 @@ export function App() {
   useEffect(() => {
     if (!who) return;
     void refresh().catch(() => undefined);
+    void call("permissions").then((p) => setRootPrivs(p.paths["/"] ?? []), () => setRootPrivs([]));
     const timer = setInterval(() => void refresh().catch(() => undefined), 5000);
     return () => clearInterval(timer);
   }, [who, refresh]);
@@ -118,6 +121,13 @@ export function App() {
                       {t("tasks")}
                     </a>
                   </li>
+                  {rootPrivs.includes("Sys.Audit") && (
+                    <li>
+                      <a href="#/plan" aria-current={hash === "#/plan" ? "page" : undefined}>
+                        {t("plan")}
+                      </a>
+                    </li>
+                  )}
                 </ul>
               </li>
               {storages.map((s) => (
@@ -136,10 +146,12 @@ export function App() {
           <StoragePage key={storage} storage={storage} onRestored={() => void refresh()} />
         ) : guestId ? (
           <GuestPage key={guestId} id={Number(guestId)} onChanged={() => void refresh()} />
+        ) : hash === "#/plan" ? (
+          <PlanPage mayEdit={rootPrivs.includes("Sys.Modify")} />
         ) : hash === "#/tasks" ? (
           <TasksPage />
         ) : (
-          <Datacenter node={node} guests={guests} />
+          <Datacenter node={node} guests={guests} storages={storages} />
         )}
       </main>
     </div>

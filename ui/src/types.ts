@@ -8,3 +8,7 @@ export type Permissions = RouteResult<(typeof NODE_ROUTES)["permissions"]>;
 export type Snapshot = RouteResult<(typeof NODE_ROUTES)["storageSnapshots"]>[number];
 export type Storage = RouteResult<(typeof NODE_ROUTES)["listStorages"]>[number];
 export type Drill = RouteResult<(typeof NODE_ROUTES)["listDrills"]>[number];
+export type ClusterStatus = RouteResult<(typeof NODE_ROUTES)["clusterStatus"]>;
+export type HaResource = RouteResult<(typeof NODE_ROUTES)["haStatus"]>[number];
+export type JobRun = RouteResult<(typeof NODE_ROUTES)["listRuns"]>[number];
+export type StorageStatus = RouteResult<(typeof NODE_ROUTES)["storageStatus"]>;

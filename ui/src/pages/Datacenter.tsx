@@ -1,18 +1,59 @@
-// The dashboard: every guest with its state and its last backup, at a glance.
+// The dashboard: quorum and nodes once there is a cluster, every guest with its state, its
+// last backup, where it stands against the plan's RPO and its HA state, and recent
+// failures, at a glance.
+import { useEffect, useState } from "react";
 import { useTranslation } from "react-i18next";
-import { formatDate } from "../format.ts";
-import type { GuestStatus } from "../types.ts";
+import { call } from "../api.ts";
+import { formatDate, formatSeconds } from "../format.ts";
+import type { ClusterStatus, GuestStatus, HaResource, Storage, StorageStatus, TaskInfo } from "../types.ts";
+import { StorageUsage } from "./StoragePage.tsx";
 
-export function Datacenter(props: { node: string; guests: GuestStatus[] }) {
+export function Datacenter(props: { node: string; guests: GuestStatus[]; storages: Storage[] }) {
   const { t, i18n } = useTranslation();
+  const [cluster, setCluster] = useState<ClusterStatus | undefined>();
+  const [ha, setHa] = useState<HaResource[]>([]);
+  const [failures, setFailures] = useState<TaskInfo[]>([]);
+  const [usage, setUsage] = useState<Record<string, StorageStatus>>({});
+  const storageNames = props.storages.map((s) => s.storage).join(",");
+  useEffect(() => {
+    for (const name of storageNames ? storageNames.split(",") : []) {
+      void call("storageStatus", { params: { storage: name } }).then((st) => setUsage((u) => ({ ...u, [name]: st })), () => undefined);
+    }
+  }, [storageNames]);
+  useEffect(() => {
+    const load = (): void => {
+      void call("clusterStatus").then(setCluster, () => setCluster(undefined));
+      void call("haStatus").then(setHa, () => setHa([]));
+      void call("listTasks", { query: { limit: 50 } }).then((ts) => setFailures(ts.filter((x) => x.state === "failed").slice(0, 5)), () => setFailures([]));
+    };
+    load();
+    const timer = setInterval(load, 5000);
+    return () => clearInterval(timer);
+  }, []);
   const failed = props.guests.filter((g) => g.lastBackup && !g.lastBackup.ok);
+  const haOf = (id: number): HaResource | undefined => ha.find((r) => r.sid.endsWith(`:${id}`));
   return (
     <section>
       <h1>{t("datacenter")}</h1>
-      <p>
-        {t("node")} {props.node}: {t("guestCount", { count: props.guests.length })}
-        {failed.length > 0 && <strong className="bad"> · {t("failedBackups", { count: failed.length })}</strong>}
-      </p>
+      {cluster?.cluster ? (
+        <p>
+          {t("clusterLine", { cluster: cluster.cluster })}: <strong className={cluster.quorate ? "ok" : "bad"}>{cluster.quorate ? t("quorate") : t("notQuorate")}</strong> ·{" "}
+          {cluster.nodes.map((n) => `${n.name} ${n.online ? t("online") : t("offline")}`).join(", ")} · {t("witness")} {cluster.witness.online ? t("online") : t("offline")}
+        </p>
+      ) : (
+        <p>
+          {t("node")} {props.node}: {t("guestCount", { count: props.guests.length })}
+        </p>
+      )}
+      {failed.length > 0 && <p className="bad">{t("failedBackups", { count: failed.length })}</p>}
+      {Object.entries(usage).map(([name, st]) => (
+        <div key={name}>
+          <h2>
+            {t("storage")} {name}
+          </h2>
+          <StorageUsage status={st} />
+        </div>
+      ))}
       <table>
         <caption>{t("guests")}</caption>
         <thead>
@@ -22,30 +63,60 @@ export function Datacenter(props: { node: string; guests: GuestStatus[] }) {
             <th scope="col">{t("kind")}</th>
             <th scope="col">{t("state")}</th>
             <th scope="col">{t("lastBackup")}</th>
+            <th scope="col">RPO</th>
+            <th scope="col">HA</th>
           </tr>
         </thead>
         <tbody>
-          {props.guests.map((g) => (
-            <tr key={g.id}>
-              <td>
-                <a href={`#/guest/${g.id}`}>{g.id}</a>
-              </td>
-              <td>{g.name}</td>
-              <td>{t(`kindName.${g.kind}`)}</td>
-              <td>{t(`stateName.${g.state}`)}</td>
-              <td>
-                {g.lastBackup ? (
-                  <span className={g.lastBackup.ok ? "ok" : "bad"}>
-                    {formatDate(g.lastBackup.time, i18n.language)} · {g.lastBackup.ok ? t("ok") : t("failed")}
-                  </span>
-                ) : (
-                  t("never")
-                )}
-              </td>
-            </tr>
-          ))}
+          {props.guests.map((g) => {
+            const r = haOf(g.id);
+            return (
+              <tr key={g.id}>
+                <td>
+                  <a href={`#/guest/${g.id}`}>{g.id}</a>
+                </td>
+                <td>{g.name}</td>
+                <td>{t(`kindName.${g.kind}`)}</td>
+                <td>{t(`stateName.${g.state}`)}</td>
+                <td>
+                  {g.lastBackup ? (
+                    <span className={g.lastBackup.ok ? "ok" : "bad"}>
+                      {formatDate(g.lastBackup.time, i18n.language)} · {g.lastBackup.ok ? t("ok") : t("failed")}
+                    </span>
+                  ) : (
+                    t("never")
+                  )}
+                </td>
+                <td className={g.rpo ? (g.rpo.state === "within" ? "ok" : "bad") : ""}>
+                  {g.rpo ? `${t(`rpoName.${g.rpo.state}`)} (${formatSeconds(g.rpo.targetSeconds, i18n.language)})` : t("rpoNone")}
+                </td>
+                <td>{r ? `${t(`haName.${r.state}`)} · ${r.node ?? "—"}` : "—"}</td>
+              </tr>
+            );
+          })}
         </tbody>
       </table>
+      {failures.length > 0 && (
+        <table>
+          <caption>{t("recentFailures")}</caption>
+          <thead>
+            <tr>
+              <th scope="col">{t("started")}</th>
+              <th scope="col">{t("type")}</th>
+              <th scope="col">{t("error")}</th>
+            </tr>
+          </thead>
+          <tbody>
+            {failures.map((f) => (
+              <tr key={f.id}>
+                <td>{formatDate(f.startTime, i18n.language)}</td>
+                <td>{f.type}</td>
+                <td className="bad">{f.error ?? ""}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
     </section>
   );
 }

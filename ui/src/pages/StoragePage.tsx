@@ -4,8 +4,8 @@
 import { useCallback, useEffect, useState } from "react";
 import { useTranslation } from "react-i18next";
 import { ApiError, call } from "../api.ts";
-import { formatBytes, formatDate } from "../format.ts";
-import type { Snapshot } from "../types.ts";
+import { formatBytes, formatDate, formatNumber } from "../format.ts";
+import type { Snapshot, StorageStatus } from "../types.ts";
 import { usePruneSimulation } from "./PruneSimulator.tsx";
 import { TaskLog } from "./TaskLog.tsx";
 
@@ -26,12 +26,14 @@ export function StoragePage(props: { storage: string; onRestored: () => void }) 
   const [notes, setNotes] = useState<Record<string, string>>({});
   const [restoring, setRestoring] = useState<Snapshot | undefined>();
   const [restoreTask, setRestoreTask] = useState<string | undefined>();
+  const [status, setStatus] = useState<StorageStatus | undefined>();
   const path = `/storage/${props.storage}`;
   const load = useCallback(async () => {
     setSnaps(await call("storageSnapshots", { params: { storage: props.storage } }));
   }, [props.storage]);
   useEffect(() => {
     void load().catch((e: Error) => setError(e.message));
+    void call("storageStatus", { params: { storage: props.storage } }).then(setStatus, () => setStatus(undefined));
     void call("permissions", { query: { path } }).then((p) => setPrivs(p.paths[path] ?? []), () => setPrivs([]));
   }, [load, path]);
   const act = (what: () => Promise<unknown>): void => {
@@ -51,6 +53,7 @@ export function StoragePage(props: { storage: string; onRestored: () => void }) 
       <h1>
         {t("storage")} {props.storage}
       </h1>
+      {status && <StorageUsage status={status} />}
       <label>
         {t("group")}{" "}
         <select value={group} onChange={(e) => setGroup(e.target.value)}>
@@ -158,6 +161,20 @@ export function StoragePage(props: { storage: string; onRestored: () => void }) 
       )}
       {restoreTask && <TaskLog key={restoreTask} task={restoreTask} onDone={props.onRestored} />}
     </section>
+  );
+}
+
+/** A storage's usage and dedup factor, as its server counts them. */
+export function StorageUsage(props: { status: StorageStatus }) {
+  const { t, i18n } = useTranslation();
+  const s = props.status;
+  return (
+    <p className="usage">
+      {t("usage", { used: formatBytes(s.used, i18n.language), total: formatBytes(s.total, i18n.language), available: formatBytes(s.available, i18n.language) })} ·{" "}
+      {t("dedupLine", { factor: formatNumber(s.dedupFactor, i18n.language, 2), logical: formatBytes(s.logicalBytes, i18n.language), stored: formatBytes(s.chunkBytes, i18n.language) })} ·{" "}
+      {t("snapshotCount", { count: s.snapshots })}
+      {s.warning && <strong className="bad"> · {s.warning}</strong>}
+    </p>
   );
 }
 

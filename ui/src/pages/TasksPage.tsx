@@ -9,6 +9,8 @@ export function TasksPage() {
   const { t, i18n } = useTranslation();
   const [tasks, setTasks] = useState<TaskInfo[]>([]);
   const [shown, setShown] = useState<string | undefined>();
+  const [type, setType] = useState("");
+  const [state, setState] = useState("");
   useEffect(() => {
     const load = (): void => void call("listTasks", { query: { limit: 50 } }).then(setTasks, () => undefined);
     load();
@@ -18,6 +20,30 @@ export function TasksPage() {
   return (
     <section>
       <h1>{t("tasks")}</h1>
+      <div className="actions">
+        <label>
+          {t("type")}{" "}
+          <select value={type} onChange={(e) => setType(e.target.value)}>
+            <option value="">{t("all")}</option>
+            {[...new Set(tasks.map((x) => x.type))].sort().map((x) => (
+              <option key={x} value={x}>
+                {x}
+              </option>
+            ))}
+          </select>
+        </label>
+        <label>
+          {t("result")}{" "}
+          <select value={state} onChange={(e) => setState(e.target.value)}>
+            <option value="">{t("all")}</option>
+            {(["running", "ok", "failed", "aborted"] as const).map((x) => (
+              <option key={x} value={x}>
+                {t(`taskState.${x}`)}
+              </option>
+            ))}
+          </select>
+        </label>
+      </div>
       <table>
         <caption>{t("tasks")}</caption>
         <thead>
@@ -30,7 +56,7 @@ export function TasksPage() {
           </tr>
         </thead>
         <tbody>
-          {tasks.map((task) => (
+          {tasks.filter((x) => (!type || x.type === type) && (!state || x.state === state)).map((task) => (
             <tr key={task.id}>
               <td>
                 <button type="button" className="link" onClick={() => setShown(task.id)}>

@@ -1,0 +1,126 @@
+// The plan: its jobs with their last run and result, its text edited and applied (the
+// node checks it with the same schema as `gorde plan apply` and names the field it
+// refuses), and a calendar event's next 10 runs as it is typed (the scheduler's own
+// calendar module, never a copy).
+import { useEffect, useState } from "react";
+import { useTranslation } from "react-i18next";
+import { nextElapse, parseCalendarEvent } from "../../../src/schedule/calendar-event.ts";
+import { ApiError, call } from "../api.ts";
+import { formatDate } from "../format.ts";
+import type { JobRun } from "../types.ts";
+
+function nextRuns(text: string, n: number): Date[] | string {
+  try {
+    const ev = parseCalendarEvent(text);
+    const out: Date[] = [];
+    let after = new Date();
+    for (let i = 0; i < n; i++) {
+      const d = nextElapse(ev, after, "local");
+      if (!d) break;
+      out.push(d);
+      after = d;
+    }
+    return out;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+export function PlanPage(props: { mayEdit: boolean }) {
+  const { t, i18n } = useTranslation();
+  const [text, setText] = useState<string | undefined>();
+  const [saved, setSaved] = useState<string | null>(null);
+  const [jobs, setJobs] = useState<string[]>([]);
+  const [runs, setRuns] = useState<JobRun[]>([]);
+  const [error, setError] = useState("");
+  const [applied, setApplied] = useState(false);
+  const [event, setEvent] = useState("mon..fri 21:00");
+  useEffect(() => {
+    void call("getPlan").then(
+      (p) => {
+        setSaved(p.text);
+        setText(p.text ?? "");
+        setJobs(p.jobs);
+      },
+      (e: Error) => setError(e.message),
+    );
+    void call("listRuns", { query: { limit: 200 } }).then(setRuns, () => setRuns([]));
+  }, []);
+  const preview = nextRuns(event, 10);
+  const apply = (): void => {
+    setError("");
+    setApplied(false);
+    call("applyPlan", { json: { text: text ?? "" } }).then(
+      (p) => {
+        setSaved(p.text);
+        setJobs(p.jobs);
+        setApplied(true);
+      },
+      (e: unknown) => setError(e instanceof ApiError ? e.message : String(e)),
+    );
+  };
+  return (
+    <section>
+      <h1>{t("plan")}</h1>
+      <table>
+        <caption>{t("jobs")}</caption>
+        <thead>
+          <tr>
+            <th scope="col">{t("job")}</th>
+            <th scope="col">{t("lastRun")}</th>
+            <th scope="col">{t("result")}</th>
+          </tr>
+        </thead>
+        <tbody>
+          {jobs.map((j) => {
+            const last = runs.find((r) => r.job === j);
+            return (
+              <tr key={j}>
+                <td>{j}</td>
+                <td>{last ? formatDate(Math.floor(last.start / 1000), i18n.language) : t("never")}</td>
+                <td className={last ? (last.result === "ok" ? "ok" : last.result === "failed" ? "bad" : "") : ""}>{last ? t(`runName.${last.result}`) : "—"}</td>
+              </tr>
+            );
+          })}
+        </tbody>
+      </table>
+      {text !== undefined && (
+        <div className="plan-edit">
+          <label>
+            {t("planText")}
+            <textarea rows={14} cols={80} value={text} readOnly={!props.mayEdit} aria-invalid={error !== ""} aria-describedby={error ? "plan-error" : undefined} onChange={(e) => setText(e.target.value)} spellCheck={false} />
+          </label>
+          {error && (
+            <p id="plan-error" className="bad" role="alert">
+              {error}
+            </p>
+          )}
+          {applied && <p role="status" className="ok">{t("planApplied")}</p>}
+          {props.mayEdit && (
+            <button type="button" disabled={text === (saved ?? "")} onClick={apply}>
+              {t("apply")}
+            </button>
+          )}
+        </div>
+      )}
+      <fieldset className="calendar">
+        <legend>{t("calendarPreview")}</legend>
+        <label>
+          {t("calendarEvent")}
+          <input value={event} onChange={(e) => setEvent(e.target.value)} aria-invalid={typeof preview === "string"} aria-describedby="calendar-out" />
+        </label>
+        <div id="calendar-out" role="status">
+          {typeof preview === "string" ? (
+            <p className="bad">{preview}</p>
+          ) : (
+            <ol>
+              {preview.map((d) => (
+                <li key={d.getTime()}>{formatDate(Math.floor(d.getTime() / 1000), i18n.language)}</li>
+              ))}
+            </ol>
+          )}
+        </div>
+      </fieldset>
+    </section>
+  );
+}
