@@ -119,6 +119,12 @@ export const StartDrillSchema = z.strictObject({
 export type StartDrill = z.infer<typeof StartDrillSchema>;
 
 const storageParam = z.strictObject({ storage: StoreName });
+const TreeArchiveName = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}\.tree$/, "a file archive's name, <name>.tree");
+/** a path inside an archive: '/'-separated, no '.' or '..' component */
+const ArchivePath = z
+  .string()
+  .max(4096)
+  .refine((p) => !p.split("/").some((c) => c === "." || c === ".."), "a path without '.' or '..'");
 
 export const NODE_ROUTES = {
   version: ROUTES.version,
@@ -274,6 +280,15 @@ export const NODE_ROUTES = {
     params: storageParam,
     response: ROUTES.datastoreStatus.response,
   }),
+  storageHistory: route({
+    method: "GET",
+    path: "/api/storage/{storage}/history",
+    summary: "A storage's used space and dedup factor over time, as its server samples them every 5 minutes",
+    access: "authenticated",
+    permission: "Datastore.Audit on /storage/<name>",
+    params: storageParam,
+    response: ROUTES.datastoreHistory.response,
+  }),
   storageSnapshots: route({
     method: "GET",
     path: "/api/storage/{storage}/snapshots",
@@ -283,6 +298,26 @@ export const NODE_ROUTES = {
     params: storageParam,
     query: z.strictObject({ group: GroupName.optional() }),
     response: z.array(SnapshotSchema),
+  }),
+  browseArchive: route({
+    method: "GET",
+    path: "/api/storage/{storage}/browse",
+    summary: "The entries of a file archive of a guest's snapshot under `path` (a directory's children), as folders to browse",
+    access: "authenticated",
+    permission: "Datastore.Audit on /storage/<name> and VM.Backup on /vms/<id> of the snapshot's guest",
+    params: storageParam,
+    query: z.strictObject({ snapshot: SnapshotName, archive: TreeArchiveName, path: ArchivePath.optional() }),
+    response: z.array(z.object({ name: z.string(), path: z.string(), kind: z.string(), size: z.number(), mtime: z.number() })),
+  }),
+  downloadFile: route({
+    method: "GET",
+    path: "/api/storage/{storage}/download",
+    summary: "One file of a file archive of a guest's snapshot (at most 64 MiB; gorde restore --path takes any)",
+    access: "authenticated",
+    permission: "Datastore.Audit on /storage/<name> and VM.Backup on /vms/<id> of the snapshot's guest",
+    params: storageParam,
+    query: z.strictObject({ snapshot: SnapshotName, archive: TreeArchiveName, path: ArchivePath }),
+    response: "binary",
   }),
   setStorageNotes: route({
     method: "PUT",

@@ -193,3 +193,33 @@ export async function listEntries(snap: SnapshotReader, opts: ListOptions): Prom
     return below.filter((e) => e.path.toString("latin1").split("/").length === depth + 1);
   });
 }
+
+/**
+ * One file of a file archive, read whole into memory (a web download): refused when the
+ * path names no regular file, or when the file is larger than `maxBytes`. A hard link is
+ * followed to the file it names. Every chunk is checked against its digest as it is read.
+ */
+export async function readArchiveFile(snap: SnapshotReader, opts: { archive: string; path: string; maxBytes: number; key?: RestoreKey }): Promise<{ entry: TreeEntry; data: Buffer }> {
+  return withArchive(snap, opts, async (idx, reader) => {
+    if (idx.kind !== "tree") throw new GordeError("usage", `${opts.archive} is a block image; a single file comes only from a file archive.`);
+    const want = opts.path.replace(/^\/+|\/+$/g, "");
+    const all = await readTreeEntries(idx.entries, idx.payload.size, reader);
+    let entry = all.find((e) => e.path.toString() === want);
+    if (entry?.kind === "hardlink") entry = all.find((e) => e.path.equals(entry!.link));
+    if (!entry) throw new GordeError("not-found", `${opts.archive} of ${snap.name} has no ${want || "(root)"}.`);
+    if (entry.kind !== "file") throw new GordeError("usage", `${want} in ${opts.archive} is a ${entry.kind}, not a file.`);
+    if (entry.size > opts.maxBytes) throw new GordeError("usage", `${want} is ${entry.size} bytes, more than the ${opts.maxBytes} a download takes; restore it with gorde restore --path.`);
+    const data = Buffer.alloc(entry.size);
+    const payload = idx.payload;
+    let filled = 0;
+    while (filled < entry.size) {
+      const pos = entry.offset + filled;
+      const i = payload.find(pos);
+      const chunk = await reader.read(payload.digest(i).toString("hex"));
+      const start = payload.start(i);
+      if (chunk.length !== payload.end(i) - start) throw corrupt(`a chunk of ${snap.name}/${opts.archive} has a different size than its index says.`);
+      filled += chunk.copy(data, filled, pos - start, Math.min(chunk.length, pos - start + entry.size - filled));
+    }
+    return { entry, data };
+  });
+}

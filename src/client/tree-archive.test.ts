@@ -7,7 +7,7 @@ import { Datastore } from "../datastore/datastore.ts";
 import { lsetxattr, lutimes, mknod } from "../sys/posix.ts";
 import { describeTree, isRoot, tempDir } from "../../test/helpers.ts";
 import { backup } from "./backup.ts";
-import { listArchive, restore } from "./restore.ts";
+import { listArchive, openLocalReader, readArchiveFile, restore } from "./restore.ts";
 
 /** The kernel's binary form of a POSIX ACL (system.posix_acl_*). */
 function acl(entries: [tag: number, perm: number, id: number][]): Buffer {
@@ -112,6 +112,21 @@ void describe("file archive round trip", () => {
     const one = await listArchive(store, { snapshot: { type: "ct", id: "101", time: "latest" }, archive: "root.tree", path: "small.txt" });
     assert.equal(one.length, 1);
     assert.equal(one[0]!.size, 11);
+  });
+
+  void it("reads one file whole for a download: many chunks, a hole, a hard link; refuses what is not a file or too large", async () => {
+    const reader = await openLocalReader(store, [], { type: "ct", id: "101", time: "latest" });
+    try {
+      for (const p of ["dir/big.bin", "dir/sparse", "small.txt", "empty", "hardlink"]) {
+        const { data } = await readArchiveFile(reader, { archive: "root.tree", path: p, maxBytes: 64 << 20 });
+        assert.ok(data.equals(fs.readFileSync(path.join(src, p))), p);
+      }
+      await assert.rejects(readArchiveFile(reader, { archive: "root.tree", path: "dir", maxBytes: 1 << 20 }), /dir in root.tree is a dir, not a file/);
+      await assert.rejects(readArchiveFile(reader, { archive: "root.tree", path: "nope", maxBytes: 1 << 20 }), { code: "not-found" });
+      await assert.rejects(readArchiveFile(reader, { archive: "root.tree", path: "dir/big.bin", maxBytes: 1 << 20 }), /more than the 1048576 a download takes/);
+    } finally {
+      await reader.close();
+    }
   });
 
   void it("honours excludes and refuses a path that is not in the archive", async () => {

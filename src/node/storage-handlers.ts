@@ -4,14 +4,18 @@
 // Datastore.Audit to browse, Datastore.AllocateSpace to change or forget a snapshot).
 import { NODE_ROUTES } from "../api/node-routes.ts";
 import type { RemoteRepository } from "../client/remote.ts";
-import { parseGroup } from "../format/names.ts";
+import { type SnapshotReader, listEntries, readArchiveFile } from "../client/restore.ts";
+import { parseGroup, parseSnapshotRef } from "../format/names.ts";
 import { denied } from "../host/access-handlers.ts";
 import type { ApiHandlers } from "../host/api-host.ts";
 import type { AuthStore, Privilege } from "../host/auth.ts";
 import { HttpError } from "../host/http.ts";
 import type { NodeConfig } from "./node-config.ts";
 
-type StorageRoute = "listStorages" | "storageStatus" | "storageSnapshots" | "setStorageNotes" | "setStorageProtected" | "forgetStorageSnapshot";
+/** The largest file a web download reads into memory. */
+const MAX_DOWNLOAD = 64 * 1024 * 1024;
+
+type StorageRoute = "listStorages" | "storageStatus" | "storageHistory" | "browseArchive" | "downloadFile" | "storageSnapshots" | "setStorageNotes" | "setStorageProtected" | "forgetStorageSnapshot";
 
 /** The storage's name: the datastore's, from the server URL of the node's configuration. */
 export function storageName(config: NodeConfig): string {
@@ -26,6 +30,22 @@ export function storageHandlers(parts: { auth: AuthStore; config: NodeConfig; re
     if (storage !== name || !auth.can(authId, `/storage/${storage}`, "Datastore.Audit")) throw new HttpError(404, `no storage ${storage} on node ${config.name}.`);
     if (!auth.can(authId, `/storage/${storage}`, priv)) throw denied(authId, what);
   };
+  /** The contents of a guest's backup: the storage's Audit and VM.Backup on the guest, as PVE's file restore asks. */
+  const guestData = (authId: string, storage: string, snapshot: string): void => {
+    need(authId, storage, "Datastore.Audit", `browse storage ${storage}`);
+    const ref = parseSnapshotRef(snapshot);
+    if (ref.type === "host") throw new HttpError(400, `${snapshot} is a host backup, not a guest's.`);
+    if (!auth.can(authId, `/vms/${ref.id}`, "VM.Backup")) throw denied(authId, `read the backups of guest ${ref.id}`);
+  };
+  const withReader = <T>(snapshot: string, fn: (r: SnapshotReader) => Promise<T>): Promise<T> =>
+    withRepo(async (repo) => {
+      const reader = await repo.openReader([], snapshot);
+      try {
+        return await fn(reader);
+      } finally {
+        await reader.close();
+      }
+    });
   const withRepo = async <T>(fn: (repo: RemoteRepository) => Promise<T>): Promise<T> => {
     const repo = await parts.repository();
     try {
@@ -41,6 +61,26 @@ export function storageHandlers(parts: { auth: AuthStore; config: NodeConfig; re
     storageStatus: async ({ authId, params }) => {
       need(authId, params.storage, "Datastore.Audit", `see storage ${params.storage}`);
       return { json: NODE_ROUTES.storageStatus.response.parse(await withRepo((repo) => repo.status())) };
+    },
+    storageHistory: async ({ authId, params }) => {
+      need(authId, params.storage, "Datastore.Audit", `see storage ${params.storage}`);
+      return { json: await withRepo((repo) => repo.usageHistory()) };
+    },
+    browseArchive: async ({ authId, params, query }) => {
+      guestData(authId, params.storage, query.snapshot);
+      const entries = await withReader(query.snapshot, (r) => listEntries(r, { snapshot: parseSnapshotRef(query.snapshot), archive: query.archive, path: query.path }));
+      return {
+        json: entries.map((e) => {
+          const p = e.path.toString();
+          return { name: p.slice(p.lastIndexOf("/") + 1), path: p, kind: e.kind, size: e.size, mtime: Number(e.mtimeNs / 1_000_000_000n) };
+        }),
+      };
+    },
+    downloadFile: async ({ authId, params, query }) => {
+      guestData(authId, params.storage, query.snapshot);
+      const { data } = await withReader(query.snapshot, (r) => readArchiveFile(r, { archive: query.archive, path: query.path, maxBytes: MAX_DOWNLOAD }));
+      log(`${authId} downloaded ${query.path} of ${query.snapshot}/${query.archive} from storage ${params.storage}`);
+      return { binary: data };
     },
     storageSnapshots: async ({ authId, params, query }) => {
       need(authId, params.storage, "Datastore.Audit", `browse storage ${params.storage}`);

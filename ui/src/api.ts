@@ -94,3 +94,16 @@ export async function logout(): Promise<void> {
   sessionStorage.removeItem(CSRF_KEY);
   sessionStorage.removeItem(USER_KEY);
 }
+
+/** Fetches a binary route and hands it to the browser as a download named `filename`. */
+export async function download<N extends NodeRouteName>(name: N, o: CallOptions<N>, filename: string): Promise<void> {
+  const blob = await (await request(NODE_ROUTES[name].method, url(name, o))).blob();
+  const href = URL.createObjectURL(blob);
+  const a = document.createElement("a");
+  a.href = href;
+  a.download = filename;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(href), 10_000);
+}

@@ -1,0 +1,94 @@
+// A container's file archive browsed as folders, one file downloaded at a time (read
+// through the node from the backup server, every chunk checked against its digest).
+import { useEffect, useState } from "react";
+import { useTranslation } from "react-i18next";
+import { ApiError, call, download } from "../api.ts";
+import { formatBytes, formatDate } from "../format.ts";
+import type { ArchiveEntry } from "../types.ts";
+
+export function ArchiveBrowser(props: { storage: string; snapshot: string; archive: string; onClose: () => void }) {
+  const { t, i18n } = useTranslation();
+  const [dir, setDir] = useState("");
+  const [entries, setEntries] = useState<ArchiveEntry[] | undefined>();
+  const [error, setError] = useState("");
+  useEffect(() => {
+    setEntries(undefined);
+    setError("");
+    call("browseArchive", { params: { storage: props.storage }, query: { snapshot: props.snapshot, archive: props.archive, path: dir || undefined } }).then(setEntries, (e: unknown) =>
+      setError(e instanceof ApiError ? e.message : String(e)),
+    );
+  }, [props.storage, props.snapshot, props.archive, dir]);
+  const parts = dir ? dir.split("/") : [];
+  return (
+    <section aria-label={t("browseTitle", { snapshot: props.snapshot })} className="browser">
+      <h2>{t("browseTitle", { snapshot: props.snapshot })}</h2>
+      <nav aria-label={t("folder")} className="crumbs">
+        <button type="button" className="link" onClick={() => setDir("")}>
+          {props.archive}
+        </button>
+        {parts.map((p, i) => (
+          <span key={i}>
+            {" / "}
+            <button type="button" className="link" onClick={() => setDir(parts.slice(0, i + 1).join("/"))}>
+              {p}
+            </button>
+          </span>
+        ))}
+      </nav>
+      {error && (
+        <p className="bad" role="alert">
+          {error}
+        </p>
+      )}
+      {!entries && !error && <progress aria-label={t("loading")} />}
+      {entries && (
+        <table>
+          <caption>{dir || "/"}</caption>
+          <thead>
+            <tr>
+              <th scope="col">{t("name")}</th>
+              <th scope="col">{t("size")}</th>
+              <th scope="col">{t("modified")}</th>
+              <th scope="col">{t("actions")}</th>
+            </tr>
+          </thead>
+          <tbody>
+            {entries.map((e) => (
+              <tr key={e.path}>
+                <td>
+                  {e.kind === "dir" ? (
+                    <button type="button" className="link" onClick={() => setDir(e.path)}>
+                      {e.name}/
+                    </button>
+                  ) : (
+                    e.name
+                  )}
+                </td>
+                <td>{e.kind === "file" ? formatBytes(e.size, i18n.language) : t(`entryKind.${e.kind === "dir" ? "dir" : e.kind === "symlink" ? "symlink" : "other"}`)}</td>
+                <td>{formatDate(e.mtime, i18n.language)}</td>
+                <td>
+                  {e.kind === "file" && (
+                    <button
+                      type="button"
+                      aria-label={t("downloadOf", { name: e.path })}
+                      onClick={() =>
+                        void download("downloadFile", { params: { storage: props.storage }, query: { snapshot: props.snapshot, archive: props.archive, path: e.path } }, e.name).catch((err: unknown) =>
+                          setError(err instanceof ApiError ? err.message : String(err)),
+                        )
+                      }
+                    >
+                      {t("download")}
+                    </button>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      <button type="button" onClick={props.onClose}>
+        {t("close")}
+      </button>
+    </section>
+  );
+}
