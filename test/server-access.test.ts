@@ -339,6 +339,7 @@ const CASES: Record<RouteName, Case[]> = {
   metrics: [{ label: "", expect: SYSTEM, req: () => ({}) }],
   listDatastores: [{ label: "", expect: EVERYONE, req: () => ({}) }],
   datastoreStatus: [{ label: "", expect: VISIBLE, req: () => ({}) }],
+  datastoreHistory: [{ label: "", expect: VISIBLE, req: () => ({}) }],
   setMaintenance: [
     {
       label: "offline",

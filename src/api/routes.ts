@@ -28,6 +28,9 @@ export const SnapshotSchema = z.object({
 });
 export type SnapshotJson = z.infer<typeof SnapshotSchema>;
 
+/** One sample of a datastore's usage (time in unix seconds). */
+export const UsageSampleSchema = z.object({ time: z.number(), used: z.number(), total: z.number(), logicalBytes: z.number(), chunkBytes: z.number(), dedupFactor: z.number() });
+
 /** What a sync task ends with (its task's result). */
 export interface SyncResult {
   /** snapshots pulled */
@@ -145,6 +148,15 @@ export const ROUTES = {
       groups: z.number(),
       warning: z.string().nullable(),
     }),
+  }),
+  datastoreHistory: route({
+    method: "GET",
+    path: "/api/datastores/{store}/history",
+    summary: "A datastore's used space and dedup factor over time, sampled every 5 minutes (30 days kept)",
+    access: "datastore",
+    permission: "Datastore.Audit or Datastore.Backup",
+    params: storeParam,
+    response: z.array(UsageSampleSchema),
   }),
   setMaintenance: route({
     method: "PUT",

@@ -433,6 +433,11 @@ export class RemoteRepository implements Repository {
     return this.call("datastoreStatus");
   }
 
+  /** The datastore's used space and dedup factor over time, as the server sampled them. */
+  usageHistory(): Promise<RouteResult<Routes["datastoreHistory"]>> {
+    return this.call("datastoreHistory");
+  }
+
   async setMaintenance(mode: "none" | "read-only" | "offline"): Promise<void> {
     await this.call("setMaintenance", { json: { mode } });
   }

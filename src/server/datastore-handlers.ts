@@ -12,7 +12,7 @@ import type { LongTasks } from "./long-tasks.ts";
 import type { ServerContext } from "./server-context.ts";
 import { datastoreStatus } from "../datastore/status.ts";
 
-type DatastoreRoute = "listDatastores" | "datastoreStatus" | "setMaintenance" | "listGroups" | "listSnapshots" | "prune" | "gc" | "verify";
+type DatastoreRoute = "listDatastores" | "datastoreStatus" | "datastoreHistory" | "setMaintenance" | "listGroups" | "listSnapshots" | "prune" | "gc" | "verify";
 type SnapshotRoute = "forgetSnapshot" | "setNotes" | "setDrill" | "setProtected" | "setOwner";
 
 export function datastoreHandlers(ctx: ServerContext, long: LongTasks): ApiHandlers<typeof ROUTES, DatastoreRoute> {
@@ -29,6 +29,12 @@ export function datastoreHandlers(ctx: ServerContext, long: LongTasks): ApiHandl
       const p = privs(authId, e.name, []);
       if (!p.has("Datastore.Audit") && !p.has("Datastore.Backup")) deny(authId, `see the status of ${e.name}`);
       return { json: { name: e.name, maintenance: maintenance[e.name] ?? "none", ...(await datastoreStatus(e.store)) } };
+    },
+    datastoreHistory: ({ authId, params }) => {
+      const e = storeFor(authId, params.store, "read");
+      const p = privs(authId, e.name, []);
+      if (!p.has("Datastore.Audit") && !p.has("Datastore.Backup")) deny(authId, `see the history of ${e.name}`);
+      return { json: ctx.usage.list(e.name) };
     },
     setMaintenance: async ({ authId, params, body }) => {
       const e = storeFor(authId, params.store, "admin");

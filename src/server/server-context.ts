@@ -1,6 +1,7 @@
 // What the server's handlers share: its datastores with their maintenance modes, auth,
 // tasks, remotes, sessions and metrics, and the permission checks every datastore route
 // makes the same way.
+import type { UsageHistory } from "../jobs/usage-history.ts";
 import type { MaintenanceMode } from "../api/routes.ts";
 import { ChunkPool } from "../datastore/chunk-pool.ts";
 import type { Datastore, SnapshotInfo } from "../datastore/datastore.ts";
@@ -30,6 +31,8 @@ export interface ServerState {
   remotes: RemoteStore;
   sessions: SessionTable;
   metrics: ServerMetrics;
+  /** each datastore's usage over time, for the web interface's charts */
+  usage: UsageHistory;
 }
 
 export interface ServerContext extends ServerState {

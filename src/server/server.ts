@@ -3,6 +3,8 @@
 // as tasks, Prometheus metrics and an OpenAPI document of the whole API. The routes are
 // answered by one handler factory per area (datastore-handlers.ts, session-handlers.ts,
 // remote-handlers.ts; tasks, the plan and access from the host kit, shared with the node).
+import { datastoreStatus } from "../datastore/status.ts";
+import { UsageHistory } from "../jobs/usage-history.ts";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import type http2 from "node:http2";
@@ -36,6 +38,9 @@ import { SessionTable } from "./sessions.ts";
 
 export const DEFAULT_PORT = 8007;
 
+/** How often each datastore's usage is sampled for its history (PBS's RRD step). */
+const USAGE_SAMPLE_MS = 5 * 60_000;
+
 export interface ServerOptions {
   stateDir: string;
   host?: string;
@@ -62,7 +67,24 @@ export interface GordeServer {
 
 export async function startServer(opts: ServerOptions): Promise<GordeServer> {
   const ctx = await openState(opts);
-  const { auth, log, tasks, sessions, metrics, stores } = ctx;
+  const { auth, log, tasks, sessions, metrics, stores, usage } = ctx;
+  // Each datastore's usage, now and every USAGE_SAMPLE_MS (counting its chunks walks the store).
+  let sampling: Promise<void> | undefined;
+  const sample = (): void => {
+    sampling ??= (async () => {
+      for (const e of stores.values()) {
+        try {
+          const s = await datastoreStatus(e.store);
+          usage.add(e.name, { time: Math.floor(Date.now() / 1000), used: s.used, total: s.total, logicalBytes: s.logicalBytes, chunkBytes: s.chunkBytes, dedupFactor: s.dedupFactor });
+        } catch (err) {
+          log(`the usage of datastore ${e.name} was not sampled: ${(err as Error).message}`);
+        }
+      }
+    })().finally(() => (sampling = undefined));
+  };
+  sample();
+  const sampler = setInterval(sample, USAGE_SAMPLE_MS);
+  sampler.unref();
   const cert = await ensureCertificate(opts.stateDir);
   const uploads = new Uploads();
   const webSessions = new WebSessions();
@@ -119,6 +141,9 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
       const deadline = Date.now() + 5000;
       while (uploads.finishing > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       await sessions.close();
+      clearInterval(sampler);
+      await sampling;
+      usage.close();
       listener.destroyConnections();
       await closed;
       await plan.close();
@@ -156,7 +181,8 @@ async function openState(opts: ServerOptions): Promise<ServerContext> {
   const remotes = await RemoteStore.open(opts.stateDir);
   const sessions = new SessionTable(opts.sessionIdleMs ?? 5 * 60_000);
   const metrics = new ServerMetrics(() => [...stores.values()].map((e) => ({ name: e.name, store: e.store })), tasks);
-  return serverContext({ log, auth, stores, maintenance, maintenanceFile, tasks, remotes, sessions, metrics });
+  const usage = UsageHistory.open(path.join(opts.stateDir, "usage.db"));
+  return serverContext({ log, auth, stores, maintenance, maintenanceFile, tasks, remotes, sessions, metrics, usage });
 }
 
 /** Streams a file (a chunk) as the answer; 404 when it vanished. */
