@@ -139,6 +139,9 @@ void describe("the web interface", { skip: why ?? false }, () => {
     // The backup server as the node's storage: a note edited, a snapshot protected, read back from the server.
     await page.getByRole("navigation").getByText(`${en.storage} store`).click();
     await page.getByRole("heading", { name: `${en.storage} store` }).waitFor();
+    // Its used space and dedup factor over time: the server sampled them at its start.
+    await page.getByRole("img", { name: en.usedOverTime }).locator("canvas").waitFor();
+    await page.getByRole("img", { name: en.dedupOverTime }).locator("canvas").waitFor();
     const first = page.getByRole("row").filter({ hasText: "ct/101" }).first();
     const snapName = ((await first.getByRole("textbox").getAttribute("aria-label")) ?? "").replace(/^Notes of /, "");
     assert.match(snapName, /^ct\/101\/\d{4}-/);
@@ -152,6 +155,20 @@ void describe("the web interface", { skip: why ?? false }, () => {
     assert.deepEqual([stored?.notes, stored?.protected], ["before the upgrade, from the web", true], onServer.err);
     // Protected: forget is not offered for it.
     assert.equal(await page.getByRole("row").filter({ has: page.getByRole("checkbox", { name: `${snapName} protected` }) }).getByRole("button", { name: en.forget }).isDisabled(), true);
+    // The container's file archive as folders; a file downloaded, byte-equal to the original.
+    await first.getByRole("button", { name: `Browse root.tree of ${snapName}` }).click();
+    const browser = page.getByRole("region", { name: `Files of ${snapName}` });
+    await browser.getByRole("button", { name: "bin/" }).click();
+    const [dl] = await Promise.all([page.waitForEvent("download"), browser.getByRole("button", { name: "Download bin/busybox" }).click()]);
+    assert.equal(dl.suggestedFilename(), "busybox");
+    const got = fs.readFileSync((await dl.path())!);
+    const original = fs.readFileSync(path.join(tmp.dir, "node1", "rootfs", "101", "bin", "busybox"));
+    assert.ok(original.length > 500_000, "a file of many chunks");
+    assert.ok(got.equals(original), `the download is byte-equal to the original (${got.length} and ${original.length} bytes)`);
+    await accessibility(page, "archive browser");
+    await shot(page, "browse-en");
+    await browser.getByRole("button", { name: en.close }).click();
+
     // The prune simulator: a bad value named beside its field, then what keep-last 1 would do.
     await page.getByLabel(en.group).selectOption("ct/101");
     const keepLast = page.getByLabel(en.keepName.keepLast);
@@ -187,6 +204,7 @@ void describe("the web interface", { skip: why ?? false }, () => {
     await drillRow.getByText(en.drillName.passed).waitFor();
     await drillRow.getByText("boot ✓").waitFor();
     assert.match(await drillRow.innerText(), new RegExp(`${new Date().getFullYear()},`), "the drill's start as a date of this year");
+    await page.getByRole("img", { name: en.rtoOverTime }).locator("canvas").waitFor();
     await accessibility(page, "guest with drills");
     await shot(page, "guest-drill-en");
     await page.getByRole("navigation").getByText(en.tasks).click();

@@ -8,6 +8,7 @@ import { LANGUAGES, type Language, setLanguage } from "./i18n.ts";
 import { Datacenter } from "./pages/Datacenter.tsx";
 import { GuestPage } from "./pages/GuestPage.tsx";
 import { LoginPage } from "./pages/LoginPage.tsx";
+import { HaPage } from "./pages/HaPage.tsx";
 import { PlanPage } from "./pages/PlanPage.tsx";
 import { StoragePage } from "./pages/StoragePage.tsx";
 import { TasksPage } from "./pages/TasksPage.tsx";
@@ -47,6 +48,7 @@ export function App() {
   const [guests, setGuests] = useState<GuestStatus[]>([]);
   const [storages, setStorages] = useState<Storage[]>([]);
   const [rootPrivs, setRootPrivs] = useState<string[]>([]);
+  const [clustered, setClustered] = useState(false);
   const hash = useHash();
   whenSessionEnds(() => {
     setWho(undefined);
@@ -63,6 +65,7 @@ export function App() {
     if (!who) return;
     void refresh().catch(() => undefined);
     void call("permissions").then((p) => setRootPrivs(p.paths["/"] ?? []), () => setRootPrivs([]));
+    void call("clusterStatus").then((c) => setClustered(c.cluster !== null), () => setClustered(false));
     const timer = setInterval(() => void refresh().catch(() => undefined), 5000);
     return () => clearInterval(timer);
   }, [who, refresh]);
@@ -121,6 +124,13 @@ export function App() {
                       {t("tasks")}
                     </a>
                   </li>
+                  {clustered && (
+                    <li>
+                      <a href="#/ha" aria-current={hash === "#/ha" ? "page" : undefined}>
+                        HA
+                      </a>
+                    </li>
+                  )}
                   {rootPrivs.includes("Sys.Audit") && (
                     <li>
                       <a href="#/plan" aria-current={hash === "#/plan" ? "page" : undefined}>
@@ -146,6 +156,8 @@ export function App() {
           <StoragePage key={storage} storage={storage} onRestored={() => void refresh()} />
         ) : guestId ? (
           <GuestPage key={guestId} id={Number(guestId)} onChanged={() => void refresh()} />
+        ) : hash === "#/ha" ? (
+          <HaPage />
         ) : hash === "#/plan" ? (
           <PlanPage mayEdit={rootPrivs.includes("Sys.Modify")} />
         ) : hash === "#/tasks" ? (

@@ -12,3 +12,6 @@ export type ClusterStatus = RouteResult<(typeof NODE_ROUTES)["clusterStatus"]>;
 export type HaResource = RouteResult<(typeof NODE_ROUTES)["haStatus"]>[number];
 export type JobRun = RouteResult<(typeof NODE_ROUTES)["listRuns"]>[number];
 export type StorageStatus = RouteResult<(typeof NODE_ROUTES)["storageStatus"]>;
+export type ArchiveEntry = RouteResult<(typeof NODE_ROUTES)["browseArchive"]>[number];
+export type Recovery = RouteResult<(typeof NODE_ROUTES)["listRecoveries"]>[number];
+export type UsageSample = RouteResult<(typeof NODE_ROUTES)["storageHistory"]>[number];

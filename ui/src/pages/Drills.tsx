@@ -5,6 +5,7 @@ import { useTranslation } from "react-i18next";
 import { ApiError, call } from "../api.ts";
 import { formatDate, formatNumber } from "../format.ts";
 import type { Drill } from "../types.ts";
+import { TimeChart } from "./Chart.tsx";
 import { TaskLog } from "./TaskLog.tsx";
 
 export function Drills(props: { guest: number; mayRun: boolean }) {
@@ -40,6 +41,13 @@ export function Drills(props: { guest: number; mayRun: boolean }) {
         </p>
       )}
       {task && <TaskLog key={task} task={task} onDone={() => void load()} />}
+      {drills.some((d) => d.rtoSeconds !== null) && (
+        <TimeChart
+          title={t("rtoOverTime")}
+          times={[...drills].reverse().map((d) => d.start / 1000)}
+          series={[{ label: "RTO (s)", values: [...drills].reverse().map((d) => d.rtoSeconds), color: "#1f6feb" }]}
+        />
+      )}
       <table>
         <caption>{t("drillHistory")}</caption>
         <thead>

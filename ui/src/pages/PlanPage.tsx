@@ -8,6 +8,7 @@ import { nextElapse, parseCalendarEvent } from "../../../src/schedule/calendar-e
 import { ApiError, call } from "../api.ts";
 import { formatDate } from "../format.ts";
 import type { JobRun } from "../types.ts";
+import { TimeChart } from "./Chart.tsx";
 
 function nextRuns(text: string, n: number): Date[] | string {
   try {
@@ -24,6 +25,20 @@ function nextRuns(text: string, n: number): Date[] | string {
   } catch (err) {
     return (err as Error).message;
   }
+}
+
+/** Backup durations and bytes per run, from the history of the plan's runs. */
+function BackupRunCharts(props: { runs: JobRun[] }) {
+  const { t } = useTranslation();
+  const done = props.runs.filter((r) => r.kind === "backup" && r.end !== null && r.result === "ok").sort((a, b) => a.start - b.start);
+  if (done.length === 0) return null;
+  const times = done.map((r) => r.start / 1000);
+  return (
+    <>
+      <TimeChart title={t("backupDurations")} times={times} series={[{ label: "s", values: done.map((r) => (r.end! - r.start) / 1000), color: "#1f6feb" }]} height={160} />
+      <TimeChart title={t("backupBytes")} times={times} series={[{ label: "MiB", values: done.map((r) => (r.bytes ?? 0) / 1048576), color: "#1a7f37" }]} height={160} />
+    </>
+  );
 }
 
 export function PlanPage(props: { mayEdit: boolean }) {
@@ -84,6 +99,7 @@ export function PlanPage(props: { mayEdit: boolean }) {
           })}
         </tbody>
       </table>
+      <BackupRunCharts runs={runs} />
       {text !== undefined && (
         <div className="plan-edit">
           <label>

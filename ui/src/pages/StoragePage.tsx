@@ -5,7 +5,9 @@ import { useCallback, useEffect, useState } from "react";
 import { useTranslation } from "react-i18next";
 import { ApiError, call } from "../api.ts";
 import { formatBytes, formatDate, formatNumber } from "../format.ts";
-import type { Snapshot, StorageStatus } from "../types.ts";
+import type { Snapshot, StorageStatus, UsageSample } from "../types.ts";
+import { ArchiveBrowser } from "./ArchiveBrowser.tsx";
+import { TimeChart } from "./Chart.tsx";
 import { usePruneSimulation } from "./PruneSimulator.tsx";
 import { TaskLog } from "./TaskLog.tsx";
 
@@ -27,6 +29,8 @@ export function StoragePage(props: { storage: string; onRestored: () => void }) 
   const [restoring, setRestoring] = useState<Snapshot | undefined>();
   const [restoreTask, setRestoreTask] = useState<string | undefined>();
   const [status, setStatus] = useState<StorageStatus | undefined>();
+  const [browsing, setBrowsing] = useState<{ snapshot: string; archive: string } | undefined>();
+  const [history, setHistory] = useState<UsageSample[]>([]);
   const path = `/storage/${props.storage}`;
   const load = useCallback(async () => {
     setSnaps(await call("storageSnapshots", { params: { storage: props.storage } }));
@@ -34,6 +38,7 @@ export function StoragePage(props: { storage: string; onRestored: () => void }) 
   useEffect(() => {
     void load().catch((e: Error) => setError(e.message));
     void call("storageStatus", { params: { storage: props.storage } }).then(setStatus, () => setStatus(undefined));
+    void call("storageHistory", { params: { storage: props.storage } }).then(setHistory, () => setHistory([]));
     void call("permissions", { query: { path } }).then((p) => setPrivs(p.paths[path] ?? []), () => setPrivs([]));
   }, [load, path]);
   const act = (what: () => Promise<unknown>): void => {
@@ -54,6 +59,12 @@ export function StoragePage(props: { storage: string; onRestored: () => void }) 
         {t("storage")} {props.storage}
       </h1>
       {status && <StorageUsage status={status} />}
+      {history.length > 0 && (
+        <div className="charts">
+          <TimeChart title={t("usedOverTime")} times={history.map((h) => h.time)} series={[{ label: "GiB", values: history.map((h) => h.used / 1024 ** 3), color: "#1f6feb" }]} height={160} />
+          <TimeChart title={t("dedupOverTime")} times={history.map((h) => h.time)} series={[{ label: "×", values: history.map((h) => h.dedupFactor), color: "#1a7f37" }]} height={160} />
+        </div>
+      )}
       <label>
         {t("group")}{" "}
         <select value={group} onChange={(e) => setGroup(e.target.value)}>
@@ -131,6 +142,13 @@ export function StoragePage(props: { storage: string; onRestored: () => void }) 
                   <button type="button" onClick={() => setRestoring(s)}>
                     {t("restore")}
                   </button>
+                  {s.archives
+                    .filter((a) => a.kind === "tree")
+                    .map((a) => (
+                      <button key={a.name} type="button" aria-label={t("browseOf", { snapshot: s.snapshot, archive: a.name })} onClick={() => setBrowsing({ snapshot: s.snapshot, archive: a.name })}>
+                        {t("browse")}
+                      </button>
+                    ))}
                   {mayChange && (
                     <button
                       type="button"
@@ -148,6 +166,7 @@ export function StoragePage(props: { storage: string; onRestored: () => void }) 
           })}
         </tbody>
       </table>
+      {browsing && <ArchiveBrowser key={`${browsing.snapshot}/${browsing.archive}`} storage={props.storage} snapshot={browsing.snapshot} archive={browsing.archive} onClose={() => setBrowsing(undefined)} />}
       {group ? prune.panel : <p>{t("pruneChooseGroup")}</p>}
       {restoring && (
         <RestoreForm
