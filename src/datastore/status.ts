@@ -19,12 +19,13 @@ interface Counts {
   groups: number;
 }
 
-export async function datastoreStatus(store: Datastore) {
+/** `cached: false` counts anew and leaves the cache alone (the usage history's samples: a sample taken just before a backup must not make a status after it stale). */
+export async function datastoreStatus(store: Datastore, opts: { cached?: boolean } = {}) {
   const st = await fsp.statfs(store.dir);
   const total = st.blocks * st.bsize;
   const available = st.bavail * st.bsize;
   const used = total - st.bfree * st.bsize;
-  const counts = await countCached(store);
+  const counts = opts.cached === false ? await count(store) : await countCached(store);
   let warning: string | null = null;
   if (available < total * FULL_WARNING_RATIO || available < 1024 ** 3) {
     warning = `only ${(available / 1024 ** 3).toFixed(1)} GiB (${((available / total) * 100).toFixed(0)}%) free: backups will fail when it is full.`;

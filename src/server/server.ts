@@ -74,7 +74,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
     sampling ??= (async () => {
       for (const e of stores.values()) {
         try {
-          const s = await datastoreStatus(e.store);
+          const s = await datastoreStatus(e.store, { cached: false });
           usage.add(e.name, { time: Math.floor(Date.now() / 1000), used: s.used, total: s.total, logicalBytes: s.logicalBytes, chunkBytes: s.chunkBytes, dedupFactor: s.dedupFactor });
         } catch (err) {
           log(`the usage of datastore ${e.name} was not sampled: ${(err as Error).message}`);
