@@ -13,6 +13,13 @@ import { type FenceState, readFenceState } from "./fence-helper.ts";
 
 const HELPER = new URL("./fence-helper.ts", import.meta.url).pathname;
 
+/** Replaces a file whole, synchronously (no fsync: these files matter only while this boot lasts). */
+function replaceFile(file: string, value: unknown): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, JSON.stringify(value) + "\n", { mode: 0o600 });
+  fs.renameSync(tmp, file);
+}
+
 export class FenceHelper {
   private deadline: number | undefined;
   private dirs: string[] = [];
@@ -69,11 +76,8 @@ export class FenceHelper {
     if (!helper) this.startHelper();
   }
 
-  /** Replaces the state file whole (no fsync: it matters only while this boot lasts). */
   private write(state: FenceState): void {
-    const tmp = `${this.stateFile}.tmp-${process.pid}`;
-    fs.writeFileSync(tmp, JSON.stringify(state) + "\n", { mode: 0o600 });
-    fs.renameSync(tmp, this.stateFile);
+    replaceFile(this.stateFile, state);
   }
 
   private startHelper(): void {
@@ -88,11 +92,7 @@ export class FenceHelper {
     }
     child.unref();
     const rec = child.pid !== undefined ? recordOf(child.pid) : undefined;
-    if (rec) {
-      const tmp = `${this.recordFile}.tmp-${process.pid}`;
-      fs.writeFileSync(tmp, JSON.stringify(rec) + "\n", { mode: 0o600 });
-      fs.renameSync(tmp, this.recordFile);
-    }
+    if (rec) replaceFile(this.recordFile, rec);
     this.log(`fence helper started (pid ${child.pid}; its log ${this.logFile})`);
   }
 
