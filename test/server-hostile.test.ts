@@ -655,9 +655,11 @@ void describe("hostile requests to the server", () => {
       const put = await c.request("PUT", `/api/backup/${s.session}/chunk/${sha256(data)}`, { binary: encodeBlob(data, 0), query: { size: data.length }, once: true });
       assert.equal(put.status, 200);
       const deadline = Date.now() + SHORT_IDLE_MS + 5000;
-      while (fs.existsSync(snapDir) && Date.now() < deadline) await sleep(100);
+      // The abort removes the snapshot's directory, then the group it created: wait for the last step.
+      const groupDir = path.join(idleStore, "host", "idle");
+      while (fs.existsSync(groupDir) && Date.now() < deadline) await sleep(100);
       assert.ok(!fs.existsSync(snapDir), "the idle session's snapshot directory was removed");
-      assert.ok(!fs.existsSync(path.join(idleStore, "host", "idle")), "the group the session created is gone too");
+      assert.ok(!fs.existsSync(groupDir), "the group the session created is gone too");
       assert.equal((await c.request("PUT", `/api/backup/${s.session}/index/x.fidx`, { binary: Buffer.alloc(64), once: true })).status, 404);
       assert.deepEqual(tree(path.join(idleStore, ".chunks")).filter((p) => p.includes(".tmp-")), [], "no temp chunk of the abandoned session stays");
       const again = await start();
