@@ -3,7 +3,9 @@
 // one up and follow its task log to the end, switch to Basque and find no English left,
 // log out; an auditor sees no button to act, and a request forged from its session is
 // refused (403), as is one without the CSRF token; every page passes axe-core's checks.
-// Screenshots of each page in both languages are saved under a temp dir (path printed).
+// The backup server serves its own view: its datastore, verify, prune, GC and maintenance
+// run from there. Screenshots of each page in both languages are saved under a temp dir
+// (path printed).
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -27,6 +29,12 @@ if (why) console.error(`\n*** SKIPPED: web interface tests: ${why}. ***\n`);
 /** Every string of a catalogue, flattened. */
 function strings(o: unknown): string[] {
   return typeof o === "string" ? [o] : Object.values(o as Record<string, unknown>).flatMap(strings);
+}
+
+/** The strings of the English catalogue that Basque says otherwise, found in `text` as words (Basque's "IDa" holds no English "ID"). */
+function englishIn(text: string): string[] {
+  const englishOnly = strings(en).filter((s) => !strings(eu).includes(s) && !s.includes("{{"));
+  return englishOnly.filter((s) => new RegExp(`(^|[^\\p{L}])${s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}($|[^\\p{L}])`, "u").test(text));
 }
 
 void describe("the web interface", { skip: why ?? false }, () => {
@@ -238,7 +246,6 @@ void describe("the web interface", { skip: why ?? false }, () => {
 
     // Basque: no string of the English catalogue that Basque says otherwise is left on any page.
     await page.getByLabel(en.language).selectOption("eu");
-    const englishOnly = strings(en).filter((s) => !strings(eu).includes(s) && !s.includes("{{"));
     for (const [name, go] of [
       ["tasks", () => Promise.resolve()],
       ["datacenter", () => page.getByRole("navigation").getByText(eu.datacenter).click()],
@@ -249,10 +256,7 @@ void describe("the web interface", { skip: why ?? false }, () => {
       await go();
       await page.getByRole("heading").first().waitFor();
       await page.waitForTimeout(300);
-      const text = await page.locator("body").innerText();
-      // As words: Basque's "IDa" holds no English "ID".
-      const left = englishOnly.filter((s) => new RegExp(`(^|[^\\p{L}])${s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}($|[^\\p{L}])`, "u").test(text));
-      assert.deepEqual(left, [], `English on the ${name} page in Basque`);
+      assert.deepEqual(englishIn(await page.locator("body").innerText()), [], `English on the ${name} page in Basque`);
       await shot(page, `${name}-eu`);
     }
     assert.equal(await page.evaluate(() => (globalThis as unknown as { document: { documentElement: { lang: string } } }).document.documentElement.lang), "eu");
@@ -306,5 +310,99 @@ void describe("the web interface", { skip: why ?? false }, () => {
     const st = spawnSync("lxc-info", ["-P", path.join(tmp.dir, "node1", "run", "101"), "-n", "ct101", "-sH"]).stdout.toString().trim();
     assert.equal(st, "RUNNING");
     await admin.context().close();
+  });
+  void it("serves the backup server's own view: its datastore, a snapshot verified, a group pruned, GC, maintenance mode, in Basque too; its auditor acts on nothing", async () => {
+    const srv = `https://admin@127.0.0.1:${server.port}`;
+    const admin = { GORDE_PASSWORD: "admin-pass-1", GORDE_FINGERPRINT: server.fingerprint };
+    assert.equal((await gorde(["user", "add", srv, "storeauditor"], { ...admin, GORDE_NEW_PASSWORD: "auditor-pass-1" })).code, 0);
+    assert.equal((await gorde(["acl", "set", srv, "/datastore/store", "storeauditor", "DatastoreAudit"], admin)).code, 0);
+    const ctx = await browser.newContext({ ignoreHTTPSErrors: true, locale: "en-US" });
+    const page = await ctx.newPage();
+    page.on("dialog", (d) => void d.accept());
+    await page.goto(`https://127.0.0.1:${server.port}`);
+    await page.getByLabel(en.username).fill("admin");
+    await page.getByLabel(en.password).fill("admin-pass-1");
+    await page.getByRole("button", { name: en.login }).click();
+    const tree = page.getByRole("navigation");
+    await tree.getByText(en.backupServer).waitFor();
+    // The dashboard: the datastore with its usage and dedup factor.
+    await page.getByRole("table", { name: en.datastores }).getByText(/dedup factor \d+(\.\d+)? \(/).waitFor();
+    await accessibility(page, "server dashboard");
+    await shot(page, "server-en");
+
+    await tree.getByText(`${en.datastore} store`).click();
+    await page.getByRole("heading", { name: `${en.datastore} store` }).waitFor();
+    const rows = page.getByRole("row").filter({ hasText: "ct/101" });
+    await rows.first().waitFor();
+    // One snapshot verified from here: its task followed to the end, its state read back.
+    const newest = rows.first();
+    const name = ((await newest.getByRole("button", { name: /^Verify ct\/101\// }).getAttribute("aria-label")) ?? "").replace(/^Verify /, "");
+    await newest.getByRole("button", { name: `Verify ${name}` }).click();
+    const log = page.getByRole("region", { name: en.taskLog });
+    await log.getByText(en.taskState.ok, { exact: true }).waitFor({ timeout: 60_000 });
+    await newest.getByRole("cell", { name: en.verifyName.ok, exact: true }).waitFor();
+    // Prune: not offered without options; with keep-last 1, what the simulator said is what the server did.
+    await page.getByLabel(en.group).selectOption("ct/101");
+    const pruneNow = page.getByRole("button", { name: en.pruneNow });
+    assert.equal(await pruneNow.isDisabled(), true);
+    const before = await rows.count();
+    await page.getByLabel(en.keepName.keepLast).fill("1");
+    const said = /remove (\d+)\./.exec((await page.getByRole("status").filter({ hasText: "A prune would keep" }).innerText()) ?? "");
+    const removed = Number(said?.[1]);
+    assert.ok(removed >= 1, `the simulator removes some (${said?.[0]})`);
+    await pruneNow.click();
+    await page.getByRole("status").getByText(`ct/101 pruned: ${removed} removed.`).waitFor();
+    await rows.nth(before - removed).waitFor({ state: "detached" });
+    assert.equal(await rows.count(), before - removed);
+    const onServer = await gorde(["snapshots", server.url("store"), "ct/101", "--json"], admin);
+    assert.equal((JSON.parse(onServer.out) as unknown[]).length, before - removed, onServer.err);
+    // Garbage collection, a task followed to the end.
+    await page.getByRole("button", { name: en.gcNow }).click();
+    await page.getByRole("region", { name: en.taskLog }).getByText(/^Task .*gc/).waitFor();
+    await page.getByRole("region", { name: en.taskLog }).getByText(en.taskState.ok, { exact: true }).waitFor({ timeout: 60_000 });
+    // Maintenance mode read-only and back: the server says so.
+    const maintenance = page.getByLabel(en.maintenance);
+    await maintenance.selectOption("read-only");
+    await page.getByRole("status").getByText(`Maintenance mode: ${en.maintenanceName["read-only"]}.`).waitFor();
+    const mode = async (): Promise<string> => page.evaluate(async () => ((await (await fetch("/api/datastores/store/status")).json()) as { maintenance: string }).maintenance);
+    assert.equal(await mode(), "read-only");
+    await maintenance.selectOption("none");
+    await page.getByRole("status").getByText(`Maintenance mode: ${en.maintenanceName.none}.`).waitFor();
+    assert.equal(await mode(), "none");
+    await accessibility(page, "server datastore");
+    await shot(page, "server-datastore-en");
+    await tree.getByText(en.plan, { exact: true }).click();
+    await page.getByLabel(en.planText).waitFor();
+    await shot(page, "server-plan-en");
+
+    // Basque, as on the node.
+    await page.getByLabel(en.language).selectOption("eu");
+    for (const [what, go] of [
+      ["server", () => tree.getByText(eu.backupServer).click()],
+      ["server-datastore", () => tree.getByText(`${eu.datastore} store`).click()],
+    ] as const) {
+      await go();
+      await page.getByRole("heading").first().waitFor();
+      await page.getByRole("table").first().waitFor();
+      assert.deepEqual(englishIn(await page.locator("body").innerText()), [], `English on the ${what} page in Basque`);
+      await shot(page, `${what}-eu`);
+    }
+    await page.getByRole("button", { name: eu.logout }).click();
+    await page.getByLabel(eu.language).selectOption("en");
+
+    // The datastore's auditor: sees the content, no button to change it; the API refuses a forged prune.
+    await page.getByLabel(en.username).fill("storeauditor");
+    await page.getByLabel(en.password).fill("auditor-pass-1");
+    await page.getByRole("button", { name: en.login }).click();
+    await tree.getByText(`${en.datastore} store`).click();
+    await rows.first().waitFor();
+    for (const b of [en.forget, en.pruneNow, en.gcNow, en.verifyAll, en.verify]) assert.equal(await page.getByRole("button", { name: b, exact: true }).count(), 0, `no ${b} button`);
+    assert.equal(await page.getByLabel(en.maintenance).count(), 0);
+    const forged = await page.evaluate(async () => {
+      const r = await fetch("/api/datastores/store/prune", { method: "POST", headers: { CSRFPreventionToken: sessionStorage.getItem("gorde.csrf") ?? "", "content-type": "application/json" }, body: JSON.stringify({ group: "ct/101", keep: { keepLast: 1 } }) });
+      return r.status;
+    });
+    assert.equal(forged, 403);
+    await ctx.close();
   });
 });

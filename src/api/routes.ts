@@ -98,10 +98,10 @@ export const ROUTES = {
   version: route({
     method: "GET",
     path: "/api/version",
-    summary: "Server version",
+    summary: "Version, and which host answers (a node or the backup server)",
     access: "public",
     permission: "none",
-    response: z.object({ version: z.string(), api: z.number() }),
+    response: z.object({ version: z.string(), api: z.number(), product: z.enum(["node", "server"]) }),
   }),
   openapi: route({
     method: "GET",

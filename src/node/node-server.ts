@@ -124,7 +124,7 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
   const clustered = membership.cluster !== undefined;
   const webSessions = new WebSessions();
   const handlers: ApiHandlers<typeof NODE_ROUTES> = {
-    version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
+    version: () => ({ json: { version: "0.1.0", api: API_VERSION, product: "node" } }),
     ...guestHandlers({ auth, config, guests, drills, drillHistory, tasks, rpoTarget: (id) => jobs.rpoTarget(id), log }),
     ...storageHandlers({ auth, config, repository: () => repository(), log }),
     ...taskHandlers(auth, tasks),

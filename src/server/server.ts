@@ -17,6 +17,7 @@ import { ClusterMembership } from "../cluster/membership.ts";
 import { clusterHandlers } from "../cluster/cluster-handlers.ts";
 import { accessHandlers } from "../host/access-handlers.ts";
 import { WebSessions } from "../host/web-sessions.ts";
+import { withWebUi } from "../host/web-ui.ts";
 import { type ApiHandlers, apiDispatcher, listenHttps } from "../host/api-host.ts";
 import { AuthStore } from "../host/auth.ts";
 import type { LoginLimits } from "../host/login-limiter.ts";
@@ -93,7 +94,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
   // The backup host is the cluster's witness: its third vote.
   const cluster = await ClusterMembership.open({ stateDir: opts.stateDir, member: "witness", role: "witness", log });
   const handlers: ApiHandlers<typeof ROUTES> = {
-    version: () => ({ json: { version: "0.1.0", api: API_VERSION } }),
+    version: () => ({ json: { version: "0.1.0", api: API_VERSION, product: "server" } }),
     openapi: () => ({ json: openApiDocument() }),
     metrics: async ({ authId }) => {
       ctx.needSys(authId, "Sys.Audit", "read the metrics");
@@ -110,7 +111,8 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
     ...clusterHandlers(auth, cluster),
   };
 
-  const dispatch = apiDispatcher({
+  // The datastore view (ui/dist, the same build as the node's) beside the API, as PBS serves its own.
+  const api = apiDispatcher({
     routes: ROUTES,
     handlers,
     auth,
@@ -120,6 +122,8 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
     done: (name, status, ms) => metrics.request(name, status, ms),
     log,
   });
+  // The datastore view (ui/dist, the same build as the node's) beside the API, as PBS serves its own.
+  const dispatch = withWebUi(api, { apiPaths: ["/metrics"] });
   const host = opts.host ?? "0.0.0.0";
   const listener = await listenHttps({
     host,

@@ -1,11 +1,15 @@
-// The node's API as the interface calls it: the route table itself (method, path) and its
-// types, never a copy; the session cookie goes by itself, the CSRF token in a header on
+// The hosts' APIs as the interface calls them: the route tables themselves (method, path)
+// and their types, never a copy — the node's for the cluster view, the backup server's for
+// its datastore view; the session cookie goes by itself, the CSRF token in a header on
 // every writing request. A 401 means the session ended: the interface asks for a login.
 import { NODE_ROUTES, type NodeRouteName } from "../../src/api/node-routes.ts";
-import { routePath } from "../../src/api/route.ts";
+import { type Route, routePath } from "../../src/api/route.ts";
 import type { RouteBodyInput, RouteResult } from "../../src/api/route-types.ts";
+import { ROUTES } from "../../src/api/routes.ts";
 
-type Routes = typeof NODE_ROUTES;
+type NodeRoutes = typeof NODE_ROUTES;
+type ServerRoutes = typeof ROUTES;
+export type ServerRouteName = keyof ServerRoutes;
 
 export class ApiError extends Error {
   readonly status: number;
@@ -57,29 +61,37 @@ async function request(method: string, path: string, body?: unknown): Promise<Re
   return res;
 }
 
-export interface CallOptions<N extends NodeRouteName> {
+export interface CallOptions<R extends Route> {
   params?: Record<string, string | number>;
   query?: Record<string, string | number | undefined>;
-  json?: RouteBodyInput<Routes[N]>;
+  json?: RouteBodyInput<R>;
 }
 
-function url<N extends NodeRouteName>(name: N, o: CallOptions<N>): string {
-  const route = NODE_ROUTES[name];
+function url(route: Route, o: CallOptions<Route>): string {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(o.query ?? {})) if (v !== undefined) q.set(k, String(v));
   const qs = q.toString();
   return routePath(route, o.params ?? {}) + (qs ? `?${qs}` : "");
 }
 
-/** Calls a JSON route of the node. */
-export async function call<N extends NodeRouteName>(name: N, o: CallOptions<N> = {}): Promise<RouteResult<Routes[N]>> {
-  const res = await request(NODE_ROUTES[name].method, url(name, o), o.json);
-  return (await res.json()) as RouteResult<Routes[N]>;
+async function callRoute<R extends Route>(route: R, o: CallOptions<R>): Promise<RouteResult<R>> {
+  const res = await request(route.method, url(route, o), o.json);
+  return (await res.json()) as RouteResult<R>;
+}
+
+/** Calls a JSON route of the node. Routes the node shares with the server (tasks, plan, login) answer on the server too. */
+export async function call<N extends NodeRouteName>(name: N, o: CallOptions<NodeRoutes[N]> = {}): Promise<RouteResult<NodeRoutes[N]>> {
+  return callRoute(NODE_ROUTES[name], o);
+}
+
+/** Calls a JSON route of the backup server (its own interface). */
+export async function callServer<N extends ServerRouteName>(name: N, o: CallOptions<ServerRoutes[N]> = {}): Promise<RouteResult<ServerRoutes[N]>> {
+  return callRoute(ROUTES[name], o);
 }
 
 /** Calls a text route of the node (a console log). */
-export async function callText<N extends NodeRouteName>(name: N, o: CallOptions<N> = {}): Promise<string> {
-  return (await request(NODE_ROUTES[name].method, url(name, o), o.json)).text();
+export async function callText<N extends NodeRouteName>(name: N, o: CallOptions<NodeRoutes[N]> = {}): Promise<string> {
+  return (await request(NODE_ROUTES[name].method, url(NODE_ROUTES[name], o), o.json)).text();
 }
 
 export async function login(username: string, password: string): Promise<Login> {
@@ -96,8 +108,8 @@ export async function logout(): Promise<void> {
 }
 
 /** Fetches a binary route and hands it to the browser as a download named `filename`. */
-export async function download<N extends NodeRouteName>(name: N, o: CallOptions<N>, filename: string): Promise<void> {
-  const blob = await (await request(NODE_ROUTES[name].method, url(name, o))).blob();
+export async function download<N extends NodeRouteName>(name: N, o: CallOptions<NodeRoutes[N]>, filename: string): Promise<void> {
+  const blob = await (await request(NODE_ROUTES[name].method, url(NODE_ROUTES[name], o))).blob();
   const href = URL.createObjectURL(blob);
   const a = document.createElement("a");
   a.href = href;

@@ -41,3 +41,11 @@ export function formatSeconds(s: number, lang: string): string {
   if (lang === "eu" && !intlHas("eu")) return `${formatNumber(v as number, lang, 0)} ${eu}`;
   return new Intl.NumberFormat(lang, { style: "unit", unit: unit as string, unitDisplay: "short", maximumFractionDigits: 0 }).format(v as number);
 }
+
+/** A chart's time axis label: the time of day within two days, the day beyond. */
+export function formatAxisTime(unixSeconds: number, spanSeconds: number, lang: string): string {
+  const d = new Date(unixSeconds * 1000);
+  const short = spanSeconds <= 2 * 86400;
+  if (lang === "eu" && !intlHas("eu")) return short ? `${two(d.getHours())}:${two(d.getMinutes())}` : `${EU_MONTHS[d.getMonth()]} ${d.getDate()}`;
+  return new Intl.DateTimeFormat(lang, short ? { timeStyle: "short" } : { month: "short", day: "numeric" }).format(d);
+}

@@ -1,7 +1,7 @@
 import { type FormEvent, useState } from "react";
 import { useTranslation } from "react-i18next";
 import { type Login, login } from "../api.ts";
-import { LanguageSwitch } from "../App.tsx";
+import { LanguageSwitch } from "../LanguageSwitch.tsx";
 
 export function LoginPage(props: { ended: boolean; onLogin: (l: Login) => void }) {
   const { t } = useTranslation();

@@ -23,7 +23,7 @@ function parseKeeps(raw: Partial<Record<Keep, string>>): { options: PruneOptions
 }
 
 /** What a prune with the typed options would do to each snapshot (by name); undefined while the options are bad or empty. */
-export function usePruneSimulation(snapshots: Snapshot[]): { actions: Map<string, PruneAction> | undefined; panel: React.JSX.Element } {
+export function usePruneSimulation(snapshots: Snapshot[]): { actions: Map<string, PruneAction> | undefined; options: PruneOptions | undefined; panel: React.JSX.Element } {
   const { t } = useTranslation();
   const [raw, setRaw] = useState<Partial<Record<Keep, string>>>({});
   const parsed = parseKeeps(raw);
@@ -51,5 +51,5 @@ export function usePruneSimulation(snapshots: Snapshot[]): { actions: Map<string
       <p role="status">{kept === undefined ? t("pruneHint") : t("pruneResult", { kept, removed: snapshots.length - kept })}</p>
     </fieldset>
   );
-  return { actions, panel };
+  return { actions, options: "options" in parsed && any ? parsed.options : undefined, panel };
 }

@@ -1,15 +1,68 @@
-// A storage: the backup server's datastore as the node sees it, its snapshots by group
-// with size, verification, the newest drill, notes (edited in place) and protection;
-// forget asks first. Changes only for Datastore.AllocateSpace on /storage/<name>.
-import { useCallback, useEffect, useState } from "react";
+// A datastore's snapshots by group with size, verification, the newest drill, notes (edited
+// in place) and protection; forget asks first. Two sources: the backup server's datastore
+// as a node sees it (a PVE storage: changes for Datastore.AllocateSpace on
+// /storage/<name>, restore as a guest, archives browsed), and the server's own view of it
+// (PBS's: /datastore/<name>, with prune, verify and garbage collection run from here).
+import { type ReactNode, useCallback, useEffect, useState } from "react";
 import { useTranslation } from "react-i18next";
-import { ApiError, call } from "../api.ts";
+import { ApiError, call, callServer } from "../api.ts";
 import { formatBytes, formatDate, formatNumber } from "../format.ts";
+import type { PruneOptions } from "../../../src/datastore/prune.ts";
 import type { Snapshot, StorageStatus, UsageSample } from "../types.ts";
 import { ArchiveBrowser } from "./ArchiveBrowser.tsx";
 import { TimeChart } from "./Chart.tsx";
 import { usePruneSimulation } from "./PruneSimulator.tsx";
 import { TaskLog } from "./TaskLog.tsx";
+
+/** Where the page reads and changes snapshots. */
+export interface SnapshotSource {
+  name: string;
+  /** the ACL path whose privileges decide which buttons show (the API still decides) */
+  aclPath: string;
+  mayChange: (privs: readonly string[]) => boolean;
+  snapshots: () => Promise<Snapshot[]>;
+  status: () => Promise<StorageStatus>;
+  history: () => Promise<UsageSample[]>;
+  setNotes: (snapshot: string, notes: string) => Promise<unknown>;
+  setProtected: (snapshot: string, on: boolean) => Promise<unknown>;
+  forget: (snapshot: string) => Promise<unknown>;
+  /** a node restores snapshots as guests and browses container archives */
+  onNode: boolean;
+}
+
+/** The backup server's datastore as the node's storage `storage`. */
+export function nodeStorage(storage: string): SnapshotSource {
+  const params = { storage };
+  return {
+    name: storage,
+    aclPath: `/storage/${storage}`,
+    mayChange: (p) => p.includes("Datastore.AllocateSpace"),
+    snapshots: () => call("storageSnapshots", { params }),
+    status: () => call("storageStatus", { params }),
+    history: () => call("storageHistory", { params }),
+    setNotes: (snapshot, notes) => call("setStorageNotes", { params, json: { snapshot, notes } }),
+    setProtected: (snapshot, on) => call("setStorageProtected", { params, json: { snapshot, protected: on } }),
+    forget: (snapshot) => call("forgetStorageSnapshot", { params, query: { snapshot } }),
+    onNode: true,
+  };
+}
+
+/** The server's own datastore `store`. */
+export function serverDatastore(store: string): SnapshotSource {
+  const params = { store };
+  return {
+    name: store,
+    aclPath: `/datastore/${store}`,
+    mayChange: (p) => p.includes("Datastore.Modify"),
+    snapshots: () => callServer("listSnapshots", { params }),
+    status: () => callServer("datastoreStatus", { params }),
+    history: () => callServer("datastoreHistory", { params }),
+    setNotes: (snapshot, notes) => callServer("setNotes", { params, json: { snapshot, notes } }),
+    setProtected: (snapshot, on) => callServer("setProtected", { params, json: { snapshot, protected: on } }),
+    forget: (snapshot) => callServer("forgetSnapshot", { params, query: { snapshot } }),
+    onNode: false,
+  };
+}
 
 function groupOf(s: Snapshot): string {
   return s.snapshot.split("/").slice(0, 2).join("/");
@@ -19,8 +72,20 @@ function timeOf(s: Snapshot): number {
   return Math.floor(Date.parse(s.time) / 1000);
 }
 
-export function StoragePage(props: { storage: string; onRestored: () => void }) {
+export function StoragePage(props: {
+  source: SnapshotSource;
+  onRestored?: () => void;
+  /** the heading's word: a node's storage, the server's datastore */
+  title: string;
+  /** more actions on the shown group (the server's prune, verify, GC), given the simulator's options */
+  tools?: (ctx: { group: string; keep: PruneOptions | undefined; privs: readonly string[]; reload: () => void }) => ReactNode;
+  /** more actions on one snapshot (the server's verify) */
+  rowTools?: (s: Snapshot, privs: readonly string[]) => ReactNode;
+  /** changed by the caller when its own work (a verify) changed the snapshots */
+  refresh?: number;
+}) {
   const { t, i18n } = useTranslation();
+  const src = props.source;
   const [snaps, setSnaps] = useState<Snapshot[] | undefined>();
   const [privs, setPrivs] = useState<string[]>([]);
   const [error, setError] = useState("");
@@ -31,23 +96,24 @@ export function StoragePage(props: { storage: string; onRestored: () => void }) 
   const [status, setStatus] = useState<StorageStatus | undefined>();
   const [browsing, setBrowsing] = useState<{ snapshot: string; archive: string } | undefined>();
   const [history, setHistory] = useState<UsageSample[]>([]);
-  const path = `/storage/${props.storage}`;
+  const path = src.aclPath;
   const load = useCallback(async () => {
-    setSnaps(await call("storageSnapshots", { params: { storage: props.storage } }));
-  }, [props.storage]);
+    setSnaps(await src.snapshots());
+    void src.status().then(setStatus, () => setStatus(undefined));
+  }, [src]);
   useEffect(() => {
     void load().catch((e: Error) => setError(e.message));
-    void call("storageStatus", { params: { storage: props.storage } }).then(setStatus, () => setStatus(undefined));
-    void call("storageHistory", { params: { storage: props.storage } }).then(setHistory, () => setHistory([]));
+    void src.history().then(setHistory, () => setHistory([]));
     void call("permissions", { query: { path } }).then((p) => setPrivs(p.paths[path] ?? []), () => setPrivs([]));
-  }, [load, path]);
+  }, [load, path, src, props.refresh]);
   const act = (what: () => Promise<unknown>): void => {
     setError("");
     what()
       .then(() => load())
       .catch((e: unknown) => setError(e instanceof ApiError ? e.message : String(e)));
   };
-  const mayChange = privs.includes("Datastore.AllocateSpace");
+  const mayChange = src.mayChange(privs);
+  const reload = (): void => void load().catch((e: Error) => setError(e.message));
   const inGroup = (snaps ?? []).filter((s) => group && groupOf(s) === group);
   const prune = usePruneSimulation(inGroup);
   if (!snaps) return <section>{error ? <p className="bad">{error}</p> : <progress aria-label={t("loading")} />}</section>;
@@ -56,7 +122,7 @@ export function StoragePage(props: { storage: string; onRestored: () => void }) 
   return (
     <section>
       <h1>
-        {t("storage")} {props.storage}
+        {props.title} {src.name}
       </h1>
       {status && <StorageUsage status={status} />}
       {history.length > 0 && (
@@ -115,7 +181,7 @@ export function StoragePage(props: { storage: string; onRestored: () => void }) 
                           type="button"
                           onClick={() =>
                             act(async () => {
-                              await call("setStorageNotes", { params: { storage: props.storage }, json: { snapshot: s.snapshot, notes: edited } });
+                              await src.setNotes(s.snapshot, edited);
                               setNotes(({ [s.snapshot]: _, ...rest }) => rest);
                             })
                           }
@@ -134,16 +200,19 @@ export function StoragePage(props: { storage: string; onRestored: () => void }) 
                     aria-label={t("protectedOf", { snapshot: s.snapshot })}
                     checked={s.protected}
                     disabled={!mayChange}
-                    onChange={(e) => act(() => call("setStorageProtected", { params: { storage: props.storage }, json: { snapshot: s.snapshot, protected: e.target.checked } }))}
+                    onChange={(e) => act(() => src.setProtected(s.snapshot, e.target.checked))}
                   />
                 </td>
                 {prune.actions && <td className={prune.actions.get(s.snapshot) === "remove" ? "bad" : "ok"}>{t(`pruneAction.${prune.actions.get(s.snapshot) ?? "keep"}`)}</td>}
                 <td className="row-actions">
-                  <button type="button" onClick={() => setRestoring(s)}>
-                    {t("restore")}
-                  </button>
+                  {src.onNode && (
+                    <button type="button" onClick={() => setRestoring(s)}>
+                      {t("restore")}
+                    </button>
+                  )}
+                  {props.rowTools?.(s, privs)}
                   {s.archives
-                    .filter((a) => a.kind === "tree")
+                    .filter((a) => src.onNode && a.kind === "tree")
                     .map((a) => (
                       <button key={a.name} type="button" aria-label={t("browseOf", { snapshot: s.snapshot, archive: a.name })} onClick={() => setBrowsing({ snapshot: s.snapshot, archive: a.name })}>
                         {t("browse")}
@@ -154,7 +223,7 @@ export function StoragePage(props: { storage: string; onRestored: () => void }) 
                       type="button"
                       disabled={s.protected}
                       onClick={() => {
-                        if (confirm(t("forgetConfirm", { snapshot: s.snapshot }))) act(() => call("forgetStorageSnapshot", { params: { storage: props.storage }, query: { snapshot: s.snapshot } }));
+                        if (confirm(t("forgetConfirm", { snapshot: s.snapshot }))) act(() => src.forget(s.snapshot));
                       }}
                     >
                       {t("forget")}
@@ -166,8 +235,9 @@ export function StoragePage(props: { storage: string; onRestored: () => void }) 
           })}
         </tbody>
       </table>
-      {browsing && <ArchiveBrowser key={`${browsing.snapshot}/${browsing.archive}`} storage={props.storage} snapshot={browsing.snapshot} archive={browsing.archive} onClose={() => setBrowsing(undefined)} />}
+      {browsing && <ArchiveBrowser key={`${browsing.snapshot}/${browsing.archive}`} storage={src.name} snapshot={browsing.snapshot} archive={browsing.archive} onClose={() => setBrowsing(undefined)} />}
       {group ? prune.panel : <p>{t("pruneChooseGroup")}</p>}
+      {props.tools?.({ group, keep: prune.options, privs, reload })}
       {restoring && (
         <RestoreForm
           snapshot={restoring}
@@ -178,7 +248,7 @@ export function StoragePage(props: { storage: string; onRestored: () => void }) 
           onCancel={() => setRestoring(undefined)}
         />
       )}
-      {restoreTask && <TaskLog key={restoreTask} task={restoreTask} onDone={props.onRestored} />}
+      {restoreTask && <TaskLog key={restoreTask} task={restoreTask} onDone={() => props.onRestored?.()} />}
     </section>
   );
 }
