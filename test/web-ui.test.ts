@@ -1,6 +1,6 @@
 // The web interface in a real Chromium (Debian's, driven by playwright-core) against a real
 // `gorde node` and `gorde server` with the demo container: log in, see the guests, back
-// one up and follow its task log to the end, switch to Basque and find no English left,
+// one up and follow its task log and progress bar to the end, switch to Basque and find no English left,
 // log out; an auditor sees no button to act, and a request forged from its session is
 // refused (403), as is one without the CSRF token; every page passes axe-core's checks.
 // The backup server serves its own view: its datastore, verify, prune, GC and maintenance
@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
+import { randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -138,8 +139,14 @@ void describe("the web interface", { skip: why ?? false }, () => {
 
     await page.getByRole("navigation").getByText("101 (ct101)").click();
     await page.getByRole("heading", { name: "Container 101 (ct101)" }).waitFor();
+    // Files enough that the backup reads for a while: its progress shows as a bar, by archive.
+    const data = path.join(tmp.dir, "node1", "rootfs", "101", "srv", "data");
+    fs.mkdirSync(data, { recursive: true });
+    for (let i = 0; i < 1500; i++) fs.writeFileSync(path.join(data, `f${i}`), randomBytes(48 * 1024));
     await page.getByRole("button", { name: en.backupNow }).click();
     const log = page.getByRole("region", { name: en.taskLog });
+    await log.getByRole("progressbar", { name: en.taskProgress }).waitFor();
+    await log.getByText(/^root\.tree \d+ %$/).waitFor();
     await log.getByText(en.taskState.ok, { exact: true }).waitFor({ timeout: 120_000 });
     assert.match((await log.locator("pre").textContent()) ?? "", /ct\/101\//);
     await accessibility(page, "guest");

@@ -66,7 +66,15 @@ export const TaskInfoSchema = z.object({
   code: z.string().optional(),
   result: z.unknown().optional(),
 });
-/** the plan as last applied on a host, and the jobs that host runs */
+/**
+ * One line of a task's event stream (`taskEvents`, JSON lines): its log from the start, its
+ * progress (`done` of `total`, with more fields by kind of task; never persisted), its end.
+ * Log lines are given as stored: "<ISO time> <text>"; `n` is the line's index in the log (from 0).
+ */
+export type TaskStreamEvent<T = z.infer<typeof TaskInfoSchema>> =
+  | { type: "log"; line: string; n?: number }
+  | { type: "progress"; progress: Record<string, unknown> }
+  | { type: "end"; task: T };
 /** the plan a host runs: its text, the jobs that run on this host, and the cluster it is the plan of (null: the host's own) */
 export const PlanStateSchema = z.object({ text: z.string().nullable(), jobs: z.array(z.string()), cluster: z.string().nullable().optional() });
 export type PlanState = z.infer<typeof PlanStateSchema>;

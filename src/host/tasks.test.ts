@@ -220,6 +220,31 @@ void describe("TaskManager", () => {
     await tm.close();
   });
 
+  void it("follow gives a late follower the progress last reported, after the log", async () => {
+    const tm = await TaskManager.open(await taskDir());
+    const g = gate();
+    const { id } = tm.start(META, g.fn);
+    const t = await g.started;
+    t.log("reading");
+    t.progress({ done: 1, total: 4 });
+    t.progress({ done: 3, total: 4, item: "root.tree" });
+    const events: TaskEvent[] = [];
+    const ended = Promise.withResolvers<void>();
+    tm.follow(id, (ev) => {
+      events.push(ev);
+      if (ev.type === "end") ended.resolve();
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    t.progress({ done: 4, total: 4 });
+    g.release(1);
+    await ended.promise;
+    assert.deepEqual(
+      events.map((ev) => (ev.type === "log" ? "log" : ev.type === "progress" ? ev.progress : "end")),
+      ["log", { done: 3, total: 4, item: "root.tree" }, { done: 4, total: 4 }, "log", "end"],
+    );
+    await tm.close();
+  });
+
   void it("streams log, progress and end in order", async () => {
     const tm = await TaskManager.open(await taskDir());
     const g = gate();

@@ -5,7 +5,7 @@
 import fsp, { type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { z } from "zod";
-import { TaskInfoSchema } from "../api/routes.ts";
+import { TaskInfoSchema, type TaskStreamEvent } from "../api/routes.ts";
 import { GordeError } from "../errors.ts";
 import { writeFileAtomic } from "../sys/atomic-write.ts";
 
@@ -36,11 +36,17 @@ export interface TaskContext {
   readonly id: string;
 }
 
-/** Log lines are given as stored: "<ISO time> <text>"; `n` is the line's index in the log (from 0). */
-export type TaskEvent =
-  | { type: "log"; line: string; n?: number }
-  | { type: "progress"; progress: Record<string, unknown> }
-  | { type: "end"; task: TaskInfo };
+/** A task's progress (`done` of `total`), passed on at most every 200 ms, and at the end. */
+export function throttledProgress(task: Pick<TaskContext, "progress">): <P extends { done: number; total: number }>(p: P) => void {
+  let last = 0;
+  return (p) => {
+    if (Date.now() - last < 200 && p.done < p.total) return;
+    last = Date.now();
+    task.progress({ ...p });
+  };
+}
+
+export type TaskEvent = TaskStreamEvent<TaskInfo>;
 
 export interface TaskMeta {
   type: string;
@@ -107,6 +113,8 @@ interface Running {
   ending: boolean;
   /** lines logged so far */
   lines: number;
+  /** the progress last reported, for a follower that comes late */
+  progress?: Record<string, unknown>;
 }
 
 interface Entry {
@@ -263,7 +271,8 @@ export class TaskManager {
   /**
    * The task's log from its first line, then its live events to its end: a client that
    * follows a task it has just started misses none of the lines written before it came,
-   * and gets none twice. Lines logged while the log is read are held back until then.
+   * and gets none twice. Lines logged while the log is read are held back until then. One
+   * that comes late gets the progress last reported after the log, unless newer is held.
    */
   follow(id: string, listener: (ev: TaskEvent) => void): () => void {
     let replayed = false;
@@ -273,6 +282,8 @@ export class TaskManager {
     const replay = (lines: string[]): void => {
       if (stopped) return;
       lines.forEach((line, n) => deliver(listener, { type: "log", line, n }));
+      const last = this.#entries.get(id)?.run?.progress;
+      if (last && !held.some((ev) => ev.type === "progress")) deliver(listener, { type: "progress", progress: last });
       for (const ev of held) if (!(ev.type === "log" && ev.n !== undefined && ev.n < lines.length)) deliver(listener, ev);
       replayed = true;
     };
@@ -346,7 +357,9 @@ export class TaskManager {
         if (!run.ending) this.#log(run, text);
       },
       progress: (p) => {
-        if (!run.ending) emit(run, { type: "progress", progress: p });
+        if (run.ending) return;
+        run.progress = p;
+        emit(run, { type: "progress", progress: p });
       },
     };
     let outcome: { ok: true; result: unknown } | { ok: false; error: unknown };

@@ -9,6 +9,7 @@ import path from "node:path";
 import type { GuestConfig } from "../api/guest-config.ts";
 import type { BackupMode } from "../api/node-routes.ts";
 import { type BackupResult, type BackupSource, runBackup } from "../client/backup.ts";
+import type { ProgressFn } from "../client/progress.ts";
 import type { Capture } from "../format/manifest.ts";
 import type { RemoteRepository } from "../client/remote.ts";
 import { latestUsable } from "../datastore/datastore.ts";
@@ -36,6 +37,8 @@ export interface GuestBackupOptions {
   notes?: string;
   log: string[];
   signal?: AbortSignal;
+  /** bytes read of each archive, as the backup goes */
+  progress?: ProgressFn;
 }
 
 /** The answers of the guest's `expect: snapshot` probes, read around the view; they never fail the backup. */
@@ -150,6 +153,7 @@ export async function backupRunningVm(vm: VmProcess, opts: GuestBackupOptions & 
         notes: opts.notes,
         log,
         signal: opts.signal,
+        progress: opts.progress,
         captures: async () => {
           if (!paused) return captures;
           try {
@@ -203,7 +207,7 @@ export async function backupStoppedGuest(opts: GuestBackupOptions & { answers?: 
     config.kind === "vm" ? Object.entries(config.disks).map(([name, file]) => ({ archive: `${name}.img`, source: file })) : [{ archive: "root.tree", source: config.rootfs }];
   line(opts.log, `reading the ${config.kind === "vm" ? "disk files" : "root file system"} of the stopped guest`);
   return runBackup(
-    { group: { type: config.kind, id: String(config.id) }, sources, config: { ...config }, notes: opts.notes, log: opts.log, signal: opts.signal, captures },
+    { group: { type: config.kind, id: String(config.id) }, sources, config: { ...config }, notes: opts.notes, log: opts.log, signal: opts.signal, progress: opts.progress, captures },
     (req) => opts.repo.openBackup(req),
   );
 }
@@ -232,6 +236,7 @@ export async function backupRunningCt(ct: CtProcess, opts: GuestBackupOptions): 
         notes: opts.notes,
         log,
         signal: opts.signal,
+        progress: opts.progress,
         // The view is the frozen container: it runs again once its files are read.
         captures: async () => {
           await thaw();

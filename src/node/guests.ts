@@ -10,6 +10,7 @@ import { type GuestConfig, DEMO_CT_HEALTH_CHECKS, DEMO_VM_HEALTH_CHECKS, parseGu
 import type { BackupMode, CreateGuest, GuestBackupResult, GuestStatus, RestoreGuest } from "../api/node-routes.ts";
 import { restoreArchive } from "../client/restore.ts";
 import type { RemoteRepository } from "../client/remote.ts";
+import type { ProgressFn } from "../client/progress.ts";
 import { writeFileAtomic } from "../sys/atomic-write.ts";
 import { recordOf, startedAtMs as recordStartedAtMs } from "../sys/processes.ts";
 import { GordeError } from "../errors.ts";
@@ -339,9 +340,9 @@ export class GuestManager {
   async backup(
     id: number,
     mode: BackupMode = "snapshot",
-    opts: { notes?: string; rate?: number; store?: string; signal?: AbortSignal; onLog?: (line: string) => void } = {},
+    opts: { notes?: string; rate?: number; store?: string; signal?: AbortSignal; onLog?: (line: string) => void; progress?: ProgressFn } = {},
   ): Promise<GuestBackupResult> {
-    const { notes, rate, store, signal, onLog } = opts;
+    const { notes, rate, store, signal, onLog, progress } = opts;
     const config = this.config(id);
     return this.exclusive(id, "a backup", async () => {
       const log: string[] = [];
@@ -360,7 +361,7 @@ export class GuestManager {
         repo = await this.opts.repository(rate, store);
         if (rate) say(`bandwidth limited to ${rate} bytes/s`);
         say(`datastore ${repo.url.replace(/\/\/[^@]*@/, "//")}`);
-        const opts = { repo, mode, config, runDir, notes, log, signal };
+        const opts = { repo, mode, config, runDir, notes, log, signal, progress };
         let result;
         if (rt && mode === "stop") {
           // Its answers are read before it stops and once it runs again, before the manifest.

@@ -18,7 +18,7 @@ import type { LoginLimits } from "../host/login-limiter.ts";
 import { HttpError } from "../host/http.ts";
 import { planHandlers } from "../host/plan-handlers.ts";
 import { taskHandlers } from "../host/task-handlers.ts";
-import { TaskManager } from "../host/tasks.ts";
+import { TaskManager, throttledProgress } from "../host/tasks.ts";
 import { DrillHistory } from "../jobs/drill-history.ts";
 import { DrillRunner } from "./drill.ts";
 import { ensureCertificate } from "../host/tls.ts";
@@ -276,7 +276,8 @@ function guestHandlers(parts: {
       need(authId, id, "VM.Backup", `back up guest ${id}`);
       guests.config(id);
       const t = tasks.start({ type: "backup", authId, target: String(id) }, async (task) => {
-        const r = await guests.backup(id, body.mode, { notes: body.notes, signal: task.signal, onLog: (l) => task.log(l) });
+        const progress = throttledProgress(task);
+        const r = await guests.backup(id, body.mode, { notes: body.notes, signal: task.signal, onLog: (l) => task.log(l), progress: (e) => progress({ done: e.done, total: e.total, item: e.item }) });
         log(`${authId} backed up guest ${id}: ${r.snapshot}`);
         return r;
       });

@@ -5,7 +5,7 @@ import { GordeError } from "../errors.ts";
 import type { SnapshotInfo } from "../datastore/datastore.ts";
 import { type GcResult, garbageCollect } from "../datastore/gc.ts";
 import { type VerifyReport, verifyAll, verifySnapshots } from "../datastore/verify.ts";
-import type { StartedTask } from "../host/tasks.ts";
+import { type StartedTask, throttledProgress } from "../host/tasks.ts";
 import type { Remote } from "./remotes.ts";
 import type { ServerContext, StoreEntry } from "./server-context.ts";
 import { syncDatastore } from "./sync.ts";
@@ -16,28 +16,18 @@ export interface LongTasks {
   startSync(authId: string, e: StoreEntry, b: { remote: Remote; ns: string[]; groups?: string[]; last?: number }): StartedTask<SyncResult>;
 }
 
-/** A task's progress, passed on at most every 200 ms (and at the end). */
-function taskProgress(task: { progress(p: object): void }) {
-  let last = 0;
-  return (p: object & { done: number; total: number }): void => {
-    if (Date.now() - last < 200 && p.done < p.total) return;
-    last = Date.now();
-    task.progress({ ...p });
-  };
-}
-
 export function longTasks(ctx: ServerContext): LongTasks {
   const { tasks, poolOf } = ctx;
   const startGc = (authId: string, e: StoreEntry, cutoffMs: number | undefined) =>
     tasks.start({ type: "gc", authId, store: e.name }, async (task) => {
-      const r = await garbageCollect(e.store, { cutoffMs, signal: task.signal, progress: taskProgress(task) });
+      const r = await garbageCollect(e.store, { cutoffMs, signal: task.signal, progress: throttledProgress(task) });
       task.log(`removed ${r.removedChunks} chunks (${r.removedBytes} bytes), ${r.pendingChunks} pending, dedup factor ${r.dedupFactor.toFixed(2)}`);
       for (const w of r.warnings) task.log(`warning: ${w}`);
       return r;
     });
   const startVerify = (authId: string, e: StoreEntry, v: { ns: string[]; snaps?: SnapshotInfo[]; target?: string; outdatedDays?: number }) =>
     tasks.start({ type: "verify", authId, store: e.name, target: v.target }, async (task) => {
-      const progress = taskProgress(task);
+      const progress = throttledProgress(task);
       const pool = await poolOf(e);
       const r = v.snaps
         ? await verifySnapshots(e.store, v.snaps, { pool, signal: task.signal, progress })

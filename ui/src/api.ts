@@ -5,7 +5,7 @@
 import { NODE_ROUTES, type NodeRouteName } from "../../src/api/node-routes.ts";
 import { type Route, routePath } from "../../src/api/route.ts";
 import type { RouteBodyInput, RouteResult } from "../../src/api/route-types.ts";
-import { ROUTES } from "../../src/api/routes.ts";
+import { ROUTES, type TaskStreamEvent } from "../../src/api/routes.ts";
 
 type NodeRoutes = typeof NODE_ROUTES;
 type ServerRoutes = typeof ROUTES;
@@ -39,11 +39,11 @@ export function whenSessionEnds(fn: () => void): void {
   onSessionEnded = fn;
 }
 
-async function request(method: string, path: string, body?: unknown): Promise<Response> {
+async function request(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
   const headers: Record<string, string> = {};
   if (body !== undefined) headers["content-type"] = "application/json";
   if (method !== "GET") headers.CSRFPreventionToken = sessionStorage.getItem(CSRF_KEY) ?? "";
-  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), credentials: "same-origin" });
+  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), credentials: "same-origin", signal });
   if (!res.ok) {
     const text = await res.text();
     let message = text;
@@ -118,4 +118,22 @@ export async function download<N extends NodeRouteName>(name: N, o: CallOptions<
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(href), 10_000);
+}
+
+/** A task's events as they happen (the host's JSON-lines stream): its log from the start, its progress, its end. */
+export async function* taskEvents(task: string, signal: AbortSignal): AsyncGenerator<TaskStreamEvent> {
+  const res = await request("GET", routePath(ROUTES.taskEvents, { id: task }), undefined, signal);
+  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let pending = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    pending += value;
+    let nl: number;
+    while ((nl = pending.indexOf("\n")) >= 0) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      if (line.trim()) yield JSON.parse(line) as TaskStreamEvent;
+    }
+  }
 }
