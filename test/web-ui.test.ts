@@ -63,7 +63,7 @@ void describe("the web interface", { skip: why ?? false }, () => {
       assert.equal(r.code, 0, `gorde ${args.join(" ")}: ${r.err}`);
     }
     const planFile = path.join(tmp.dir, "plan.yaml");
-    fs.writeFileSync(planFile, 'version: 1\nguests:\n  "101": { rpo: 1d }\njobs:\n  - { name: nightly, type: backup, schedule: "02:00", guests: all }\n');
+    fs.writeFileSync(planFile, 'version: 1\nguests:\n  "101": { rpo: 1d }\njobs:\n  - { name: nightly, type: backup, schedule: "02:00", window: "01:00-05:00", guests: all }\n');
     const plan = await onNode(["plan", "apply", planFile]);
     assert.equal(plan.code, 0, plan.err);
     const admin = { GORDE_PASSWORD: "node-admin-1", GORDE_FINGERPRINT: node.fingerprint };
@@ -240,11 +240,23 @@ void describe("the web interface", { skip: why ?? false }, () => {
     await page.locator("#calendar-out .bad").waitFor();
     assert.equal(await page.locator("#calendar-out li").count(), 0);
     await calendar.fill("daily");
+    // The week: the window shaded each day, a run each night; redrawn as the plan is typed.
+    const week = page.getByRole("img", { name: en.weekStrip });
+    assert.equal(await week.locator('[data-job="nightly"] .window').count(), 7);
+    assert.equal(await week.locator('[data-job="nightly"] .run').count(), 7);
     const planText = page.getByLabel(en.planText);
     const good = await planText.inputValue();
+    await planText.fill(good.replace('schedule: "02:00"', 'schedule: "mon..fri 02:00"'));
+    await page.getByText("nightly: 5 runs this week · window 01:00-05:00").waitFor();
+    // A plan the parser refuses: named beside the text as it is typed, Apply not offered, nothing sent.
+    const planWrites: string[] = [];
+    page.on("request", (r) => {
+      if (r.url().endsWith("/api/plan") && r.method() !== "GET") planWrites.push(r.method());
+    });
     await planText.fill(good.replace("rpo: 1d", "rpo: soon"));
-    await page.getByRole("button", { name: en.apply }).click();
     await page.getByRole("alert").getByText(/guests\.101\.rpo is invalid/).waitFor();
+    assert.equal(await page.getByRole("button", { name: en.apply }).isDisabled(), true);
+    assert.deepEqual(planWrites, []);
     const kept = await page.evaluate(async () => ((await (await fetch("/api/plan")).json()) as { text: string }).text);
     assert.match(kept, /rpo: 1d/, "the refused plan changed nothing");
     await planText.fill(good);

@@ -9,7 +9,7 @@ import os from "node:os";
 import { writeFileAtomic } from "../sys/atomic-write.ts";
 import { GordeError } from "../errors.ts";
 import { type Plan, type PlanJob, parsePlan, planPins } from "../schedule/plan.ts";
-import { busyReason, readLoad } from "../schedule/window.ts";
+import { busyReason, readLoad } from "../schedule/load.ts";
 import { type JobClock, type JobOutcome, type JobRunner, Scheduler, planNotifier } from "./scheduler.ts";
 import { TaskHistory } from "./task-history.ts";
 

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import os from "node:os";
 import { describe, it } from "node:test";
-import { busyReason, parsePressure, parseWindow, readLoad, windowCloses, windowOpen } from "./window.ts";
+import { busyReason, parsePressure, readLoad } from "./load.ts";
+import { parseWindow, windowCloses, windowOpen } from "./window.ts";
 
 const at = (iso: string) => new Date(iso);
 

@@ -1,6 +1,7 @@
 // Dates, durations and sizes in the interface's language. Intl does it where the browser
 // has the language's data; Debian's Chromium ships without Basque's, so Basque is written
 // here as CLDR writes it (2026(e)ko abe. 6(a) 22:15:36; 1,5 MiB).
+const EU_WEEKDAYS = ["al.", "ar.", "az.", "og.", "or.", "lr.", "ig."];
 const EU_MONTHS = ["urt.", "ots.", "mar.", "api.", "mai.", "eka.", "uzt.", "abu.", "ira.", "urr.", "aza.", "abe."];
 
 function intlHas(lang: string): boolean {
@@ -48,4 +49,11 @@ export function formatAxisTime(unixSeconds: number, spanSeconds: number, lang: s
   const short = spanSeconds <= 2 * 86400;
   if (lang === "eu" && !intlHas("eu")) return short ? `${two(d.getHours())}:${two(d.getMinutes())}` : `${EU_MONTHS[d.getMonth()]} ${d.getDate()}`;
   return new Intl.DateTimeFormat(lang, short ? { timeStyle: "short" } : { month: "short", day: "numeric" }).format(d);
+}
+
+/** A weekday's short name, Monday first (0). */
+export function formatWeekday(mondayFirst: number, lang: string): string {
+  if (lang === "eu" && !intlHas("eu")) return EU_WEEKDAYS[mondayFirst]!;
+  // 2024-01-01 was a Monday.
+  return new Intl.DateTimeFormat(lang, { weekday: "short" }).format(new Date(2024, 0, 1 + mondayFirst));
 }

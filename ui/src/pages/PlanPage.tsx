@@ -1,14 +1,27 @@
-// The plan: its jobs with their last run and result, its text edited and applied (the
-// node checks it with the same schema as `gorde plan apply` and names the field it
-// refuses), and a calendar event's next 10 runs as it is typed (the scheduler's own
-// calendar module, never a copy).
-import { useEffect, useState } from "react";
+// The plan: its jobs with their last run and result, its text edited and applied — checked
+// as it is typed with the parser `gorde plan apply` and the hosts use (a plan it refuses is
+// named with its line and field beside the text, and not sent; the host checks again what
+// only it knows) — its week drawn (windows and runs), and a calendar event's next 10 runs
+// as it is typed (the scheduler's own calendar module, never a copy).
+import { useEffect, useMemo, useState } from "react";
 import { useTranslation } from "react-i18next";
 import { nextElapse, parseCalendarEvent } from "../../../src/schedule/calendar-event.ts";
+import { type Plan, parsePlan } from "../../../src/schedule/plan.ts";
 import { ApiError, call } from "../api.ts";
 import { formatDate } from "../format.ts";
 import type { JobRun } from "../types.ts";
 import { TimeChart } from "./Chart.tsx";
+import { WeekStrip } from "./WeekStrip.tsx";
+
+/** The plan as typed, or why the parser refuses it. */
+function check(text: string | undefined): { plan?: Plan; problem?: string } {
+  if (!text?.trim()) return {};
+  try {
+    return { plan: parsePlan(text) };
+  } catch (err) {
+    return { problem: (err as Error).message };
+  }
+}
 
 function nextRuns(text: string, n: number): Date[] | string {
   try {
@@ -62,6 +75,11 @@ export function PlanPage(props: { mayEdit: boolean }) {
     void call("listRuns", { query: { limit: 200 } }).then(setRuns, () => setRuns([]));
   }, []);
   const preview = nextRuns(event, 10);
+  const checked = useMemo(() => check(text), [text]);
+  const savedPlan = useMemo(() => check(saved ?? undefined).plan, [saved]);
+  // Typed and refused here: said beside the text, nothing sent.
+  const problem = text !== (saved ?? "") ? checked.problem : undefined;
+  const shownError = problem ?? error;
   const apply = (): void => {
     setError("");
     setApplied(false);
@@ -104,21 +122,27 @@ export function PlanPage(props: { mayEdit: boolean }) {
         <div className="plan-edit">
           <label>
             {t("planText")}
-            <textarea rows={14} cols={80} value={text} readOnly={!props.mayEdit} aria-invalid={error !== ""} aria-describedby={error ? "plan-error" : undefined} onChange={(e) => setText(e.target.value)} spellCheck={false} />
+            <textarea rows={14} cols={80} value={text} readOnly={!props.mayEdit} aria-invalid={shownError !== ""} aria-describedby={shownError ? "plan-error" : undefined} onChange={(e) => {
+                setText(e.target.value);
+                setError("");
+              }}
+              spellCheck={false}
+            />
           </label>
-          {error && (
+          {shownError && (
             <p id="plan-error" className="bad" role="alert">
-              {error}
+              {shownError}
             </p>
           )}
           {applied && <p role="status" className="ok">{t("planApplied")}</p>}
           {props.mayEdit && (
-            <button type="button" disabled={text === (saved ?? "")} onClick={apply}>
+            <button type="button" disabled={text === (saved ?? "") || problem !== undefined} onClick={apply}>
               {t("apply")}
             </button>
           )}
         </div>
       )}
+      {(checked.plan ?? savedPlan) && <WeekStrip plan={(checked.plan ?? savedPlan)!} />}
       <fieldset className="calendar">
         <legend>{t("calendarPreview")}</legend>
         <label>
