@@ -9,7 +9,8 @@
 // stopped (SIGSTOP, stuck): its fence helper kills the container before its lease lapses,
 // node1 takes it back, and node2, continued, starts nothing. A watcher samples which node
 // runs a copy every 50 ms: never both. Quorum lost, links cut and the backup server
-// unreachable are the partition tests' (test/partitions/).
+// unreachable are the partition tests' (test/partitions/). The HA page of the web interface
+// is checked in Chromium after the first failover.
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
@@ -20,6 +21,8 @@ import { type JobRun, ROUTES } from "../src/api/routes.ts";
 import { NodeClient } from "../src/client/node-client.ts";
 import { etcdAvailable } from "../src/cluster/etcd-member.ts";
 import { lxcAvailable } from "../src/node/lxc.ts";
+import en from "../ui/src/locales/en.json" with { type: "json" };
+import { assertAccessible, browserMissing, launchBrowser, logIn, openPage } from "./browser-fixture.ts";
 import { serviceGet } from "./guest-fixture.ts";
 import { tempDir } from "./helpers.ts";
 import { type NodeProcess, type ServerProcess, freePort, gorde, startNodeProcess, startServerProcess } from "./server-fixture.ts";
@@ -28,6 +31,7 @@ const etcd = etcdAvailable();
 const lxc = lxcAvailable();
 const why = !etcd.ok ? etcd.why : !lxc.ok ? lxc.why : undefined;
 if (why) console.error(`\n*** SKIPPED: HA tests: ${why}. ***\n`);
+const noBrowser = browserMissing();
 
 /** Whether a container copy of guest `id` runs from `dataDir`: its lxc-start (the monitor lives as long as the container). */
 function copyRuns(dataDir: string, id: number): boolean {
@@ -217,6 +221,29 @@ void describe("HA: a guest comes back on the other node from its backup", { skip
     assert.match(rec.snapshot ?? "", /^ct\/101\//);
     assert.ok(rec.rpoSeconds !== null && rec.rpoSeconds >= 0 && rec.rtoSeconds !== null && rec.rtoSeconds > 0, JSON.stringify(rec));
     console.log(`ct:101 fenced ${fencedAfter.toFixed(1)} s and recovered on node2 ${took.toFixed(1)} s after node1's agent was killed: RTO ${rec.rtoSeconds} s (detection ${rec.detectSeconds}, fence wait ${rec.fenceSeconds}, restore ${rec.restoreSeconds}, boot and checks ${rec.bootSeconds}), RPO ${rec.rpoSeconds} s`);
+
+    // As the web interface shows it on node2: the cluster quorate without node1, the resource
+    // started there, the failover with its snapshot, RPO and RTO, charted.
+    if (noBrowser) console.error(`\n*** SKIPPED: the HA page in a browser: ${noBrowser}. ***\n`);
+    else {
+      const browser = await launchBrowser();
+      try {
+        const page = await openPage(browser, `https://127.0.0.1:${node("node2").port}`);
+        await logIn(page, "admin", "node-admin-1");
+        await page.getByText(/^Cluster lab: quorate/).waitFor();
+        await page.getByRole("navigation").getByRole("link", { name: "HA", exact: true }).click();
+        const resource = page.getByRole("table", { name: en.haResources }).getByRole("row").filter({ hasText: "ct:101" });
+        await resource.getByRole("cell", { name: en.haName.started, exact: true }).waitFor();
+        await resource.getByRole("cell", { name: "node2", exact: true }).waitFor();
+        const failover = page.getByRole("table", { name: en.recoveries }).getByRole("row").filter({ hasText: rec.snapshot! });
+        await failover.getByText("node1 → node2").waitFor();
+        await failover.getByText(en.recoveryName.recovered, { exact: true }).waitFor();
+        await page.getByRole("img", { name: en.rtoOverTime }).locator("canvas").waitFor();
+        await assertAccessible(page, "HA page");
+      } finally {
+        await browser.close();
+      }
+    }
 
     // node1 comes back: it starts nothing, and its old copy is kept aside, not deleted.
     await start("node1");

@@ -10,21 +10,18 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import { randomBytes } from "node:crypto";
-import { createRequire } from "node:module";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { type Browser, type Page, chromium } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { lxcAvailable } from "../src/node/lxc.ts";
-import { UI_DIST } from "../src/host/web-ui.ts";
 import en from "../ui/src/locales/en.json" with { type: "json" };
 import eu from "../ui/src/locales/eu.json" with { type: "json" };
+import { assertAccessible, browserMissing, launchBrowser, logIn, openPage } from "./browser-fixture.ts";
 import { tempDir } from "./helpers.ts";
 import { type NodeProcess, type ServerProcess, freePort, gorde, startNodeProcess, startServerProcess } from "./server-fixture.ts";
 
-const CHROMIUM = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((p) => fs.existsSync(p));
 const lxc = lxcAvailable();
-const built = fs.existsSync(path.join(UI_DIST, "index.html"));
-const why = !CHROMIUM ? "Debian's chromium is not installed (scripts/setup.sh installs it as root)" : !lxc.ok ? lxc.why : !built ? "the web interface is not built (npm run build; scripts/setup.sh runs it)" : undefined;
+const why = browserMissing() ?? (!lxc.ok ? lxc.why : undefined);
 if (why) console.error(`\n*** SKIPPED: web interface tests: ${why}. ***\n`);
 
 /** Every string of a catalogue, flattened. */
@@ -69,7 +66,7 @@ void describe("the web interface", { skip: why ?? false }, () => {
     const admin = { GORDE_PASSWORD: "node-admin-1", GORDE_FINGERPRINT: node.fingerprint };
     assert.equal((await gorde(["user", "add", node.url(), "auditor"], { ...admin, GORDE_NEW_PASSWORD: "auditor-pass-1" })).code, 0);
     assert.equal((await gorde(["acl", "set", node.url(), "/", "auditor", "PVEAuditor"], admin)).code, 0);
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"], headless: true });
+    browser = await launchBrowser();
   });
 
   after(async () => {
@@ -80,28 +77,8 @@ void describe("the web interface", { skip: why ?? false }, () => {
     console.log(`screenshots of the web interface: ${shots.dir}`);
   });
 
-  const open = async (): Promise<Page> => {
-    const ctx = await browser.newContext({ ignoreHTTPSErrors: true, locale: "en-US" });
-    const page = await ctx.newPage();
-    await page.goto(base);
-    return page;
-  };
-  const logIn = async (page: Page, user: string, password: string): Promise<void> => {
-    await page.getByLabel(en.username).fill(user);
-    await page.getByLabel(en.password).fill(password);
-    await page.getByRole("button", { name: en.login }).click();
-    await page.getByRole("navigation").getByText(en.datacenter).waitFor();
-  };
-  /** axe-core's serious and critical findings on the page as it is now. */
-  const accessibility = async (page: Page, what: string): Promise<void> => {
-    // Evaluated through the debugging protocol: the page's own policy allows no injected script.
-    await page.evaluate(fs.readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8"));
-    const found = await page.evaluate(async () => {
-      const r = await (globalThis as unknown as { axe: { run(): Promise<{ violations: { id: string; impact: string; nodes: unknown[] }[] }> } }).axe.run();
-      return r.violations.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id} (${v.nodes.length})`);
-    });
-    assert.deepEqual(found, [], `${what}: accessibility violations`);
-  };
+  const open = (): Promise<Page> => openPage(browser, base);
+  const accessibility = assertAccessible;
   const shot = async (page: Page, name: string): Promise<void> => {
     await page.screenshot({ path: path.join(shots.dir, `${name}.png`), fullPage: true });
   };
