@@ -199,8 +199,15 @@ void describe("the web interface", { skip: why ?? false }, () => {
     await page.getByRole("img", { name: en.rtoOverTime }).locator("canvas").waitFor();
     await accessibility(page, "guest with drills");
     await shot(page, "guest-drill-en");
+    // The dashboard: the guest's last drill and its RTO.
+    await page.getByRole("navigation").getByText(en.datacenter).click();
+    const guestRow = page.getByRole("table", { name: en.guests }).getByRole("row").filter({ has: page.getByRole("link", { name: "101", exact: true }) });
+    await guestRow.getByText(/^passed · RTO \d+/).waitFor();
     await page.getByRole("navigation").getByText(en.tasks).click();
     await page.getByRole("cell", { name: "backup", exact: true }).first().waitFor();
+    // Started times are this year's (the API counts them in milliseconds).
+    const started = await page.getByRole("table").first().getByRole("row").nth(1).innerText();
+    assert.match(started, new RegExp(`\\b${new Date().getFullYear()}\\b`), started);
     // Filtered: no task failed.
     await page.getByLabel(en.result).selectOption("failed");
     await page.getByRole("cell", { name: "backup", exact: true }).first().waitFor({ state: "detached" });

@@ -55,7 +55,7 @@ export function ServerDashboard(props: { stores: DatastoreEntry[] }) {
         <ul>
           {failures.map((f) => (
             <li key={f.id}>
-              {formatDate(f.startTime, i18n.language)} {f.type}: <span className="bad">{f.error}</span>
+              {formatDate(Math.floor(f.startTime / 1000), i18n.language)} {f.type}: <span className="bad">{f.error}</span>
             </li>
           ))}
         </ul>

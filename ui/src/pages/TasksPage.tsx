@@ -60,7 +60,7 @@ export function TasksPage() {
             <tr key={task.id}>
               <td>
                 <button type="button" className="link" onClick={() => setShown(task.id)}>
-                  {formatDate(task.startTime, i18n.language)}
+                  {formatDate(Math.floor(task.startTime / 1000), i18n.language)}
                 </button>
               </td>
               <td>{task.type}</td>
