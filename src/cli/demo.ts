@@ -6,8 +6,9 @@
 // server. Then the nodes' story (demo-nodes.ts): real guests on one node, backed up live,
 // restored as working guests on another, restore drills of both (and of a broken snapshot,
 // which must fail), and a plan whose scheduled backups run by themselves. Last the cluster
-// (demo-cluster.ts): both guests HA on node1, node1 killed, both back on node2 from backup. With --json the
-// story goes to stderr and stdout gets one document at the end (demo-report.ts).
+// (demo-cluster.ts): both guests HA on node1, node1 killed, both back on node2 from backup;
+// and the web interface of node2 and of the server, as a browser uses it (demo-web.ts). With
+// --json the story goes to stderr and stdout gets one document at the end (demo-report.ts).
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
@@ -23,6 +24,7 @@ import { parseGroup } from "../format/names.ts";
 import { startServer } from "../server/server.ts";
 import { clusterStory } from "./demo-cluster.ts";
 import { nodeStory } from "./demo-nodes.ts";
+import { WEB_PATHS, checkWebInterface } from "./demo-web.ts";
 import { type DemoReport, DemoSteps } from "./demo-report.ts";
 import { formatBytes } from "./progress-bar.ts";
 
@@ -244,6 +246,20 @@ async function story(opts: DemoOptions, steps: DemoSteps): Promise<void> {
       story.nodes,
       story.guests,
     );
+
+    title("The web interface: node2's cluster view and the backup server's own view");
+    const node2 = nodes[1];
+    const ha = JSON.parse(
+      await checkWebInterface({ what: "node2", product: "node", port: node2.port, fingerprint: node2.fingerprint, password: node2.adminPassword }, WEB_PATHS.haStatus, ["POST", WEB_PATHS.stopGuest(story.guests[0]!.id)], check),
+    ) as { sid: string; state: string; node: string | null }[];
+    check(ha.length === story.guests.length && ha.every((r) => r.state === "started" && r.node === "node2"), "the session sees both guests started on node2, as the HA page shows them");
+    const stores = JSON.parse(
+      await checkWebInterface({ what: "the backup server", product: "server", port: server.port, fingerprint: server.fingerprint, password: adminPassword }, WEB_PATHS.datastores, ["PUT", WEB_PATHS.maintenance("main")], check),
+    ) as { name: string }[];
+    check(stores.some((x) => x.name === "main") && stores.some((x) => x.name === "cluster"), "the session sees the server's datastores");
+    say(`   https://127.0.0.1:${node2.port}/ — the cluster's view (node2): HA shows ${ha.map((r) => `${r.sid} ${r.state} on ${r.node}`).join(", ")}`);
+    say(`   https://127.0.0.1:${server.port}/ — the backup server's own view: datastores ${stores.map((x) => x.name).join(", ")}`);
+    say(`   each: its page and script under a content security policy, a login (HttpOnly, Secure, SameSite=Strict cookie and a CSRF token), a write without the token refused (403)${opts.keep ? "" : "; gorde demo --keep keeps them up to open in a browser"}`);
 
     steps.end(true);
     say("\ndemo finished: every step worked");
