@@ -9,7 +9,7 @@ import { HaPage } from "./pages/HaPage.tsx";
 import { PlanPage } from "./pages/PlanPage.tsx";
 import { StoragePage, nodeStorage } from "./pages/StoragePage.tsx";
 import { TasksPage } from "./pages/TasksPage.tsx";
-import { Shell, useHash } from "./Shell.tsx";
+import { Shell, TreeLink, useHash } from "./Shell.tsx";
 import type { GuestStatus, Storage } from "./types.ts";
 
 export function NodeApp(props: { who: Login; onLogout: () => void }) {
@@ -47,9 +47,9 @@ export function NodeApp(props: { who: Login; onLogout: () => void }) {
       tree={
         <ul className="tree">
           <li>
-            <a href="#/" aria-current={hash === "" || hash === "#/" ? "page" : undefined}>
+            <TreeLink to="#/">
               {t("datacenter")}
-            </a>
+            </TreeLink>
             <ul>
               <li>
                 <span className="node">
@@ -58,37 +58,37 @@ export function NodeApp(props: { who: Login; onLogout: () => void }) {
                 <ul>
                   {guests.map((g) => (
                     <li key={g.id}>
-                      <a href={`#/guest/${g.id}`} aria-current={guestId === String(g.id) ? "page" : undefined}>
+                      <TreeLink to={`#/guest/${g.id}`}>
                         <span className={`state state-${g.state}`} aria-hidden="true" /> {g.id} ({g.name})
-                      </a>
+                      </TreeLink>
                     </li>
                   ))}
                   <li>
-                    <a href="#/tasks" aria-current={hash === "#/tasks" ? "page" : undefined}>
+                    <TreeLink to="#/tasks">
                       {t("tasks")}
-                    </a>
+                    </TreeLink>
                   </li>
                   {clustered && (
                     <li>
-                      <a href="#/ha" aria-current={hash === "#/ha" ? "page" : undefined}>
+                      <TreeLink to="#/ha">
                         HA
-                      </a>
+                      </TreeLink>
                     </li>
                   )}
                   {rootPrivs.includes("Sys.Audit") && (
                     <li>
-                      <a href="#/plan" aria-current={hash === "#/plan" ? "page" : undefined}>
+                      <TreeLink to="#/plan">
                         {t("plan")}
-                      </a>
+                      </TreeLink>
                     </li>
                   )}
                 </ul>
               </li>
               {storages.map((s) => (
                 <li key={s.storage}>
-                  <a href={`#/storage/${s.storage}`} aria-current={storage === s.storage ? "page" : undefined}>
+                  <TreeLink to={`#/storage/${s.storage}`}>
                     {t("storage")} {s.storage}
-                  </a>
+                  </TreeLink>
                 </li>
               ))}
             </ul>

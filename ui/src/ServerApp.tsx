@@ -7,7 +7,7 @@ import { type Login, callServer } from "./api.ts";
 import { DatastorePage, ServerDashboard } from "./pages/DatastorePage.tsx";
 import { PlanPage } from "./pages/PlanPage.tsx";
 import { TasksPage } from "./pages/TasksPage.tsx";
-import { Shell, useHash } from "./Shell.tsx";
+import { Shell, TreeLink, useHash } from "./Shell.tsx";
 import type { DatastoreEntry } from "./types.ts";
 
 export function ServerApp(props: { who: Login; onLogout: () => void }) {
@@ -31,28 +31,28 @@ export function ServerApp(props: { who: Login; onLogout: () => void }) {
       tree={
         <ul className="tree">
           <li>
-            <a href="#/" aria-current={hash === "" || hash === "#/" ? "page" : undefined}>
+            <TreeLink to="#/">
               {t("backupServer")}
-            </a>
+            </TreeLink>
             <ul>
               {stores.map((s) => (
                 <li key={s.name}>
-                  <a href={`#/datastore/${s.name}`} aria-current={store === s.name ? "page" : undefined}>
+                  <TreeLink to={`#/datastore/${s.name}`}>
                     {t("datastore")} {s.name}
-                  </a>
+                  </TreeLink>
                 </li>
               ))}
               {rootPrivs.includes("Sys.Audit") && (
                 <li>
-                  <a href="#/plan" aria-current={hash === "#/plan" ? "page" : undefined}>
+                  <TreeLink to="#/plan">
                     {t("plan")}
-                  </a>
+                  </TreeLink>
                 </li>
               )}
               <li>
-                <a href="#/tasks" aria-current={hash === "#/tasks" ? "page" : undefined}>
+                <TreeLink to="#/tasks">
                   {t("tasks")}
-                </a>
+                </TreeLink>
               </li>
             </ul>
           </li>

@@ -17,6 +17,17 @@ export function useHash(): string {
   return hash;
 }
 
+/** A link of the tree, marked as the current page when the URL's hash is its own. */
+export function TreeLink(props: { to: string; children: ReactNode }) {
+  const hash = useHash();
+  const current = props.to === "#/" ? hash === "" || hash === "#/" : hash === props.to;
+  return (
+    <a href={props.to} aria-current={current ? "page" : undefined}>
+      {props.children}
+    </a>
+  );
+}
+
 /** The view once logged in, the login page before (and again when the session ends). */
 export function LoggedIn(props: { children: (who: Login, logOut: () => void) => ReactNode }) {
   const [who, setWho] = useState<Login | undefined>(currentLogin());

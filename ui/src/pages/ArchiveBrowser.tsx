@@ -5,6 +5,7 @@ import { useTranslation } from "react-i18next";
 import { ApiError, call, download } from "../api.ts";
 import { formatBytes, formatDate } from "../format.ts";
 import type { ArchiveEntry } from "../types.ts";
+import { DataTable } from "./DataTable.tsx";
 
 export function ArchiveBrowser(props: { storage: string; snapshot: string; archive: string; onClose: () => void }) {
   const { t, i18n } = useTranslation();
@@ -42,49 +43,43 @@ export function ArchiveBrowser(props: { storage: string; snapshot: string; archi
       )}
       {!entries && !error && <progress aria-label={t("loading")} />}
       {entries && (
-        <table>
-          <caption>{dir || "/"}</caption>
-          <thead>
-            <tr>
-              <th scope="col">{t("name")}</th>
-              <th scope="col">{t("size")}</th>
-              <th scope="col">{t("modified")}</th>
-              <th scope="col">{t("actions")}</th>
-            </tr>
-          </thead>
-          <tbody>
-            {entries.map((e) => (
-              <tr key={e.path}>
-                <td>
-                  {e.kind === "dir" ? (
-                    <button type="button" className="link" onClick={() => setDir(e.path)}>
-                      {e.name}/
-                    </button>
-                  ) : (
-                    e.name
-                  )}
-                </td>
-                <td>{e.kind === "file" ? formatBytes(e.size, i18n.language) : t(`entryKind.${e.kind === "dir" ? "dir" : e.kind === "symlink" ? "symlink" : "other"}`)}</td>
-                <td>{formatDate(e.mtime, i18n.language)}</td>
-                <td>
-                  {e.kind === "file" && (
-                    <button
-                      type="button"
-                      aria-label={t("downloadOf", { name: e.path })}
-                      onClick={() =>
-                        void download("downloadFile", { params: { storage: props.storage }, query: { snapshot: props.snapshot, archive: props.archive, path: e.path } }, e.name).catch((err: unknown) =>
-                          setError(err instanceof ApiError ? err.message : String(err)),
-                        )
-                      }
-                    >
-                      {t("download")}
-                    </button>
-                  )}
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
+        <DataTable
+          caption={dir || "/"}
+          rows={entries}
+          rowKey={(e) => e.path}
+          columns={[
+            {
+              head: t("name"),
+              cell: (e) =>
+                e.kind === "dir" ? (
+                  <button type="button" className="link" onClick={() => setDir(e.path)}>
+                    {e.name}/
+                  </button>
+                ) : (
+                  e.name
+                ),
+            },
+            { head: t("size"), cell: (e) => (e.kind === "file" ? formatBytes(e.size, i18n.language) : t(`entryKind.${e.kind === "dir" ? "dir" : e.kind === "symlink" ? "symlink" : "other"}`)) },
+            { head: t("modified"), cell: (e) => formatDate(e.mtime, i18n.language) },
+            {
+              head: t("actions"),
+              cell: (e) =>
+                e.kind === "file" && (
+                  <button
+                    type="button"
+                    aria-label={t("downloadOf", { name: e.path })}
+                    onClick={() =>
+                      void download("downloadFile", { params: { storage: props.storage }, query: { snapshot: props.snapshot, archive: props.archive, path: e.path } }, e.name).catch((err: unknown) =>
+                        setError(err instanceof ApiError ? err.message : String(err)),
+                      )
+                    }
+                  >
+                    {t("download")}
+                  </button>
+                ),
+            },
+          ]}
+        />
       )}
       <button type="button" onClick={props.onClose}>
         {t("close")}

@@ -6,7 +6,9 @@ import { useTranslation } from "react-i18next";
 import { call } from "../api.ts";
 import { formatDate, formatSeconds } from "../format.ts";
 import type { ClusterStatus, Drill, GuestStatus, HaResource, Storage, StorageStatus, TaskInfo } from "../types.ts";
+import { DataTable, okBad } from "./DataTable.tsx";
 import { StorageUsage } from "./StoragePage.tsx";
+import { taskColumns } from "./TasksPage.tsx";
 
 export function Datacenter(props: { node: string; guests: GuestStatus[]; storages: Storage[] }) {
   const { t, i18n } = useTranslation();
@@ -64,96 +66,50 @@ export function Datacenter(props: { node: string; guests: GuestStatus[]; storage
           <StorageUsage status={st} />
         </div>
       ))}
-      <table>
-        <caption>{t("guests")}</caption>
-        <thead>
-          <tr>
-            <th scope="col">{t("id")}</th>
-            <th scope="col">{t("name")}</th>
-            <th scope="col">{t("kind")}</th>
-            <th scope="col">{t("state")}</th>
-            <th scope="col">{t("lastBackup")}</th>
-            <th scope="col">RPO</th>
-            <th scope="col">{t("drill")}</th>
-            <th scope="col">HA</th>
-          </tr>
-        </thead>
-        <tbody>
-          {props.guests.map((g) => {
-            const r = haOf(g.id);
-            const d = lastDrill(g.id);
-            return (
-              <tr key={g.id}>
-                <td>
-                  <a href={`#/guest/${g.id}`}>{g.id}</a>
-                </td>
-                <td>{g.name}</td>
-                <td>{t(`kindName.${g.kind}`)}</td>
-                <td>{t(`stateName.${g.state}`)}</td>
-                <td>
-                  {g.lastBackup ? (
-                    <span className={g.lastBackup.ok ? "ok" : "bad"}>
-                      {formatDate(g.lastBackup.time, i18n.language)} · {g.lastBackup.ok ? t("ok") : t("failed")}
-                    </span>
-                  ) : (
-                    t("never")
-                  )}
-                </td>
-                <td className={g.rpo ? (g.rpo.state === "within" ? "ok" : "bad") : ""}>
-                  {g.rpo ? `${t(`rpoName.${g.rpo.state}`)} (${formatSeconds(g.rpo.targetSeconds, i18n.language)})` : t("rpoNone")}
-                </td>
-                <td className={d ? (d.result === "passed" ? "ok" : "bad") : ""}>
-                  {d ? `${t(`drillName.${d.result}`)}${d.rtoSeconds !== null ? ` · RTO ${formatSeconds(Math.round(d.rtoSeconds), i18n.language)}` : ""}` : t("never")}
-                </td>
-                <td>{r ? `${t(`haName.${r.state}`)} · ${r.node ?? "—"}` : "—"}</td>
-              </tr>
-            );
-          })}
-        </tbody>
-      </table>
-      {running.length > 0 && (
-        <table>
-          <caption>{t("runningTasks")}</caption>
-          <thead>
-            <tr>
-              <th scope="col">{t("started")}</th>
-              <th scope="col">{t("type")}</th>
-              <th scope="col">{t("target")}</th>
-              <th scope="col">{t("user")}</th>
-            </tr>
-          </thead>
-          <tbody>
-            {running.map((x) => (
-              <tr key={x.id}>
-                <td>{formatDate(Math.floor(x.startTime / 1000), i18n.language)}</td>
-                <td>{x.type}</td>
-                <td>{x.target ?? ""}</td>
-                <td>{x.authId}</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
+      <DataTable
+        caption={t("guests")}
+        rows={props.guests}
+        rowKey={(g) => g.id}
+        columns={[
+          { head: t("id"), cell: (g) => <a href={`#/guest/${g.id}`}>{g.id}</a> },
+          { head: t("name"), cell: (g) => g.name },
+          { head: t("kind"), cell: (g) => t(`kindName.${g.kind}`) },
+          { head: t("state"), cell: (g) => t(`stateName.${g.state}`) },
+          {
+            head: t("lastBackup"),
+            cell: (g) => (g.lastBackup ? `${formatDate(g.lastBackup.time, i18n.language)} · ${g.lastBackup.ok ? t("ok") : t("failed")}` : t("never")),
+            className: (g) => okBad(g.lastBackup?.ok),
+          },
+          {
+            head: "RPO",
+            cell: (g) => (g.rpo ? `${t(`rpoName.${g.rpo.state}`)} (${formatSeconds(g.rpo.targetSeconds, i18n.language)})` : t("rpoNone")),
+            className: (g) => okBad(g.rpo && g.rpo.state === "within"),
+          },
+          {
+            head: t("drill"),
+            cell: (g) => {
+              const d = lastDrill(g.id);
+              return d ? `${t(`drillName.${d.result}`)}${d.rtoSeconds !== null ? ` · RTO ${formatSeconds(Math.round(d.rtoSeconds), i18n.language)}` : ""}` : t("never");
+            },
+            className: (g) => okBad(lastDrill(g.id) && lastDrill(g.id)!.result === "passed"),
+          },
+          {
+            head: "HA",
+            cell: (g) => {
+              const r = haOf(g.id);
+              return r ? `${t(`haName.${r.state}`)} · ${r.node ?? "—"}` : "—";
+            },
+          },
+        ]}
+      />
+      {running.length > 0 && <DataTable caption={t("runningTasks")} rows={running} rowKey={(x) => x.id} columns={taskColumns(t, i18n.language)} />}
       {failures.length > 0 && (
-        <table>
-          <caption>{t("recentFailures")}</caption>
-          <thead>
-            <tr>
-              <th scope="col">{t("started")}</th>
-              <th scope="col">{t("type")}</th>
-              <th scope="col">{t("error")}</th>
-            </tr>
-          </thead>
-          <tbody>
-            {failures.map((f) => (
-              <tr key={f.id}>
-                <td>{formatDate(Math.floor(f.startTime / 1000), i18n.language)}</td>
-                <td>{f.type}</td>
-                <td className="bad">{f.error ?? ""}</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
+        <DataTable
+          caption={t("recentFailures")}
+          rows={failures}
+          rowKey={(x) => x.id}
+          columns={[...taskColumns(t, i18n.language).slice(0, 2), { head: t("error"), cell: (x) => x.error ?? "", className: () => "bad" }]}
+        />
       )}
     </section>
   );

@@ -8,6 +8,7 @@ import { useTranslation } from "react-i18next";
 import { ApiError, callServer } from "../api.ts";
 import { formatDate } from "../format.ts";
 import type { DatastoreEntry, MaintenanceMode, StorageStatus, TaskInfo } from "../types.ts";
+import { DataTable } from "./DataTable.tsx";
 import { StoragePage, StorageUsage, serverDatastore } from "./StoragePage.tsx";
 import { TaskLog } from "./TaskLog.tsx";
 
@@ -27,27 +28,16 @@ export function ServerDashboard(props: { stores: DatastoreEntry[] }) {
   return (
     <section>
       <h1>{t("backupServer")}</h1>
-      <table>
-        <caption>{t("datastores")}</caption>
-        <thead>
-          <tr>
-            <th scope="col">{t("datastore")}</th>
-            <th scope="col">{t("maintenance")}</th>
-            <th scope="col">{t("usageTitle")}</th>
-          </tr>
-        </thead>
-        <tbody>
-          {props.stores.map((s) => (
-            <tr key={s.name}>
-              <td>
-                <a href={`#/datastore/${s.name}`}>{s.name}</a>
-              </td>
-              <td>{t(`maintenanceName.${s.maintenance}`)}</td>
-              <td>{usage[s.name] ? <StorageUsage status={usage[s.name]!} /> : "…"}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+      <DataTable
+        caption={t("datastores")}
+        rows={props.stores}
+        rowKey={(s) => s.name}
+        columns={[
+          { head: t("datastore"), cell: (s) => <a href={`#/datastore/${s.name}`}>{s.name}</a> },
+          { head: t("maintenance"), cell: (s) => t(`maintenanceName.${s.maintenance}`) },
+          { head: t("usageTitle"), cell: (s) => (usage[s.name] ? <StorageUsage status={usage[s.name]!} /> : "…") },
+        ]}
+      />
       <h2>{t("recentFailures")}</h2>
       {failures.length === 0 ? (
         <p>{t("noFailures")}</p>

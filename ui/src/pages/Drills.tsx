@@ -6,6 +6,7 @@ import { ApiError, call } from "../api.ts";
 import { formatDate, formatNumber } from "../format.ts";
 import type { Drill } from "../types.ts";
 import { TimeChart } from "./Chart.tsx";
+import { DataTable, okBad } from "./DataTable.tsx";
 import { TaskLog } from "./TaskLog.tsx";
 
 export function Drills(props: { guest: number; mayRun: boolean }) {
@@ -48,37 +49,27 @@ export function Drills(props: { guest: number; mayRun: boolean }) {
           series={[{ label: "RTO (s)", values: [...drills].reverse().map((d) => d.rtoSeconds), color: "#1f6feb" }]}
         />
       )}
-      <table>
-        <caption>{t("drillHistory")}</caption>
-        <thead>
-          <tr>
-            <th scope="col">{t("started")}</th>
-            <th scope="col">{t("snapshot")}</th>
-            <th scope="col">{t("result")}</th>
-            <th scope="col">RPO</th>
-            <th scope="col">RTO</th>
-            <th scope="col">{t("checks")}</th>
-          </tr>
-        </thead>
-        <tbody>
-          {drills.map((d) => (
-            <tr key={d.id}>
-              <td>{formatDate(Math.floor(d.start / 1000), i18n.language)}</td>
-              <td>{d.snapshot ?? "—"}</td>
-              <td className={d.result === "passed" ? "ok" : d.result === "running" ? "" : "bad"}>{t(`drillName.${d.result}`)}</td>
-              <td>{seconds(d.rpoSeconds)}</td>
-              <td>{seconds(d.rtoSeconds)}</td>
-              <td>
-                {d.checks.map((c) => (
-                  <span key={c.name} className={c.ok ? "ok check" : "bad check"} title={c.message}>
-                    {c.name} {c.ok ? "✓" : "✗"}
-                  </span>
-                ))}
-              </td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+      <DataTable
+        caption={t("drillHistory")}
+        rows={drills}
+        rowKey={(d) => d.id}
+        columns={[
+          { head: t("started"), cell: (d) => formatDate(Math.floor(d.start / 1000), i18n.language) },
+          { head: t("snapshot"), cell: (d) => d.snapshot ?? "—" },
+          { head: t("result"), cell: (d) => t(`drillName.${d.result}`), className: (d) => (d.result === "running" ? undefined : okBad(d.result === "passed")) },
+          { head: "RPO", cell: (d) => seconds(d.rpoSeconds) },
+          { head: "RTO", cell: (d) => seconds(d.rtoSeconds) },
+          {
+            head: t("checks"),
+            cell: (d) =>
+              d.checks.map((c) => (
+                <span key={c.name} className={c.ok ? "ok check" : "bad check"} title={c.message}>
+                  {c.name} {c.ok ? "✓" : "✗"}
+                </span>
+              )),
+          },
+        ]}
+      />
     </section>
   );
 }

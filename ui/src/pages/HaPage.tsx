@@ -6,6 +6,7 @@ import { call } from "../api.ts";
 import { formatDate, formatNumber } from "../format.ts";
 import type { HaResource, Recovery } from "../types.ts";
 import { TimeChart } from "./Chart.tsx";
+import { DataTable, okBad } from "./DataTable.tsx";
 
 export function HaPage() {
   const { t, i18n } = useTranslation();
@@ -27,58 +28,32 @@ export function HaPage() {
     <section>
       <h1>HA</h1>
       {error && <p className="bad">{error}</p>}
-      <table>
-        <caption>{t("haResources")}</caption>
-        <thead>
-          <tr>
-            <th scope="col">{t("resource")}</th>
-            <th scope="col">{t("state")}</th>
-            <th scope="col">{t("node")}</th>
-            <th scope="col">{t("reason")}</th>
-          </tr>
-        </thead>
-        <tbody>
-          {(resources ?? []).map((r) => (
-            <tr key={r.sid}>
-              <td>{r.sid}</td>
-              <td className={r.state === "started" ? "ok" : r.state === "error" || r.state === "fence" ? "bad" : ""}>{t(`haName.${r.state}`)}</td>
-              <td>{r.node}</td>
-              <td>{r.reason ?? ""}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-      <table>
-        <caption>{t("recoveries")}</caption>
-        <thead>
-          <tr>
-            <th scope="col">{t("started")}</th>
-            <th scope="col">{t("resource")}</th>
-            <th scope="col">{t("fromTo")}</th>
-            <th scope="col">{t("snapshot")}</th>
-            <th scope="col">{t("result")}</th>
-            <th scope="col">RPO</th>
-            <th scope="col">RTO</th>
-            <th scope="col">{t("rtoParts")}</th>
-          </tr>
-        </thead>
-        <tbody>
-          {recoveries.map((r) => (
-            <tr key={r.id}>
-              <td>{formatDate(Math.floor(r.failedAt / 1000), i18n.language)}</td>
-              <td>{r.sid}</td>
-              <td>
-                {r.from} → {r.node}
-              </td>
-              <td>{r.snapshot ?? "—"}</td>
-              <td className={r.result === "recovered" ? "ok" : r.result === "failed" ? "bad" : ""}>{t(`recoveryName.${r.result}`)}</td>
-              <td>{s(r.rpoSeconds)}</td>
-              <td>{s(r.rtoSeconds)}</td>
-              <td>{[r.detectSeconds, r.fenceSeconds, r.restoreSeconds, r.bootSeconds].map(s).join(" + ")}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+      <DataTable
+        caption={t("haResources")}
+        rows={resources ?? []}
+        rowKey={(r) => r.sid}
+        columns={[
+          { head: t("resource"), cell: (r) => r.sid },
+          { head: t("state"), cell: (r) => t(`haName.${r.state}`), className: (r) => (r.state === "started" ? "ok" : r.state === "error" || r.state === "fence" ? "bad" : undefined) },
+          { head: t("node"), cell: (r) => r.node },
+          { head: t("reason"), cell: (r) => r.reason ?? "" },
+        ]}
+      />
+      <DataTable
+        caption={t("recoveries")}
+        rows={recoveries}
+        rowKey={(r) => r.id}
+        columns={[
+          { head: t("started"), cell: (r) => formatDate(Math.floor(r.failedAt / 1000), i18n.language) },
+          { head: t("resource"), cell: (r) => r.sid },
+          { head: t("fromTo"), cell: (r) => `${r.from} → ${r.node}` },
+          { head: t("snapshot"), cell: (r) => r.snapshot ?? "—" },
+          { head: t("result"), cell: (r) => t(`recoveryName.${r.result}`), className: (r) => (r.result === "running" ? undefined : okBad(r.result === "recovered")) },
+          { head: "RPO", cell: (r) => s(r.rpoSeconds) },
+          { head: "RTO", cell: (r) => s(r.rtoSeconds) },
+          { head: t("rtoParts"), cell: (r) => [r.detectSeconds, r.fenceSeconds, r.restoreSeconds, r.bootSeconds].map(s).join(" + ") },
+        ]}
+      />
       {done.length > 0 && <TimeChart title={t("rtoOverTime")} times={done.map((r) => r.failedAt / 1000)} series={[{ label: "RTO (s)", values: done.map((r) => r.rtoSeconds), color: "#b42318" }]} />}
     </section>
   );

@@ -11,6 +11,7 @@ import { ApiError, call } from "../api.ts";
 import { formatDate } from "../format.ts";
 import type { JobRun } from "../types.ts";
 import { TimeChart } from "./Chart.tsx";
+import { DataTable, okBad } from "./DataTable.tsx";
 import { WeekStrip } from "./WeekStrip.tsx";
 
 /** The plan as typed, or why the parser refuses it. */
@@ -75,6 +76,7 @@ export function PlanPage(props: { mayEdit: boolean }) {
     void call("listRuns", { query: { limit: 200 } }).then(setRuns, () => setRuns([]));
   }, []);
   const preview = nextRuns(event, 10);
+  const lastRun = (job: string): JobRun | undefined => runs.find((r) => r.job === job);
   const checked = useMemo(() => check(text), [text]);
   const savedPlan = useMemo(() => check(saved ?? undefined).plan, [saved]);
   // Typed and refused here: said beside the text, nothing sent.
@@ -95,28 +97,32 @@ export function PlanPage(props: { mayEdit: boolean }) {
   return (
     <section>
       <h1>{t("plan")}</h1>
-      <table>
-        <caption>{t("jobs")}</caption>
-        <thead>
-          <tr>
-            <th scope="col">{t("job")}</th>
-            <th scope="col">{t("lastRun")}</th>
-            <th scope="col">{t("result")}</th>
-          </tr>
-        </thead>
-        <tbody>
-          {jobs.map((j) => {
-            const last = runs.find((r) => r.job === j);
-            return (
-              <tr key={j}>
-                <td>{j}</td>
-                <td>{last ? formatDate(Math.floor(last.start / 1000), i18n.language) : t("never")}</td>
-                <td className={last ? (last.result === "ok" ? "ok" : last.result === "failed" ? "bad" : "") : ""}>{last ? t(`runName.${last.result}`) : "—"}</td>
-              </tr>
-            );
-          })}
-        </tbody>
-      </table>
+      <DataTable
+        caption={t("jobs")}
+        rows={jobs}
+        rowKey={(j) => j}
+        columns={[
+          { head: t("job"), cell: (j) => j },
+          {
+            head: t("lastRun"),
+            cell: (j) => {
+              const last = lastRun(j);
+              return last ? formatDate(Math.floor(last.start / 1000), i18n.language) : t("never");
+            },
+          },
+          {
+            head: t("result"),
+            cell: (j) => {
+              const last = lastRun(j);
+              return last ? t(`runName.${last.result}`) : "—";
+            },
+            className: (j) => {
+              const last = lastRun(j);
+              return last && (last.result === "ok" || last.result === "failed") ? okBad(last.result === "ok") : undefined;
+            },
+          },
+        ]}
+      />
       <BackupRunCharts runs={runs} />
       {text !== undefined && (
         <div className="plan-edit">

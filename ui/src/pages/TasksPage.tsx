@@ -1,9 +1,21 @@
-import { useEffect, useState } from "react";
+import type { TFunction } from "i18next";
+import { type ReactNode, useEffect, useState } from "react";
 import { useTranslation } from "react-i18next";
 import { call } from "../api.ts";
 import { formatDate } from "../format.ts";
 import type { TaskInfo } from "../types.ts";
+import { type Column, DataTable, okBad } from "./DataTable.tsx";
 import { TaskLog } from "./TaskLog.tsx";
+
+/** A task's start, type, target and user, as the task tables show them; `started` may wrap the start (a link to its log). */
+export function taskColumns(t: TFunction, lang: string, started: (task: TaskInfo, when: string) => ReactNode = (_, when) => when): Column<TaskInfo>[] {
+  return [
+    { head: t("started"), cell: (task) => started(task, formatDate(Math.floor(task.startTime / 1000), lang)) },
+    { head: t("type"), cell: (task) => task.type },
+    { head: t("target"), cell: (task) => task.target ?? "" },
+    { head: t("user"), cell: (task) => task.authId },
+  ];
+}
 
 export function TasksPage() {
   const { t, i18n } = useTranslation();
@@ -44,33 +56,19 @@ export function TasksPage() {
           </select>
         </label>
       </div>
-      <table>
-        <caption>{t("tasks")}</caption>
-        <thead>
-          <tr>
-            <th scope="col">{t("started")}</th>
-            <th scope="col">{t("type")}</th>
-            <th scope="col">{t("target")}</th>
-            <th scope="col">{t("user")}</th>
-            <th scope="col">{t("state")}</th>
-          </tr>
-        </thead>
-        <tbody>
-          {tasks.filter((x) => (!type || x.type === type) && (!state || x.state === state)).map((task) => (
-            <tr key={task.id}>
-              <td>
-                <button type="button" className="link" onClick={() => setShown(task.id)}>
-                  {formatDate(Math.floor(task.startTime / 1000), i18n.language)}
-                </button>
-              </td>
-              <td>{task.type}</td>
-              <td>{task.target ?? ""}</td>
-              <td>{task.authId}</td>
-              <td className={task.state === "ok" ? "ok" : task.state === "running" ? "" : "bad"}>{t(`taskState.${task.state}`)}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+      <DataTable
+        caption={t("tasks")}
+        rows={tasks.filter((x) => (!type || x.type === type) && (!state || x.state === state))}
+        rowKey={(x) => x.id}
+        columns={[
+          ...taskColumns(t, i18n.language, (task, when) => (
+            <button type="button" className="link" onClick={() => setShown(task.id)}>
+              {when}
+            </button>
+          )),
+          { head: t("state"), cell: (task) => t(`taskState.${task.state}`), className: (task) => (task.state === "running" ? undefined : okBad(task.state === "ok")) },
+        ]}
+      />
       {shown && <TaskLog key={shown} task={shown} />}
     </section>
   );
