@@ -126,8 +126,14 @@ void describe("the web interface", { skip: why ?? false }, () => {
     await log.getByText(/^root\.tree \d+ %$/).waitFor();
     await log.getByText(en.taskState.ok, { exact: true }).waitFor({ timeout: 120_000 });
     assert.match((await log.locator("pre").textContent()) ?? "", /ct\/101\//);
+    // Its console, read again while shown.
+    await page.getByRole("button", { name: en.showConsole }).click();
+    const consoleText = await page.getByRole("region", { name: en.console }).locator("pre").filter({ hasText: /\S/ }).innerText();
+    assert.match(consoleText, /gorde-guest/, consoleText);
     await accessibility(page, "guest");
     await shot(page, "guest-en");
+    await page.getByRole("button", { name: en.showConsole }).click();
+    await page.getByRole("region", { name: en.console }).waitFor({ state: "detached" });
     // The backup server as the node's storage: a note edited, a snapshot protected, read back from the server.
     await page.getByRole("navigation").getByText(`${en.storage} store`).click();
     await page.getByRole("heading", { name: `${en.storage} store` }).waitFor();

@@ -1,5 +1,5 @@
 // One guest: its status, start and stop, a backup now (vzdump's modes) with its task log
-// followed, and its console. Buttons show only for what the user may do on /vms/<id>.
+// followed, and its console (read again every 2 s while shown). Buttons show only for what the user may do on /vms/<id>.
 import { useCallback, useEffect, useState } from "react";
 import { useTranslation } from "react-i18next";
 import { ApiError, call, callText } from "../api.ts";
@@ -19,6 +19,18 @@ export function GuestPage(props: { id: number; onChanged: () => void }) {
   const [mode, setMode] = useState<(typeof MODES)[number]>("snapshot");
   const [task, setTask] = useState<string | undefined>();
   const [consoleText, setConsoleText] = useState<string | undefined>();
+  const [consoleShown, setConsoleShown] = useState(false);
+  // The console, read again every 2 s while shown: what the guest writes appears as it runs.
+  useEffect(() => {
+    if (!consoleShown) {
+      setConsoleText(undefined);
+      return;
+    }
+    const read = (): void => void callText("guestLog", { params: { id: props.id } }).then(setConsoleText, (e: Error) => setError(e.message));
+    read();
+    const timer = setInterval(read, 2000);
+    return () => clearInterval(timer);
+  }, [consoleShown, props.id]);
   const path = `/vms/${props.id}`;
 
   const load = useCallback(async () => {
@@ -99,7 +111,7 @@ export function GuestPage(props: { id: number; onChanged: () => void }) {
             </button>
           </>
         )}
-        <button type="button" onClick={() => void callText("guestLog", { params: { id: props.id } }).then(setConsoleText, (e: Error) => setError(e.message))}>
+        <button type="button" onClick={() => setConsoleShown(!consoleShown)} aria-pressed={consoleShown}>
           {t("showConsole")}
         </button>
       </div>
