@@ -320,6 +320,38 @@ void describe("the web interface", { skip: why ?? false }, () => {
     assert.equal(st, "RUNNING");
     await admin.context().close();
   });
+  void it("refuses bad browse and download requests with one clear sentence and a 4xx", async () => {
+    const page = await open();
+    await logIn(page, "admin", "node-admin-1");
+    const snaps = (await page.evaluate(async () => (await (await fetch("/api/storage/store/snapshots?group=ct/101")).json()) as { snapshot: string }[])).map((x) => x.snapshot);
+    const snap = encodeURIComponent(snaps.at(-1)!);
+    const cases: [string, number, RegExp][] = [
+      [`/api/storage/store/browse?snapshot=${snap}&archive=root.tree&path=..%2Fetc`, 400, /without '\.' or '\.\.'/],
+      [`/api/storage/store/browse?snapshot=${snap}&archive=root.tree&path=bin%2F..%2F..`, 400, /without '\.' or '\.\.'/],
+      [`/api/storage/store/browse?snapshot=${snap}&archive=..%2Froot.tree`, 400, /file archive's name/],
+      [`/api/storage/store/browse?snapshot=${snap}&archive=root.img`, 400, /file archive's name/],
+      [`/api/storage/store/browse?snapshot=..%2F..%2Fetc&archive=root.tree`, 400, /snapshot/],
+      [`/api/storage/store/browse?snapshot=${snap}&archive=root.tree&archive=root.tree`, 400, /archive/],
+      [`/api/storage/store/browse?snapshot=${snap}&archive=root.tree&evil=1`, 400, /evil/],
+      [`/api/storage/nope/browse?snapshot=${snap}&archive=root.tree`, 404, /no storage nope/],
+      [`/api/storage/store/browse?snapshot=ct%2F101%2F2001-01-01T00%3A00%3A00Z&archive=root.tree`, 404, /./],
+      [`/api/storage/store/download?snapshot=${snap}&archive=root.tree&path=bin`, 400, /bin in root\.tree is a dir, not a file/],
+      [`/api/storage/store/download?snapshot=${snap}&archive=root.tree&path=no%2Fsuch`, 404, /has no no\/such/],
+      [`/api/storage/store/download?snapshot=${snap}&archive=root.tree`, 400, /path/],
+    ];
+    for (const [url, status, message] of cases) {
+      const r = await page.evaluate(async (u) => {
+        const res = await fetch(u);
+        return { status: res.status, body: await res.text() };
+      }, url);
+      assert.equal(r.status, status, `${url}: ${r.body}`);
+      const error = (JSON.parse(r.body) as { error: string }).error;
+      assert.match(error, message, url);
+      assert.match(error, /^[^\n]+$/, `${url}: one line`);
+    }
+    await page.context().close();
+  });
+
   void it("serves the backup server's own view: its datastore, a snapshot verified, a group pruned, GC, maintenance mode, in Basque too; its auditor acts on nothing", async () => {
     const srv = `https://admin@127.0.0.1:${server.port}`;
     const admin = { GORDE_PASSWORD: "admin-pass-1", GORDE_FINGERPRINT: server.fingerprint };
