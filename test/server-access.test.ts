@@ -96,6 +96,8 @@ interface BackupFixture {
   digest: string;
   manifest: Manifest;
   indexUploaded: boolean;
+  /** the base's other indexes uploaded too: only the manifest is missing */
+  allUploaded: boolean;
   done: boolean;
 }
 
@@ -203,9 +205,22 @@ async function waitTask(id: string): Promise<string> {
 async function backupAs(who: string, group: string, store = STORE): Promise<void> {
   const file = path.join(tmp.dir, `src-${group.replace("/", "-")}-${randomBytes(4).toString("hex")}.img`);
   fs.writeFileSync(file, randomBytes(96 * 1024));
+  // and a small file archive, for the routes that browse one
+  const tree = `${file}.d`;
+  fs.mkdirSync(path.join(tree, "etc"), { recursive: true });
+  fs.writeFileSync(path.join(tree, "etc", "hostname"), `${group}\n`);
   const repo = await RemoteRepository.connect(`https://${who}@127.0.0.1:${server.port}/${store}`, { secret: secrets.get(who)!, fingerprint: server.fingerprint });
   try {
-    await runBackup({ group: parseGroup(group), sources: [{ archive: "disk.img", source: file }] }, (req) => repo.openBackup(req));
+    await runBackup(
+      {
+        group: parseGroup(group),
+        sources: [
+          { archive: "disk.img", source: file },
+          { archive: "root.tree", source: tree },
+        ],
+      },
+      (req) => repo.openBackup(req),
+    );
   } finally {
     repo.close();
   }
@@ -221,13 +236,24 @@ async function openBackupOn(who: string, group: string): Promise<BackupFixture> 
   const file = m.archives[0]!.indexes[0]!.file;
   const index = await ok<Buffer>(who, "backupBaseFile", { params: { session: started.session, file } });
   const digest = decodeFixedIndex(index).digests.toString("hex", 0, DIGEST_SIZE);
-  return { sid: started.session, file, index, digest, manifest: { ...m, time: started.time, unprotected: {} }, indexUploaded: false, done: false };
+  return { sid: started.session, file, index, digest, manifest: { ...m, time: started.time, unprotected: {} }, indexUploaded: false, allUploaded: false, done: false };
 }
 
 /** A new snapshot of `group` made by its owner through the API: the newest one's indexes again. */
+/** Uploads every index of the session's base again: the session then lacks only its manifest. */
+async function uploadBaseIndexes(who: string, s: BackupFixture): Promise<void> {
+  for (const a of s.manifest.archives) {
+    for (const { file } of a.indexes) {
+      if (file === s.file && s.indexUploaded) continue;
+      const index = file === s.file ? s.index : await ok<Buffer>(who, "backupBaseFile", { params: { session: s.sid, file } });
+      await ok(who, "uploadIndex", { params: { session: s.sid, file }, binary: index });
+    }
+  }
+}
+
 async function cloneNewest(who: string, group: string): Promise<void> {
   const s = await openBackupOn(who, group);
-  await ok(who, "uploadIndex", { params: { session: s.sid, file: s.file }, binary: s.index });
+  await uploadBaseIndexes(who, s);
   await ok(who, "finishBackup", { params: { session: s.sid }, json: s.manifest });
 }
 
@@ -358,6 +384,8 @@ const CASES: Record<RouteName, Case[]> = {
     async (g) => ({ query: { snapshot: await oldest(g.group) } }),
     (key) => refill(key),
   ),
+  browseSnapshot: groupCases(READ, async (g) => ({ query: { snapshot: await newest(g.group), archive: "root.tree", path: "etc" } })),
+  downloadSnapshotFile: groupCases(READ, async (g) => ({ query: { snapshot: await newest(g.group), archive: "root.tree", path: "etc/hostname" } })),
   setNotes: groupCases(NOTES, async (g, who) => ({ json: { snapshot: await newest(g.group), notes: `written by ${who}` } })),
   setDrill: groupCases(NOTES, async (g, who) => ({ json: { snapshot: await newest(g.group), state: { result: "passed", time: 1_800_000_000, node: who.replace(/[^a-z0-9-]/g, "-"), rtoSeconds: 12.5 } } })),
   setProtected: groupCases(
@@ -418,9 +446,9 @@ const CASES: Record<RouteName, Case[]> = {
     async () => {
       const s = await backupSession();
       // the session is complete: only the manifest is missing
-      if (!s.indexUploaded) {
-        await ok("r-backup", "uploadIndex", { params: { session: s.sid, file: s.file }, binary: s.index });
-        s.indexUploaded = true;
+      if (!s.allUploaded) {
+        await uploadBaseIndexes("r-backup", s);
+        s.indexUploaded = s.allUploaded = true;
       }
       return { params: { session: s.sid }, json: s.manifest };
     },

@@ -352,7 +352,7 @@ void describe("the web interface", { skip: why ?? false }, () => {
     await page.context().close();
   });
 
-  void it("serves the backup server's own view: its datastore, a snapshot verified, a group pruned, GC, maintenance mode, in Basque too; its auditor acts on nothing", async () => {
+  void it("serves the backup server's own view: its datastore, a snapshot verified, an archive browsed and a file downloaded, a group pruned, GC, maintenance mode, in Basque too; its auditor acts on nothing", async () => {
     const srv = `https://admin@127.0.0.1:${server.port}`;
     const admin = { GORDE_PASSWORD: "admin-pass-1", GORDE_FINGERPRINT: server.fingerprint };
     assert.equal((await gorde(["user", "add", srv, "storeauditor"], { ...admin, GORDE_NEW_PASSWORD: "auditor-pass-1" })).code, 0);
@@ -382,6 +382,13 @@ void describe("the web interface", { skip: why ?? false }, () => {
     const log = page.getByRole("region", { name: en.taskLog });
     await log.getByText(en.taskState.ok, { exact: true }).waitFor({ timeout: 60_000 });
     await newest.getByRole("cell", { name: en.verifyName.ok, exact: true }).waitFor();
+    // The container's archive browsed on the server itself; a file downloaded, byte-equal to the original.
+    await newest.getByRole("button", { name: `Browse root.tree of ${name}` }).click();
+    const files = page.getByRole("region", { name: `Files of ${name}` });
+    await files.getByRole("button", { name: "bin/" }).click();
+    const [dl] = await Promise.all([page.waitForEvent("download"), files.getByRole("button", { name: "Download bin/busybox" }).click()]);
+    assert.ok(fs.readFileSync((await dl.path())!).equals(fs.readFileSync(path.join(tmp.dir, "node1", "rootfs", "101", "bin", "busybox"))), "the download is byte-equal to the original");
+    await files.getByRole("button", { name: en.close }).click();
     // Prune: not offered without options; with keep-last 1, what the simulator said is what the server did.
     await page.getByLabel(en.group).selectOption("ct/101");
     const pruneNow = page.getByRole("button", { name: en.pruneNow });
@@ -437,7 +444,10 @@ void describe("the web interface", { skip: why ?? false }, () => {
     await page.getByRole("button", { name: en.login }).click();
     await tree.getByText(`${en.datastore} store`).click();
     await rows.first().waitFor();
-    for (const b of [en.forget, en.pruneNow, en.gcNow, en.verifyAll, en.verify]) assert.equal(await page.getByRole("button", { name: b, exact: true }).count(), 0, `no ${b} button`);
+    for (const b of [en.forget, en.pruneNow, en.gcNow, en.verifyAll]) assert.equal(await page.getByRole("button", { name: b, exact: true }).count(), 0, `no ${b} button`);
+    // (a snapshot's buttons are named with it)
+    for (const b of [/^Verify ct\/101\//, /^Browse root\.tree of /]) assert.equal(await page.getByRole("button", { name: b }).count(), 0, `no ${b} button`);
+    assert.ok((await rows.count()) > 0, "the snapshots are listed");
     assert.equal(await page.getByLabel(en.maintenance).count(), 0);
     const forged = await page.evaluate(async () => {
       const r = await fetch("/api/datastores/store/prune", { method: "POST", headers: { CSRFPreventionToken: sessionStorage.getItem("gorde.csrf") ?? "", "content-type": "application/json" }, body: JSON.stringify({ group: "ct/101", keep: { keepLast: 1 } }) });

@@ -8,7 +8,7 @@ import { CtConfigSchema, GuestConfigSchema, VmConfigSchema } from "./guest-confi
 import { GroupName, Ok, route, SnapshotName, StoreName, TaskId, TaskRef } from "./route.ts";
 import { CREATE_CLUSTER_ROUTE } from "./cluster-routes.ts";
 import { HA_ROUTES } from "./ha-routes.ts";
-import { ROUTES, SnapshotSchema } from "./routes.ts";
+import { ArchiveEntrySchema, ArchivePath, ROUTES, SnapshotSchema, TreeArchiveName } from "./routes.ts";
 
 export const GuestId = z.coerce.number().int().min(100).max(999_999_999);
 const idParam = z.strictObject({ id: GuestId });
@@ -119,13 +119,6 @@ export const StartDrillSchema = z.strictObject({
 export type StartDrill = z.infer<typeof StartDrillSchema>;
 
 const storageParam = z.strictObject({ storage: StoreName });
-const TreeArchiveName = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}\.tree$/, "a file archive's name, <name>.tree");
-/** a path inside an archive: '/'-separated, no '.' or '..' component */
-const ArchivePath = z
-  .string()
-  .max(4096)
-  .refine((p) => !p.split("/").some((c) => c === "." || c === ".."), "a path without '.' or '..'");
-
 export const NODE_ROUTES = {
   version: ROUTES.version,
   nodeStatus: route({
@@ -307,7 +300,7 @@ export const NODE_ROUTES = {
     permission: "Datastore.Audit on /storage/<name> and VM.Backup on /vms/<id> of the snapshot's guest",
     params: storageParam,
     query: z.strictObject({ snapshot: SnapshotName, archive: TreeArchiveName, path: ArchivePath.optional() }),
-    response: z.array(z.object({ name: z.string(), path: z.string(), kind: z.string(), size: z.number(), mtime: z.number() })),
+    response: z.array(ArchiveEntrySchema),
   }),
   downloadFile: route({
     method: "GET",

@@ -102,6 +102,16 @@ export type MaintenanceMode = z.infer<typeof MaintenanceMode>;
 const storeParam = z.strictObject({ store: StoreName });
 const nsQuery = { ns: Namespace.optional() };
 
+export const TreeArchiveName = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}\.tree$/, "a file archive's name, <name>.tree");
+/** a path inside an archive: '/'-separated, no '.' or '..' component */
+export const ArchivePath = z
+  .string()
+  .max(4096)
+  .refine((p) => !p.split("/").some((c) => c === "." || c === ".."), "a path without '.' or '..'");
+/** one entry of a file archive as the web interface browses it (mtime in unix seconds) */
+export const ArchiveEntrySchema = z.object({ name: z.string(), path: z.string(), kind: z.string(), size: z.number(), mtime: z.number() });
+export type ArchiveEntry = z.infer<typeof ArchiveEntrySchema>;
+
 export const ROUTES = {
   version: route({
     method: "GET",
@@ -245,6 +255,26 @@ export const ROUTES = {
     params: storeParam,
     body: z.strictObject({ ...nsQuery, group: GroupName, owner: AuthId }),
     response: Ok,
+  }),
+  browseSnapshot: route({
+    method: "GET",
+    path: "/api/datastores/{store}/browse",
+    summary: "The entries of a snapshot's file archive under `path` (a directory's children), as folders to browse",
+    access: "datastore",
+    permission: "Datastore.Read, or Datastore.Backup (own groups)",
+    params: storeParam,
+    query: z.strictObject({ ...nsQuery, snapshot: SnapshotName, archive: TreeArchiveName, path: ArchivePath.optional() }),
+    response: z.array(ArchiveEntrySchema),
+  }),
+  downloadSnapshotFile: route({
+    method: "GET",
+    path: "/api/datastores/{store}/download",
+    summary: "One file of a snapshot's file archive (at most 64 MiB; gorde restore --path takes any)",
+    access: "datastore",
+    permission: "Datastore.Read, or Datastore.Backup (own groups)",
+    params: storeParam,
+    query: z.strictObject({ ...nsQuery, snapshot: SnapshotName, archive: TreeArchiveName, path: ArchivePath }),
+    response: "binary",
   }),
   prune: route({
     method: "POST",

@@ -4,7 +4,8 @@
 // Datastore.Audit to browse, Datastore.AllocateSpace to change or forget a snapshot).
 import { NODE_ROUTES } from "../api/node-routes.ts";
 import type { RemoteRepository } from "../client/remote.ts";
-import { type SnapshotReader, listEntries, readArchiveFile } from "../client/restore.ts";
+import { browseArchive, downloadArchiveFile } from "../client/archive-browse.ts";
+import type { SnapshotReader } from "../client/restore.ts";
 import { parseGroup, parseSnapshotRef } from "../format/names.ts";
 import { denied } from "../host/access-handlers.ts";
 import type { ApiHandlers } from "../host/api-host.ts";
@@ -13,7 +14,6 @@ import { HttpError } from "../host/http.ts";
 import type { NodeConfig } from "./node-config.ts";
 
 /** The largest file a web download reads into memory. */
-const MAX_DOWNLOAD = 64 * 1024 * 1024;
 
 type StorageRoute = "listStorages" | "storageStatus" | "storageHistory" | "browseArchive" | "downloadFile" | "storageSnapshots" | "setStorageNotes" | "setStorageProtected" | "forgetStorageSnapshot";
 
@@ -68,17 +68,11 @@ export function storageHandlers(parts: { auth: AuthStore; config: NodeConfig; re
     },
     browseArchive: async ({ authId, params, query }) => {
       guestData(authId, params.storage, query.snapshot);
-      const entries = await withReader(query.snapshot, (r) => listEntries(r, { snapshot: parseSnapshotRef(query.snapshot), archive: query.archive, path: query.path }));
-      return {
-        json: entries.map((e) => {
-          const p = e.path.toString();
-          return { name: p.slice(p.lastIndexOf("/") + 1), path: p, kind: e.kind, size: e.size, mtime: Number(e.mtimeNs / 1_000_000_000n) };
-        }),
-      };
+      return { json: await withReader(query.snapshot, (r) => browseArchive(r, query)) };
     },
     downloadFile: async ({ authId, params, query }) => {
       guestData(authId, params.storage, query.snapshot);
-      const { data } = await withReader(query.snapshot, (r) => readArchiveFile(r, { archive: query.archive, path: query.path, maxBytes: MAX_DOWNLOAD }));
+      const data = await withReader(query.snapshot, (r) => downloadArchiveFile(r, query));
       log(`${authId} downloaded ${query.path} of ${query.snapshot}/${query.archive} from storage ${params.storage}`);
       return { binary: data };
     },

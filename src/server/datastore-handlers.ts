@@ -1,6 +1,8 @@
 // The datastore routes: the stores and their maintenance modes, groups and snapshots with
 // their notes, drills, protection and owners, and prune, GC and verify.
 import type { ROUTES } from "../api/routes.ts";
+import { browseArchive, downloadArchiveFile } from "../client/archive-browse.ts";
+import { type SnapshotReader, openLocalReader } from "../client/restore.ts";
 import type { SnapshotInfo } from "../datastore/datastore.ts";
 import { pruneGroup, snapshotJson } from "../datastore/group-ops.ts";
 import { formatGroup, formatSnapshot, parseGroup, parseNamespace, parseSnapshotRef } from "../format/names.ts";
@@ -14,6 +16,7 @@ import { datastoreStatus } from "../datastore/status.ts";
 
 type DatastoreRoute = "listDatastores" | "datastoreStatus" | "datastoreHistory" | "setMaintenance" | "listGroups" | "listSnapshots" | "prune" | "gc" | "verify";
 type SnapshotRoute = "forgetSnapshot" | "setNotes" | "setDrill" | "setProtected" | "setOwner";
+type ContentRoute = "browseSnapshot" | "downloadSnapshotFile";
 
 export function datastoreHandlers(ctx: ServerContext, long: LongTasks): ApiHandlers<typeof ROUTES, DatastoreRoute> {
   const { auth, stores, maintenance, maintenanceFile, log, privs, deny, storeFor, groupAcc, findSnap } = ctx;
@@ -166,6 +169,32 @@ export function snapshotHandlers(ctx: ServerContext): ApiHandlers<typeof ROUTES,
       await e.store.setGroupOwner(ns, g, b.owner);
       log(`${authId} gave ${e.name}:${b.group} to ${b.owner}`);
       return { json: { ok: true } };
+    },
+  };
+}
+
+/** A snapshot's file archive browsed as folders and one file of it downloaded, for the server's own web view. */
+export function contentHandlers(ctx: ServerContext): ApiHandlers<typeof ROUTES, ContentRoute> {
+  const { log, deny, storeFor, groupAcc } = ctx;
+  /** Permission before existence, as for every read: no probing for snapshots of groups one may not see. */
+  const withReader = async <T>(authId: string, store: string, q: { ns?: string; snapshot: string }, fn: (r: SnapshotReader) => Promise<T>): Promise<T> => {
+    const e = storeFor(authId, store, "read");
+    const ns = parseNamespace(q.ns);
+    const ref = parseSnapshotRef(q.snapshot);
+    if (!(await groupAcc(authId, e, ns, ref)).acc.read) deny(authId, `read ${q.snapshot}`);
+    const reader = await openLocalReader(e.store, ns, ref);
+    try {
+      return await fn(reader);
+    } finally {
+      await reader.close();
+    }
+  };
+  return {
+    browseSnapshot: async ({ authId, params, query }) => ({ json: await withReader(authId, params.store, query, (r) => browseArchive(r, query)) }),
+    downloadSnapshotFile: async ({ authId, params, query }) => {
+      const data = await withReader(authId, params.store, query, (r) => downloadArchiveFile(r, query));
+      log(`${authId} downloaded ${query.path} of ${params.store}:${query.snapshot}/${query.archive}`);
+      return { binary: data };
     },
   };
 }

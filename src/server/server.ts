@@ -26,7 +26,7 @@ import { planHandlers } from "../host/plan-handlers.ts";
 import { taskHandlers } from "../host/task-handlers.ts";
 import { TaskManager } from "../host/tasks.ts";
 import { ensureCertificate } from "../host/tls.ts";
-import { datastoreHandlers, snapshotHandlers } from "./datastore-handlers.ts";
+import { contentHandlers, datastoreHandlers, snapshotHandlers } from "./datastore-handlers.ts";
 import { longTasks } from "./long-tasks.ts";
 import { ServerMetrics } from "./metrics.ts";
 import { openApiDocument } from "./openapi.ts";
@@ -102,6 +102,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
     },
     ...datastoreHandlers(ctx, long),
     ...snapshotHandlers(ctx),
+    ...contentHandlers(ctx),
     ...backupHandlers(ctx, uploads),
     ...readerHandlers(ctx),
     ...taskHandlers(auth, tasks),

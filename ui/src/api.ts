@@ -108,8 +108,8 @@ export async function logout(): Promise<void> {
 }
 
 /** Fetches a binary route and hands it to the browser as a download named `filename`. */
-export async function download<N extends NodeRouteName>(name: N, o: CallOptions<NodeRoutes[N]>, filename: string): Promise<void> {
-  const blob = await (await request(NODE_ROUTES[name].method, url(NODE_ROUTES[name], o))).blob();
+async function downloadRoute(route: Route, o: CallOptions<Route>, filename: string): Promise<void> {
+  const blob = await (await request(route.method, url(route, o))).blob();
   const href = URL.createObjectURL(blob);
   const a = document.createElement("a");
   a.href = href;
@@ -118,6 +118,16 @@ export async function download<N extends NodeRouteName>(name: N, o: CallOptions<
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(href), 10_000);
+}
+
+/** A binary route of the node, downloaded. */
+export function download<N extends NodeRouteName>(name: N, o: CallOptions<NodeRoutes[N]>, filename: string): Promise<void> {
+  return downloadRoute(NODE_ROUTES[name], o, filename);
+}
+
+/** A binary route of the server, downloaded. */
+export function downloadServer<N extends ServerRouteName>(name: N, o: CallOptions<ServerRoutes[N]>, filename: string): Promise<void> {
+  return downloadRoute(ROUTES[name], o, filename);
 }
 
 /** A task's events as they happen (the host's JSON-lines stream): its log from the start, its progress, its end. */

@@ -1,13 +1,14 @@
-// A container's file archive browsed as folders, one file downloaded at a time (read
-// through the node from the backup server, every chunk checked against its digest).
+// A container's file archive browsed as folders, one file downloaded at a time (read by the
+// server, or through the node from it; every chunk checked against its digest).
 import { useEffect, useState } from "react";
 import { useTranslation } from "react-i18next";
-import { ApiError, call, download } from "../api.ts";
+import { ApiError } from "../api.ts";
 import { formatBytes, formatDate } from "../format.ts";
 import type { ArchiveEntry } from "../types.ts";
 import { DataTable } from "./DataTable.tsx";
+import type { SnapshotSource } from "./StoragePage.tsx";
 
-export function ArchiveBrowser(props: { storage: string; snapshot: string; archive: string; onClose: () => void }) {
+export function ArchiveBrowser(props: { source: SnapshotSource; snapshot: string; archive: string; onClose: () => void }) {
   const { t, i18n } = useTranslation();
   const [dir, setDir] = useState("");
   const [entries, setEntries] = useState<ArchiveEntry[] | undefined>();
@@ -15,10 +16,8 @@ export function ArchiveBrowser(props: { storage: string; snapshot: string; archi
   useEffect(() => {
     setEntries(undefined);
     setError("");
-    call("browseArchive", { params: { storage: props.storage }, query: { snapshot: props.snapshot, archive: props.archive, path: dir || undefined } }).then(setEntries, (e: unknown) =>
-      setError(e instanceof ApiError ? e.message : String(e)),
-    );
-  }, [props.storage, props.snapshot, props.archive, dir]);
+    props.source.browse(props.snapshot, props.archive, dir || undefined).then(setEntries, (e: unknown) => setError(e instanceof ApiError ? e.message : String(e)));
+  }, [props.source, props.snapshot, props.archive, dir]);
   const parts = dir ? dir.split("/") : [];
   return (
     <section aria-label={t("browseTitle", { snapshot: props.snapshot })} className="browser">
@@ -69,9 +68,7 @@ export function ArchiveBrowser(props: { storage: string; snapshot: string; archi
                     type="button"
                     aria-label={t("downloadOf", { name: e.path })}
                     onClick={() =>
-                      void download("downloadFile", { params: { storage: props.storage }, query: { snapshot: props.snapshot, archive: props.archive, path: e.path } }, e.name).catch((err: unknown) =>
-                        setError(err instanceof ApiError ? err.message : String(err)),
-                      )
+                      void props.source.download(props.snapshot, props.archive, e.path, e.name).catch((err: unknown) => setError(err instanceof ApiError ? err.message : String(err)))
                     }
                   >
                     {t("download")}

@@ -5,10 +5,10 @@
 // (PBS's: /datastore/<name>, with prune, verify and garbage collection run from here).
 import { type ReactNode, useCallback, useEffect, useState } from "react";
 import { useTranslation } from "react-i18next";
-import { ApiError, call, callServer } from "../api.ts";
+import { ApiError, call, callServer, download, downloadServer } from "../api.ts";
 import { formatBytes, formatDate, formatNumber } from "../format.ts";
 import type { PruneOptions } from "../../../src/datastore/prune.ts";
-import type { Snapshot, StorageStatus, UsageSample } from "../types.ts";
+import type { ArchiveEntry, Snapshot, StorageStatus, UsageSample } from "../types.ts";
 import { ArchiveBrowser } from "./ArchiveBrowser.tsx";
 import { TimeChart } from "./Chart.tsx";
 import { usePruneSimulation } from "./PruneSimulator.tsx";
@@ -20,13 +20,19 @@ export interface SnapshotSource {
   /** the ACL path whose privileges decide which buttons show (the API still decides) */
   aclPath: string;
   mayChange: (privs: readonly string[]) => boolean;
+  /** whether archives may be browsed (the API decides per group and guest) */
+  mayBrowse: (privs: readonly string[]) => boolean;
   snapshots: () => Promise<Snapshot[]>;
   status: () => Promise<StorageStatus>;
   history: () => Promise<UsageSample[]>;
   setNotes: (snapshot: string, notes: string) => Promise<unknown>;
   setProtected: (snapshot: string, on: boolean) => Promise<unknown>;
   forget: (snapshot: string) => Promise<unknown>;
-  /** a node restores snapshots as guests and browses container archives */
+  /** a file archive's entries under `path` */
+  browse: (snapshot: string, archive: string, path: string | undefined) => Promise<ArchiveEntry[]>;
+  /** one file of a file archive, handed to the browser as a download */
+  download: (snapshot: string, archive: string, path: string, filename: string) => Promise<void>;
+  /** a node restores snapshots as guests */
   onNode: boolean;
 }
 
@@ -37,12 +43,15 @@ export function nodeStorage(storage: string): SnapshotSource {
     name: storage,
     aclPath: `/storage/${storage}`,
     mayChange: (p) => p.includes("Datastore.AllocateSpace"),
+    mayBrowse: (p) => p.includes("Datastore.Audit"),
     snapshots: () => call("storageSnapshots", { params }),
     status: () => call("storageStatus", { params }),
     history: () => call("storageHistory", { params }),
     setNotes: (snapshot, notes) => call("setStorageNotes", { params, json: { snapshot, notes } }),
     setProtected: (snapshot, on) => call("setStorageProtected", { params, json: { snapshot, protected: on } }),
     forget: (snapshot) => call("forgetStorageSnapshot", { params, query: { snapshot } }),
+    browse: (snapshot, archive, path) => call("browseArchive", { params, query: { snapshot, archive, path } }),
+    download: (snapshot, archive, path, filename) => download("downloadFile", { params, query: { snapshot, archive, path } }, filename),
     onNode: true,
   };
 }
@@ -54,12 +63,15 @@ export function serverDatastore(store: string): SnapshotSource {
     name: store,
     aclPath: `/datastore/${store}`,
     mayChange: (p) => p.includes("Datastore.Modify"),
+    mayBrowse: (p) => ["Datastore.Modify", "Datastore.Read", "Datastore.Backup"].some((x) => p.includes(x)),
     snapshots: () => callServer("listSnapshots", { params }),
     status: () => callServer("datastoreStatus", { params }),
     history: () => callServer("datastoreHistory", { params }),
     setNotes: (snapshot, notes) => callServer("setNotes", { params, json: { snapshot, notes } }),
     setProtected: (snapshot, on) => callServer("setProtected", { params, json: { snapshot, protected: on } }),
     forget: (snapshot) => callServer("forgetSnapshot", { params, query: { snapshot } }),
+    browse: (snapshot, archive, path) => callServer("browseSnapshot", { params, query: { snapshot, archive, path } }),
+    download: (snapshot, archive, path, filename) => downloadServer("downloadSnapshotFile", { params, query: { snapshot, archive, path } }, filename),
     onNode: false,
   };
 }
@@ -212,7 +224,7 @@ export function StoragePage(props: {
                   )}
                   {props.rowTools?.(s, privs)}
                   {s.archives
-                    .filter((a) => src.onNode && a.kind === "tree")
+                    .filter((a) => a.kind === "tree" && src.mayBrowse(privs))
                     .map((a) => (
                       <button key={a.name} type="button" aria-label={t("browseOf", { snapshot: s.snapshot, archive: a.name })} onClick={() => setBrowsing({ snapshot: s.snapshot, archive: a.name })}>
                         {t("browse")}
@@ -235,7 +247,7 @@ export function StoragePage(props: {
           })}
         </tbody>
       </table>
-      {browsing && <ArchiveBrowser key={`${browsing.snapshot}/${browsing.archive}`} storage={src.name} snapshot={browsing.snapshot} archive={browsing.archive} onClose={() => setBrowsing(undefined)} />}
+      {browsing && <ArchiveBrowser key={`${browsing.snapshot}/${browsing.archive}`} source={src} snapshot={browsing.snapshot} archive={browsing.archive} onClose={() => setBrowsing(undefined)} />}
       {group ? prune.panel : <p>{t("pruneChooseGroup")}</p>}
       {props.tools?.({ group, keep: prune.options, privs, reload })}
       {restoring && (
