@@ -7,6 +7,7 @@ import path from "node:path";
 import { type Browser, type Page, chromium } from "playwright-core";
 import { UI_DIST } from "../src/host/web-ui.ts";
 import en from "../ui/src/locales/en.json" with { type: "json" };
+import eu from "../ui/src/locales/eu.json" with { type: "json" };
 
 export const CHROMIUM = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((p) => fs.existsSync(p));
 
@@ -46,4 +47,15 @@ export async function assertAccessible(page: Page, what: string): Promise<void> 
     return r.violations.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id} (${v.nodes.length})`);
   });
   assert.deepEqual(found, [], `${what}: accessibility violations`);
+}
+
+/** Every string of a catalogue, flattened. */
+function strings(o: unknown): string[] {
+  return typeof o === "string" ? [o] : Object.values(o as Record<string, unknown>).flatMap(strings);
+}
+
+/** The strings of the English catalogue that Basque says otherwise, found in `text` as words (Basque's "IDa" holds no English "ID"). */
+export function englishIn(text: string): string[] {
+  const englishOnly = strings(en).filter((s) => !strings(eu).includes(s) && !s.includes("{{"));
+  return englishOnly.filter((s) => new RegExp(`(^|[^\\p{L}])${s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}($|[^\\p{L}])`, "u").test(text));
 }

@@ -22,7 +22,8 @@ import { NodeClient } from "../src/client/node-client.ts";
 import { etcdAvailable } from "../src/cluster/etcd-member.ts";
 import { lxcAvailable } from "../src/node/lxc.ts";
 import en from "../ui/src/locales/en.json" with { type: "json" };
-import { assertAccessible, browserMissing, launchBrowser, logIn, openPage } from "./browser-fixture.ts";
+import eu from "../ui/src/locales/eu.json" with { type: "json" };
+import { assertAccessible, browserMissing, englishIn, launchBrowser, logIn, openPage } from "./browser-fixture.ts";
 import { serviceGet } from "./guest-fixture.ts";
 import { tempDir } from "./helpers.ts";
 import { type NodeProcess, type ServerProcess, freePort, gorde, startNodeProcess, startServerProcess } from "./server-fixture.ts";
@@ -240,6 +241,13 @@ void describe("HA: a guest comes back on the other node from its backup", { skip
         await failover.getByText(en.recoveryName.recovered, { exact: true }).waitFor();
         await page.getByRole("img", { name: en.rtoOverTime }).locator("canvas").waitFor();
         await assertAccessible(page, "HA page");
+        const shots = tempDir("gorde-ha-screenshots-");
+        await page.screenshot({ path: path.join(shots.dir, "ha-en.png"), fullPage: true });
+        await page.getByLabel(en.language).selectOption("eu");
+        await page.getByRole("table", { name: eu.haResources }).waitFor();
+        assert.deepEqual(englishIn(await page.locator("body").innerText()), [], "English on the HA page in Basque");
+        await page.screenshot({ path: path.join(shots.dir, "ha-eu.png"), fullPage: true });
+        console.log(`screenshots of the HA page: ${shots.dir}`);
       } finally {
         await browser.close();
       }

@@ -16,24 +16,13 @@ import type { Browser, Page } from "playwright-core";
 import { lxcAvailable } from "../src/node/lxc.ts";
 import en from "../ui/src/locales/en.json" with { type: "json" };
 import eu from "../ui/src/locales/eu.json" with { type: "json" };
-import { assertAccessible, browserMissing, launchBrowser, logIn, openPage } from "./browser-fixture.ts";
+import { assertAccessible, browserMissing, englishIn, launchBrowser, logIn, openPage } from "./browser-fixture.ts";
 import { tempDir } from "./helpers.ts";
 import { type NodeProcess, type ServerProcess, freePort, gorde, startNodeProcess, startServerProcess } from "./server-fixture.ts";
 
 const lxc = lxcAvailable();
 const why = browserMissing() ?? (!lxc.ok ? lxc.why : undefined);
 if (why) console.error(`\n*** SKIPPED: web interface tests: ${why}. ***\n`);
-
-/** Every string of a catalogue, flattened. */
-function strings(o: unknown): string[] {
-  return typeof o === "string" ? [o] : Object.values(o as Record<string, unknown>).flatMap(strings);
-}
-
-/** The strings of the English catalogue that Basque says otherwise, found in `text` as words (Basque's "IDa" holds no English "ID"). */
-function englishIn(text: string): string[] {
-  const englishOnly = strings(en).filter((s) => !strings(eu).includes(s) && !s.includes("{{"));
-  return englishOnly.filter((s) => new RegExp(`(^|[^\\p{L}])${s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}($|[^\\p{L}])`, "u").test(text));
-}
 
 void describe("the web interface", { skip: why ?? false }, () => {
   const tmp = tempDir("gorde-web-");
@@ -428,6 +417,7 @@ void describe("the web interface", { skip: why ?? false }, () => {
     for (const [what, go] of [
       ["server", () => tree.getByText(eu.backupServer).click()],
       ["server-datastore", () => tree.getByText(`${eu.datastore} store`).click()],
+      ["server-plan", () => tree.getByText(eu.plan, { exact: true }).click()],
     ] as const) {
       await go();
       await page.getByRole("heading").first().waitFor();
