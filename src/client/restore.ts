@@ -1,6 +1,5 @@
 // Restore and browse: the reverse of backup, every chunk checked against its digest.
 import fs from "node:fs";
-import fsp from "node:fs/promises";
 import path from "node:path";
 import { GordeError, corrupt } from "../errors.ts";
 import { ChunkPool } from "../datastore/chunk-pool.ts";
@@ -16,6 +15,8 @@ import { restoreImage } from "./image-archive.ts";
 import type { ProgressFn } from "./progress.ts";
 import { readTreeEntries } from "./tree-reader.ts";
 import { restoreTree, selectEntries } from "./tree-restore.ts";
+import { readRegularFile } from "../sys/bounded-read.ts";
+import { MAX_INDEX_FILE_SIZE } from "../format/magic.ts";
 
 export interface RestoreOptions {
   ns?: string[];
@@ -70,7 +71,7 @@ export async function openLocalReader(store: Datastore, ns: string[], ref: Group
 
 async function readSnapshotFile(snap: SnapshotInfo, file: string): Promise<Buffer> {
   try {
-    return await fsp.readFile(path.join(snap.dir, file));
+    return await readRegularFile(path.join(snap.dir, file), MAX_INDEX_FILE_SIZE, `index ${file} of ${formatSnapshot(snap)}`);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") throw corrupt(`index ${file} of ${formatSnapshot(snap)} is missing.`);
     throw err;

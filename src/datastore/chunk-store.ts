@@ -5,9 +5,10 @@ import fs from "node:fs";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { GordeError } from "../errors.ts";
-import { SHARD_HEX, magicKind } from "../format/magic.ts";
+import { magicKind, MAX_CHUNK_FILE_SIZE, SHARD_HEX } from "../format/magic.ts";
 import { fsyncDir } from "../sys/atomic-write.ts";
 import { flock, syncfs } from "../sys/posix.ts";
+import { readRegularFileSync } from "../sys/bounded-read.ts";
 
 /** Directory sync: shard directories fsynced at once; above SYNCFS_ABOVE of them, one syncfs instead. */
 const FSYNC_AT_ONCE = 16;
@@ -216,7 +217,7 @@ export function commitChunks(chunkDir: string, batch: PendingChunk[]): void {
 /** Reads a chunk file synchronously (worker threads); a missing chunk is named. */
 export function readChunkFile(chunkDir: string, hex: string): Buffer {
   try {
-    return fs.readFileSync(path.join(chunkDir, hex.slice(0, SHARD_HEX), hex));
+    return readRegularFileSync(path.join(chunkDir, hex.slice(0, SHARD_HEX), hex), MAX_CHUNK_FILE_SIZE, `chunk ${hex}`);
   } catch (err) {
     throw readError(err, hex);
   }

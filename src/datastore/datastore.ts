@@ -8,7 +8,7 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { GordeError } from "../errors.ts";
-import { DATASTORE_FORMAT } from "../format/magic.ts";
+import { DATASTORE_FORMAT, MAX_MANIFEST_FILE_SIZE } from "../format/magic.ts";
 import { type DrillState, type Manifest, decodeManifest, encodeManifest } from "../format/manifest.ts";
 import {
   BACKUP_TYPES,
@@ -22,6 +22,7 @@ import {
 import { flock } from "../sys/posix.ts";
 import { ChunkStore } from "./chunk-store.ts";
 import { writeFileAtomic } from "../sys/atomic-write.ts";
+import { readRegularFile } from "../sys/bounded-read.ts";
 
 export const MARKER_FILE = ".gorde-datastore";
 export const MANIFEST_FILE = "manifest.json";
@@ -173,7 +174,7 @@ export class Datastore {
     let manifest: Manifest | undefined;
     let error: GordeError | undefined;
     try {
-      manifest = decodeManifest(await fsp.readFile(path.join(dir, MANIFEST_FILE)), `manifest of ${formatSnapshot(r)}`);
+      manifest = decodeManifest(await readRegularFile(path.join(dir, MANIFEST_FILE), MAX_MANIFEST_FILE_SIZE, `manifest of ${formatSnapshot(r)}`), `manifest of ${formatSnapshot(r)}`);
       if (manifest.type !== r.type || manifest.id !== r.id || manifest.time !== r.time) {
         throw new GordeError("corrupt", `manifest of ${formatSnapshot(r)} names another snapshot.`);
       }
@@ -233,7 +234,7 @@ export class Datastore {
     try {
       flock(fd, "ex", true);
       const file = path.join(snap.dir, MANIFEST_FILE);
-      const m = decodeManifest(await fsp.readFile(file), `manifest of ${formatSnapshot(snap)}`);
+      const m = decodeManifest(await readRegularFile(file, MAX_MANIFEST_FILE_SIZE, `manifest of ${formatSnapshot(snap)}`), `manifest of ${formatSnapshot(snap)}`);
       update(m.unprotected);
       await writeFileAtomic(file, encodeManifest(m));
     } finally {

@@ -14,7 +14,7 @@
 // Chunks this collection marked are never removed, whatever their atime says. `.bad`
 // files (chunks a verification found corrupt) stay while their chunk is referenced and
 // missing, so the data is kept until a backup stores the chunk anew.
-import { SHARD_HEX } from "../format/magic.ts";
+import { DIGEST_SIZE, DYNAMIC_ENTRY_SIZE, MAX_INDEX_FILE_SIZE, SHARD_HEX } from "../format/magic.ts";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
@@ -22,10 +22,10 @@ import { setImmediate as yieldToLoop } from "node:timers/promises";
 import { GordeError } from "../errors.ts";
 import { decodeDynamicIndex } from "../format/dynamic-index.ts";
 import { decodeFixedIndex } from "../format/fixed-index.ts";
-import { DIGEST_SIZE, DYNAMIC_ENTRY_SIZE } from "../format/magic.ts";
 import { BACKUP_TYPES } from "../format/names.ts";
 import { flock } from "../sys/posix.ts";
 import type { Datastore } from "./datastore.ts";
+import { readRegularFile } from "../sys/bounded-read.ts";
 
 /** Default age below which an unreferenced chunk is kept: 24 h 5 min, as PBS. */
 export const DEFAULT_GC_CUTOFF_MS = (24 * 60 + 5) * 60 * 1000;
@@ -176,7 +176,7 @@ async function markPhase(store: Datastore, opts: GcOptions): Promise<Mark> {
     const rel = path.relative(store.dir, file);
     let bytes: Buffer;
     try {
-      bytes = await fsp.readFile(file);
+      bytes = await readRegularFile(file, MAX_INDEX_FILE_SIZE, `index ${rel}`);
     } catch (err) {
       // Its snapshot was removed since the walk: its chunks need no mark.
       if ((err as NodeJS.ErrnoException).code === "ENOENT") continue;

@@ -1,5 +1,4 @@
 // Loads an archive's index files from a snapshot, checked against the manifest.
-import fsp from "node:fs/promises";
 import path from "node:path";
 import { GordeError, corrupt } from "../errors.ts";
 import type { Datastore, SnapshotInfo } from "./datastore.ts";
@@ -7,6 +6,8 @@ import { type DynamicIndex, decodeDynamicIndex } from "../format/dynamic-index.t
 import { type FixedIndex, decodeFixedIndex } from "../format/fixed-index.ts";
 import { type Manifest, sha256Hex } from "../format/manifest.ts";
 import { formatSnapshot } from "../format/names.ts";
+import { readRegularFile } from "../sys/bounded-read.ts";
+import { MAX_INDEX_FILE_SIZE } from "../format/magic.ts";
 
 export type ArchiveIndexes =
   | { kind: "img"; index: FixedIndex }
@@ -17,7 +18,7 @@ export async function loadArchiveIndexes(_store: Datastore, snap: SnapshotInfo, 
   if (!snap.manifest) throw new GordeError("usage", `snapshot ${where} is unfinished.`);
   return readArchiveIndexes(snap.manifest, archive, where, async (file) => {
     try {
-      return await fsp.readFile(path.join(snap.dir, file));
+      return await readRegularFile(path.join(snap.dir, file), MAX_INDEX_FILE_SIZE, `index ${file} of ${where}`);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") throw corrupt(`index ${file} of ${where} is missing.`);
       throw err;

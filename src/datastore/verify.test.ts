@@ -2,13 +2,16 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { after, describe, it } from "node:test";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { encodeBlob } from "../format/blob.ts";
 import { deriveChunkKey } from "../format/crypt.ts";
 import { ChunkPool } from "./chunk-pool.ts";
 import { Datastore, MANIFEST_FILE, type SnapshotInfo } from "./datastore.ts";
 import { verifyAll, verifySnapshots } from "./verify.ts";
-import { T, data, hexOf, makeSnapshot, newStore, removeStores } from "../../test/store-fixture.ts";
+import { openLocalReader, restoreArchive } from "../client/restore.ts";
+import { GordeError } from "../errors.ts";
+import { T, VM, data, hexOf, makeSnapshot, newStore, removeStores } from "../../test/store-fixture.ts";
 
 const NOW = T + 86400;
 
@@ -195,6 +198,78 @@ void describe("verifyAll", () => {
     assert.equal((await verifyAll(store, { pool, now: NOW + 86400, skipVerifiedWithinDays: 2 })).snapshots.length, 1);
     const none = await verifyAll(store, { pool, now: NOW + 2 * 86400, skipVerifiedWithinDays: 0.5 });
     assert.equal(none.snapshots.length, 4);
+    store.close();
+  });
+
+  void it("a chunk that is a FIFO or a symlink to /dev/zero is refused at once, not waited on or read without end: failed and moved aside", async () => {
+    const store = await newStore("gorde-verify-");
+    const fifoChunk = data(true);
+    const zeroChunk = data(true);
+    const snap = await makeSnapshot(store, T, { img: [data(), fifoChunk, zeroChunk] });
+    const fifo = store.chunks.chunkPath(hexOf(fifoChunk));
+    const zero = store.chunks.chunkPath(hexOf(zeroChunk));
+    fs.rmSync(fifo);
+    execFileSync("mkfifo", [fifo]);
+    fs.rmSync(zero);
+    fs.symlinkSync("/dev/zero", zero);
+
+    const r = await verifySnapshots(store, [snap], { pool, now: NOW });
+    assert.equal(r.snapshots[0]!.state, "failed");
+    assert.deepEqual(
+      r.badChunks.sort((a, b) => a.reason.localeCompare(b.reason)),
+      [
+        { digest: hexOf(fifoChunk), reason: `chunk ${hexOf(fifoChunk)} is a FIFO, not a regular file.`, renamedTo: `${fifo}.0.bad` },
+        { digest: hexOf(zeroChunk), reason: `chunk ${hexOf(zeroChunk)} is a symlink, not a regular file.`, renamedTo: `${zero}.0.bad` },
+      ].sort((a, b) => a.reason.localeCompare(b.reason)),
+    );
+    // A restore names the chunk and stops, writing no image.
+    fs.rmSync(`${fifo}.0.bad`);
+    execFileSync("mkfifo", [fifo]);
+    const target = path.join(path.dirname(store.dir), `restored-${randomBytes(4).toString("hex")}.img`);
+    const reader = await openLocalReader(store, [], snap);
+    try {
+      await assert.rejects(restoreArchive(reader, { snapshot: snap, archive: "disk.img", target }), (err: Error) => err instanceof GordeError && err.code === "corrupt" && /is a FIFO, not a regular file/.test(err.message));
+    } finally {
+      await reader.close();
+    }
+    assert.equal(fs.existsSync(target), false, "no half-written image");
+    store.close();
+  });
+
+  void it("an index or a manifest that is a directory or a FIFO fails its snapshot in one sentence; the rest is listed and verified", async () => {
+    const store = await newStore("gorde-verify-");
+    await makeSnapshot(store, T, { img: [data()] });
+    const dirIndex = await makeSnapshot(store, T + 60, { img: [data()] });
+    const fifoIndex = await makeSnapshot(store, T + 120, { img: [data()] });
+    const dirManifest = await makeSnapshot(store, T + 180, { img: [data()] });
+    fs.rmSync(path.join(dirIndex.dir, "disk.img.fidx"));
+    fs.mkdirSync(path.join(dirIndex.dir, "disk.img.fidx"));
+    fs.rmSync(path.join(fifoIndex.dir, "disk.img.fidx"));
+    execFileSync("mkfifo", [path.join(fifoIndex.dir, "disk.img.fidx")]);
+    fs.rmSync(path.join(dirManifest.dir, MANIFEST_FILE));
+    fs.mkdirSync(path.join(dirManifest.dir, MANIFEST_FILE));
+
+    // Listed: the damaged one with its reason, the others as they are.
+    const listed = await store.listSnapshots([], VM);
+    assert.deepEqual(
+      listed.map((x) => [x.time, x.finished, x.error?.message]),
+      [
+        [T, true, undefined],
+        [T + 60, true, undefined],
+        [T + 120, true, undefined],
+        [T + 180, false, "manifest of vm/100/2024-06-01T00:03:00Z is a directory, not a regular file."],
+      ],
+    );
+    const r = await verifyAll(store, { pool, now: NOW });
+    assert.deepEqual(
+      r.snapshots.map((x) => [x.state, x.errors]),
+      [
+        ["ok", []],
+        ["failed", ["index disk.img.fidx of vm/100/2024-06-01T00:01:00Z is a directory, not a regular file."]],
+        ["failed", ["index disk.img.fidx of vm/100/2024-06-01T00:02:00Z is a FIFO, not a regular file."]],
+        ["failed", ["manifest of vm/100/2024-06-01T00:03:00Z is a directory, not a regular file."]],
+      ],
+    );
     store.close();
   });
 

@@ -7,12 +7,13 @@ import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import { GordeError } from "../errors.ts";
-import { DIGEST_SIZE, DYNAMIC_ENTRY_SIZE } from "../format/magic.ts";
+import { DIGEST_SIZE, DYNAMIC_ENTRY_SIZE, MAX_CHUNK_FILE_SIZE } from "../format/magic.ts";
 import { type SnapshotRef, formatSnapshot, parseSnapshotTime } from "../format/names.ts";
 import { ChunkPool } from "./chunk-pool.ts";
 import { type Datastore, type Lock, type SnapshotInfo, lockDir } from "./datastore.ts";
 import { MAX_BAD_INDEX } from "./gc.ts";
 import { loadArchiveIndexes } from "./snapshot-indexes.ts";
+import { readRegularFile } from "../sys/bounded-read.ts";
 
 /** Chunk reads in flight at once. */
 const READS_IN_FLIGHT = 6;
@@ -225,11 +226,20 @@ async function readAndCheck(run: Run, hex: string): Promise<ChunkState> {
   const file = store.chunks.chunkPath(hex);
   let blob: Buffer;
   try {
-    blob = await fsp.readFile(file);
+    blob = await readRegularFile(file, MAX_CHUNK_FILE_SIZE, `chunk ${hex}`);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") {
       report.missingChunks.push(hex);
       return { ok: false, missing: true };
+    }
+    // Not a regular file within a chunk's bound (a FIFO, a symlink, a directory, too large):
+    // no chunk, moved aside as a corrupt one is.
+    if (err instanceof GordeError && err.code === "corrupt") {
+      const bad: BadChunk = { digest: hex, reason: err.message };
+      const to = quarantine(file);
+      if (to !== undefined) bad.renamedTo = to;
+      report.badChunks.push(bad);
+      return { ok: false, missing: false, bad };
     }
     // Possibly transient (EIO on a flaky disk): reported, but the file stays.
     const bad: BadChunk = { digest: hex, reason: `chunk ${hex} could not be read: ${(err as Error).message}.` };

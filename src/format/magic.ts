@@ -67,6 +67,12 @@ export const DIGEST_SIZE = 32;
 export const DYNAMIC_ENTRY_SIZE = 40; // end offset u64 + digest
 /** No chunk of any kind is larger than this; a size above it is a lie. */
 export const MAX_CHUNK_SIZE = 16 * 1024 * 1024;
+/** The largest chunk file (a blob: header and at most MAX_CHUNK_SIZE of data, stored plain when compression would grow it). */
+export const MAX_CHUNK_FILE_SIZE = MAX_CHUNK_SIZE + ENCRYPTED_BLOB_HEADER_SIZE + 1024;
+/** The largest index file a datastore takes (a fixed index of 8 Mi chunks, a 32 TiB disk at 4 MiB). */
+export const MAX_INDEX_FILE_SIZE = 256 * 1024 * 1024;
+/** The largest manifest (it arrives as a JSON request body of at most 1 MiB). */
+export const MAX_MANIFEST_FILE_SIZE = 1024 * 1024;
 /**
  * Chunk files live in .chunks/<first SHARD_HEX digits of the digest>/: 256 shard
  * directories. Creating a directory costs as much as writing a chunk here, and a

@@ -5,15 +5,15 @@ import path from "node:path";
 import type { ROUTES, RouteName } from "../api/routes.ts";
 import type { ChunkPool } from "../datastore/chunk-pool.ts";
 import { GordeError, systemCode } from "../errors.ts";
-import { ENCRYPTED_BLOB_HEADER_SIZE, MAX_CHUNK_SIZE } from "../format/magic.ts";
+import { MAX_CHUNK_FILE_SIZE, MAX_CHUNK_SIZE, MAX_INDEX_FILE_SIZE } from "../format/magic.ts";
 import { formatSnapshot, parseGroup, parseNamespace, parseSnapshotRef } from "../format/names.ts";
 import type { ApiHandlers } from "../host/api-host.ts";
 import { HttpError } from "../host/http.ts";
 import type { ServerContext } from "./server-context.ts";
 import { BackupSession, ReaderSession } from "./sessions.ts";
 
-const CHUNK_LIMIT = MAX_CHUNK_SIZE + ENCRYPTED_BLOB_HEADER_SIZE + 1024;
-const INDEX_LIMIT = 256 * 1024 * 1024;
+const CHUNK_LIMIT = MAX_CHUNK_FILE_SIZE;
+const INDEX_LIMIT = MAX_INDEX_FILE_SIZE;
 const BATCH_LIMIT = MAX_BATCH_BYTES + MAX_BATCH_CHUNKS * BATCH_RECORD_HEADER;
 
 type BackupRoute = "startBackup" | "backupBaseFile" | "backupBaseChunk" | "uploadChunk" | "uploadChunks" | "uploadIndex" | "finishBackup" | "abortBackup";

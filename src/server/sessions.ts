@@ -5,7 +5,6 @@
 // its opened indexes name.
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
-import fsp from "node:fs/promises";
 import path from "node:path";
 import { GordeError } from "../errors.ts";
 import { firstIssue } from "../schema-issue.ts";
@@ -14,10 +13,11 @@ import { type Datastore, type Lock, type SnapshotInfo, lockDir } from "../datast
 import { SnapshotWriter, type StagedChunk } from "../datastore/snapshot-writer.ts";
 import { decodeDynamicIndex } from "../format/dynamic-index.ts";
 import { decodeFixedIndex } from "../format/fixed-index.ts";
-import { DIGEST_SIZE, FORMAT_VERSION, magicKind } from "../format/magic.ts";
+import { DIGEST_SIZE, FORMAT_VERSION, magicKind, MAX_INDEX_FILE_SIZE } from "../format/magic.ts";
 import { type Manifest, ManifestSchema, manifestFormat, sha256Hex } from "../format/manifest.ts";
 import { type Group, type SnapshotRef, formatGroup, formatSnapshot } from "../format/names.ts";
 import { HttpError } from "../host/http.ts";
+import { readRegularFile } from "../sys/bounded-read.ts";
 
 /** Every digest an index file names (its kind from the file name). */
 export function indexDigests(file: string, bytes: Buffer, what: string): Set<string> {
@@ -108,7 +108,7 @@ export class BackupSession implements SessionBase {
   async baseFile(file: string): Promise<Buffer> {
     const entry = this.base?.manifest?.archives.flatMap((a) => a.indexes).find((i) => i.file === file);
     if (!this.base || !entry) throw new HttpError(404, `the base snapshot has no index ${file}.`);
-    const bytes = await fsp.readFile(path.join(this.base.dir, file));
+    const bytes = await readRegularFile(path.join(this.base.dir, file), MAX_INDEX_FILE_SIZE, `index ${file} of ${formatSnapshot(this.base)}`);
     this.baseChunks ??= new Set();
     for (const d of indexDigests(file, bytes, `index ${file} of ${formatSnapshot(this.base)}`)) this.baseChunks.add(d);
     return bytes;
@@ -120,7 +120,7 @@ export class BackupSession implements SessionBase {
     const all = new Set<string>();
     const base = this.base;
     for (const f of base?.manifest?.archives.flatMap((a) => a.indexes) ?? []) {
-      const bytes = await fsp.readFile(path.join(base!.dir, f.file));
+      const bytes = await readRegularFile(path.join(base!.dir, f.file), MAX_INDEX_FILE_SIZE, `index ${f.file} of ${formatSnapshot(base!)}`);
       for (const d of indexDigests(f.file, bytes, `index ${f.file} of ${formatSnapshot(base!)}`)) all.add(d);
     }
     return (this.baseAll = all);
@@ -278,7 +278,7 @@ export class ReaderSession implements SessionBase {
   async file(file: string): Promise<Buffer> {
     const entry = this.snap.manifest?.archives.flatMap((a) => a.indexes).find((i) => i.file === file);
     if (!entry) throw new HttpError(404, `snapshot ${formatSnapshot(this.snap)} has no index ${file}.`);
-    const bytes = await fsp.readFile(path.join(this.snap.dir, file));
+    const bytes = await readRegularFile(path.join(this.snap.dir, file), MAX_INDEX_FILE_SIZE, `index ${file} of ${formatSnapshot(this.snap)}`);
     for (const d of indexDigests(file, bytes, `index ${file} of ${formatSnapshot(this.snap)}`)) this.allowed.add(d);
     return bytes;
   }
