@@ -181,6 +181,36 @@ void describe("gorde command line", () => {
     assert.equal(fs.existsSync(path.join(repo, "host", "bad")), false);
   });
 
+  void it("restore goes on past what the target refuses, names each in one sentence, and exits 1", () => {
+    // A folder chain whose deepest file fits the source's path but not the (longer) target's.
+    const deepSrc = path.join(tmp.dir, "d");
+    const link = ["web", "x".repeat(200)];
+    let rel = "";
+    for (let i = 0; i < 19; i++) rel = path.join(rel, `${i}${"d".repeat(200)}`);
+    fs.mkdirSync(path.join(deepSrc, rel), { recursive: true });
+    fs.writeFileSync(path.join(deepSrc, rel, "deep.txt"), "deep\n");
+    fs.writeFileSync(path.join(deepSrc, "top.txt"), link.join("\n"));
+    const store = path.join(tmp.dir, "deep-repo");
+    assert.equal(gorde("init", store).code, 0);
+    const b = gorde("backup", store, "ct/102", `root.tree=${deepSrc}`);
+    assert.equal(b.code, 0, b.err);
+    const target = path.join(tmp.dir, "t".repeat(200), "u".repeat(200));
+    const r = gorde("restore", store, "ct/102/latest", "root.tree", target);
+    assert.equal(r.code, 1, r.err);
+    const lines = r.err.trim().split("\n");
+    // The folder the target cannot hold, then what is below it.
+    assert.ok(lines.some((l) => /^gorde restore: \S+\/18d+ was not restored: its name or path is too long for the target file system\.$/.test(l)), r.err);
+    assert.ok(lines.some((l) => /^gorde restore: \S+\/deep\.txt was not restored: a folder above it could not be made\.$/.test(l)), r.err);
+    assert.match(lines.at(-1)!, /entries of root\.tree could not be restored as they were \(listed above\); the rest is in /);
+    assert.equal(fs.readFileSync(path.join(target, "top.txt"), "utf8"), link.join("\n"), "the rest is restored");
+    // With --json: the document lists them too.
+    const target2 = `${target}2`;
+    const j = gorde("restore", store, "ct/102/latest", "root.tree", target2, "--json");
+    assert.equal(j.code, 1);
+    const doc = JSON.parse(j.out) as { skipped: { path: string; reason: string }[] };
+    assert.ok(doc.skipped.length > 0 && doc.skipped.every((x) => x.reason.endsWith(".")), j.out);
+  });
+
   void it("restore --path brings back one file", () => {
     const out = path.join(tmp.dir, "one");
     assert.equal(gorde("restore", repo, "ct/101/latest", "root.tree", out, "--path", "etc/hostname").code, 0);

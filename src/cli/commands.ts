@@ -163,8 +163,14 @@ export const COMMANDS: Record<string, Command> = {
         progress: bar.fn,
       };
       const r = await withRepo(ctx, repo!, (rp) => withReader(ctx, rp, snap!, (reader) => restoreArchive(reader, opts))).finally(() => bar.end());
-      if (ctx.values.json) return printJson(ctx, r);
-      ctx.out(`restored ${r.archive} of ${r.snapshot} to ${target}: ${formatBytes(r.bytes)} in ${(r.durationMs / 1000).toFixed(2)} s\n`);
+      const skipped = r.skipped ?? [];
+      if (ctx.values.json) printJson(ctx, r);
+      else {
+        for (const x of skipped) ctx.err(`gorde restore: ${x.reason}\n`);
+        ctx.out(`restored ${r.archive} of ${r.snapshot} to ${target}: ${formatBytes(r.bytes)} in ${(r.durationMs / 1000).toFixed(2)} s\n`);
+      }
+      // restic's choice: the rest is restored, what was not is listed, and the exit says so.
+      if (skipped.length > 0) throw new GordeError("io", `${skipped.length} ${skipped.length === 1 ? "entry" : "entries"} of ${r.archive} could not be restored as they were (listed above); the rest is in ${target}.`);
     },
   },
 

@@ -14,7 +14,7 @@ import type { TreeEntry } from "../format/tree-entry.ts";
 import { restoreImage } from "./image-archive.ts";
 import type { ProgressFn } from "./progress.ts";
 import { readTreeEntries } from "./tree-reader.ts";
-import { restoreTree, selectEntries } from "./tree-restore.ts";
+import { type SkippedEntry, restoreTree, selectEntries } from "./tree-restore.ts";
 import { readRegularFile } from "../sys/bounded-read.ts";
 import { MAX_INDEX_FILE_SIZE } from "../format/magic.ts";
 
@@ -40,6 +40,8 @@ export interface RestoreResult {
   bytes: number;
   entries?: number;
   durationMs: number;
+  /** file archives: what the target refused (the rest is restored); absent or empty when all is */
+  skipped?: SkippedEntry[];
 }
 
 /** A finished snapshot opened for reading, locally or on a server. */
@@ -174,7 +176,7 @@ export async function restoreArchive(snap: SnapshotReader, opts: RestoreOptions)
       signal: opts.signal,
       progress: opts.progress,
     });
-    return { snapshot: snap.name, archive: opts.archive, bytes: r.bytes, entries: r.entries, durationMs: Date.now() - started };
+    return { snapshot: snap.name, archive: opts.archive, bytes: r.bytes, entries: r.entries, durationMs: Date.now() - started, skipped: r.skipped };
   });
 }
 

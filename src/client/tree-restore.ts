@@ -1,6 +1,8 @@
 // File archives, restore side: recreate every entry exactly (type, mode, owner, times
 // to the nanosecond, xattrs and ACLs, hard links, devices, non-UTF-8 names), refusing
-// anything that would write outside the target.
+// anything that would write outside the target. What the target refuses for one entry (a
+// name too long, an xattr it does not support, a device without root) is skipped and named,
+// and the rest restored; damage, a full disk or an abort stop the restore.
 import fs from "node:fs";
 import path from "node:path";
 import { GordeError, corrupt } from "../errors.ts";
@@ -45,7 +47,7 @@ export async function restoreTree(
   payload: DynamicIndex,
   target: string,
   opts: TreeRestoreOptions,
-): Promise<{ entries: number; bytes: number }> {
+): Promise<{ entries: number; bytes: number; skipped: SkippedEntry[] }> {
   const entries = selectEntries(all, opts.path);
   prepareTarget(target);
   const root = Buffer.from(path.resolve(target));
@@ -58,49 +60,103 @@ export async function restoreTree(
   const dirs: { abs: Buffer; e: TreeEntry }[] = [];
   const total = entries.reduce((n, e) => n + (e.kind === "file" ? e.size : 0), 0);
   let bytes = 0;
+  const skipped: SkippedEntry[] = [];
+  const skip = (e: TreeEntry, reason: string, metadataOnly?: true): void => void skipped.push(metadataOnly ? { path: shown(e), reason, metadataOnly } : { path: shown(e), reason });
+  /** folders that could not be made: what is below them is skipped with them */
+  const lostDirs: Buffer[] = [];
+  const underLost = (p: Buffer): boolean => lostDirs.some((d) => p.length > d.length && p[d.length] === 0x2f && p.subarray(0, d.length).equals(d));
   for (const e of entries) {
     opts.signal?.throwIfAborted();
     const abs = e.path.length ? Buffer.concat([root, SLASH, e.path]) : root;
-    switch (e.kind) {
-      case "dir":
-        if (e.path.length) fs.mkdirSync(abs, 0o700);
-        dirs.push({ abs, e });
-        continue; // metadata once its children are in place
-      case "file":
-        await writeFile(abs, e, plan);
-        restoredFiles.add(e.path.toString("latin1"));
-        bytes += e.size;
-        opts.progress?.({ done: bytes, total });
-        break;
-      case "hardlink": {
-        const key = e.link.toString("latin1");
-        if (restoredFiles.has(key)) {
-          fs.linkSync(Buffer.concat([root, SLASH, e.link]), abs);
-          continue; // shares the inode's metadata
-        }
-        // Its first name was not selected: this name gets the content.
-        await writeFile(abs, { ...byPath.get(key)!, path: e.path }, plan);
-        restoredFiles.add(key);
-        const first = byPath.get(key)!;
-        applyMeta(abs, first, asRoot);
-        continue;
-      }
-      case "symlink":
-        fs.symlinkSync(e.link, abs);
-        break;
-      case "chardev":
-      case "blockdev":
-      case "fifo":
-      case "socket":
-        mknod(abs, (e.mode & TYPE_BITS) | 0o600, e.rdev);
-        break;
+    if (underLost(e.path)) {
+      skip(e, `${shown(e)} was not restored: a folder above it could not be made.`);
+      if (e.kind === "dir") lostDirs.push(e.path);
+      continue;
     }
-    applyMeta(abs, e, asRoot);
+    try {
+      switch (e.kind) {
+        case "dir":
+          if (e.path.length) fs.mkdirSync(abs, 0o700);
+          dirs.push({ abs, e });
+          continue; // metadata once its children are in place
+        case "file":
+          await writeFile(abs, e, plan);
+          restoredFiles.add(e.path.toString("latin1"));
+          bytes += e.size;
+          opts.progress?.({ done: bytes, total });
+          break;
+        case "hardlink": {
+          const key = e.link.toString("latin1");
+          if (restoredFiles.has(key)) {
+            fs.linkSync(Buffer.concat([root, SLASH, e.link]), abs);
+            continue; // shares the inode's metadata
+          }
+          // Its first name was not selected (or not restored): this name gets the content.
+          await writeFile(abs, { ...byPath.get(key)!, path: e.path }, plan);
+          restoredFiles.add(key);
+          applyMeta(abs, byPath.get(key)!, asRoot, skip);
+          continue;
+        }
+        case "symlink":
+          fs.symlinkSync(e.link, abs);
+          break;
+        case "chardev":
+        case "blockdev":
+        case "fifo":
+        case "socket":
+          mknod(abs, (e.mode & TYPE_BITS) | 0o600, e.rdev);
+          break;
+      }
+    } catch (err) {
+      // What this file system or these privileges refuse for one entry: skipped and named,
+      // the rest restored (restic's choice). Damage, a full disk, an abort: the restore stops.
+      const why = entryProblem(err);
+      if (why === undefined) throw err;
+      skip(e, `${shown(e)} was not restored: ${why}.`);
+      if (e.kind === "dir") lostDirs.push(e.path);
+      continue;
+    }
+    applyMeta(abs, e, asRoot, skip);
   }
-  for (let i = dirs.length - 1; i >= 0; i--) applyMeta(dirs[i]!.abs, dirs[i]!.e, asRoot);
-  return { entries: entries.length, bytes };
+  for (let i = dirs.length - 1; i >= 0; i--) applyMeta(dirs[i]!.abs, dirs[i]!.e, asRoot, skip);
+  return { entries: entries.length - skipped.filter((x) => !x.metadataOnly).length, bytes, skipped };
 }
 
+/** An entry, or part of its metadata, the restore could not recreate. */
+export interface SkippedEntry {
+  path: string;
+  /** one sentence */
+  reason: string;
+  /** the entry is there; only some of its metadata is not */
+  metadataOnly?: boolean;
+}
+
+function shown(e: TreeEntry): string {
+  return e.path.length ? e.path.toString() : ".";
+}
+
+/** Why one entry cannot be made here, in words, or undefined when the error is not the entry's own. */
+function entryProblem(err: unknown): string | undefined {
+  switch ((err as NodeJS.ErrnoException).code) {
+    case "ENAMETOOLONG":
+      return "its name or path is too long for the target file system";
+    case "ENOTSUP":
+    case "EOPNOTSUPP":
+      return "the target file system does not support it";
+    case "EPERM":
+    case "EACCES":
+      return "not permitted here (restore as root to recreate devices and owners)";
+    case "EINVAL":
+      return "the target file system refuses its name or kind";
+    case "EMLINK":
+      return "too many links to one file or folder on the target file system";
+    case "ELOOP":
+    case "ENOTDIR":
+      return "a part of its path is not a folder on the target";
+    default:
+      return undefined;
+  }
+}
 /** The target must be missing or an empty directory: nothing existing is overwritten. */
 function prepareTarget(target: string): void {
   let st: fs.Stats | undefined;
@@ -117,11 +173,21 @@ function prepareTarget(target: string): void {
   if (fs.readdirSync(target).length > 0) throw new GordeError("usage", `${target} is not empty; restore into a new or empty directory.`);
 }
 
-function applyMeta(abs: Buffer, e: TreeEntry, asRoot: boolean): void {
-  if (asRoot) fs.lchownSync(abs, e.uid, e.gid);
-  for (const x of e.xattrs) lsetxattr(abs, x.name, x.value);
-  if (e.kind !== "symlink") fs.chmodSync(abs, e.mode & 0o7777);
-  lutimes(abs, e.mtimeNs, e.mtimeNs);
+/** Owner, extended attributes, mode and times; what the target refuses is named, the rest applied. */
+function applyMeta(abs: Buffer, e: TreeEntry, asRoot: boolean, skip: (e: TreeEntry, reason: string, metadataOnly: true) => void): void {
+  const attempt = (what: string, fn: () => void): void => {
+    try {
+      fn();
+    } catch (err) {
+      const why = entryProblem(err);
+      if (why === undefined) throw err;
+      skip(e, `${shown(e)}: its ${what} was not restored: ${why}.`, true);
+    }
+  };
+  if (asRoot) attempt("owner", () => fs.lchownSync(abs, e.uid, e.gid));
+  for (const x of e.xattrs) attempt(`extended attribute ${x.name.toString()}`, () => lsetxattr(abs, x.name, x.value));
+  if (e.kind !== "symlink") attempt("mode", () => fs.chmodSync(abs, e.mode & 0o7777));
+  attempt("modification time", () => lutimes(abs, e.mtimeNs, e.mtimeNs));
 }
 
 async function writeFile(abs: Buffer, e: TreeEntry, plan: ChunkPlan): Promise<void> {

@@ -465,7 +465,10 @@ export class GuestManager {
               config = { ...orig, id, name: id === orig.id ? orig.name : `${orig.name}-${id}`, disks, httpPort: port };
             } else {
               say("restoring the root file system");
-              await restoreArchive(reader, { snapshot: ref, archive: "root.tree", target: path.join(staging, "rootfs"), signal: opts.signal });
+              const r = await restoreArchive(reader, { snapshot: ref, archive: "root.tree", target: path.join(staging, "rootfs"), signal: opts.signal });
+              // A container whose root file system is not whole does not start as if it were.
+              const lost = r.skipped ?? [];
+              if (lost.length > 0) throw new GordeError("io", `${lost.length} entries of the container's root file system could not be restored here; the first: ${lost[0]!.reason}`);
               config = { ...orig, id, name: id === orig.id ? orig.name : `${orig.name}-${id}`, rootfs: this.dir("rootfs", String(id)), httpPort: port };
             }
             if (opts.sandbox) delete config.onboot;
