@@ -230,11 +230,13 @@ void describe("TaskManager", () => {
     t.progress({ done: 3, total: 4, item: "root.tree" });
     const events: TaskEvent[] = [];
     const ended = Promise.withResolvers<void>();
+    const replayed = Promise.withResolvers<void>();
     tm.follow(id, (ev) => {
       events.push(ev);
+      if (ev.type === "progress") replayed.resolve();
       if (ev.type === "end") ended.resolve();
     });
-    await new Promise((r) => setTimeout(r, 20));
+    await replayed.promise;
     t.progress({ done: 4, total: 4 });
     g.release(1);
     await ended.promise;
@@ -334,10 +336,9 @@ void describe("TaskManager", () => {
   void it("lists newest first with filters", async () => {
     const tm = await TaskManager.open(await taskDir());
     const quick = (meta: typeof META) => tm.wait(tm.start(meta, () => Promise.resolve()).id);
+    // Started in the same millisecond or not: ids order them (their counter).
     const a = await quick({ ...META, store: "one" });
-    await new Promise((r) => setTimeout(r, 3));
     const b = await quick({ ...META, type: "gc", store: "two" });
-    await new Promise((r) => setTimeout(r, 3));
     const g = gate();
     const c = tm.start({ ...META, store: "one", authId: "node@gorde" }, g.fn);
     await g.started;
@@ -378,7 +379,7 @@ void describe("TaskManager", () => {
       const info = await tm.wait(tm.start(META, (t) => Promise.resolve(t.log(`task ${i}`))).id);
       finished.push(info.id);
     }
-    await new Promise((r) => setTimeout(r, 20)); // pruning runs after the end
+    await tm.idle(); // pruning runs after the end
     const ids = tm.list().map((t) => t.id);
     assert.deepEqual(ids, [...finished.slice(2).reverse(), running.id]);
     for (const id of finished.slice(0, 2)) {

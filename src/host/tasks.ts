@@ -429,6 +429,11 @@ export class TaskManager {
     return path.join(this.dir, id + ext);
   }
 
+  /** Resolves once the background work started so far (pruning old tasks) is done. */
+  async idle(): Promise<void> {
+    while (this.#background.size > 0) await Promise.all(this.#background);
+  }
+
   #track(p: Promise<void>): void {
     const tracked = p.catch(() => {}).finally(() => this.#background.delete(tracked));
     this.#background.add(tracked);

@@ -158,8 +158,34 @@ export interface VmProcess {
   stop(graceMs?: number): Promise<void>;
 }
 
-/** A port on 127.0.0.1 that nothing listens on now. */
-export function freePort(): Promise<number> {
+/** The kernel's ephemeral port range: the ports it hands out by itself. */
+function ephemeralRange(): [number, number] {
+  try {
+    const [lo, hi] = fs.readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/).map(Number);
+    if (Number.isInteger(lo) && Number.isInteger(hi)) return [lo!, hi!];
+  } catch {
+    // not Linux: the usual default
+  }
+  return [32768, 60999];
+}
+
+/** Ports below the ephemeral range, where only an explicit bind takes one. */
+const PICK_FROM = 20000;
+
+/**
+ * A port on 127.0.0.1 that nothing listens on now, for a process that binds it later (a
+ * guest's forwarded port, an etcd member). Picked at random below the kernel's ephemeral
+ * range: a port from listen(0) is an ephemeral one, which any outgoing connection may take
+ * between its release here and its bind there; below the range only an explicit bind can.
+ */
+export async function freePort(): Promise<number> {
+  const [lo] = ephemeralRange();
+  if (lo - PICK_FROM >= 1000) {
+    for (let i = 0; i < 64; i++) {
+      const port = PICK_FROM + Math.floor(Math.random() * (lo - PICK_FROM));
+      if (await portFree(port)) return port;
+    }
+  }
   return new Promise((resolve, reject) => {
     const s = net.createServer();
     s.once("error", reject);
