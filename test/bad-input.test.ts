@@ -433,6 +433,9 @@ void describe("bad input", () => {
       ["a negative size", (m) => JSON.stringify({ ...m, archives: m.archives.map((a) => ({ ...a, size: -1 })) }), EXIT.corrupt, /is malformed: archives\.0\.size/],
       ["an index file name with a path", (m) => JSON.stringify({ ...m, archives: m.archives.map((a) => ({ ...a, indexes: a.indexes.map((i) => ({ ...i, file: `../${i.file}` })) })) }), EXIT.corrupt, /is malformed: archives\.0\.indexes\.0\.file/],
       ["format 99", (m) => JSON.stringify({ ...m, format: 99 }), EXIT.unsupported, /written by a newer gorde/],
+      // Well-formed, but not what the backup wrote: its checksum says so.
+      ["one digit of an archive's size changed", (m) => JSON.stringify({ ...m, archives: m.archives.map((a) => ({ ...a, size: a.size + 1 })) }), EXIT.corrupt, /manifest of vm\/100\/\S+ does not match its checksum: its protected part was changed/],
+      ["its checksum removed", (m) => JSON.stringify({ ...m, csum: undefined }), EXIT.corrupt, /is malformed: a manifest of format 3 has a checksum/],
     ];
     for (const [name, damage, code, phrase] of cases) {
       void it(`${name}: restore refuses it`, async () => {

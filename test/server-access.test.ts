@@ -18,7 +18,7 @@ import { Datastore } from "../src/datastore/datastore.ts";
 import { encodeBlob } from "../src/format/blob.ts";
 import { decodeFixedIndex } from "../src/format/fixed-index.ts";
 import { DIGEST_SIZE } from "../src/format/magic.ts";
-import type { Manifest } from "../src/format/manifest.ts";
+import { type Manifest, sealManifest } from "../src/format/manifest.ts";
 import { parseGroup } from "../src/format/names.ts";
 import { type GordeServer, startServer } from "../src/server/server.ts";
 import { tempDir } from "./helpers.ts";
@@ -236,7 +236,8 @@ async function openBackupOn(who: string, group: string): Promise<BackupFixture> 
   const file = m.archives[0]!.indexes[0]!.file;
   const index = await ok<Buffer>(who, "backupBaseFile", { params: { session: started.session, file } });
   const digest = decodeFixedIndex(index).digests.toString("hex", 0, DIGEST_SIZE);
-  return { sid: started.session, file, index, digest, manifest: { ...m, time: started.time, unprotected: {} }, indexUploaded: false, allUploaded: false, done: false };
+  // The base's manifest for the new snapshot: its time, sealed again (its checksum covers the time).
+  return { sid: started.session, file, index, digest, manifest: sealManifest({ ...m, time: started.time, unprotected: {} }), indexUploaded: false, allUploaded: false, done: false };
 }
 
 /** A new snapshot of `group` made by its owner through the API: the newest one's indexes again. */

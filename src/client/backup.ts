@@ -8,7 +8,7 @@ import { DEFAULT_ZSTD_LEVEL } from "../format/blob.ts";
 import type { ChunkKey } from "../format/crypt.ts";
 import { encodeDynamicIndex } from "../format/dynamic-index.ts";
 import { encodeFixedIndex, isValidFixedChunkSize } from "../format/fixed-index.ts";
-import { type ArchiveEntry, type Capture, MAX_LOG_LINES, type Manifest, manifestFormat, sha256Hex } from "../format/manifest.ts";
+import { type ArchiveEntry, type Capture, MAX_LOG_LINES, type Manifest, manifestFormat, sealManifest, sha256Hex } from "../format/manifest.ts";
 import { type Group, formatSnapshot, parseArchiveName } from "../format/names.ts";
 import { ChunkWriter, type WriteStats } from "./chunk-writer.ts";
 import { type BlockReader, DEFAULT_IMAGE_CHUNK_SIZE, backupImage } from "./image-archive.ts";
@@ -161,7 +161,7 @@ export async function runBackup(
     await writer.drain();
     const captures = opts.captures ? await opts.captures() : undefined;
     const unprotected = opts.notes !== undefined ? { notes: opts.notes } : {};
-    const manifest: Manifest = {
+    const manifest: Manifest = sealManifest({
       format: manifestFormat({ captures, unprotected }),
       type: session.ref.type,
       id: session.ref.id,
@@ -179,7 +179,7 @@ export async function runBackup(
       },
       ...(captures ? { captures } : {}),
       unprotected,
-    };
+    }, opts.key?.master);
     await session.finish(manifest);
     finished = true;
     return {

@@ -13,7 +13,7 @@ import { SCAN_FIELDS, lgetxattr, llistxattr, scanDir } from "../sys/posix.ts";
 import type { ChunkWriter } from "./chunk-writer.ts";
 import { ChunkedStream } from "./chunked-stream.ts";
 import type { ProgressFn } from "./progress.ts";
-import { readTreeEntries } from "./tree-reader.ts";
+import { readTreeEntries } from "../datastore/tree-reader.ts";
 
 /** Average chunk sizes: payload as restic's ~1 MiB; entries small so metadata dedups well. */
 export const PAYLOAD_AVG_CHUNK = 1024 * 1024;

@@ -8,7 +8,8 @@ import path from "node:path";
 import { GordeError, corrupt } from "../errors.ts";
 import type { ChunkReader } from "../datastore/chunk-reader.ts";
 import type { DynamicIndex } from "../format/dynamic-index.ts";
-import { type TreeEntry, isSafeRelativePath } from "../format/tree-entry.ts";
+import type { TreeEntry } from "../format/tree-entry.ts";
+import { selectEntries } from "../datastore/tree-reader.ts";
 import { isZero } from "../format/zero-chunk.ts";
 import { lsetxattr, lutimes, mknod } from "../sys/posix.ts";
 import type { ProgressFn } from "./progress.ts";
@@ -23,23 +24,6 @@ export interface TreeRestoreOptions {
   path?: string;
   signal?: AbortSignal;
   progress?: ProgressFn;
-}
-
-/** The entries at `sub` and below, plus the directories above it; refuses a missing path. */
-export function selectEntries(entries: TreeEntry[], sub: string | undefined): TreeEntry[] {
-  if (sub === undefined) return entries;
-  const want = Buffer.from(sub.replace(/^\/+|\/+$/g, ""));
-  if (want.length === 0) return entries;
-  if (!isSafeRelativePath(want)) throw new GordeError("usage", `"${sub}" is not a path inside the archive.`);
-  const prefix = Buffer.concat([want, SLASH]);
-  const picked = entries.filter(
-    (e) =>
-      e.path.equals(want) ||
-      (e.path.length > want.length && e.path.subarray(0, prefix.length).equals(prefix)) ||
-      (e.kind === "dir" && (e.path.length === 0 || prefix.subarray(0, e.path.length + 1).equals(Buffer.concat([e.path, SLASH])))),
-  );
-  if (!picked.some((e) => e.path.equals(want))) throw new GordeError("not-found", `the archive has no entry "${sub}".`);
-  return picked;
 }
 
 export async function restoreTree(

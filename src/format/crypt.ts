@@ -12,6 +12,7 @@ export const MASTER_KEY_SIZE = 32;
 const ENC_INFO = "gorde chunk encryption key v1";
 const ID_INFO = "gorde chunk digest key v1";
 const FINGERPRINT_LABEL = "gorde key fingerprint";
+const MANIFEST_INFO = "gorde manifest mac key v1";
 
 export interface ChunkKey {
   /** AES-256-GCM key for blob payloads. */
@@ -41,4 +42,12 @@ export function keyedDigest(key: ChunkKey, data: Uint8Array): Buffer {
 /** "aa:bb:…": lower-case hex pairs joined by colons. */
 export function formatFingerprint(bytes: Uint8Array): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(":");
+}
+
+/** The key that signs an encrypted snapshot's manifest (HMAC-SHA256), derived apart from the chunk keys. */
+export function deriveManifestKey(master: Uint8Array): Buffer {
+  if (master.length !== MASTER_KEY_SIZE) {
+    throw new GordeError("invalid", `a master key is ${MASTER_KEY_SIZE} bytes, not ${master.length}.`);
+  }
+  return Buffer.from(hkdfSync("sha256", master, Buffer.alloc(0), MANIFEST_INFO, 32));
 }

@@ -9,9 +9,10 @@
 /**
  * The newest format version of any file this build writes (docs/format.md §8); it reads
  * every version up to this one. Version 2: the manifest's `captures` and
- * `unprotected.drill`. A file is written at the lowest version that holds its content.
+ * `unprotected.drill`; version 3: the manifest's checksum (`csum`) and, encrypted, its
+ * signature (`mac`). A file is written at the lowest version that holds its content.
  */
-export const FORMAT_VERSION = 2;
+export const FORMAT_VERSION = 3;
 /**
  * The datastore marker's format: raised only when which chunks are referenced from where
  * changes (an older GC must then refuse the datastore), not for every new file version.

@@ -4,7 +4,7 @@
 // Datastore.Audit to browse, Datastore.AllocateSpace to change or forget a snapshot).
 import { NODE_ROUTES } from "../api/node-routes.ts";
 import type { RemoteRepository } from "../client/remote.ts";
-import { browseArchive, downloadArchiveFile } from "../client/archive-browse.ts";
+import { browseArchive, downloadArchiveFile } from "../datastore/archive-browse.ts";
 import type { SnapshotReader } from "../client/restore.ts";
 import { parseGroup, parseSnapshotRef } from "../format/names.ts";
 import { denied } from "../host/access-handlers.ts";

@@ -1,8 +1,8 @@
 // The datastore routes: the stores and their maintenance modes, groups and snapshots with
 // their notes, drills, protection and owners, and prune, GC and verify.
 import type { ROUTES } from "../api/routes.ts";
-import { browseArchive, downloadArchiveFile } from "../client/archive-browse.ts";
-import { type SnapshotReader, openLocalReader } from "../client/restore.ts";
+import { browseArchive, downloadArchiveFile } from "../datastore/archive-browse.ts";
+import { type SnapshotReader, openLocalReader } from "../datastore/snapshot-reader.ts";
 import type { SnapshotInfo } from "../datastore/datastore.ts";
 import { pruneGroup, snapshotJson } from "../datastore/group-ops.ts";
 import { formatGroup, formatSnapshot, parseGroup, parseNamespace, parseSnapshotRef } from "../format/names.ts";

@@ -14,7 +14,7 @@ import { SnapshotWriter, type StagedChunk } from "../datastore/snapshot-writer.t
 import { decodeDynamicIndex } from "../format/dynamic-index.ts";
 import { decodeFixedIndex } from "../format/fixed-index.ts";
 import { DIGEST_SIZE, FORMAT_VERSION, magicKind, MAX_INDEX_FILE_SIZE } from "../format/magic.ts";
-import { type Manifest, ManifestSchema, manifestFormat, sha256Hex } from "../format/manifest.ts";
+import { type Manifest, ManifestSchema, decodeManifest, encodeManifest, manifestFormat, sha256Hex } from "../format/manifest.ts";
 import { type Group, type SnapshotRef, formatGroup, formatSnapshot } from "../format/names.ts";
 import { HttpError } from "../host/http.ts";
 import { readRegularFile } from "../sys/bounded-read.ts";
@@ -229,6 +229,13 @@ export class BackupSession implements SessionBase {
     }
     if (m.keyFingerprint !== this.keyFingerprint || (m.cryptMode === "encrypt") !== (this.keyFingerprint !== null)) {
       throw new HttpError(400, "the manifest's encryption does not match the session's key.");
+    }
+    // A sealed manifest (format 3) is checked as every reader will check it; the signature
+    // of an encrypted one needs the key, which only clients have.
+    try {
+      decodeManifest(encodeManifest(m), "the manifest");
+    } catch (err) {
+      throw new HttpError(400, (err as Error).message);
     }
     if (m.unprotected.verify !== undefined) throw new HttpError(400, "a new manifest cannot carry a verify state.");
     if (m.unprotected.drill !== undefined) throw new HttpError(400, "a new manifest cannot carry a drill result.");

@@ -2,15 +2,23 @@
 // shows them: on a node (the backup server's datastore read through the node's identity)
 // and on the server (its datastore read directly), the same entries and the same bound on a
 // download. Every chunk is checked against its digest as it is read.
-import type { ArchiveEntry } from "../api/routes.ts";
 import { parseSnapshotRef } from "../format/names.ts";
-import { type SnapshotReader, listEntries, readArchiveFile } from "./restore.ts";
+import { type SnapshotReader, listEntries, readArchiveFile } from "./snapshot-reader.ts";
+
+/** One entry as the web interface shows it (the API's ArchiveEntrySchema): mtime in unix seconds. */
+export interface BrowsedEntry {
+  name: string;
+  path: string;
+  kind: string;
+  size: number;
+  mtime: number;
+}
 
 /** The largest file a browser download takes; `gorde restore --path` takes any. */
 export const MAX_DOWNLOAD = 64 * 1024 * 1024;
 
 /** The entries directly under `path` (the archive's root when absent). */
-export async function browseArchive(reader: SnapshotReader, q: { snapshot: string; archive: string; path?: string }): Promise<ArchiveEntry[]> {
+export async function browseArchive(reader: SnapshotReader, q: { snapshot: string; archive: string; path?: string }): Promise<BrowsedEntry[]> {
   const entries = await listEntries(reader, { snapshot: parseSnapshotRef(q.snapshot), archive: q.archive, path: q.path });
   return entries.map((e) => {
     const p = e.path.toString();
