@@ -121,7 +121,7 @@ async function openKey(data: KeyFileData, passphrase: string, what: string): Pro
   return { master, key };
 }
 
-function parseKeyFile(content: Uint8Array, what: string): KeyFileData {
+export function parseKeyFile(content: Uint8Array, what = "key file"): KeyFileData {
   let json: unknown;
   try {
     json = JSON.parse(Buffer.from(content).toString("utf8"));

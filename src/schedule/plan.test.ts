@@ -70,6 +70,9 @@ void describe("the plan file", () => {
       ["sync from a host name", GOOD.replace("remote: main-site", "remote: backup.example"), /line 31: jobs.4.remote is invalid: a remote name: a letter/],
       ["sync with the old keys", GOOD.replace("    last: 3\n", "    last: 3\n    remote-fingerprint: aa\n"), /unknown key "remote-fingerprint" in jobs.4/],
       ["duplicate key", GOOD.replace("    type: gc\n", "    type: gc\n    type: gc\n"), /not valid YAML: Map keys must be unique/],
+      // found by fuzzing: an alias without its anchor threw a ReferenceError, not one sentence
+      ["an alias without its anchor", GOOD.replace("version: 1", "version: *one"), /plan\.yaml: is not valid YAML: Unresolved alias/],
+      ["a billion laughs", `a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n${GOOD}`, /is not valid YAML/],
       ["bad drill-every", GOOD.replace("{ rpo: 26h }", "{ rpo: 26h, drill-every: weekly }"), /line 3: guests.100.drill-every is invalid: a duration/],
       ["drill-every with no drill job", GOOD.replace("101: { rpo: 26h, node: node1 }", "101: { rpo: 26h, drill-every: 7d, node: node1 }"), /line 4: guest 101 asks for a drill every 7d, but no drill job drills it/],
     ];

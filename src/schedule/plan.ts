@@ -183,7 +183,8 @@ function everInWindow(event: CalendarEvent, window: Window, from: Date, tz: "UTC
  */
 export function parsePlan(text: string, what = "plan", opts: { now?: Date; tz?: "UTC" | "local" } = {}): Plan {
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  // logLevel "error": yaml's warnings (a map as a key) are not printed; the schema refuses such a plan.
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true, logLevel: "error" });
   const lineOf = (path: readonly (string | number)[]): number | undefined => {
     for (let p = [...path]; ; p = p.slice(0, -1)) {
       const node = doc.getIn(p, true) as { range?: [number, number, number] } | undefined;
@@ -196,7 +197,14 @@ export function parsePlan(text: string, what = "plan", opts: { now?: Date; tz?: 
   };
   const yamlError = doc.errors[0];
   if (yamlError) fail(lines.linePos(yamlError.pos[0]).line, `is not valid YAML: ${yamlError.message.split("\n")[0]}`);
-  const r = PlanSchema.safeParse(doc.toJS());
+  let js: unknown;
+  try {
+    // An alias to an anchor that is not there, or too many aliases (a "billion laughs"), throws here.
+    js = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    fail(undefined, `is not valid YAML: ${(err as Error).message.split("\n")[0]}`);
+  }
+  const r = PlanSchema.safeParse(js);
   if (!r.success) {
     const { issue, path: at, message } = firstIssue(r.error);
     const path = issue.path.filter((k): k is string | number => typeof k !== "symbol");
