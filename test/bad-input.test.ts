@@ -377,7 +377,10 @@ void describe("bad input", () => {
       const list = await snapshots(r);
       const payload = decodeDynamicIndex(fs.readFileSync(path.join(dir, "data.tree.payload.didx")));
       assert.ok(payload.count >= 2, `the payload has ${payload.count} chunks`);
-      const hex = payload.digest(payload.count - 1).toString("hex");
+      // A chunk in the middle of big2.bin (the payload holds a.txt, big.bin, big2.bin,
+      // sub/c.txt in that order): the last chunk would hold sub/c.txt alone whenever the
+      // content-defined cut fell near big2.bin's end, and big2.bin would restore whole.
+      const hex = payload.digest(payload.find(6 + 300 * KiB + 1.5 * MiB)).toString("hex");
       flipByte(chunkFile(r, hex), 20);
       const out = path.join(targetDir(), "tree");
       refused(await gorde("restore", r, snap, "data.tree", out), EXIT.corrupt, new RegExp(`chunk ${hex} `));
