@@ -6,6 +6,7 @@
 // hang) is a finding. `npm run fuzz` runs 10^5 inputs per parser; test/fuzz.test.ts a short
 // seeded run in CI.
 import { createHash, randomBytes } from "node:crypto";
+import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { z } from "zod";
 import { NODE_ROUTES } from "../../src/api/node-routes.ts";
 import { ROUTES } from "../../src/api/routes.ts";
@@ -261,7 +262,12 @@ export function targets(): Target[] {
       },
     },
     textTarget("calendar event", ["mon..fri 21:00", "*-*-* 02:00:00", "daily", "*:*:0/10", "2026-12-01 12:00", "sat,sun 03:30", "mon,wed..fri *-*-1..7 4:00:00", "hourly", "*-02-29 00:00"], "0123456789*-:/,. .monthuwedfrisatsun", parseCalendarEvent),
-    textTarget("plan file", [plan], 'abcdefghijklmnopqrstuvwxyz0123456789:-{}[]," \n', (s) => parsePlan(s)),
+    {
+      // Half as text (YAML's own grammar), half as a structure changed and written back as YAML (the schema's).
+      name: "plan file",
+      input: (r) => (r() < 0.5 ? mutateText(r, plan, 'abcdefghijklmnopqrstuvwxyz0123456789:-{}[]," \n') : stringifyYaml(mutateJson(r, parseYaml(plan)))),
+      parse: (s) => parsePlan(s as string),
+    },
     textTarget("low-load window", ["01:00-05:00", "22:30-04:00", "00:00-24:00"], "0123456789:-", parseWindow),
     textTarget("rate", ["500K", "20M", "1G", "1048576"], "0123456789KMGTkmgB.", (s) => parseRate(s)),
     textTarget("snapshot, group, namespace and archive names", ["vm/100/2026-01-01T00:00:00Z", "ct/101/latest", "host/web", "a/b/c", "disk0.img", "root.tree"], "abcvmthost0123456789/:-TZ._", (s) => {
