@@ -15,6 +15,7 @@ import type { GuestConfig } from "../src/api/guest-config.ts";
 import { NodeClient } from "../src/client/node-client.ts";
 import { decodeDynamicIndex } from "../src/format/dynamic-index.ts";
 import { DIGEST_SIZE, SHARD_HEX } from "../src/format/magic.ts";
+import { type Manifest, encodeManifest, sealManifest } from "../src/format/manifest.ts";
 import { lxcAvailable } from "../src/node/lxc.ts";
 import { QEMU } from "../src/node/qemu.ts";
 import { serviceGet } from "./guest-fixture.ts";
@@ -235,7 +236,8 @@ void describe("restore drills", { skip: why ?? false }, () => {
     assert.equal(note?.state, "captured", "the backup captured the note");
     const other = "a note the service held only in memory";
     Object.assign(note, { digest: createHash("sha256").update(other).digest("hex"), excerpt: other });
-    fs.writeFileSync(file, JSON.stringify(m, null, 2) + "\n");
+    // Sealed again, as that backup would have written it (an edit alone fails the manifest's checksum).
+    fs.writeFileSync(file, encodeManifest(sealManifest(m as unknown as Manifest)));
     try {
       const { code, d } = await drill(["101", "--snapshot", snaps.ct]);
       assert.equal(code, 1);

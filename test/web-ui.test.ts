@@ -271,6 +271,22 @@ void describe("the web interface", { skip: why ?? false }, () => {
     await page.context().close();
   });
 
+  void it("logs in with an API token and its secret; the session is the token's", async () => {
+    const tok = await gorde(["token", "add", node.url(), "auditor", "ui", "--json"], { GORDE_PASSWORD: "node-admin-1", GORDE_FINGERPRINT: node.fingerprint });
+    assert.equal(tok.code, 0, tok.err);
+    const { tokenId, secret } = JSON.parse(tok.out) as { tokenId: string; secret: string };
+    assert.equal(tokenId, "auditor!ui");
+    // As PVE's tokens with privilege separation: its own ACL, within its user's.
+    assert.equal((await gorde(["acl", "set", node.url(), "/", tokenId, "PVEAuditor"], { GORDE_PASSWORD: "node-admin-1", GORDE_FINGERPRINT: node.fingerprint })).code, 0);
+    const page = await open();
+    await logIn(page, tokenId, secret);
+    await page.getByText("Logged in as auditor!ui").waitFor();
+    await page.getByRole("navigation").getByText("101 (ct101)").waitFor();
+    const who = await page.evaluate(async () => ((await (await fetch("/api/access/permissions")).json()) as { authId: string }).authId);
+    assert.equal(who, "auditor!ui");
+    await page.context().close();
+  });
+
   void it("shows an auditor no button to act; a request forged from its session gets 403, one without the CSRF token too", async () => {
     const page = await open();
     await logIn(page, "auditor", "auditor-pass-1");

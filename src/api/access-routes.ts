@@ -143,8 +143,9 @@ export const ACCESS_ROUTES = {
     path: "/api/access/ticket",
     summary: "Log in to the web interface: a session cookie, and the CSRF token its writing requests carry",
     access: "public",
-    permission: "a valid user name and password",
-    body: z.strictObject({ username: UserName, password: z.string().min(1).max(1024) }),
+    permission: "a valid user name and password, or an API token and its secret",
+    /** a user and its password, or an API token (`user!token`) and its secret */
+    body: z.strictObject({ username: AuthId, password: z.string().min(1).max(1024) }),
     response: z.object({ username: z.string(), csrfToken: z.string(), expires: z.number() }),
   }),
   logout: route({

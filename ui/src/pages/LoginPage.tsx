@@ -30,8 +30,10 @@ export function LoginPage(props: { ended: boolean; onLogin: (l: Login) => void }
         {props.ended && <p role="status">{t("sessionEnded")}</p>}
         <label>
           {t("username")}
-          <input name="username" autoComplete="username" value={username} onChange={(e) => setUsername(e.target.value)} />
+          <input name="username" autoComplete="username" aria-describedby="login-hint" value={username} onChange={(e) => setUsername(e.target.value)} />
         </label>
+        {/* beside the field, not in its label: the label stays the field's name */}
+        <small id="login-hint">{t("loginHint")}</small>
         <label>
           {t("password")}
           <input name="password" type="password" autoComplete="current-password" value={password} onChange={(e) => setPassword(e.target.value)} />
