@@ -15,9 +15,9 @@ import { decodeFixedIndex } from "../src/format/fixed-index.ts";
 import { DIGEST_SIZE } from "../src/format/magic.ts";
 import { type Manifest, encodeManifest, sha256Hex } from "../src/format/manifest.ts";
 import { formatTime } from "../src/format/names.ts";
-import { type TreeEntry, encodeEnd, encodeEntry, encodedSize, streamHeader } from "../src/format/tree-entry.ts";
+import type { TreeEntry } from "../src/format/tree-entry.ts";
 import { zeroDigestHex } from "../src/format/zero-chunk.ts";
-import { treeEntry } from "./helpers.ts";
+import { entryStream, treeEntry } from "./helpers.ts";
 
 const MAIN = path.resolve(import.meta.dirname, "../src/cli/main.ts");
 const KiB = 1024;
@@ -490,21 +490,12 @@ void describe("bad input", () => {
     /** Writes a finished snapshot host/evil/<time> whose data.tree has these entries and payload. */
     const writeArchive = (entries: TreeEntry[], payload: Buffer): string => {
       const all = [entry("dir", ""), ...entries];
-      const parts: Buffer[] = [streamHeader()];
-      let prevEnd = 0;
-      for (const e of all) {
-        const buf = Buffer.alloc(encodedSize(e));
-        encodeEntry(e, buf, 0, prevEnd);
-        if (e.kind === "file") prevEnd = e.offset + e.size;
-        parts.push(buf);
-      }
-      parts.push(encodeEnd(all.length));
       const time = base + n++;
       const dir = store!.snapshotDir([], { type: "host", id: "evil", time });
       fs.mkdirSync(dir, { recursive: true });
       const indexes = [];
       for (const [suffix, data] of [
-        ["entries", Buffer.concat(parts)],
+        ["entries", entryStream(all)],
         ["payload", payload],
       ] as const) {
         const file = `data.tree.${suffix}.didx`;

@@ -3,7 +3,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { createHash } from "node:crypto";
-import type { TreeEntry } from "../src/format/tree-entry.ts";
+import { type TreeEntry, encodeEnd, encodeEntry, encodedSize, streamHeader } from "../src/format/tree-entry.ts";
 import { lgetxattr, llistxattr } from "../src/sys/posix.ts";
 
 export function tempDir(prefix = "gorde-test-"): { dir: string; cleanup(): void } {
@@ -82,4 +82,18 @@ export function treeEntry(kind: TreeEntry["kind"], p: string, extra: Partial<Tre
     xattrs: [],
     ...extra,
   };
+}
+
+/** An entry stream of `entries`, its end record saying `count` (a lie when told to). */
+export function entryStream(entries: TreeEntry[], count = entries.length): Buffer {
+  const parts = [streamHeader()];
+  let prevEnd = 0;
+  for (const e of entries) {
+    const b = Buffer.alloc(encodedSize(e));
+    encodeEntry(e, b, 0, prevEnd);
+    if (e.kind === "file") prevEnd = e.offset + e.size;
+    parts.push(b);
+  }
+  parts.push(encodeEnd(count));
+  return Buffer.concat(parts);
 }

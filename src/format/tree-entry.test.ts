@@ -1,22 +1,11 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { treeEntry } from "../../test/helpers.ts";
-import { type TreeEntry, comparePaths, decodeEntries, encodeEnd, encodeEntry, encodedSize, isSafeRelativePath, streamHeader } from "./tree-entry.ts";
+import { entryStream, treeEntry } from "../../test/helpers.ts";
+import { type TreeEntry, comparePaths, decodeEntries, isSafeRelativePath } from "./tree-entry.ts";
 
 const entry = treeEntry;
 
-function stream(entries: TreeEntry[], count = entries.length): Buffer {
-  const parts = [streamHeader()];
-  let prevEnd = 0;
-  for (const e of entries) {
-    const b = Buffer.alloc(encodedSize(e));
-    encodeEntry(e, b, 0, prevEnd);
-    if (e.kind === "file") prevEnd = e.offset + e.size;
-    parts.push(b);
-  }
-  parts.push(encodeEnd(count));
-  return Buffer.concat(parts);
-}
+const stream = entryStream;
 
 void test("entries round trip", () => {
   const list = [

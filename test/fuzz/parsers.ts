@@ -21,24 +21,15 @@ import { decodeFixedIndex, encodeFixedIndex } from "../../src/format/fixed-index
 import { MAX_CHUNK_SIZE } from "../../src/format/magic.ts";
 import { type Manifest, decodeManifest, encodeManifest, sealManifest } from "../../src/format/manifest.ts";
 import { parseArchiveName, parseGroup, parseNamespace, parseSnapshotRef } from "../../src/format/names.ts";
-import { type TreeEntry, decodeEntries, encodeEnd, encodeEntry, encodedSize, streamHeader } from "../../src/format/tree-entry.ts";
+import { decodeEntries } from "../../src/format/tree-entry.ts";
 import { parseRate } from "../../src/format/units.ts";
 import { parseCalendarEvent } from "../../src/schedule/calendar-event.ts";
 import { parsePlan } from "../../src/schedule/plan.ts";
 import { parseWindow } from "../../src/schedule/window.ts";
-import { treeEntry } from "../helpers.ts";
+import { entryStream, mulberry32, treeEntry } from "../helpers.ts";
 
-/** mulberry32: a small seeded generator, so a finding is replayed by its seed. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The seeded generator, so a finding is replayed by its seed. */
+export const rng = mulberry32;
 
 type Rand = () => number;
 const pick = <T>(r: Rand, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
@@ -177,18 +168,6 @@ function textTarget(name: string, seeds: string[], alphabet: string, parse: (s: 
   return { name, input: (r) => mutateText(r, pick(r, seeds), alphabet), parse: (s) => parse(s as string) };
 }
 
-function entryStream(entries: TreeEntry[]): Buffer {
-  const parts = [streamHeader()];
-  let prevEnd = 0;
-  for (const e of entries) {
-    const b = Buffer.alloc(encodedSize(e));
-    encodeEntry(e, b, 0, prevEnd);
-    if (e.kind === "file") prevEnd = e.offset + e.size;
-    parts.push(b);
-  }
-  parts.push(encodeEnd(entries.length));
-  return Buffer.concat(parts);
-}
 
 const sha = (b: Buffer): Buffer => createHash("sha256").update(b).digest();
 
