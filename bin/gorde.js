@@ -10,7 +10,7 @@ const main = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
 if (major >= 24) {
   process.env.UV_THREADPOOL_SIZE ??= "8";
   const { main: run } = await import(main);
-  process.exitCode = await run(process.argv.slice(2));
+  process.exit(await run(process.argv.slice(2)));
 } else {
   const local = fileURLToPath(new URL("../node_modules/.bin/node", import.meta.url));
   if (!existsSync(local)) {

@@ -20,6 +20,12 @@ export interface Command {
   run(ctx: CommandContext): Promise<number | void>;
 }
 
+/**
+ * A command, or how to load it: the daemons, the cluster commands and the demo pull in
+ * etcd's client, X.509 and the web server, which no other command pays for at its start.
+ */
+export type CommandEntry = Command | (() => Promise<Command>);
+
 export function str(ctx: CommandContext, name: string): string | undefined {
   const v = ctx.values[name];
   return typeof v === "string" ? v : undefined;

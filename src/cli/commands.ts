@@ -7,18 +7,11 @@ import { type ListOptions, type RestoreOptions, type SnapshotReader, listEntries
 import { Datastore } from "../datastore/datastore.ts";
 import { parseArchiveName, parseGroup, parseNamespace, parseSnapshotRef, parseTimeOption } from "../format/names.ts";
 import type { TreeEntry } from "../format/tree-entry.ts";
-import { runDemo } from "./demo.ts";
 import { keyCommand } from "./key-command.ts";
 import { nextElapse, parseCalendarEvent } from "../schedule/calendar-event.ts";
 import { ACCESS_COMMANDS } from "./access-commands.ts";
-import { serverCommand } from "./server-command.ts";
-import { guestCommand, nodeCommand } from "./node-command.ts";
-import { clusterCommand } from "./cluster-command.ts";
-import { haCommand } from "./ha-command.ts";
-import { drillCommand } from "./drill-command.ts";
-import { planCommand } from "./plan-command.ts";
 import { formatBytes, progressBar, taskProgress } from "./progress-bar.ts";
-import { type Command, type CommandContext, int, str, withRepo } from "./command.ts";
+import { type CommandContext, type CommandEntry, int, str, withRepo } from "./command.ts";
 
 const json = { json: { type: "boolean" } } as const;
 const ns = { ns: { type: "string" } } as const;
@@ -57,7 +50,7 @@ async function withReader<T>(ctx: CommandContext, repo: Repository, snap: string
   }
 }
 
-export const COMMANDS: Record<string, Command> = {
+export const COMMANDS: Record<string, CommandEntry> = {
   init: {
     options: { ...json },
     async run(ctx) {
@@ -322,14 +315,14 @@ export const COMMANDS: Record<string, Command> = {
       return Promise.resolve();
     },
   },
-  server: serverCommand,
-  node: nodeCommand,
-  plan: planCommand,
-  guest: guestCommand,
+  server: async () => (await import("./server-command.ts")).serverCommand,
+  node: async () => (await import("./node-command.ts")).nodeCommand,
+  plan: async () => (await import("./plan-command.ts")).planCommand,
+  guest: async () => (await import("./node-command.ts")).guestCommand,
   ...ACCESS_COMMANDS,
-  drill: drillCommand,
-  cluster: clusterCommand,
-  ha: haCommand,
+  drill: async () => (await import("./drill-command.ts")).drillCommand,
+  cluster: async () => (await import("./cluster-command.ts")).clusterCommand,
+  ha: async () => (await import("./ha-command.ts")).haCommand,
 
   demo: {
     options: { keep: { type: "boolean" }, json: { type: "boolean" } },
@@ -337,6 +330,7 @@ export const COMMANDS: Record<string, Command> = {
       args(ctx, 0, 0, "demo [--keep] [--json]");
       // --json: the story goes to stderr, stdout gets only the document.
       const json = ctx.values.json === true;
+      const { runDemo } = await import("./demo.ts");
       return runDemo({
         keep: ctx.values.keep === true,
         out: json ? ctx.err : ctx.out,

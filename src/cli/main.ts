@@ -135,11 +135,12 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write("gorde 0.1.0\n");
     return 0;
   }
-  const cmd = COMMANDS[name];
-  if (!cmd) {
+  const entry = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!entry) {
     process.stderr.write(`gorde: unknown command ${JSON.stringify(name)}; run gorde --help for the list.\n`);
     return EXIT_CODES.usage;
   }
+  const cmd = typeof entry === "function" ? await entry() : entry;
   const abort = new AbortController();
   const onSignal = (): void => abort.abort(new GordeError("io", "interrupted."));
   process.once("SIGINT", onSignal);
@@ -185,5 +186,8 @@ function describe(err: unknown): string {
 }
 
 if (import.meta.main) {
-  process.exitCode = await main(process.argv.slice(2));
+  // Exit once the command has ended: work it left behind (a retry's timer, a connection
+  // still closing) must not hold a finished command open. Writes to stdout and stderr
+  // are synchronous for files and pipes, so nothing printed is lost.
+  process.exit(await main(process.argv.slice(2)));
 }
