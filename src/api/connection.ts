@@ -117,6 +117,8 @@ const KEEP_ALIVE = { everyMs: 15_000, timeoutMs: 10_000 };
 /** Pings the server while the session is open: a peer that vanished (no FIN, no RST) is noticed instead of waited on for ever. */
 function keepAlive(session: http2.ClientHttp2Session, { everyMs, timeoutMs } = KEEP_ALIVE): void {
   const timer = setInterval(() => {
+    // Destroyed a moment ago, its "close" not yet emitted: ping() would throw.
+    if (session.destroyed || session.closed) return clearInterval(timer);
     const lapse = setTimeout(() => session.destroy(new Error(`the server did not answer a ping within ${timeoutMs / 1000} s`)), timeoutMs);
     lapse.unref();
     const sent = session.ping((err) => {
@@ -170,6 +172,7 @@ export class ServerConnection {
         session.destroy();
         if (err instanceof GordeError) reject(err);
         else if (err.code === "ECONNREFUSED") reject(new GordeError("io", `no gorde server answers at ${where} (connection refused).`, { cause: err }));
+        else if (err.code === "ENETUNREACH" || err.code === "EHOSTUNREACH") reject(new GordeError("io", `cannot connect to ${where}: no route to it (${err.code}).`, { cause: err }));
         else reject(new GordeError("io", `cannot connect to ${where}: ${err.message}.`, { cause: err }));
       };
       session.once("error", fail);

@@ -217,8 +217,9 @@ export async function restoreImage(index: FixedIndex, target: string, opts: Imag
     const count = fixedChunkCount(index.size, index.chunkSize);
     let next = 0;
     let done = 0;
+    let failed = false;
     const worker = async (): Promise<void> => {
-      while (next < count) {
+      while (next < count && !failed) {
         opts.signal?.throwIfAborted();
         const i = next++;
         const hex = index.digests.toString("hex", i * DIGEST_SIZE, (i + 1) * DIGEST_SIZE);
@@ -235,7 +236,17 @@ export async function restoreImage(index: FixedIndex, target: string, opts: Imag
         opts.progress?.({ done, total: index.size });
       }
     };
-    await Promise.all(Array.from({ length: opts.inflight ?? 24 }, worker));
+    // The first failure stops the other workers, and the file is closed only once none writes.
+    const results = await Promise.allSettled(
+      Array.from({ length: opts.inflight ?? 24 }, () =>
+        worker().catch((err: unknown) => {
+          failed = true;
+          throw err;
+        }),
+      ),
+    );
+    const firstError = results.find((r) => r.status === "rejected");
+    if (firstError) throw firstError.reason;
     await fh.sync();
     ok = true;
   } finally {
