@@ -304,8 +304,13 @@ export class Datastore {
     const dir = path.join(this.dir, ".running");
     const out: number[] = [];
     for (const name of safeReaddir(dir)) {
-      if (name.startsWith(".")) continue;
       const file = path.join(dir, name);
+      if (name.startsWith(".")) {
+        // A registration its process did not get to rename (killed in between): stale once
+        // unlocked and a minute old (a live one is renamed microseconds after it is made).
+        if (name.endsWith(".tmp")) removeIfStale(file, 60_000);
+        continue;
+      }
       let fd: number;
       try {
         fd = fs.openSync(file, "r");
@@ -362,5 +367,20 @@ function safeReaddir(dir: string): string[] {
     return fs.readdirSync(dir);
   } catch {
     return [];
+  }
+}
+
+/** Removes `file` if it is older than `ageMs` and no live process holds a lock on it. */
+function removeIfStale(file: string, ageMs: number): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, "r");
+  } catch {
+    return;
+  }
+  try {
+    if (Date.now() - fs.fstatSync(fd).mtimeMs > ageMs && flock(fd, "ex", false)) fs.rmSync(file, { force: true });
+  } finally {
+    fs.closeSync(fd);
   }
 }

@@ -139,6 +139,22 @@ void describe("garbageCollect", () => {
     store.close();
   });
 
+  void it("removes the registration a backup killed before renaming it left, once it is old and unlocked", async () => {
+    const store = await newStore("gorde-gc-");
+    const dir = path.join(store.dir, ".running");
+    fs.mkdirSync(dir, { recursive: true });
+    const stale = path.join(dir, ".4242-deadbeef.tmp");
+    const fresh = path.join(dir, ".4243-deadbeef.tmp");
+    fs.writeFileSync(stale, "{}");
+    fs.writeFileSync(fresh, "{}");
+    const old = new Date(Date.now() - 2 * 60 * 1000);
+    fs.utimesSync(stale, old, old);
+    await garbageCollect(store, { cutoffMs: 0 });
+    assert.ok(!fs.existsSync(stale), "a minute old and unlocked: removed");
+    assert.ok(fs.existsSync(fresh), "a registration being made now is left alone");
+    store.close();
+  });
+
   void it("refuses a second garbage collection while one runs", async () => {
     const store = await newStore("gorde-gc-");
     const other = await Datastore.open(store.dir);
