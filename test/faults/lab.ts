@@ -186,7 +186,7 @@ export class FaultLab {
 
   finished(repo: Repo): Map<string, Expected> {
     let m = this.expected.get(repo.name);
-    if (!m) this.expected.set(repo.name, (m = new Map()));
+    if (!m) this.expected.set(repo.name, (m = new Map<string, Expected>()));
     return m;
   }
 
