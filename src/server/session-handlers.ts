@@ -57,7 +57,7 @@ export function backupHandlers(ctx: ServerContext, uploads: Uploads): ApiHandler
         newGroup: owner === null,
         connection,
       });
-      sessions.backups.set(s.id, s);
+      await sessions.addBackup(s);
       log(`${authId} started backup ${e.name}:${formatSnapshot(s.ref)}`);
       const base = s.base?.manifest && s.base.manifest.keyFingerprint === b.keyFingerprint ? { name: formatSnapshot(s.base), manifest: s.base.manifest } : null;
       return { json: { session: s.id, snapshot: formatSnapshot(s.ref), time: s.ref.time, base } };
@@ -135,7 +135,7 @@ export function readerHandlers(ctx: ServerContext): ApiHandlers<typeof ROUTES, R
       if (snap.error) throw snap.error;
       if (!snap.finished) throw new HttpError(400, `snapshot ${formatSnapshot(snap)} is unfinished and cannot be read.`);
       const r = new ReaderSession({ authId, storeName: e.name, store: e.store, ns, snap, connection });
-      sessions.readers.set(r.id, r);
+      sessions.addReader(r);
       return { json: { session: r.id, snapshot: formatSnapshot(snap), manifest: snap.manifest } };
     },
     readerFile: async ({ authId, params }) => ({ binary: await sessions.reader(params.session, authId).file(params.file) }),

@@ -325,6 +325,8 @@ export class SessionTable {
   private readonly idleMs: number;
   /** set by close(): requests of the sessions it ended learn why they are gone */
   private closing = false;
+  /** connections already closed: a session whose opening request outlived its connection is not kept */
+  private readonly closedConnections = new WeakSet<object>();
 
   constructor(idleMs: number) {
     this.idleMs = idleMs;
@@ -347,6 +349,27 @@ export class SessionTable {
     return s;
   }
 
+  /**
+   * Keeps a backup session just opened. Its connection may have closed while it was being
+   * opened (the client killed at that moment): then it is aborted at once, or it would hold
+   * its group's lock until the idle timeout.
+   */
+  async addBackup(s: BackupSession): Promise<void> {
+    if (this.closedConnections.has(s.connection) || this.closing) {
+      await s.abort();
+      throw new HttpError(410, "the connection closed while the backup session was being opened; nothing of it was kept.");
+    }
+    this.backups.set(s.id, s);
+  }
+
+  addReader(r: ReaderSession): void {
+    if (this.closedConnections.has(r.connection)) {
+      r.close();
+      throw new HttpError(410, "the connection closed while the reader session was being opened.");
+    }
+    this.readers.set(r.id, r);
+  }
+
   async abortBackup(s: BackupSession): Promise<void> {
     this.backups.delete(s.id);
     await s.abort();
@@ -359,6 +382,7 @@ export class SessionTable {
 
   /** The connection that opened these sessions is gone. */
   async connectionClosed(connection: object): Promise<void> {
+    this.closedConnections.add(connection);
     for (const s of [...this.backups.values()]) if (s.connection === connection) await this.abortBackup(s).catch(() => undefined);
     for (const s of [...this.readers.values()]) if (s.connection === connection) this.closeReader(s);
   }
