@@ -162,6 +162,18 @@ void describe("nodes and guests", { skip: why ?? false }, () => {
     await serviceGet(vm.httpPort, "/cgi-bin/note", 10_000, { method: "POST", body: "note after the adoption" });
     const incr = await json<GuestBackupResult>(node1, ["backup", "100"]);
     assert.match(incr.log.join("\n"), /chunks dirty since vm\/100\//);
+    // That snapshot forgotten on the server (a prune between two backups): the bitmaps count
+    // from a snapshot no backup can build on, so the next backup drops them and reads the
+    // disk whole; the one after it is incremental again.
+    const adminEnv = { GORDE_PASSWORD: "admin-pass-1", GORDE_FINGERPRINT: server.fingerprint };
+    const forgotten = await gorde(["forget", server.url("store"), incr.snapshot], adminEnv);
+    assert.equal(forgotten.code, 0, forgotten.err);
+    await serviceGet(vm.httpPort, "/cgi-bin/note", 10_000, { method: "POST", body: "note after a snapshot was forgotten" });
+    const whole = await json<GuestBackupResult>(node1, ["backup", "100"]);
+    assert.match(whole.log.join("\n"), new RegExp(`dirty bitmaps record changes since ${incr.snapshot} on .*, but the newest snapshot there is vm/100/\\S+: every disk is read whole`));
+    assert.doesNotMatch(whole.log.join("\n"), /chunks dirty since/);
+    const after = await json<GuestBackupResult>(node1, ["backup", "100"]);
+    assert.match(after.log.join("\n"), new RegExp(`chunks dirty since ${whole.snapshot}`));
     const ctBackup = await json<GuestBackupResult>(node1, ["backup", "101"]);
     assert.ok(ctBackup.reusedBytes > 0);
     // Stopped through the adopted monitor and LXC: gone, and started again as usual.
