@@ -26,6 +26,8 @@ export interface KindContext {
 }
 
 export interface Kind {
+  /** what --kinds names it by */
+  id: string;
   name: string;
   /** why it cannot run here, or undefined */
   unavailable?(): string | undefined;
@@ -113,11 +115,15 @@ async function killedBackup(ctx: KindContext, repo: Repo, workMs: number, result
   await trim(lab, repo, 2);
 }
 
-/** How long an incremental backup takes (the killed ones are incremental too): a first backup, then one timed. */
+/** How long an incremental backup takes (the killed ones are incremental too): the faster of two, after a first. */
 async function incrementalMs(lab: FaultLab, repo: Repo): Promise<number> {
   if (!(await lab.snapshots(repo)).some((s) => s.finished)) await lab.goodBackup(repo);
-  lab.modify();
-  return timed(() => lab.goodBackup(repo));
+  const times: number[] = [];
+  for (let i = 0; i < 2; i++) {
+    lab.modify();
+    times.push(await timed(() => lab.goodBackup(repo)));
+  }
+  return Math.min(...times);
 }
 
 async function timed(f: () => Promise<unknown>): Promise<number> {
@@ -127,6 +133,7 @@ async function timed(f: () => Promise<unknown>): Promise<number> {
 }
 
 const localBackup: Kind = {
+  id: "local-backup",
   name: "local backup",
   async run(ctx, result) {
     const repo = await localRepo(ctx.lab, "local-backup");
@@ -143,6 +150,7 @@ async function server(lab: FaultLab): Promise<ManagedServer> {
 }
 
 const remoteBackup: Kind = {
+  id: "remote-backup",
   name: "remote backup (client killed)",
   async run(ctx, result) {
     const srv = await server(ctx.lab);
@@ -153,6 +161,7 @@ const remoteBackup: Kind = {
 };
 
 const serverRestart: Kind = {
+  id: "server-restart",
   name: "server killed mid-backup, restarted",
   async run(ctx, result) {
     const srv = await server(ctx.lab);
@@ -178,6 +187,7 @@ async function makeGarbage(lab: FaultLab, repo: Repo, round: number): Promise<vo
 }
 
 const gc: Kind = {
+  id: "gc",
   name: "GC",
   async run(ctx, result) {
     const { lab } = ctx;
@@ -202,6 +212,7 @@ const gc: Kind = {
 };
 
 const prune: Kind = {
+  id: "prune",
   name: "prune",
   async run(ctx, result) {
     const { lab } = ctx;
@@ -229,6 +240,7 @@ const prune: Kind = {
 };
 
 const verify: Kind = {
+  id: "verify",
   name: "verify",
   async run(ctx, result) {
     const { lab } = ctx;
@@ -256,6 +268,7 @@ const verify: Kind = {
 
 /** The puller is the server that runs the sync: it is killed mid-pull and started again. */
 const sync: Kind = {
+  id: "sync",
   name: "sync (pulling server killed)",
   async run(ctx, result) {
     const { lab } = ctx;
@@ -343,6 +356,7 @@ function leaveFree(dir: string, free: number): string {
 /** A datastore on a small tmpfs, a backup with a random amount of space left: it succeeds, or fails with one sentence. */
 function enospc(remote: boolean): Kind {
   return {
+    id: remote ? "enospc-server" : "enospc-local",
     name: remote ? "ENOSPC, server's datastore" : "ENOSPC, local datastore",
     unavailable: tmpfsUnavailable,
     async run(ctx, result) {
@@ -466,6 +480,7 @@ async function linkLab(lab: FaultLab): Promise<LinkLab> {
  */
 function linkCut(during: "upload" | "restore"): Kind {
   return {
+    id: `cut-${during}`,
     name: `link cut mid-${during}`,
     unavailable: linkUnavailable,
     async run(ctx, result) {

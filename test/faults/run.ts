@@ -4,7 +4,7 @@
 // snapshot restores bit-exact, and the operation works again.
 //   npm run faults                          20 faults of each kind, seed 1
 //   npm run faults -- --faults 3 --seed 7   fewer, another seed (what a failure prints)
-//   npm run faults -- --kinds gc,prune      some kinds only (names as the table prints them, or a part)
+//   npm run faults -- --kinds gc,prune      some kinds only (their ids: see --kinds help)
 // As root the suite runs in a mount namespace of its own (unshare -m), where it mounts the
 // small tmpfs of the ENOSPC kinds; without root those kinds and the link cuts say why they
 // are skipped.
@@ -34,9 +34,10 @@ const whole = (name: string, v: string | undefined, fallback: number): number =>
 };
 const seed = whole("seed", values.seed, 1);
 const faults = whole("faults", values.faults, 20);
-const wanted = values.kinds?.split(",").map((k) => k.trim().toLowerCase());
-const kinds = wanted ? KINDS.filter((k) => wanted.some((w) => k.name.toLowerCase().includes(w))) : KINDS;
-if (wanted && kinds.length === 0) fail(`no kind matches ${values.kinds}; kinds are: ${KINDS.map((k) => k.name).join("; ")}.`);
+const wanted = values.kinds?.split(",").map((k) => k.trim());
+const unknown = wanted?.filter((w) => !KINDS.some((k) => k.id === w)) ?? [];
+if (unknown.length) fail(`no kind ${unknown.join(", ")}; the kinds are ${KINDS.map((k) => k.id).join(", ")}.`);
+const kinds = wanted ? KINDS.filter((k) => wanted.includes(k.id)) : KINDS;
 
 // Root: the suite goes into a mount namespace of its own first, so its tmpfs mounts are seen by nobody else.
 if (process.getuid?.() === 0 && process.env.GORDE_FAULTS_MOUNT_NS !== "1") {
@@ -51,10 +52,17 @@ if (process.getuid?.() === 0 && process.env.GORDE_FAULTS_MOUNT_NS !== "1") {
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "gorde-faults-"));
 const lab = new FaultLab(root, seed);
 const started = performance.now();
+// Interrupted: what the suite started is killed, so no server outlives it.
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.once(sig, () => {
+    void lab.close().finally(() => process.exit(130));
+  });
+}
 console.log(`faults: seed ${seed}, ${faults} of each of ${kinds.length} kinds, in ${root}`);
 
 // A CLI start that does nothing: kill points are spread past it.
 const starts: number[] = [];
+await lab.gorde(["calendar", "daily"]); // fills the compile cache
 for (let i = 0; i < 3; i++) {
   const r = await lab.gorde(["calendar", "daily"]);
   starts.push(r.ms);
