@@ -46,6 +46,35 @@ export function chooseAccel(kit: GuestKit, workDir: string): Promise<{ accel: Ac
   return accelChoice;
 }
 
+/** The longest line QEMU's monitor may send (query-named-block-nodes of many disks stays far below). */
+const MAX_QMP_LINE = 16 * 1024 * 1024;
+
+/** One message of QEMU's monitor: its greeting, an event, or a command's answer or error. */
+export type QmpMessage = { kind: "greeting" } | { kind: "event"; event: string; data?: unknown } | { kind: "return"; value: unknown } | { kind: "error"; desc: string };
+
+/** One line from QEMU's monitor, checked: anything but a QMP message is refused in one sentence. */
+export function parseQmpLine(line: string): QmpMessage {
+  let v: unknown;
+  try {
+    v = JSON.parse(line);
+  } catch {
+    throw new GordeError("invalid", "QEMU's monitor sent a line that is not JSON.");
+  }
+  if (!v || typeof v !== "object" || Array.isArray(v)) throw new GordeError("invalid", "QEMU's monitor sent a line that is not a JSON object.");
+  const m = v as Record<string, unknown>;
+  if (m.QMP) return { kind: "greeting" };
+  if (m.event !== undefined) {
+    if (typeof m.event !== "string") throw new GordeError("invalid", "QEMU's monitor sent an event without a name.");
+    return { kind: "event", event: m.event, data: m.data };
+  }
+  if (m.error !== undefined) {
+    const desc = (m.error as { desc?: unknown } | null)?.desc;
+    return { kind: "error", desc: typeof desc === "string" && desc ? desc : "no reason given" };
+  }
+  if ("return" in m) return { kind: "return", value: m.return };
+  throw new GordeError("invalid", "QEMU's monitor sent a message that is neither an answer nor an event.");
+}
+
 /** A QMP connection: commands answered in order, events passed to listeners. */
 export class Qmp {
   private readonly socket: net.Socket;
@@ -91,22 +120,32 @@ export class Qmp {
 
   private onData(d: string): void {
     this.buf += d;
-    let i;
-    while ((i = this.buf.indexOf("\n")) >= 0) {
-      const line = this.buf.slice(0, i).trim();
-      this.buf = this.buf.slice(i + 1);
-      if (!line) continue;
-      const msg = JSON.parse(line) as { QMP?: unknown; return?: unknown; error?: { desc: string }; event?: string; data?: unknown };
-      if (msg.QMP) {
-        this.greetingWaiter?.();
-      } else if (msg.event) {
-        for (const l of this.listeners) l({ event: msg.event, data: msg.data });
-      } else {
-        const q = this.queue.shift();
-        if (!q) continue;
-        if (msg.error) q.reject(new GordeError("io", `QEMU refused ${q.cmd}: ${msg.error.desc}.`));
-        else q.resolve(msg.return);
+    try {
+      let i;
+      while ((i = this.buf.indexOf("\n")) >= 0) {
+        const line = this.buf.slice(0, i).trim();
+        this.buf = this.buf.slice(i + 1);
+        if (!line) continue;
+        const msg = parseQmpLine(line);
+        if (msg.kind === "greeting") {
+          this.greetingWaiter?.();
+        } else if (msg.kind === "event") {
+          for (const l of this.listeners) l({ event: msg.event, data: msg.data });
+        } else {
+          const q = this.queue.shift();
+          if (!q) continue;
+          if (msg.kind === "error") q.reject(new GordeError("io", `QEMU refused ${q.cmd}: ${msg.desc.replace(/\.$/, "")}.`));
+          else q.resolve(msg.value);
+        }
       }
+      if (this.buf.length > MAX_QMP_LINE) throw new GordeError("invalid", `QEMU's monitor sent more than ${MAX_QMP_LINE} bytes without a line end.`);
+    } catch (err) {
+      // A monitor that speaks no QMP is one nobody can back up or fence through: closed.
+      const e = err instanceof GordeError ? err : new GordeError("invalid", `QEMU's monitor failed: ${(err as Error).message}`);
+      for (const q of this.queue) q.reject(e);
+      this.queue = [];
+      this.closed = true;
+      this.socket.destroy();
     }
   }
 
