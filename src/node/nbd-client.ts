@@ -75,6 +75,29 @@ class ByteReader {
   }
 }
 
+/** The byte stream an NBD client talks over: a socket, or in the fuzzer a scripted server. */
+export interface NbdWire {
+  read(n: number): Promise<Buffer>;
+  write(b: Buffer): void;
+  /** tells the server goodbye: no more requests */
+  end(): void;
+  destroy(): void;
+  readonly destroyed: boolean;
+}
+
+function socketWire(socket: net.Socket): NbdWire {
+  const reader = new ByteReader(socket);
+  return {
+    read: (n) => reader.read(n),
+    write: (b) => void socket.write(b),
+    end: () => void socket.end(),
+    destroy: () => void socket.destroy(),
+    get destroyed() {
+      return socket.destroyed;
+    },
+  };
+}
+
 export interface Extent {
   offset: number;
   length: number;
@@ -98,47 +121,50 @@ export class NbdClient {
   readonly size: number;
   /** negotiated context name → id */
   readonly contexts: Map<string, number>;
-  private readonly socket: net.Socket;
-  private readonly reader: ByteReader;
+  private readonly wire: NbdWire;
   private cookie = 1n;
   private busy: Promise<unknown> = Promise.resolve();
 
-  private constructor(socket: net.Socket, reader: ByteReader, size: number, contexts: Map<string, number>) {
-    this.socket = socket;
-    this.reader = reader;
+  private constructor(wire: NbdWire, size: number, contexts: Map<string, number>) {
+    this.wire = wire;
     this.size = size;
     this.contexts = contexts;
   }
 
   static async connect(opts: NbdOptions): Promise<NbdClient> {
     const socket = net.createConnection(opts.socket);
-    const reader = new ByteReader(socket);
+    const wire = socketWire(socket);
     await new Promise<void>((resolve, reject) => {
       socket.once("connect", resolve);
       socket.once("error", (e) => reject(new GordeError("io", `cannot connect to the NBD export ${opts.socket}: ${e.message}.`)));
     });
+    return NbdClient.negotiate(wire, opts);
+  }
+
+  /** The handshake over `wire`: fixed newstyle, structured replies, meta contexts, the export's size. */
+  static async negotiate(wire: NbdWire, opts: Omit<NbdOptions, "socket">): Promise<NbdClient> {
     try {
-      const hello = await reader.read(18);
+      const hello = await wire.read(18);
       if (hello.readBigUInt64BE(0) !== NBDMAGIC || hello.readBigUInt64BE(8) !== IHAVEOPT) throw new GordeError("invalid", "the NBD server does not speak the newstyle protocol.");
       const serverFlags = hello.readUInt16BE(16);
       if (!(serverFlags & FLAG_FIXED_NEWSTYLE)) throw new GordeError("unsupported", "the NBD server lacks fixed newstyle negotiation.");
       const flags = Buffer.alloc(4);
       flags.writeUInt32BE(FLAG_FIXED_NEWSTYLE | (serverFlags & FLAG_NO_ZEROES));
-      socket.write(flags);
+      wire.write(flags);
       const option = (opt: number, data: Buffer): void => {
         const h = Buffer.alloc(16);
         h.writeBigUInt64BE(IHAVEOPT, 0);
         h.writeUInt32BE(opt, 8);
         h.writeUInt32BE(data.length, 12);
-        socket.write(Buffer.concat([h, data]));
+        wire.write(Buffer.concat([h, data]));
       };
       const reply = async (opt: number): Promise<{ type: number; data: Buffer }> => {
-        const h = await reader.read(20);
+        const h = await wire.read(20);
         if (h.readBigUInt64BE(0) !== OPT_REPLY_MAGIC || h.readUInt32BE(8) !== opt) throw new GordeError("invalid", "the NBD server answered an option out of order.");
         const type = h.readUInt32BE(12);
         const len = h.readUInt32BE(16);
         if (len > 64 * 1024) throw new GordeError("invalid", `the NBD server's option reply claims ${len} bytes.`);
-        const data = await reader.read(len);
+        const data = await wire.read(len);
         if (type & 0x80000000) throw new GordeError("unsupported", `the NBD server refused option ${opt}: ${data.toString("utf8") || `error ${type & 0x7fffffff}`}.`);
         return { type, data };
       };
@@ -154,7 +180,10 @@ export class NbdClient {
         for (;;) {
           const r = await reply(OPT_SET_META_CONTEXT);
           if (r.type === REP_ACK) break;
-          if (r.type === REP_META_CONTEXT) contexts.set(r.data.toString("utf8", 4), r.data.readUInt32BE(0));
+          if (r.type === REP_META_CONTEXT) {
+            if (r.data.length < 5) throw new GordeError("invalid", "the NBD server sent a meta context reply without a name.");
+            contexts.set(r.data.toString("utf8", 4), r.data.readUInt32BE(0));
+          }
         }
         for (const q of queries) if (!contexts.has(q)) throw new GordeError("not-found", `the NBD export ${opts.exportName} has no meta context ${q}.`);
       }
@@ -165,12 +194,16 @@ export class NbdClient {
       for (;;) {
         const r = await reply(OPT_GO);
         if (r.type === REP_ACK) break;
-        if (r.type === REP_INFO && r.data.length >= 12 && r.data.readUInt16BE(0) === INFO_EXPORT) size = Number(r.data.readBigUInt64BE(2));
+        if (r.type === REP_INFO && r.data.length >= 12 && r.data.readUInt16BE(0) === INFO_EXPORT) {
+          const claimed = r.data.readBigUInt64BE(2);
+          if (claimed > BigInt(Number.MAX_SAFE_INTEGER)) throw new GordeError("invalid", `the NBD server claims an export of ${claimed} bytes.`);
+          size = Number(claimed);
+        }
       }
       if (size < 0) throw new GordeError("invalid", `the NBD server did not tell the size of ${opts.exportName}.`);
-      return new NbdClient(socket, reader, size, contexts);
+      return new NbdClient(wire, size, contexts);
     } catch (err) {
-      socket.destroy();
+      wire.destroy();
       throw err;
     }
   }
@@ -184,31 +217,32 @@ export class NbdClient {
     h.writeBigUInt64BE(cookie, 8);
     h.writeBigUInt64BE(BigInt(offset), 16);
     h.writeUInt32BE(length, 24);
-    this.socket.write(h);
+    this.wire.write(h);
     return cookie;
   }
 
   /** Structured reply chunks of one request, until the DONE flag. */
   private async replies(cookie: bigint, onChunk: (type: number, payload: Buffer) => void): Promise<void> {
     for (;;) {
-      const magic = (await this.reader.read(4)).readUInt32BE(0);
+      const magic = (await this.wire.read(4)).readUInt32BE(0);
       if (magic === SIMPLE_REPLY_MAGIC) {
-        const rest = await this.reader.read(12);
+        const rest = await this.wire.read(12);
         const error = rest.readUInt32BE(0);
         if (error) throw new GordeError("io", `the NBD server reports error ${error}.`);
         throw new GordeError("invalid", "the NBD server sent a simple reply after agreeing to structured replies.");
       }
       if (magic !== STRUCTURED_REPLY_MAGIC) throw new GordeError("invalid", "the NBD server sent a reply with a bad magic.");
-      const h = await this.reader.read(16);
+      const h = await this.wire.read(16);
       const flags = h.readUInt16BE(0);
       const type = h.readUInt16BE(2);
       if (h.readBigUInt64BE(4) !== cookie) throw new GordeError("invalid", "the NBD server answered another request.");
       const len = h.readUInt32BE(12);
       if (len > MAX_REQUEST + 64) throw new GordeError("invalid", `the NBD server's reply claims ${len} bytes.`);
-      const payload = await this.reader.read(len);
+      const payload = await this.wire.read(len);
       if (type & 0x8000) {
         const msgLen = payload.length >= 6 ? payload.readUInt16BE(4) : 0;
-        throw new GordeError("io", `the NBD server reports an error: ${payload.toString("utf8", 6, 6 + msgLen) || `code ${payload.readUInt32BE(0)}`}.`);
+        const code = payload.length >= 4 ? `code ${payload.readUInt32BE(0)}` : "no code";
+        throw new GordeError("io", `the NBD server reports an error: ${payload.toString("utf8", 6, 6 + msgLen) || code}.`);
       }
       onChunk(type, payload);
       if (flags & REPLY_FLAG_DONE) return;
@@ -232,6 +266,7 @@ export class NbdClient {
       await this.replies(cookie, (type, p) => {
         if (type === REPLY_NONE) return;
         if (type !== REPLY_OFFSET_DATA && type !== REPLY_OFFSET_HOLE) throw new GordeError("invalid", `the NBD server answered a read with reply type ${type}.`);
+        if (p.length < 8 || (type === REPLY_OFFSET_HOLE && p.length !== 12)) throw new GordeError("invalid", `the NBD server sent a read reply of ${p.length} bytes.`);
         const at = Number(p.readBigUInt64BE(0)) - offset;
         const n = type === REPLY_OFFSET_DATA ? p.length - 8 : p.readUInt32BE(8);
         if (at < 0 || at + n > length) throw new GordeError("invalid", "the NBD server sent data outside the range asked for.");
@@ -259,6 +294,7 @@ export class NbdClient {
         await this.replies(cookie, (type, p) => {
           if (type === REPLY_NONE) return;
           if (type !== REPLY_BLOCK_STATUS) throw new GordeError("invalid", `the NBD server answered block status with reply type ${type}.`);
+          if (p.length < 4) throw new GordeError("invalid", `the NBD server sent a block status reply of ${p.length} bytes.`);
           if (p.readUInt32BE(0) !== id) return;
           for (let o = 4; o + 8 <= p.length; o += 8) {
             const len = p.readUInt32BE(o);
@@ -280,9 +316,9 @@ export class NbdClient {
   /** Tells the server goodbye and closes. */
   async close(): Promise<void> {
     await this.busy;
-    if (!this.socket.destroyed) {
+    if (!this.wire.destroyed) {
       this.request(CMD_DISC, 0, 0);
-      this.socket.end();
+      this.wire.end();
     }
   }
 }
