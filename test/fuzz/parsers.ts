@@ -12,6 +12,8 @@ import { NODE_ROUTES } from "../../src/api/node-routes.ts";
 import { ROUTES } from "../../src/api/routes.ts";
 import { decodeChunkBatch, encodeChunkBatch } from "../../src/api/chunk-batch.ts";
 import { parseGuestConfig } from "../../src/api/guest-config.ts";
+import { NbdClient, type NbdWire } from "../../src/node/nbd-client.ts";
+import { parseQmpLine } from "../../src/node/qemu.ts";
 import { paperKey, parseKeyFile, parsePaperKey } from "../../src/client/key-file.ts";
 import { GordeError } from "../../src/errors.ts";
 import { decodeBlob, encodeBlob } from "../../src/format/blob.ts";
@@ -86,6 +88,9 @@ function randomBytesFrom(r: Rand, n: number): Buffer {
 const HOSTILE_STRINGS = ["", "..", "../../etc/passwd", "/abs", "a/../b", "\u0000", "x".repeat(5000), "💥", "-1", "1e309", "NaN", "true", "null", "*", "%s%n"];
 const HOSTILE_VALUES: unknown[] = [null, true, false, 0, -1, 1.5, 2 ** 53, -(2 ** 63), Number.MAX_VALUE, -Number.MAX_VALUE, "", "x".repeat(70_000), [], {}, [[[[[]]]]], { __proto__: { x: 1 } }, { constructor: 1 }];
 
+/** A hostile value, a copy each time: one shared value changed in place could come to hold itself. */
+const hostile = (r: Rand): unknown => structuredClone(pick(r, HOSTILE_VALUES));
+
 /** A JSON value with one to three members changed, removed or added. */
 function mutateJson(r: Rand, seed: unknown): unknown {
   const v = structuredClone(seed);
@@ -108,14 +113,14 @@ function mutateJson(r: Rand, seed: unknown): unknown {
         else delete parent[key];
         break;
       case 1:
-        parent[key] = pick(r, HOSTILE_VALUES);
+        parent[key] = hostile(r);
         break;
       case 2:
-        parent[key] = typeof old === "string" ? pick(r, HOSTILE_STRINGS) : typeof old === "number" ? pick(r, [-old, old * 1e6, old + 1, 0.5, 2 ** 31, -1]) : pick(r, HOSTILE_VALUES);
+        parent[key] = typeof old === "string" ? pick(r, HOSTILE_STRINGS) : typeof old === "number" ? pick(r, [-old, old * 1e6, old + 1, 0.5, 2 ** 31, -1]) : hostile(r);
         break;
       case 3:
-        if (!Array.isArray(parent)) parent[`extra${int(r, 3)}`] = pick(r, HOSTILE_VALUES);
-        else parent.push(pick(r, HOSTILE_VALUES));
+        if (!Array.isArray(parent)) parent[`extra${int(r, 3)}`] = hostile(r);
+        else parent.push(hostile(r));
         break;
       default:
         parent[key] = typeof old === "string" ? old + pick(r, HOSTILE_STRINGS) : old;
@@ -262,7 +267,114 @@ export function targets(): Target[] {
       if (refused === 4) throw new GordeError("invalid", "no name parser takes it");
     }),
     textTarget("paper key", [paperKey(Buffer.from(JSON.stringify(keyFile)))], "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567 :\n0189", parsePaperKey),
+    jsonTarget("QMP monitor line", QMP_LINES, (b) => parseQmpLine(b.toString())),
+    bytesTarget("NBD server replies (handshake, read, block status)", [nbdConversation()], nbdSession),
   ];
+}
+
+/** Lines as QEMU's monitor sends them: its greeting, answers, an error, an event. */
+const QMP_LINES: unknown[] = [
+  { QMP: { version: { qemu: { micro: 0, minor: 2, major: 7 }, package: "Debian 1:7.2" }, capabilities: ["oob"] } },
+  { return: {} },
+  { return: { status: "running", running: true } },
+  { return: [{ "node-name": "disk0", "dirty-bitmaps": [{ name: "gorde-1", recording: true, count: 65536, granularity: 65536 }] }] },
+  { error: { class: "GenericError", desc: "Bitmap 'gorde-1' not found" } },
+  { timestamp: { seconds: 1700000000, microseconds: 5 }, event: "JOB_STATUS_CHANGE", data: { status: "concluded", id: "backup-1" } },
+];
+
+const NBD = { magic: 0x4e42444d41474943n, ihaveopt: 0x49484156454f5054n, optReply: 0x3e889045565a9n, structured: 0x668e33ef };
+
+/**
+ * What an NBD server sends to a client that negotiates structured replies and the
+ * base:allocation context, then reads 8 KiB at 0 (data, then a hole) and asks the block
+ * status of the whole 64 KiB export: as qemu-nbd answers, byte for byte in the protocol's layout.
+ */
+function nbdConversation(): Buffer {
+  const parts: Buffer[] = [];
+  const u16 = (n: number): void => void parts.push(Buffer.from([n >> 8, n & 255]));
+  const u32 = (n: number): void => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(n >>> 0);
+    parts.push(b);
+  };
+  const u64 = (n: bigint): void => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64BE(n);
+    parts.push(b);
+  };
+  const optReply = (opt: number, type: number, data: Buffer): void => {
+    u64(NBD.optReply);
+    u32(opt);
+    u32(type);
+    u32(data.length);
+    parts.push(data);
+  };
+  const chunk = (flags: number, type: number, cookie: bigint, payload: Buffer): void => {
+    u32(NBD.structured);
+    u16(flags);
+    u16(type);
+    u64(cookie);
+    u32(payload.length);
+    parts.push(payload);
+  };
+  u64(NBD.magic);
+  u64(NBD.ihaveopt);
+  u16(3); // fixed newstyle, no zeroes
+  optReply(8, 1, Buffer.alloc(0)); // structured replies: ack
+  optReply(10, 4, Buffer.concat([Buffer.from([0, 0, 0, 1]), Buffer.from("base:allocation")]));
+  optReply(10, 1, Buffer.alloc(0));
+  const info = Buffer.alloc(12);
+  info.writeBigUInt64BE(65536n, 2);
+  info.writeUInt16BE(1, 10);
+  optReply(7, 3, info);
+  optReply(7, 1, Buffer.alloc(0));
+  const data = Buffer.alloc(8 + 4096, 0x5a);
+  data.writeBigUInt64BE(0n, 0);
+  chunk(0, 1, 1n, data);
+  const hole = Buffer.alloc(12);
+  hole.writeBigUInt64BE(4096n, 0);
+  hole.writeUInt32BE(4096, 8);
+  chunk(1, 2, 1n, hole);
+  const status = Buffer.alloc(4 + 16);
+  status.writeUInt32BE(1, 0);
+  status.writeUInt32BE(8192, 4);
+  status.writeUInt32BE(0, 8);
+  status.writeUInt32BE(57344, 12);
+  status.writeUInt32BE(3, 16);
+  chunk(1, 5, 2n, status);
+  return Buffer.concat(parts);
+}
+
+/** The client's whole session against `bytes` as the server's side; the connection closes where they end. */
+async function nbdSession(bytes: Buffer): Promise<void> {
+  let at = 0;
+  let destroyed = false;
+  const wire: NbdWire = {
+    read(n) {
+      if (at + n > bytes.length) return Promise.reject(new GordeError("io", "the NBD server closed the connection."));
+      const b = bytes.subarray(at, at + n);
+      at += n;
+      return Promise.resolve(b);
+    },
+    write: () => undefined,
+    end: () => void (destroyed = true),
+    destroy: () => void (destroyed = true),
+    get destroyed() {
+      return destroyed;
+    },
+  };
+  const c = await NbdClient.negotiate(wire, { exportName: "disk0", metaContexts: ["base:allocation"] });
+  await c.read(0, 8192);
+  await c.blockStatus("base:allocation", 0, c.size);
+  await c.close();
+}
+
+class Hang extends Error {}
+
+function settlesWithin(p: Promise<unknown>, ms: number): Promise<unknown> {
+  let timer: NodeJS.Timeout | undefined;
+  const hang = new Promise((_, reject) => (timer = setTimeout(() => reject(new Hang(`did not settle within ${ms} ms`)), ms)));
+  return Promise.race([p, hang]).finally(() => clearTimeout(timer));
 }
 
 export interface FuzzResult {
@@ -276,14 +388,16 @@ export interface FuzzResult {
 }
 
 /** Runs `count` inputs of a target from `seed`; a parse slower than `slowMs` is a finding (a hang). */
-export function fuzz(t: Target, seed: number, count: number, slowMs = 5000): FuzzResult {
+export async function fuzz(t: Target, seed: number, count: number, slowMs = 5000): Promise<FuzzResult> {
   const res: FuzzResult = { name: t.name, inputs: 0, accepted: 0, refused: 0, findings: [], slowestMs: 0 };
   for (let i = 0; i < count; i++) {
     const r = rng(seed * 1_000_003 + i);
     const input = t.input(r);
     const started = performance.now();
     try {
-      t.parse(input);
+      const out = t.parse(input);
+      // A parse over a stream (the NBD client) is a promise: one that never settles is a hang.
+      if (out instanceof Promise) await settlesWithin(out, slowMs * 4);
       res.accepted++;
     } catch (err) {
       if (err instanceof GordeError) res.refused++;

@@ -14,7 +14,7 @@ const started = performance.now();
 for (const t of targets()) {
   if (values.only && !t.name.includes(values.only)) continue;
   const t0 = performance.now();
-  const r = fuzz(t, seed, inputs);
+  const r = await fuzz(t, seed, inputs);
   peak = Math.max(peak, process.memoryUsage().rss);
   findings += r.findings.length;
   console.log(
