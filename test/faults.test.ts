@@ -1,7 +1,7 @@
 // The short, seeded form of `npm run faults` (test/faults/): one fault of each kind that
-// kills a process (local backup, a server killed mid-backup, GC, prune, verify, sync)
-// and one ENOSPC; after each the datastore verifies, every finished snapshot restores
-// bit-exact and the operation works again. The link cuts take up to half a minute each
+// kills a process (local backup, a server killed mid-backup, GC, prune, verify, sync), one
+// GC beside a backup that reuses its garbage, and one ENOSPC; after each the datastore
+// verifies, every finished snapshot restores bit-exact and the operation works again. The link cuts take up to half a minute each
 // and run only in `npm run faults`.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -9,7 +9,7 @@ import path from "node:path";
 import { describe, it } from "node:test";
 
 const RUN = path.join(import.meta.dirname, "faults", "run.ts");
-const KINDS = "local-backup,server-restart,gc,prune,verify,sync,enospc-local";
+const KINDS = "local-backup,server-restart,gc,gc-race,prune,verify,sync,enospc-local";
 
 void describe("the fault suite (short run)", () => {
   void it("survives a fault of each kind, seed 3", { timeout: 600_000 }, async () => {

@@ -327,6 +327,58 @@ const sync: Kind = {
   },
 };
 
+/** Every chunk file's times set two days back: GC sees them all as old enough to go unless marked or touched. */
+function ageChunks(datastoreDir: string): void {
+  const old = new Date(Date.now() - 2 * 86_400_000);
+  const visit = (dir: string): void => {
+    for (const d of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, d.name);
+      if (d.isDirectory()) visit(p);
+      else if (/^[0-9a-f]{64}$/.test(d.name)) fs.utimesSync(p, old, old);
+    }
+  };
+  visit(path.join(datastoreDir, ".chunks"));
+}
+
+/**
+ * GC beside a backup that reuses the chunks GC is about to remove (PBS's remove-then-touch
+ * race): a snapshot is forgotten, every chunk aged, then a backup of the same data and a GC
+ * with no grace start together, GC a random moment later. The backup's snapshot must
+ * restore bit-exact: every chunk it reused must still be there.
+ */
+const gcBesideBackup: Kind = {
+  id: "gc-race",
+  name: "GC beside a backup reusing its garbage",
+  async run(ctx, result) {
+    const { lab } = ctx;
+    const repo = await localRepo(lab, "gc-race");
+    await lab.goodBackup(repo);
+    for (let i = 0; i < ctx.faults; i++) {
+      lab.modify(1024 * 1024);
+      const forgotten = await lab.goodBackup(repo);
+      await lab.ok(repo, ["forget", repo.url, forgotten]);
+      lab.finished(repo).delete(forgotten);
+      ageChunks(repo.url);
+      const want = lab.describeSource();
+      const delay = lab.random() * (ctx.startupMs + 300);
+      const [b, g] = await Promise.all([
+        lab.gorde(lab.backupArgs(repo, lab.nextTime())),
+        new Promise((r) => setTimeout(r, delay)).then(() => lab.gorde(["gc", repo.url, "--cutoff", "0", "--json"])),
+      ]);
+      result.faults++;
+      check(b.code === 0, `the backup beside GC failed: ${b.err.trim()}`);
+      check(g.code === 0, `GC beside the backup failed: ${g.err.trim()}`);
+      lab.recordFinished(repo, (JSON.parse(b.out) as { snapshot: string }).snapshot, want);
+      const removed = (JSON.parse(g.out) as { removedChunks: number }).removedChunks;
+      count(result, removed > 0 ? "GC removed chunks beside the backup" : "GC removed nothing (the backup had touched all)");
+      ctx.log(`  ${result.kind} #${result.faults}: GC ${Math.round(delay)} ms after the backup, removed ${removed} chunks`);
+      await lab.healthy(repo);
+      await trim(lab, repo, 2);
+    }
+    await lab.cleanUp(repo, "host/fault", 2, repo.url);
+  },
+};
+
 /** Whether this process may mount a tmpfs that nobody else sees (run.ts puts the suite in a mount namespace of its own). */
 function tmpfsUnavailable(): string | undefined {
   if (process.getuid?.() !== 0) return "a small tmpfs needs root";
@@ -542,4 +594,4 @@ function linkCut(during: "upload" | "restore"): Kind {
   };
 }
 
-export const KINDS: Kind[] = [localBackup, remoteBackup, serverRestart, gc, prune, verify, sync, enospc(false), enospc(true), linkCut("upload"), linkCut("restore")];
+export const KINDS: Kind[] = [localBackup, remoteBackup, serverRestart, gc, gcBesideBackup, prune, verify, sync, enospc(false), enospc(true), linkCut("upload"), linkCut("restore")];
