@@ -1,8 +1,8 @@
 // The short, seeded form of `npm run faults` (test/faults/): one fault of each kind that
 // kills a process (local backup, a server killed mid-backup, GC, prune, verify, sync), one
 // GC beside a backup that reuses its garbage, and one ENOSPC; after each the datastore
-// verifies, every finished snapshot restores bit-exact and the operation works again. The link cuts take up to half a minute each
-// and run only in `npm run faults`.
+// verifies, every finished snapshot restores bit-exact and the operation works again. The
+// link cuts take up to half a minute each and run only in `npm run faults`.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import path from "node:path";
