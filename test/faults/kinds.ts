@@ -379,6 +379,100 @@ const gcBesideBackup: Kind = {
   },
 };
 
+function filesUnder(dir: string, match: (name: string) => boolean): string[] {
+  const out: string[] = [];
+  const visit = (d: string): void => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) visit(p);
+      else if (match(e.name)) out.push(p);
+    }
+  };
+  visit(dir);
+  return out.sort();
+}
+
+/** One random change to a file: a bit flipped, the file cut short, or its bytes swapped with another's of its kind. */
+function corrupt(lab: FaultLab, file: string, others: string[]): string {
+  const data = fs.readFileSync(file);
+  const r = lab.random();
+  if (r < 0.5 || data.length < 2) {
+    const at = Math.floor(lab.random() * data.length);
+    data[at]! ^= 1 << Math.floor(lab.random() * 8);
+    fs.writeFileSync(file, data);
+    return `bit flipped at byte ${at}`;
+  }
+  const other = others.filter((o) => o !== file && !fs.readFileSync(o).equals(data))[Math.floor(lab.random() * others.length)];
+  if (r < 0.8 || !other) {
+    const len = Math.floor(lab.random() * data.length);
+    fs.truncateSync(file, len);
+    return `cut to ${len} of ${data.length} bytes`;
+  }
+  fs.writeFileSync(file, fs.readFileSync(other));
+  return `bytes swapped with ${path.basename(other).slice(0, 12)}`;
+}
+
+/**
+ * Corruption: a chunk, an index or a manifest of the datastore changed at random. Every
+ * restore either gives back exactly what was backed up or fails with one sentence; verify
+ * fails and names every snapshot that no longer restores; a backup of the same data then
+ * stores the bad chunks again (what it heals no longer fails verify), and the snapshots
+ * still damaged are forgotten so that the next round starts from a sound datastore.
+ */
+const corruption: Kind = {
+  id: "corruption",
+  name: "corruption (bit flips, cuts, swaps)",
+  async run(ctx, result) {
+    const { lab } = ctx;
+    const repo = await localRepo(lab, "corruption");
+    for (let i = 0; i < 3; i++) {
+      lab.modify();
+      await lab.goodBackup(repo);
+    }
+    for (let i = 0; i < ctx.faults; i++) {
+      const chunks = filesUnder(path.join(repo.url, ".chunks"), (n) => /^[0-9a-f]{64}$/.test(n));
+      const indexes = filesUnder(path.join(repo.url, "host"), (n) => /\.[fd]idx$/.test(n));
+      const manifests = filesUnder(path.join(repo.url, "host"), (n) => n === "manifest.json");
+      const r = lab.random();
+      const [what, pool] = r < 0.5 ? ["chunk", chunks] : r < 0.75 ? ["index", indexes] : ["manifest", manifests];
+      const file = pool[Math.floor(lab.random() * pool.length)]!;
+      const how = corrupt(lab, file, pool);
+      result.faults++;
+      // Every snapshot: bit-exact, or refused in one sentence.
+      const broken = new Set<string>();
+      for (const [snapshot, want] of lab.finished(repo)) {
+        try {
+          await lab.healthyOne(repo, snapshot, want);
+        } catch (e) {
+          const m = (e as Error).message;
+          check(!/restores with other bytes|restores .* differently|restores \d+ entries/.test(m), `${what} ${how}: a SILENTLY WRONG restore: ${m}`);
+          broken.add(snapshot);
+        }
+      }
+      const v = await lab.gorde(["verify", repo.url, "--json"]);
+      const named = new Set((JSON.parse(v.out || '{"snapshots": []}') as { snapshots: { snapshot: string; state: string }[] }).snapshots.filter((s) => s.state === "failed").map((s) => s.snapshot));
+      for (const b of broken) check(named.has(b), `${what} ${how}: ${b} no longer restores, but verify does not name it (${v.err.trim()})`);
+      if (what !== "manifest") check(v.code !== 0, `${what} ${how}: verify did not find the damage`);
+      count(result, v.code !== 0 ? `${what}: verify found it` : `${what}: harmless (an unprotected field)`);
+      // The next backup of the same data stores the chunks verify moved aside again.
+      await lab.goodBackup(repo);
+      const again = await lab.gorde(["verify", repo.url, "--json"]);
+      const still = new Set((JSON.parse(again.out) as { snapshots: { snapshot: string; state: string }[] }).snapshots.filter((s) => s.state === "failed").map((s) => s.snapshot));
+      const healed = [...named].filter((n) => !still.has(n));
+      if (healed.length) count(result, "healed by the next backup");
+      ctx.log(`  corruption #${result.faults}: ${what} ${how} → ${named.size} snapshot(s) named by verify, ${broken.size} no longer restored, ${healed.length} healed by the next backup`);
+      for (const s of still) {
+        await lab.ok(repo, ["forget", repo.url, s]);
+        lab.finished(repo).delete(s);
+      }
+      await lab.healthy(repo);
+      await trim(lab, repo, 3);
+      lab.modify();
+    }
+    await lab.cleanUp(repo, "host/fault", 2, repo.url);
+  },
+};
+
 /** Whether this process may mount a tmpfs that nobody else sees (run.ts puts the suite in a mount namespace of its own). */
 function tmpfsUnavailable(): string | undefined {
   if (process.getuid?.() !== 0) return "a small tmpfs needs root";
@@ -594,4 +688,4 @@ function linkCut(during: "upload" | "restore"): Kind {
   };
 }
 
-export const KINDS: Kind[] = [localBackup, remoteBackup, serverRestart, gc, gcBesideBackup, prune, verify, sync, enospc(false), enospc(true), linkCut("upload"), linkCut("restore")];
+export const KINDS: Kind[] = [localBackup, remoteBackup, serverRestart, gc, gcBesideBackup, prune, verify, sync, corruption, enospc(false), enospc(true), linkCut("upload"), linkCut("restore")];

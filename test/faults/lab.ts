@@ -215,6 +215,11 @@ export class FaultLab {
     for (const [snapshot, want] of expected) await this.restoresAs(repo, snapshot, want);
   }
 
+  /** One snapshot restored and compared; throws what differs, or why it did not restore. */
+  healthyOne(repo: Repo, snapshot: string, want: Expected): Promise<void> {
+    return this.restoresAs(repo, snapshot, want);
+  }
+
   private async restoresAs(repo: Repo, snapshot: string, want: Expected): Promise<void> {
     const n = this.restores++;
     const img = path.join(this.root, `restored-${n}.img`);
