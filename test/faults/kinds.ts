@@ -57,6 +57,15 @@ function killedOrDone(r: Run, what: string, result: KindResult): boolean {
   return true;
 }
 
+/** `args` run and SIGKILLed at a random point of `workMs`; what came of it counted and logged. */
+async function killedRun(ctx: KindContext, result: KindResult, what: string, args: string[], workMs: number): Promise<Run> {
+  const at = killPoint(ctx, workMs);
+  const r = await ctx.lab.gorde(args, {}, { killAfterMs: at });
+  killedOrDone(r, what, result);
+  ctx.log(`  ${what} #${result.faults}: at ${Math.round(at)} ms → ${r.killed ? "killed" : "finished"}`);
+  return r;
+}
+
 async function localRepo(lab: FaultLab, name: string, dir = path.join(lab.root, name)): Promise<Repo> {
   const repo = { name, url: dir, env: {} };
   await lab.ok(repo, ["init", dir]);
@@ -199,10 +208,7 @@ const gc: Kind = {
       lab.modify();
       await lab.goodBackup(repo);
       await makeGarbage(lab, repo, i + 1);
-      const at = killPoint(ctx, workMs);
-      const r = await lab.gorde(["gc", repo.url, "--cutoff", "0"], {}, { killAfterMs: at });
-      killedOrDone(r, "GC", result);
-      ctx.log(`  GC #${result.faults}: at ${Math.round(at)} ms → ${r.killed ? "killed" : "finished"}`);
+      await killedRun(ctx, result, "GC", ["gc", repo.url, "--cutoff", "0"], workMs);
       await lab.healthy(repo);
       await lab.ok(repo, ["gc", repo.url, "--cutoff", "0"]);
       await trim(lab, repo);
@@ -227,10 +233,7 @@ const prune: Kind = {
       const args = ["prune", repo.url, "host/fault", "--keep-last", "2"];
       const plan = JSON.parse((await lab.ok(repo, [...args, "--dry-run", "--json"])).out) as { snapshot: string; action: string }[];
       const gone = new Set(plan.filter((a) => a.action === "remove").map((a) => a.snapshot));
-      const at = killPoint(ctx, workMs);
-      const r = await lab.gorde(args, {}, { killAfterMs: at });
-      killedOrDone(r, "prune", result);
-      ctx.log(`  prune #${result.faults}: at ${Math.round(at)} ms → ${r.killed ? "killed" : "finished"}`);
+      await killedRun(ctx, result, "prune", args, workMs);
       await lab.healthy(repo, { gone });
       await lab.ok(repo, args);
       await lab.healthy(repo, { gone });
@@ -251,10 +254,7 @@ const verify: Kind = {
     }
     const workMs = await timed(() => lab.ok(repo, ["verify", repo.url]));
     for (let i = 0; i < ctx.faults; i++) {
-      const at = killPoint(ctx, workMs);
-      const r = await lab.gorde(["verify", repo.url], {}, { killAfterMs: at });
-      killedOrDone(r, "verify", result);
-      ctx.log(`  verify #${result.faults}: at ${Math.round(at)} ms → ${r.killed ? "killed" : "finished"}`);
+      await killedRun(ctx, result, "verify", ["verify", repo.url], workMs);
       await lab.healthy(repo);
       if (i % 4 === 3) {
         lab.modify();
