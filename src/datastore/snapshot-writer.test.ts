@@ -122,6 +122,20 @@ void describe("SnapshotWriter", () => {
   });
 });
 
+void describe("SnapshotWriter: what a killed sync left", () => {
+  void it("a copy over the unfinished snapshot a killed sync left starts over; a finished one is refused in one sentence", async () => {
+    const store = await newStore("gorde-writer-");
+    const left = store.snapshotDir([], { ...VM, time: T });
+    fs.mkdirSync(left, { recursive: true });
+    fs.writeFileSync(path.join(left, "disk0.img.fidx"), "half of an index");
+    const w = await SnapshotWriter.open(store, { ns: [], group: VM, time: T, copy: true });
+    assert.ok(!fs.existsSync(path.join(left, "disk0.img.fidx")), "what the dead sync wrote is gone");
+    await w.finish(manifestOf(w));
+    await assert.rejects(SnapshotWriter.open(store, { ns: [], group: VM, time: T, copy: true }), (e: unknown) => e instanceof GordeError && /snapshot vm\/100\/\S+ already exists\./.test(e.message));
+    assert.deepEqual((await store.listSnapshots([], VM)).map((s) => s.finished), [true]);
+  });
+});
+
 void describe("latestUsable", () => {
   void it("reads the verify state of a server's listing as of a datastore's", () => {
     const listed = [

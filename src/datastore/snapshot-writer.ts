@@ -7,7 +7,9 @@
 //           the renames, their shard directories recorded for the directory sync)
 //   writeIndex, then finish: the last batch, the directory sync, the manifest last
 //   abort:  staged temp chunks, the snapshot directory and a group left empty go
+import fs from "node:fs";
 import fsp from "node:fs/promises";
+import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { GordeError } from "../errors.ts";
 import { type Manifest, encodeManifest } from "../format/manifest.ts";
@@ -85,8 +87,13 @@ export class SnapshotWriter {
       if (base) locks.push(lockDir(base.dir, "sh", `snapshot ${formatSnapshot(base)}`));
       locks.push(store.registerBackup(o.startedMs ?? Date.now()));
       const ref: SnapshotRef = { ...group, time };
-      dir = store.snapshotDir(ns, ref);
-      await fsp.mkdir(dir);
+      const target = store.snapshotDir(ns, ref);
+      if (o.copy) await removeUnfinishedCopy(target);
+      dir = target;
+      await fsp.mkdir(dir).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === "EEXIST") throw new GordeError("exists", `snapshot ${formatSnapshot(ref)} already exists.`);
+        throw err;
+      });
       created = true;
       // Held until the end: forget and prune cannot remove a snapshot being written.
       locks.push(lockDir(dir, "sh", `snapshot ${formatSnapshot(ref)}`));
@@ -214,4 +221,21 @@ async function removeEmptyGroup(dir: string, newGroup: boolean): Promise<void> {
 function release(locks: Lock[]): void {
   for (const l of locks.reverse()) l.release();
   locks.length = 0;
+}
+
+/**
+ * A copy's snapshot that a sync left unfinished when it died (no manifest) is removed, so
+ * that the copy starts over instead of failing on it for ever. The caller holds the group's
+ * lock: no backup or sync is writing it.
+ */
+async function removeUnfinishedCopy(dir: string): Promise<void> {
+  if (!fs.existsSync(dir) || fs.existsSync(path.join(dir, MANIFEST_FILE))) return;
+  const lock = lockDir(dir, "ex", `snapshot ${path.basename(dir)}`);
+  try {
+    const doomed = path.join(path.dirname(dir), `.removing-${path.basename(dir)}-${randomBytes(4).toString("hex")}`);
+    await fsp.rename(dir, doomed);
+    await fsp.rm(doomed, { recursive: true, force: true });
+  } finally {
+    lock.release();
+  }
 }
