@@ -430,6 +430,8 @@ const corruption: Kind = {
       await lab.goodBackup(repo);
     }
     for (let i = 0; i < ctx.faults; i++) {
+      // GC first: every chunk left is one a snapshot uses, so every change to one is damage.
+      await lab.ok(repo, ["gc", repo.url, "--cutoff", "0"]);
       const chunks = filesUnder(path.join(repo.url, ".chunks"), (n) => /^[0-9a-f]{64}$/.test(n));
       const indexes = filesUnder(path.join(repo.url, "host"), (n) => /\.[fd]idx$/.test(n));
       const manifests = filesUnder(path.join(repo.url, "host"), (n) => n === "manifest.json");
