@@ -357,6 +357,7 @@ export class SessionTable {
   async addBackup(s: BackupSession): Promise<void> {
     if (this.closedConnections.has(s.connection) || this.closing) {
       await s.abort();
+      if (this.closing) throw new HttpError(410, "the server is shutting down; the backup was aborted and nothing of it was kept.");
       throw new HttpError(410, "the connection closed while the backup session was being opened; nothing of it was kept.");
     }
     this.backups.set(s.id, s);
