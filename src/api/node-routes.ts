@@ -225,7 +225,7 @@ export const NODE_ROUTES = {
     path: "/api/restore",
     summary: "Recreates a guest on this node from a snapshot on the backup server, as a task whose result is the guest's status",
     access: "authenticated",
-    permission: "VM.Backup on /vms/<id> (and VM.Allocate to replace an existing guest)",
+    permission: "VM.Backup on /vms/<id> and on the snapshot's guest (and VM.Allocate to replace an existing guest)",
     body: RestoreGuestSchema,
     response: TaskRef,
   }),

@@ -131,7 +131,15 @@ export async function startNode(opts: NodeOptions): Promise<GordeNode> {
     ...planHandlers(auth, jobs, log),
     ...accessHandlers(auth, webSessions, log),
     ...clusterHandlers(auth, membership),
-    createCluster: createClusterHandler(auth, membership),
+    // The node's guests are the new cluster's at once: `ha add` right after `cluster create` finds them.
+    createCluster: async (ctx) => {
+      const created = await createClusterHandler(auth, membership)(ctx);
+      for (const id of guests.ids()) {
+        const c = guests.config(id);
+        await placed()?.claim(id, { node: config.name, kind: c.kind, name: c.name });
+      }
+      return created;
+    },
     ...haHandlers({ auth, ha: () => late.ha, recoveries }),
   };
 
@@ -289,6 +297,8 @@ function guestHandlers(parts: {
       const id = b.id ?? Number(ref.id);
       if (ref.type === "host" || !Number.isInteger(id)) throw new HttpError(400, `${b.snapshot} is not the backup of a guest.`);
       if (!auth.can(authId, `/vms/${id}`, "VM.Backup")) throw denied(authId, `restore guest ${id}`);
+      // The snapshot is another guest's data: reading it takes VM.Backup on that guest too, as PVE's restore asks.
+      if (Number(ref.id) !== id && !auth.can(authId, `/vms/${ref.id}`, "VM.Backup")) throw denied(authId, `read the backups of guest ${ref.id}`);
       if (b.force && !auth.can(authId, `/vms/${id}`, "VM.Allocate")) throw denied(authId, `replace guest ${id}`);
       guests.refuseOverwrite(id, b.force);
       const t = tasks.start({ type: "restore", authId, target: String(id) }, async (task) => {
