@@ -157,7 +157,13 @@ export class Datastore {
     for (const name of names) {
       const time = parseSnapshotTime(name);
       if (time === undefined) continue;
-      out.push(await this.snapshotInfo(ns, { ...g, time }));
+      try {
+        out.push(await this.snapshotInfo(ns, { ...g, time }));
+      } catch (err) {
+        // Removed (prune, forget) since the directory was read: not listed, as if read a moment later.
+        if (err instanceof GordeError && err.code === "not-found") continue;
+        throw err;
+      }
     }
     return out.sort((a, b) => a.time - b.time);
   }

@@ -148,3 +148,23 @@ void describe("latestUsable", () => {
     assert.equal(latestUsable(listed.slice(2)), undefined);
   });
 });
+
+void describe("Datastore listing beside a prune", () => {
+  void it("a snapshot removed between reading the group and reading the snapshot is left out, not a failed listing", async () => {
+    const store = await newStore("gorde-writer-");
+    const gone = await makeSnapshot(store, T, { img: [data()] });
+    await makeSnapshot(store, T + 3600, { img: [data()] });
+    // A prune removes the first snapshot right after the group's directory was read.
+    const read = store.snapshotInfo.bind(store);
+    let pruned = false;
+    store.snapshotInfo = async (ns, r) => {
+      if (!pruned && r.time === gone.time) {
+        pruned = true;
+        fs.rmSync(store.snapshotDir(ns, r), { recursive: true });
+      }
+      return read(ns, r);
+    };
+    assert.deepEqual((await store.listSnapshots([], VM)).map((s) => s.time), [T + 3600]);
+    assert.ok(pruned);
+  });
+});
