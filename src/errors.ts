@@ -40,6 +40,14 @@ export class ThrottledError extends GordeError {
   }
 }
 
+/** A request's connection was lost before its answer ended: not an answer of the server (a request that may be made again). */
+export class ConnectionLostError extends GordeError {
+  constructor(message: string, cause?: unknown) {
+    super("io", message, { cause });
+    this.name = "ConnectionLostError";
+  }
+}
+
 export function invalid(message: string, cause?: unknown): GordeError {
   return new GordeError("invalid", message, { cause });
 }

@@ -4,7 +4,7 @@
 // and retries of transient failures (requests are idempotent: chunks are named by digest).
 import http2 from "node:http2";
 import { setTimeout as sleep } from "node:timers/promises";
-import { GordeError, type ErrorCode, isErrorCode } from "../errors.ts";
+import { ConnectionLostError, GordeError, type ErrorCode, isErrorCode } from "../errors.ts";
 import { type Route, routePath } from "./route.ts";
 import type { CallArgs, RouteResult } from "./route-types.ts";
 
@@ -255,7 +255,12 @@ export class ServerConnection {
 
   /** A streamed answer of JSON lines; `onLine` gets each until the server ends it. */
   async lines(path: string, onLine: (v: unknown) => void, signal?: AbortSignal): Promise<void> {
-    const session = await this.live();
+    let session: http2.ClientHttp2Session;
+    try {
+      session = await this.live();
+    } catch (err) {
+      throw new ConnectionLostError((err as Error).message, err);
+    }
     const stream = session.request({ ":method": "GET", ":path": path, authorization: this.auth }, { endStream: true, signal });
     await new Promise<void>((resolve, reject) => {
       let status = 0;
@@ -273,7 +278,7 @@ export class ServerConnection {
         }
       });
       stream.on("end", () => (status >= 300 ? reject(responseError({ status, body: Buffer.concat(errParts) }, `GET ${path}`)) : resolve()));
-      stream.on("error", (e: Error) => reject(new GordeError("io", `the connection to the server failed: ${e.message}.`)));
+      stream.on("error", (e: Error) => reject(new ConnectionLostError(`the connection to the server failed: ${e.message.replace(/\.$/, "")}.`, e)));
     });
   }
 

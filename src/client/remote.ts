@@ -1,6 +1,7 @@
 // A datastore on a gorde server: backup and reader sessions over the API, and every
 // administrative command (snapshots, forget, prune, GC, verify, users, tokens, ACLs).
 import fs from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import os from "node:os";
 import path from "node:path";
 import { ROUTES, type Route, type RouteName, type SnapshotJson, type SyncResult, routePath } from "../api/routes.ts";
@@ -8,7 +9,7 @@ import type { CallArgs, RouteBodyInput, RouteResult } from "../api/route-types.t
 import { type BatchedChunk, decodeChunkBatch, encodeChunkBatch } from "../api/chunk-batch.ts";
 import { MAX_CHUNK_SIZE } from "../format/magic.ts";
 import { ServerConnection, parseServerUrl } from "../api/connection.ts";
-import { GordeError } from "../errors.ts";
+import { ConnectionLostError, GordeError } from "../errors.ts";
 import type { ChunkPool } from "../datastore/chunk-pool.ts";
 import { readArchiveIndexes } from "../datastore/snapshot-indexes.ts";
 import { type DrillState, type Manifest, ManifestSchema } from "../format/manifest.ts";
@@ -208,20 +209,45 @@ export async function followTask(
   signal?: AbortSignal,
 ): Promise<NonNullable<TaskProgressEvent["task"]>> {
   let end: TaskProgressEvent["task"] | undefined;
+  /** log lines delivered: a stream followed again replays the log from its first line */
+  let seen = 0;
+  let lost: unknown;
   const abort = (): void => void conn.request("DELETE", routePath(ROUTES.abortTask, { id: task }), { once: true }).catch(() => undefined);
   signal?.addEventListener("abort", abort, { once: true });
   try {
-    await conn.lines(routePath(ROUTES.taskEvents, { id: task }), (v) => {
-      const e = v as TaskProgressEvent;
-      if (e.type === "end") end = e.task;
-      onEvent?.(e);
-    });
+    // The task runs on whether or not anyone follows it: a stream cut off (the connection
+    // lost, a ping unanswered on a busy host) is followed again on a new connection.
+    for (let attempt = 1; end === undefined && attempt <= FOLLOW_ATTEMPTS; attempt++) {
+      if (attempt > 1) {
+        signal?.throwIfAborted();
+        await sleep(FOLLOW_RETRY_MS * (attempt - 1));
+      }
+      try {
+        await conn.lines(routePath(ROUTES.taskEvents, { id: task }), (v) => {
+          const e = v as TaskProgressEvent;
+          if (e.type === "log" && e.n !== undefined) {
+            if (e.n < seen) return;
+            seen = e.n + 1;
+          }
+          if (e.type === "end") end = e.task;
+          onEvent?.(e);
+        });
+      } catch (err) {
+        // An answer (no such task, denied) is final; a lost connection is not.
+        if (!(err instanceof ConnectionLostError)) throw err;
+        lost = err;
+      }
+    }
   } finally {
     signal?.removeEventListener("abort", abort);
   }
-  if (!end) throw new GordeError("io", `task ${task} did not report its end; see its log on the ${host}.`);
+  if (!end) throw new GordeError("io", `task ${task} could not be followed to its end (${lost instanceof Error ? lost.message.replace(/\.$/, "") : "its stream ended early"}); it may still be running: see its log on the ${host}.`);
   return end;
 }
+
+/** A task's stream is followed again this many times in all, after a growing pause. */
+const FOLLOW_ATTEMPTS = 5;
+const FOLLOW_RETRY_MS = 1000;
 
 /** The server's tasks a client follows to their end, and what each ends with. */
 interface TaskResults {

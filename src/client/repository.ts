@@ -19,6 +19,8 @@ export const MAX_NOTES_BYTES = 64 * 1024;
 export interface TaskProgressEvent {
   type: "log" | "progress" | "end";
   line?: string;
+  /** a log line's number in the task's log, from 0 */
+  n?: number;
   progress?: Record<string, unknown>;
   task?: { state: string; error?: string; code?: string; result?: unknown };
 }
