@@ -108,7 +108,12 @@ export async function syncDatastore(o: SyncOptions): Promise<SyncResult> {
         const have = await fsp.stat(path.join(dir, MANIFEST_FILE)).catch(() => undefined);
         if (have) continue;
         if (owner === null) await o.store.setGroupOwner(o.ns, g, o.owner);
-        await pullSnapshot(conn, r.store, o, pool, s.snapshot, result);
+        if (!(await pullSnapshot(conn, r.store, o, pool, s.snapshot, result))) {
+          // Pruned or forgotten there since the listing (as PBS's pull says, vanished): nothing to copy.
+          o.task.log(`skipped ${s.snapshot}: removed on remote ${r.name} since the listing`);
+          result.skipped++;
+          continue;
+        }
         o.task.progress({ snapshots: result.snapshots, chunks: result.chunks, bytes: result.bytes });
       }
     }
@@ -119,9 +124,14 @@ export async function syncDatastore(o: SyncOptions): Promise<SyncResult> {
   }
 }
 
-async function pullSnapshot(conn: ServerConnection, remoteStore: string, o: SyncOptions, pool: ChunkPool, name: string, result: SyncResult): Promise<void> {
+/** Copies one snapshot; false when the remote no longer has it. */
+async function pullSnapshot(conn: ServerConnection, remoteStore: string, o: SyncOptions, pool: ChunkPool, name: string, result: SyncResult): Promise<boolean> {
   const ref = parseSnapshotRef(name);
-  const opened = await conn.call(ROUTES, "openReader", { params: { store: remoteStore }, json: { ns: o.ns.join("/") || undefined, snapshot: name } });
+  const opened = await conn.call(ROUTES, "openReader", { params: { store: remoteStore }, json: { ns: o.ns.join("/") || undefined, snapshot: name } }).catch((err: unknown) => {
+    if (err instanceof GordeError && err.code === "not-found") return undefined;
+    throw err;
+  });
+  if (!opened) return false;
   const parsed = ManifestSchema.safeParse(opened.manifest);
   if (!parsed.success) throw new GordeError("corrupt", `the source server sent an invalid manifest for ${name}.`);
   const manifest = parsed.data;
@@ -162,6 +172,7 @@ async function pullSnapshot(conn: ServerConnection, remoteStore: string, o: Sync
     await writer.finish(copy, pool);
     result.snapshots++;
     o.task.log(`pulled ${formatSnapshot(ref as typeof ref & { time: number })}`);
+    return true;
   } finally {
     await writer?.abort();
     await conn.request("DELETE", routePath(ROUTES.closeReader, { session: sid }), { once: true }).catch(() => undefined);
