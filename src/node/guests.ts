@@ -84,6 +84,8 @@ export class GuestManager {
   private readonly running = new Map<number, Runtime>();
   private readonly busy = new Map<number, string>();
   private readonly last = new Map<number, LastBackup>();
+  /** guests whose configuration could not be read at start: id → why */
+  private readonly damaged = new Map<number, string>();
   private closing = false;
   /** drill sandboxes: the node's own, never placed in the cluster */
   private readonly sandboxes = new Set<number>();
@@ -97,17 +99,111 @@ export class GuestManager {
   static async open(opts: GuestManagerOptions): Promise<GuestManager> {
     const m = new GuestManager(opts);
     for (const d of ["guests", "images", "rootfs", "run"]) await fsp.mkdir(path.join(opts.dataDir, d), { recursive: true, mode: 0o700 });
+    // A restore or replacement the node died in is finished or undone before any guest is read.
+    await m.recoverReplacements();
+    for (const f of await fsp.readdir(m.dir("images"))) {
+      if (f.startsWith(".restore-")) await fsp.rm(m.dir("images", f), { recursive: true, force: true });
+    }
     for (const f of await fsp.readdir(m.dir("guests"))) {
       const id = /^(\d+)\.json$/.exec(f)?.[1];
       if (id) {
         const file = path.join(m.dir("guests"), f);
-        m.configs.set(Number(id), parseGuestConfig(JSON.parse(await fsp.readFile(file, "utf8")), `guest configuration ${file}`));
+        try {
+          m.configs.set(Number(id), parseGuestConfig(JSON.parse(await fsp.readFile(file, "utf8")), `guest configuration ${file}`));
+        } catch (err) {
+          // One damaged configuration does not keep the node and its other guests down; its id stays taken.
+          const why = err instanceof SyntaxError ? "it is not JSON" : (err as Error).message.replace(/\.$/, "");
+          m.damaged.set(Number(id), why);
+          opts.log(`guest ${id} is left out: its configuration ${file} is damaged (${why}); restore it from a backup with --force, or repair the file`);
+        }
       }
       const lb = /^(\d+)\.last-backup$/.exec(f)?.[1];
-      if (lb) m.last.set(Number(lb), JSON.parse(await fsp.readFile(path.join(m.dir("guests"), f), "utf8")) as LastBackup);
+      if (lb) {
+        try {
+          m.last.set(Number(lb), JSON.parse(await fsp.readFile(path.join(m.dir("guests"), f), "utf8")) as LastBackup);
+        } catch {
+          // what the last backup was is shown, not needed: a damaged record is forgotten
+          await fsp.rm(path.join(m.dir("guests"), f), { force: true });
+        }
+      }
     }
     await m.adoptRunning();
     return m;
+  }
+
+  /** Where a replacement keeps the replaced guest's data, and the record of the replacement. */
+  private replacedDir(id: number): string {
+    return this.dir("images", `.replaced-${id}`);
+  }
+
+  private replacingFile(id: number): string {
+    return this.dir("guests", `${id}.replacing`);
+  }
+
+  /**
+   * What a guest's data occupies under the node's own directories: a VM's images/<id>, a
+   * container's rootfs/<id> (a configuration may name disks elsewhere: those are not the node's).
+   */
+  private ownPlaces(id: number): { name: string; place: string }[] {
+    return [
+      { name: "images", place: this.dir("images", String(id)) },
+      { name: "rootfs", place: this.dir("rootfs", String(id)) },
+    ];
+  }
+
+  /**
+   * Puts a restored guest in place of an existing one, so that a node killed at any point
+   * leaves one of the two whole: the replacement is recorded, the old data moved aside in
+   * renames, the new moved in, the configuration saved; then the old data goes.
+   */
+  private async replaceGuest(config: GuestConfig, moveIn: () => Promise<void>): Promise<void> {
+    const id = config.id;
+    const aside = this.replacedDir(id);
+    await fsp.rm(aside, { recursive: true, force: true });
+    await writeFileAtomic(this.replacingFile(id), Buffer.from(JSON.stringify(config) + "\n"), { mode: 0o600 });
+    await fsp.mkdir(aside, { recursive: true });
+    for (const { name, place } of this.ownPlaces(id)) {
+      if (fs.existsSync(place)) await fsp.rename(place, path.join(aside, name));
+    }
+    await moveIn();
+    await this.saveConfig(config);
+    await fsp.rm(this.replacingFile(id), { force: true });
+    await fsp.rm(aside, { recursive: true, force: true });
+  }
+
+  /** A replacement the node died in: finished when the new data is in place, else undone. */
+  private async recoverReplacements(): Promise<void> {
+    for (const f of await fsp.readdir(this.dir("guests"))) {
+      const id = Number(/^(\d+)\.replacing$/.exec(f)?.[1] ?? NaN);
+      if (!Number.isInteger(id)) continue;
+      const aside = this.replacedDir(id);
+      const moved = fs.existsSync(aside) ? await fsp.readdir(aside) : [];
+      const places = this.ownPlaces(id);
+      let config: GuestConfig | undefined;
+      try {
+        config = parseGuestConfig(JSON.parse(await fsp.readFile(this.dir("guests", f), "utf8")), `replacement record of guest ${id}`);
+      } catch {
+        config = undefined;
+      }
+      // The new data's place was emptied by the move aside: something there now is the new guest.
+      const newPlace = config && (config.kind === "vm" ? this.dir("images", String(id)) : config.rootfs);
+      if (config && newPlace && moved.length > 0 && fs.existsSync(newPlace)) {
+        await this.saveConfig(config);
+        this.configs.delete(id);
+        this.opts.log(`guest ${id}: finished its replacement by a restore the node stopped in`);
+      } else {
+        for (const name of moved) {
+          const p = places.find((x) => x.name === name);
+          if (p) {
+            await fsp.rm(p.place, { recursive: true, force: true });
+            await fsp.rename(path.join(aside, name), p.place);
+          }
+        }
+        if (moved.length) this.opts.log(`guest ${id}: undid its replacement by a restore the node stopped in; the guest is as it was`);
+      }
+      await fsp.rm(this.dir("guests", f), { force: true });
+      await fsp.rm(aside, { recursive: true, force: true });
+    }
   }
 
   private dir(...parts: string[]): string {
@@ -182,7 +278,7 @@ export class GuestManager {
 
   async create(req: CreateGuest): Promise<GuestConfig> {
     const id = "config" in req ? req.config.id : req.demo.id;
-    if (this.configs.has(id)) throw new GordeError("exists", `guest id ${id} is in use on node ${this.opts.nodeName}.`);
+    if (this.configs.has(id) || this.damaged.has(id)) throw new GordeError("exists", `guest id ${id} is in use on node ${this.opts.nodeName}.`);
     return this.exclusive(id, "a create", async () => {
       let config: GuestConfig;
       if ("config" in req) {
@@ -473,16 +569,20 @@ export class GuestManager {
             }
             if (opts.sandbox) delete config.onboot;
             this.checkPortFree(config);
+            const moveIn = async (): Promise<void> => {
+              if (config.kind === "vm") await fsp.rename(staging, this.dir("images", String(id)));
+              else await fsp.rename(path.join(staging, "rootfs"), config.rootfs);
+            };
             // Everything is restored: only now is an existing guest of that id replaced.
-            if (existing) {
+            if (existing || this.damaged.has(id)) {
               say(`replacing the existing guest ${id}`);
-              await this.stopNow(id);
-              if (existing.kind === "ct" && existing.rootfs === this.dir("rootfs", String(id))) await fsp.rm(existing.rootfs, { recursive: true, force: true });
-              await fsp.rm(this.dir("images", String(id)), { recursive: true, force: true });
+              if (existing) await this.stopNow(id);
+              await this.replaceGuest(config, moveIn);
+              this.damaged.delete(id);
+            } else {
+              await moveIn();
+              await this.saveConfig(config);
             }
-            if (config.kind === "vm") await fsp.rename(staging, this.dir("images", String(id)));
-            else await fsp.rename(path.join(staging, "rootfs"), config.rootfs);
-            await this.saveConfig(config);
             this.opts.log(`restored ${config.kind} ${id} from ${reader.name}`);
             say(`restored ${config.kind} ${id} (${config.name}), service port ${config.httpPort}`);
             if (req.start) {
@@ -508,6 +608,8 @@ export class GuestManager {
 
   /** Refuses a restore over guest `id` unless `force`: nothing is replaced without being asked to. */
   refuseOverwrite(id: number, force: boolean | undefined): void {
+    const damaged = this.damaged.get(id);
+    if (damaged !== undefined && !force) throw new GordeError("exists", `guest ${id}'s configuration on node ${this.opts.nodeName} is damaged (${damaged}); give --force to replace the guest with the restore.`);
     if (!this.configs.has(id) || force) return;
     const running = this.running.has(id) ? " and running" : "";
     throw new GordeError("exists", `guest ${id} exists${running} on node ${this.opts.nodeName}; give another --id or --force to replace it.`);
