@@ -5,6 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { Prng } from "../../bench/prng.ts";
 import { ADMIN_PASSWORD, type FaultLab, sha256, type ManagedServer, type Repo, type Run, check } from "./lab.ts";
+import { drill, guestRestore } from "./node-kinds.ts";
 
 export interface KindResult {
   kind: string;
@@ -690,4 +691,20 @@ function linkCut(during: "upload" | "restore"): Kind {
   };
 }
 
-export const KINDS: Kind[] = [localBackup, remoteBackup, serverRestart, gc, gcBesideBackup, prune, verify, sync, corruption, enospc(false), enospc(true), linkCut("upload"), linkCut("restore")];
+export const KINDS: Kind[] = [
+  localBackup,
+  remoteBackup,
+  serverRestart,
+  gc,
+  gcBesideBackup,
+  prune,
+  verify,
+  sync,
+  guestRestore(server),
+  drill(server),
+  corruption,
+  enospc(false),
+  enospc(true),
+  linkCut("upload"),
+  linkCut("restore"),
+];

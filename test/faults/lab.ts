@@ -268,8 +268,16 @@ export class FaultLab {
 
   readonly servers = new Set<ManagedServer>();
 
+  private readonly closers: (() => Promise<void>)[] = [];
+
+  /** Something of the suite's own to stop when it ends (a node it started). */
+  onClose(fn: () => Promise<void>): void {
+    this.closers.push(fn);
+  }
+
   /** Kills whatever of the suite's processes still runs (by pid, each one it started). */
   async close(): Promise<void> {
+    for (const fn of this.closers) await fn().catch(() => undefined);
     for (const c of this.children) c.kill("SIGKILL");
     for (const s of this.servers) await s.process.stop("SIGKILL");
   }
