@@ -5,6 +5,7 @@
 import http2 from "node:http2";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ConnectionLostError, GordeError, type ErrorCode, isErrorCode } from "../errors.ts";
+import { type KeepAlive, keepAlive } from "./keep-alive.ts";
 import { type Route, routePath } from "./route.ts";
 import type { CallArgs, RouteResult } from "./route-types.ts";
 
@@ -65,7 +66,7 @@ export interface ConnectOptions {
   attempts?: number;
   signal?: AbortSignal;
   /** how often an open connection is pinged, and how long an answer may take (default 15 s and 10 s) */
-  keepAlive?: { everyMs: number; timeoutMs: number };
+  keepAlive?: KeepAlive;
 }
 
 export interface Response {
@@ -112,23 +113,7 @@ const TRANSIENT_STATUS = new Set([502, 503, 504]);
 /** A connection (TCP and TLS) not made in this time fails. */
 const CONNECT_TIMEOUT_MS = 10_000;
 /** An open connection is pinged this often; one whose ping is not answered in time is closed (its requests fail and are retried on a new one). */
-const KEEP_ALIVE = { everyMs: 15_000, timeoutMs: 10_000 };
-
-/** Pings the server while the session is open: a peer that vanished (no FIN, no RST) is noticed instead of waited on for ever. */
-function keepAlive(session: http2.ClientHttp2Session, { everyMs, timeoutMs } = KEEP_ALIVE): void {
-  const timer = setInterval(() => {
-    // Destroyed a moment ago, its "close" not yet emitted: ping() would throw.
-    if (session.destroyed || session.closed) return clearInterval(timer);
-    const lapse = setTimeout(() => session.destroy(new Error(`the server did not answer a ping within ${timeoutMs / 1000} s`)), timeoutMs);
-    lapse.unref();
-    const sent = session.ping((err) => {
-      if (!err) clearTimeout(lapse);
-    });
-    if (!sent) clearTimeout(lapse);
-  }, everyMs);
-  timer.unref();
-  session.once("close", () => clearInterval(timer));
-}
+const KEEP_ALIVE: KeepAlive = { everyMs: 15_000, timeoutMs: 10_000 };
 
 export class ServerConnection {
   readonly opts: ConnectOptions;
@@ -192,7 +177,7 @@ export class ServerConnection {
         clearTimeout(deadline);
         session.off("error", fail);
         session.on("error", () => undefined);
-        keepAlive(session, this.opts.keepAlive);
+        keepAlive(session, this.opts.keepAlive ?? KEEP_ALIVE, (ms) => `the server did not answer a ping within ${ms / 1000} s`);
         session.setLocalWindowSize(64 * 1024 * 1024);
         session.once("close", () => {
           if (this.session === session) this.session = undefined;

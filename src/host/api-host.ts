@@ -5,6 +5,7 @@
 import http2 from "node:http2";
 import type net from "node:net";
 import { z } from "zod";
+import { type KeepAlive, keepAlive } from "../api/keep-alive.ts";
 import type { Route } from "../api/route.ts";
 import type { RouteAnswer, RouteBody, RouteParams, RouteQuery } from "../api/route-types.ts";
 import { GordeError } from "../errors.ts";
@@ -150,6 +151,13 @@ export interface HttpsListener {
   destroyConnections(): void;
 }
 
+/**
+ * Clients are pinged too: one whose link was cut mid-backup (no FIN, no RST) would hold its
+ * session, and its group's lock, until the idle timeout (minutes). Generous, as the client
+ * itself pings every 15 s and gives up after 10: a busy client is not cut off.
+ */
+export const CLIENT_KEEP_ALIVE: KeepAlive = { everyMs: 15_000, timeoutMs: 30_000 };
+
 /** Listens with TLS on host:port and hands every stream to `dispatch`. */
 export async function listenHttps(opts: {
   host: string;
@@ -157,6 +165,8 @@ export async function listenHttps(opts: {
   cert: { key: string; cert: string };
   dispatch: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, connection: object) => Promise<void>;
   onSessionClosed?: (session: http2.ServerHttp2Session) => void;
+  /** liveness of each connection (default CLIENT_KEEP_ALIVE) */
+  keepAlive?: KeepAlive;
 }): Promise<HttpsListener> {
   const server = http2.createSecureServer({
     key: opts.cert.key,
@@ -176,6 +186,7 @@ export async function listenHttps(opts: {
   server.on("session", (session) => {
     connections.add(session);
     session.setLocalWindowSize(64 * 1024 * 1024);
+    keepAlive(session, opts.keepAlive ?? CLIENT_KEEP_ALIVE, (ms) => `the client did not answer a ping within ${ms / 1000} s`);
     session.once("close", () => {
       connections.delete(session);
       opts.onSessionClosed?.(session);

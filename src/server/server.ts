@@ -10,6 +10,7 @@ import fsp from "node:fs/promises";
 import type http2 from "node:http2";
 import path from "node:path";
 import { z } from "zod";
+import type { KeepAlive } from "../api/keep-alive.ts";
 import { API_VERSION, type MaintenanceMode, ROUTES } from "../api/routes.ts";
 import { GordeError } from "../errors.ts";
 import { Datastore } from "../datastore/datastore.ts";
@@ -52,6 +53,8 @@ export interface ServerOptions {
   adminPassword?: string;
   /** a backup or reader session without a request for this long is aborted (default 5 min) */
   sessionIdleMs?: number;
+  /** pings of each client connection (default CLIENT_KEEP_ALIVE); one unanswered aborts its sessions */
+  keepAlive?: KeepAlive;
   /** delay after a failed login (default 500 ms) */
   authFailureDelayMs?: number;
   /** throttling of failed logins (tests use small ones; defaults DEFAULT_LOGIN_LIMITS) */
@@ -132,6 +135,7 @@ export async function startServer(opts: ServerOptions): Promise<GordeServer> {
     cert,
     dispatch,
     onSessionClosed: (session) => void sessions.connectionClosed(session),
+    keepAlive: opts.keepAlive,
   });
   const port = listener.port;
 

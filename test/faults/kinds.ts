@@ -4,6 +4,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { Prng } from "../../bench/prng.ts";
+import { CLIENT_KEEP_ALIVE } from "../../src/host/api-host.ts";
 import { ADMIN_PASSWORD, type FaultLab, sha256, type ManagedServer, type Repo, type Run, check } from "./lab.ts";
 import { drill, guestRestore } from "./node-kinds.ts";
 
@@ -79,9 +80,13 @@ async function trim(lab: FaultLab, repo: Repo, keep = 3, group = "host/fault"): 
   for (const a of JSON.parse(p.out) as { snapshot: string; action: string }[]) if (a.action === "remove") lab.finished(repo).delete(a.snapshot);
 }
 
-/** The backup after a fault, which must succeed; a server may still be aborting the killed session for a moment (409). */
+/**
+ * The backup after a fault, which must succeed. The server may still hold the dead session
+ * (409): for a moment after a kill, and after a cut link until its unanswered ping ends the
+ * connection (CLIENT_KEEP_ALIVE: at most one interval plus one timeout after the cut).
+ */
 async function nextBackup(lab: FaultLab, repo: Repo, result: KindResult): Promise<void> {
-  const deadline = Date.now() + 20_000;
+  const deadline = Date.now() + CLIENT_KEEP_ALIVE.everyMs + CLIENT_KEEP_ALIVE.timeoutMs;
   for (;;) {
     try {
       await lab.goodBackup(repo);
