@@ -373,6 +373,6 @@ void describe("restore drills", { skip: why ?? false }, () => {
     await noSandbox();
     assert.match(node.stderr(), /removed sandbox 9900 of drill \d+ \(guest 100\), left by a node that stopped during the drill/);
     const last = (await json<{ guest: number; result: string; error: string }[]>(["drill", "list", "--guest", "100"]))[0]!;
-    assert.deepEqual([last.result, last.error], ["error", "interrupted: the node stopped during the drill"]);
+    assert.deepEqual([last.result, last.error], ["error", "interrupted: the node stopped during the drill."]);
   });
 });

@@ -64,7 +64,7 @@ export interface TaskFilter {
   limit?: number;
 }
 
-export const INTERRUPTED = "interrupted: the server stopped while it ran";
+export const INTERRUPTED = "interrupted: the server stopped while it ran.";
 const DEFAULT_KEEP = 1000;
 
 // UPID-<start ms, 12 hex>-<pid, 8 hex>-<counter, 8 hex>-<type>: fixed-width hex keeps ids

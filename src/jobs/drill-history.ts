@@ -12,7 +12,7 @@ import { openHistoryDb } from "./history-db.ts";
 const SCHEMA_VERSION = 1;
 /** a drill's log is kept up to this many characters (its end, where the outcome is) */
 const MAX_LOG = 256 * 1024;
-export const INTERRUPTED_DRILL = "interrupted: the node stopped during the drill";
+export const INTERRUPTED_DRILL = "interrupted: the node stopped during the drill.";
 
 export type DrillOutcome = Pick<DrillRecord, "end" | "result" | "failedCheck" | "error" | "checks" | "log"> &
   Partial<Pick<DrillRecord, "snapshot" | "sandbox" | "rpoSeconds" | "restoredSeconds" | "bootedSeconds" | "rtoSeconds" | "bytesRestored">>;

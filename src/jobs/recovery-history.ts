@@ -10,7 +10,7 @@ import { openHistoryDb } from "./history-db.ts";
 
 const SCHEMA_VERSION = 1;
 const MAX_LOG = 256 * 1024;
-export const INTERRUPTED_RECOVERY = "interrupted: the node stopped during the recovery";
+export const INTERRUPTED_RECOVERY = "interrupted: the node stopped during the recovery.";
 
 export type RecoveryOutcome = Pick<Recovery, "end" | "result" | "error" | "log"> &
   Partial<Pick<Recovery, "snapshot" | "rpoSeconds" | "rtoSeconds" | "detectSeconds" | "fenceSeconds" | "restoreSeconds" | "bootSeconds">>;
