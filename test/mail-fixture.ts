@@ -3,19 +3,28 @@ import type { AddressInfo } from "node:net";
 import { SMTPServer } from "smtp-server";
 
 export interface Arrived {
+  /** the mail came over TLS (STARTTLS) */
+  secure: boolean;
   mailFrom: string;
   rcptTo: string[];
   user: unknown;
   raw: Buffer;
 }
 
-/** A local SMTP server that keeps what arrives; with `auth`, it refuses mail without that login. */
-export async function smtpServer(auth?: { user: string; pass: string }): Promise<{ port: number; mails: Arrived[]; close(): Promise<void> }> {
+/**
+ * A local SMTP server that keeps what arrives; with `auth`, it refuses mail without that
+ * login; with `tls`, it offers STARTTLS with that certificate (else plain text on loopback:
+ * no certificate the client would have to trust).
+ */
+export async function smtpServer(
+  auth?: { user: string; pass: string },
+  tls?: { key: string; cert: string },
+): Promise<{ port: number; mails: Arrived[]; close(): Promise<void> }> {
   const mails: Arrived[] = [];
   const server = new SMTPServer({
     logger: false,
-    // plain text on loopback: no certificate the client would have to trust
-    disabledCommands: auth ? ["STARTTLS"] : ["STARTTLS", "AUTH"],
+    ...(tls ? { key: tls.key, cert: tls.cert } : {}),
+    disabledCommands: [...(tls ? [] : ["STARTTLS"]), ...(auth ? [] : ["AUTH"])],
     authOptional: !auth,
     allowInsecureAuth: true,
     onAuth(a, _session, cb) {
@@ -27,7 +36,7 @@ export async function smtpServer(auth?: { user: string; pass: string }): Promise
       stream.on("data", (c: Buffer) => chunks.push(c));
       stream.on("end", () => {
         const { mailFrom, rcptTo } = session.envelope;
-        mails.push({ mailFrom: mailFrom ? mailFrom.address : "", rcptTo: rcptTo.map((r) => r.address), user: session.user, raw: Buffer.concat(chunks) });
+        mails.push({ secure: session.secure, mailFrom: mailFrom ? mailFrom.address : "", rcptTo: rcptTo.map((r) => r.address), user: session.user, raw: Buffer.concat(chunks) });
         cb();
       });
     },

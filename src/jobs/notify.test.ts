@@ -1,11 +1,24 @@
 import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { simpleParser } from "mailparser";
 import { smtpServer } from "../../test/mail-fixture.ts";
 import { GordeError } from "../errors.ts";
+import { createCertificateAuthority, issueCertificate } from "../host/tls.ts";
 import { checkTarget, matchTargets, notify, renderMail, severityFor, type JobEvent, type Matcher, type NotifyTarget, type SmtpTarget, type WebhookTarget } from "./notify.ts";
+
+// The host's CA store, as OpenSSL finds it: a company CA installed there is trusted by a
+// mail relay's STARTTLS. Set before the first notify reads the store.
+const ca = await createCertificateAuthority("mail");
+const caDir = fs.mkdtempSync(path.join(os.tmpdir(), "gorde-notify-ca-"));
+fs.writeFileSync(path.join(caDir, "ca.pem"), ca.cert);
+process.env.SSL_CERT_FILE = path.join(caDir, "ca.pem");
+process.env.SSL_CERT_DIR = caDir;
+after(() => fs.rmSync(caDir, { recursive: true, force: true }));
 
 const T = Date.UTC(2026, 10, 25, 2, 0, 0);
 const GiB = 1024 ** 3;
@@ -76,6 +89,53 @@ void describe("notify by mail", () => {
     assert.match(results[2]!.error!, /auth/i);
     assert.equal(authed.mails.length, 1);
     assert.equal(authed.mails[0]!.user, "gorde");
+  });
+});
+
+void describe("notify by mail over STARTTLS", () => {
+  let relay: Awaited<ReturnType<typeof smtpServer>>;
+  let stranger: Awaited<ReturnType<typeof smtpServer>>;
+  let plain: Awaited<ReturnType<typeof smtpServer>>;
+  before(async () => {
+    // A relay whose certificate the CA installed in the system store signed, and one whose CA
+    // is installed nowhere.
+    relay = await smtpServer({ user: "gorde", pass: "s3cret" }, await issueCertificate(ca, "relay", []));
+    stranger = await smtpServer(undefined, await issueCertificate(await createCertificateAuthority("other"), "relay", []));
+    plain = await smtpServer();
+  });
+  after(async () => {
+    for (const s of [relay, stranger, plain]) await s.close();
+  });
+
+  void it("upgrades to TLS before it logs in, required or offered, and refuses a certificate it cannot trust", async () => {
+    const login = { user: "gorde", password: "s3cret" };
+    const results = await notify(
+      event(),
+      [
+        smtp(relay.port, { name: "required", host: "localhost", starttls: true, ...login }),
+        smtp(relay.port, { name: "offered", host: "localhost", ...login }),
+        smtp(stranger.port, { name: "stranger", host: "localhost", starttls: true }),
+        smtp(plain.port, { name: "not-offered", starttls: true }),
+      ],
+      [],
+    );
+    assert.deepEqual(results.slice(0, 2), [
+      { target: "required", ok: true },
+      { target: "offered", ok: true },
+    ]);
+    assert.deepEqual(
+      relay.mails.map((m) => [m.secure, m.user]),
+      [
+        [true, "gorde"],
+        [true, "gorde"],
+      ],
+    );
+    assert.equal(results[2]!.ok, false);
+    assert.equal(results[2]!.error, "unable to verify the first certificate (is its CA installed in /etc/ssl/certs?)");
+    assert.equal(stranger.mails.length, 0);
+    assert.equal(results[3]!.ok, false);
+    assert.match(results[3]!.error!, /STARTTLS/);
+    assert.equal(plain.mails.length, 0, "with STARTTLS required, nothing goes out in plain text");
   });
 });
 

@@ -1,6 +1,7 @@
 // Notifications for scheduled jobs (backup, prune, GC, verify, sync, drill): a JSON webhook or a
 // plain-text mail for each target a matcher picks. A target that fails is reported, never
 // thrown: a broken mail relay must not turn a finished job into a crashed one.
+import tls from "node:tls";
 import { createTransport } from "nodemailer";
 import addressparser from "nodemailer/lib/addressparser";
 import { formatBytes } from "../format/units.ts";
@@ -151,6 +152,7 @@ function isMailbox(s: string): boolean {
  * target: a malformed one, an unknown name, a refusal or a timeout is reported in its entry.
  */
 export async function notify(event: JobEvent, targets: NotifyTarget[], matchers: Matcher[], opts: { signal?: AbortSignal } = {}): Promise<NotifyResult[]> {
+  trustSystemCertificates();
   const byName = new Map(targets.map((t) => [t.name, t]));
   const names = matchTargets(event, matchers, targets.map((t) => t.name));
   return Promise.all(
@@ -167,6 +169,21 @@ export async function notify(event: JobEvent, targets: NotifyTarget[], matchers:
       }
     }),
   );
+}
+
+let systemTrusted = false;
+
+/**
+ * A mail relay or webhook receiver is checked against the host's CA store (/etc/ssl/certs,
+ * where an operator installs the company CA), as PVE does, and not only against the CAs
+ * bundled with Node. Once per process.
+ */
+function trustSystemCertificates(): void {
+  if (systemTrusted) return;
+  systemTrusted = true;
+  const known = new Set(tls.getCACertificates("default"));
+  const system = tls.getCACertificates("system").filter((c) => !known.has(c));
+  if (system.length > 0) tls.setDefaultCACertificates([...known, ...system]);
 }
 
 async function postWebhook(t: WebhookTarget, event: JobEvent, outer: AbortSignal | undefined): Promise<void> {
@@ -234,7 +251,9 @@ function reason(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
   // fetch reports network errors as "fetch failed" with the useful part in the cause
   const text = err.message === "fetch failed" && err.cause instanceof Error ? `${err.message}: ${err.cause.message}` : err.message;
-  return text.replace(/\s+/g, " ").trim();
+  // Node's hint about its flag means nothing to an operator: gorde already reads the system store.
+  const hint = /unable to (verify|get local issuer)|self[- ]signed/i.test(text) ? " (is its CA installed in /etc/ssl/certs?)" : "";
+  return text.replace(/; if the root CA is installed locally, try running Node\.js with --use-system-ca/, "").replace(/\s+/g, " ").trim() + hint;
 }
 
 const VERB: Record<JobResult, string> = { ok: "succeeded", failed: "failed", skipped: "was skipped" };
