@@ -3,11 +3,14 @@
 // kept aside when the cluster's replaces it, a pinned plan is refused and never pushed, and
 // a restarted node knows its file is the cluster's copy.
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, describe, it } from "node:test";
 import { tempDir } from "../../test/helpers.ts";
+import { readLoad } from "../schedule/load.ts";
 import { PlanRunner, type SharedPlan } from "./plan-runner.ts";
 import type { JobClock } from "./scheduler.ts";
 
@@ -109,6 +112,53 @@ void describe("the plan runner on a cluster", () => {
       assert.equal(fs.existsSync(path.join(tmp.dir, "node2", "plan.yaml.local")), false);
     } finally {
       await again.close();
+    }
+  });
+});
+
+void describe("the plan runner on a busy host", () => {
+  const tmp = tempDir("gorde-plan-load-");
+  after(() => tmp.cleanup());
+  const hasPressure = fs.existsSync("/proc/pressure/cpu");
+  if (!hasPressure) console.error("SKIPPED: this kernel has no /proc/pressure (PSI); the busy-host test needs it.");
+
+  void it("holds a due job while the host's real CPU pressure is above the plan's limit, and runs it under a limit the load is below", { skip: !hasPressure, timeout: 90_000 }, async () => {
+    // Busy loops, two per CPU, that end by themselves after a minute whatever happens here.
+    const burners = Array.from({ length: 2 * os.availableParallelism() }, () =>
+      spawn(process.execPath, ["-e", "const end = Date.now() + 60000; while (Date.now() < end);"], { stdio: "ignore" }),
+    );
+    const runs: number[] = [];
+    const log: string[] = [];
+    const job = (limit: number): string =>
+      `version: 1\nload: { max-cpu-pressure: ${limit}, max-load-per-cpu: 1000, max-io-pressure: 100 }\nguests:\n  "101": { rpo: 1d }\njobs:\n  - { name: often, type: backup, schedule: "*:*:0/2", guests: all }\n`;
+    let runner: PlanRunner | undefined;
+    try {
+      const loaded = (): number => readLoad(os.availableParallelism()).cpuPressure ?? 0;
+      for (const deadline = Date.now() + 30_000; loaded() < 30 && Date.now() < deadline; ) await sleep(250);
+      assert.ok(loaded() >= 30, `CPU pressure rose to ${loaded()}% only`);
+      runner = await PlanRunner.open({
+        planFile: path.join(tmp.dir, "plan.yaml"),
+        historyFile: path.join(tmp.dir, "history.db"),
+        host: "node1",
+        kinds: ["backup"],
+        runner: () => () => {
+          runs.push(Date.now());
+          return Promise.resolve({});
+        },
+        log: (l) => log.push(l),
+        tickMs: 100,
+      });
+      await runner.apply(job(10));
+      // Two elapses of its schedule go by: it waits on the load, it does not run.
+      await sleep(4500);
+      assert.deepEqual(runs, [], `it ran at a CPU pressure of ${loaded()}%`);
+      // The same plan with a limit the load is below: the job runs, still on the loaded host.
+      await runner.apply(job(100));
+      for (const deadline = Date.now() + 10_000; runs.length === 0 && Date.now() < deadline; ) await sleep(100);
+      assert.ok(runs.length > 0, `it did not run under a limit of 100%: ${log.join("\n")}`);
+    } finally {
+      for (const b of burners) b.kill("SIGKILL");
+      await runner?.close();
     }
   });
 });
