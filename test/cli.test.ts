@@ -5,6 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { Datastore } from "../src/datastore/datastore.ts";
+import { lsetxattr } from "../src/sys/posix.ts";
 import { tempDir } from "./helpers.ts";
 
 const MAIN = new URL("../src/cli/main.ts", import.meta.url).pathname;
@@ -209,6 +210,36 @@ void describe("gorde command line", () => {
     assert.equal(j.code, 1);
     const doc = JSON.parse(j.out) as { skipped: { path: string; reason: string }[] };
     assert.ok(doc.skipped.length > 0 && doc.skipped.every((x) => x.reason.endsWith(".")), j.out);
+  });
+
+  void it("restore onto a file system without extended attributes restores every file, names each attribute refused, and exits 1", (t) => {
+    const src2 = path.join(tmp.dir, "xattr-src");
+    fs.mkdirSync(path.join(src2, "etc"), { recursive: true });
+    fs.writeFileSync(path.join(src2, "etc", "labelled.conf"), "labelled\n");
+    fs.writeFileSync(path.join(src2, "plain.txt"), "plain\n");
+    try {
+      lsetxattr(path.join(src2, "etc", "labelled.conf"), "user.origin", Buffer.from("web"));
+    } catch {
+      return t.skip(`SKIPPED: the file system of ${tmp.dir} has no user xattrs to back up`);
+    }
+    if (process.getuid?.() !== 0) return t.skip("SKIPPED: mounting a ramfs (no xattrs) in a mount namespace of its own needs root");
+    const store = path.join(tmp.dir, "xattr-repo");
+    assert.equal(gorde("init", store).code, 0);
+    const b = gorde("backup", store, "ct/103", `root.tree=${src2}`);
+    assert.equal(b.code, 0, b.err);
+    // ramfs keeps no extended attributes (ENOTSUP); mounted in a namespace of its own, nothing
+    // outside this command sees it, and it goes with the namespace.
+    const mnt = path.join(tmp.dir, "ramfs");
+    fs.mkdirSync(mnt);
+    const script = `mount -t ramfs none "$1" && "$2" "$3" restore "$4" ct/103/latest root.tree "$1/out"; echo "exit=$?"; cat "$1/out/etc/labelled.conf" "$1/out/plain.txt"`;
+    const r = spawnSync("unshare", ["-m", "--propagation", "private", "sh", "-c", script, "sh", mnt, process.execPath, MAIN, store], { env: { ...process.env, NODE_COMPILE_CACHE: cache } });
+    const out = r.stdout.toString();
+    const err = r.stderr.toString();
+    assert.match(out, /\nexit=1\nlabelled\nplain\n$/, err);
+    const lines = err.trim().split("\n");
+    assert.ok(lines.some((l) => /^gorde restore: \S*etc\/labelled\.conf: its extended attribute user\.origin was not restored: the target file system does not support it\.$/.test(l)), err);
+    assert.match(lines.at(-1)!, /^gorde restore: 1 entry of root\.tree could not be restored as it was \(named above\); the rest is in /);
+    assert.equal(fs.readdirSync(mnt).length, 0, "the ramfs was the namespace's only");
   });
 
   void it("restore --path brings back one file", () => {

@@ -163,7 +163,7 @@ export const COMMANDS: Record<string, CommandEntry> = {
         ctx.out(`restored ${r.archive} of ${r.snapshot} to ${target}: ${formatBytes(r.bytes)} in ${(r.durationMs / 1000).toFixed(2)} s\n`);
       }
       // restic's choice: the rest is restored, what was not is listed, and the exit says so.
-      if (skipped.length > 0) throw new GordeError("io", `${skipped.length} ${skipped.length === 1 ? "entry" : "entries"} of ${r.archive} could not be restored as they were (listed above); the rest is in ${target}.`);
+      if (skipped.length > 0) throw new GordeError("io", skipped.length === 1 ? `1 entry of ${r.archive} could not be restored as it was (named above); the rest is in ${target}.` : `${skipped.length} entries of ${r.archive} could not be restored as they were (listed above); the rest is in ${target}.`);
     },
   },
 
