@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { test } from "node:test";
-import { tempDir } from "../../test/helpers.ts";
+import { mulberry32, tempDir } from "../../test/helpers.ts";
 import { GordeError, type ErrorCode } from "../errors.ts";
 import { decodeBlob, encodeBlob } from "../format/blob.ts";
 import {
@@ -60,7 +60,7 @@ void test("a wrong or empty passphrase is refused", async (t) => {
   t.after(cleanup);
   const file = path.join(dir, "k");
   await createKeyFile(file, "right", cheap);
-  await assert.rejects(loadKey(file, "wrong"), isError("usage", new RegExp(`^the passphrase does not open key file ${file}\\.$`)));
+  await assert.rejects(loadKey(file, "wrong"), isError("usage", new RegExp(`^the passphrase does not open key file ${file} \\(a wrong passphrase, or the file was changed\\)\\.$`)));
   await assert.rejects(loadKey(file, ""), isError("usage", /passphrase is empty/));
   await assert.rejects(createKeyFile(path.join(dir, "k2"), "", cheap), isError("usage", /passphrase is empty/));
   assert.ok(!fs.existsSync(path.join(dir, "k2")));
@@ -201,4 +201,44 @@ void test("a key file in a missing directory is reported as such", async (t) => 
   t.after(cleanup);
   const file = path.join(dir, "no", "k");
   await assert.rejects(createKeyFile(file, "pw", cheap), isError("not-found", /the directory of key file .*no\/k does not exist\./));
+});
+
+void test("a damaged key file (bits flipped, cut short, bytes swapped) is refused in one sentence or still opens to the same key, never to another", async (t) => {
+  const { dir, cleanup } = tempDir();
+  t.after(cleanup);
+  const good = path.join(dir, "good");
+  await createKeyFile(good, "pw", cheap);
+  const bytes = fs.readFileSync(good);
+  const key = await loadKey(good, "pw");
+  const random = mulberry32(15);
+  const pick = (n: number): number => Math.floor(random() * n);
+  const tally = { refused: 0, same: 0 };
+  for (let i = 0; i < 300; i++) {
+    const damaged = Buffer.from(bytes);
+    let how: string;
+    if (i % 3 === 0) {
+      const at = pick(damaged.length);
+      damaged[at]! ^= 1 << pick(8);
+      how = `bit flipped at ${at}`;
+    } else if (i % 3 === 1) {
+      const len = pick(damaged.length);
+      how = `cut to ${len} bytes`;
+      fs.writeFileSync(path.join(dir, "damaged"), damaged.subarray(0, len));
+    } else {
+      const [a, b] = [pick(damaged.length), pick(damaged.length)];
+      [damaged[a], damaged[b]] = [damaged[b]!, damaged[a]!];
+      how = `bytes ${a} and ${b} swapped`;
+    }
+    if (i % 3 !== 1) fs.writeFileSync(path.join(dir, "damaged"), damaged);
+    try {
+      const got = await loadKey(path.join(dir, "damaged"), "pw");
+      assert.ok(got.encKey.equals(key.encKey) && got.idKey.equals(key.idKey) && got.fingerprint === key.fingerprint, `${how}: it opened to another key`);
+      tally.same++;
+    } catch (e) {
+      assert.ok(e instanceof GordeError && /^[^\n]+\.$/.test(e.message), `${how}: ${(e as Error).message}`);
+      tally.refused++;
+    }
+  }
+  // Most damage is refused; a change the JSON does not see (a space, the creation date) opens.
+  assert.ok(tally.refused > 200, JSON.stringify(tally));
 });

@@ -114,7 +114,7 @@ async function openKey(data: KeyFileData, passphrase: string, what: string): Pro
     master = Buffer.concat([decipher.update(Buffer.from(data.wrappedKey, "hex")), decipher.final()]);
   } catch (err) {
     // A wrong passphrase and a damaged file look the same; the passphrase is far likelier.
-    throw new GordeError("usage", `the passphrase does not open ${what}.`, { cause: err });
+    throw new GordeError("usage", `the passphrase does not open ${what} (a wrong passphrase, or the file was changed).`, { cause: err });
   }
   const key = deriveChunkKey(master);
   if (key.fingerprint !== data.fingerprint) throw invalid(`${what} records a fingerprint that does not match its key.`);
