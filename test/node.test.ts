@@ -11,6 +11,8 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { GuestBackupResult, GuestStatus } from "../src/api/node-routes.ts";
 import { NodeClient } from "../src/client/node-client.ts";
+import { decodeDynamicIndex } from "../src/format/dynamic-index.ts";
+import { SHARD_HEX } from "../src/format/magic.ts";
 import { lxcAvailable } from "../src/node/lxc.ts";
 import { QEMU } from "../src/node/qemu.ts";
 import { serviceGet } from "./guest-fixture.ts";
@@ -125,6 +127,31 @@ void describe("nodes and guests", { skip: why ?? false }, () => {
     const again = await guest(node2, ["restore", vmFull.snapshot, "--id", "200"]);
     assert.equal(again.code, 3);
     assert.match(again.err, /guest 200 exists and running on node node2; give another --id or --force/);
+    // A replacement whose restore fails midway (a chunk of the snapshot is missing) leaves the
+    // old guest as it was: its data, its configuration, running.
+    const snapDir = path.join(tmp.dir, "store", ctIncr.snapshot);
+    const digests = fs
+      .readdirSync(snapDir)
+      .filter((f) => f.endsWith(".didx"))
+      .flatMap((f) => {
+        const idx = decodeDynamicIndex(fs.readFileSync(path.join(snapDir, f)));
+        return Array.from({ length: idx.count }, (_, i) => idx.digest(i).toString("hex"));
+      });
+    const chunk = path.join(tmp.dir, "store", ".chunks", digests.at(-1)!.slice(0, SHARD_HEX), digests.at(-1)!);
+    const configBefore = await json<unknown>(node2, ["config", "201"]);
+    fs.renameSync(chunk, `${chunk}.aside`);
+    try {
+      const failed = await guest(node2, ["restore", ctIncr.snapshot, "--id", "201", "--force", "--start"]);
+      assert.notEqual(failed.code, 0, failed.err);
+      // The task's log, then the client's own word.
+      assert.match(failed.err.trim().split("\n").at(-1)!, /^gorde guest: chunk [0-9a-f]{64} is missing from the datastore; run verify\.$/, failed.err);
+    } finally {
+      fs.renameSync(`${chunk}.aside`, chunk);
+    }
+    assert.deepEqual(await json<unknown>(node2, ["config", "201"]), configBefore);
+    const kept = await json<GuestStatus>(node2, ["status", "201"]);
+    assert.equal(kept.state, "running");
+    assert.equal(await serviceGet(kept.httpPort, "/cgi-bin/note"), "note at the first backup");
     const replaced = await json<GuestStatus>(node2, ["restore", ctIncr.snapshot, "--id", "201", "--force", "--start"]);
     assert.equal(await serviceGet(replaced.httpPort, "/cgi-bin/note"), "note at the second backup");
     await json(node2, ["stop", "200"]);
