@@ -116,14 +116,17 @@ async function timed(f: () => Promise<unknown>): Promise<number> {
   return performance.now() - t;
 }
 
+/** Why the node's containers cannot run here, if they cannot. */
+function withoutLxc(): string | undefined {
+  const l = lxcAvailable();
+  return l.ok ? undefined : l.why;
+}
+
 export function guestRestore(server: (lab: FaultLab) => Promise<ManagedServer>): Kind {
   return {
     id: "guest-restore",
     name: "guest restore (node agent killed)",
-    unavailable: () => {
-      const l = lxcAvailable();
-      return l.ok ? undefined : l.why;
-    },
+    unavailable: withoutLxc,
     async run(ctx, result) {
       const { node: n, snapshot } = await theNode(ctx, await server(ctx.lab));
       const want = describeTree(n.rootfs(SOURCE));
@@ -180,10 +183,7 @@ export function drill(server: (lab: FaultLab) => Promise<ManagedServer>): Kind {
   return {
     id: "drill",
     name: "restore drill (node agent killed)",
-    unavailable: () => {
-      const l = lxcAvailable();
-      return l.ok ? undefined : l.why;
-    },
+    unavailable: withoutLxc,
     async run(ctx, result) {
       const { node: n, snapshot } = await theNode(ctx, await server(ctx.lab));
       const passed = async (): Promise<DrillRecord> => {
