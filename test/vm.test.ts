@@ -7,12 +7,16 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { after, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { buildVmDisk, ensureGuestKit } from "../src/node/guest-kit.ts";
 import { backup } from "../src/client/backup.ts";
 import { restore } from "../src/client/restore.ts";
 import { Datastore } from "../src/datastore/datastore.ts";
 import { parseSnapshotRef } from "../src/format/names.ts";
+import { RemoteRepository } from "../src/client/remote.ts";
+import { backupRunningVm } from "../src/node/guest-backup.ts";
 import { openLiveView } from "../src/node/live-view.ts";
+import { startServer } from "../src/server/server.ts";
 import { openNbdSource } from "../src/node/nbd-source.ts";
 import { NbdClient } from "../src/node/nbd-client.ts";
 import { QEMU, type VmProcess, startVm } from "../src/node/qemu.ts";
@@ -217,6 +221,55 @@ void describe("demo VM", { skip: haveQemu ? false : `${QEMU} missing` }, () => {
     assert.equal((await vm.qmp.execute<{ status: string }>("query-status")).status, "running");
     await vm.stop();
     vm = undefined;
+  });
+
+  void it("backs up the disks of a VM at one instant while the guest writes to them one after the other", async () => {
+    const kit = await ensureGuestKit();
+    const disks = [path.join(tmp.dir, "vm-105-disk-0.raw"), path.join(tmp.dir, "vm-105-disk-1.raw"), path.join(tmp.dir, "vm-105-disk-2.raw")];
+    await buildVmDisk(disks[0]!, 256 * 1024 * 1024, "vm105");
+    for (const d of disks.slice(1)) {
+      fs.writeFileSync(d, "");
+      fs.truncateSync(d, 16 * 1024 * 1024);
+    }
+    const port = await freePort();
+    const run = path.join(tmp.dir, "run6");
+    const config = { kind: "vm" as const, id: 105, name: "vm105", memoryMiB: 256, cpus: 1, disks: { disk0: disks[0]!, disk1: disks[1]!, disk2: disks[2]! }, httpPort: port };
+    vm = await startVm({ id: 105, memoryMiB: 256, cpus: 1, disks, httpPort: port }, kit, run);
+    await get(port, "/index.html");
+    // No guest agent: nothing freezes the writer; only the instant shared by all disks keeps
+    // vdb's count at most one ahead of vdc's.
+    await get(port, "/cgi-bin/ticker?start");
+    const count = async (): Promise<number> => Number((await get(port, "/cgi-bin/ticker")).trim());
+    for (const deadline = Date.now() + 30_000; (await count()) < 20 && Date.now() < deadline; ) await sleep(200);
+    const server = await startServer({ stateDir: path.join(tmp.dir, "server6"), host: "127.0.0.1", port: 0, datastores: { main: path.join(tmp.dir, "store6") }, adminPassword: "admin-pass-1", authFailureDelayMs: 0 });
+    const repo = await RemoteRepository.connect(`https://admin@127.0.0.1:${server.port}/main`, { secret: "admin-pass-1", fingerprint: server.fingerprint });
+    try {
+      for (let n = 0; n < 3; n++) {
+        const before = await count();
+        const log: string[] = [];
+        const r = await backupRunningVm(vm, { repo, mode: "snapshot", config, runDir: run, log, state: {} });
+        assert.ok((await count()) > before, "the guest wrote on during the backup");
+        assert.match(log.join("\n"), /VM paused while the views of its disks are taken/);
+        const store = await Datastore.open(path.join(tmp.dir, "store6"));
+        const onDisk: number[] = [];
+        try {
+          for (const archive of ["disk1.img", "disk2.img"]) {
+            const out = path.join(tmp.dir, `ticks-${n}-${archive}`);
+            await restore(store, { snapshot: parseSnapshotRef(r.snapshot), archive, target: out });
+            onDisk.push(Number(fs.readFileSync(out).subarray(0, 512).toString("latin1").split("\n")[0]));
+          }
+        } finally {
+          store.close();
+        }
+        const [b, c] = onDisk as [number, number];
+        assert.ok(b > 0 && (b === c || b === c + 1), `backup ${n}: vdb holds ${b}, vdc ${c}: not one instant`);
+      }
+    } finally {
+      repo.close();
+      await server.close();
+      await vm.stop();
+      vm = undefined;
+    }
   });
 
   void it("refuses a missing disk before starting anything", async () => {

@@ -170,7 +170,10 @@ export async function ensureGuestKit(cacheDir = defaultCacheDir()): Promise<Gues
 /**
  * The service of both demo guests, a busybox httpd whose answers come from their disk:
  * GET /cgi-bin/counter adds one to data/counter and answers it; GET /cgi-bin/note answers
- * data/note; POST /cgi-bin/note replaces it. Each change is synced to the disk.
+ * data/note; POST /cgi-bin/note replaces it. Each change is synced to the disk. A VM with
+ * raw disks vdb and vdc: GET /cgi-bin/ticker?start counts on in the background, writing
+ * each count to the first sector of vdb, then of vdc (disks that change together, as a
+ * database's data and log); GET /cgi-bin/ticker answers the count on vdc.
  */
 export async function writeServiceFiles(root: string, name: string): Promise<void> {
   const w = async (rel: string, text: string, mode = 0o644): Promise<void> => {
@@ -216,6 +219,25 @@ n=$(echo "$QUERY_STRING" | tr -cd 0-9)
 f="$DATA/fill-$$-$RANDOM"
 dd if=/dev/urandom of="$f" bs=1M count="\${n:-1}" 2>/dev/null && sync
 printf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' "$(wc -c < "$f")"
+`,
+    0o755,
+  );
+  await w(
+    "www/cgi-bin/ticker",
+    `#!/bin/sh
+if [ "$QUERY_STRING" = start ] && [ -b /dev/vdb ] && [ -b /dev/vdc ]; then
+  (
+    i=0
+    while :; do
+      i=$((i + 1))
+      echo "$i" | dd of=/dev/vdb bs=512 count=1 conv=sync,fsync 2>/dev/null
+      echo "$i" | dd of=/dev/vdc bs=512 count=1 conv=sync,fsync 2>/dev/null
+    done
+  ) </dev/null >/dev/null 2>&1 &
+fi
+printf 'Content-Type: text/plain\\r\\n\\r\\n'
+dd if=/dev/vdc bs=512 count=1 2>/dev/null | head -n 1 | tr -cd 0-9
+echo
 `,
     0o755,
   );
