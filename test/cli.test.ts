@@ -6,6 +6,7 @@ import path from "node:path";
 import { after, describe, it } from "node:test";
 import { Datastore } from "../src/datastore/datastore.ts";
 import { lsetxattr } from "../src/sys/posix.ts";
+import { helpFor } from "../src/cli/main.ts";
 import { tempDir } from "./helpers.ts";
 
 const MAIN = new URL("../src/cli/main.ts", import.meta.url).pathname;
@@ -172,7 +173,7 @@ void describe("gorde command line", () => {
       ["--chunk-size", "1000", /chunk size 1000 is not a power of two/],
       ["--chunk-size", "8388608", /between 64 KiB and 4 MiB/],
       ["--compression-level", "42", /compression level 42/],
-      ["--compression-level", "-1", /argument is ambiguous; see gorde --help/],
+      ["--compression-level", "-1", /argument is ambiguous; see gorde backup --help\.$/m],
       ["--compression-level", "x", /non-negative whole number/],
     ] as const) {
       const r = gorde("backup", repo, "host/bad", `root.tree=${src}`, flag, value);
@@ -180,6 +181,22 @@ void describe("gorde command line", () => {
       assert.match(r.err, phrase);
     }
     assert.equal(fs.existsSync(path.join(repo, "host", "bad")), false);
+  });
+
+  void it("every command answers --help with its own lines, and a bad option points there", async () => {
+    const { COMMANDS } = await import("../src/cli/commands.ts");
+    for (const name of Object.keys(COMMANDS)) {
+      const text = helpFor(name);
+      assert.match(text, new RegExp(`^ {2}${name}\\b`, "m"), `gorde --help says nothing of ${name}`);
+    }
+    const r = gorde("backup", "--help");
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /^ {2}backup <repo> <group> <archive>=<source>\.\.\./m);
+    assert.match(r.out, /--keyfile <file>/);
+    assert.doesNotMatch(r.out, /^ {2}restore /m, "only the command's own lines");
+    const bad = gorde("gc", "--nope");
+    assert.equal(bad.code, 2);
+    assert.match(bad.err, /^gorde gc: Unknown option '--nope'.*; see gorde gc --help\.$/m);
   });
 
   void it("restore goes on past what the target refuses, names each in one sentence, and exits 1", () => {

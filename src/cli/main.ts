@@ -125,6 +125,18 @@ exists; 4 locked by another operation; 5 corrupt or malformed data (verify found
 damage); 6 written by a newer gorde; 7 authentication failed or permission denied.
 `;
 
+/** The lines of HELP about command `name` (with their continuation lines). */
+export function helpFor(name: string): string {
+  const lines = HELP.split("\n");
+  const out: string[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    if (!/^ {2}\S/.test(lines[i]!) || !new RegExp(`^ {2}${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(?=$|[ |])`).test(lines[i]!)) continue;
+    out.push(lines[i]!);
+    while (i + 1 < lines.length && /^ {6,}\S/.test(lines[i + 1]!)) out.push(lines[++i]!);
+  }
+  return `Usage: gorde ${name} …\n\n${out.join("\n")}\n\nRun gorde --help for every command, the repository URLs and the exit codes.\n`;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === "help" || name === "--help" || name === "-h") {
@@ -140,6 +152,11 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`gorde: unknown command ${JSON.stringify(name)}; run gorde --help for the list.\n`);
     return EXIT_CODES.usage;
   }
+  const end = rest.indexOf("--");
+  if ((end === -1 ? rest : rest.slice(0, end)).some((a) => a === "--help" || a === "-h")) {
+    process.stdout.write(helpFor(name));
+    return 0;
+  }
   const cmd = typeof entry === "function" ? await entry() : entry;
   const abort = new AbortController();
   const onSignal = (): void => abort.abort(new GordeError("io", "interrupted."));
@@ -150,7 +167,7 @@ export async function main(argv: string[]): Promise<number> {
     try {
       parsed = parseArgs({ args: rest, options: cmd.options, allowPositionals: true, strict: true });
     } catch (err) {
-      throw new GordeError("usage", `${(err as Error).message.split("\n")[0]!.replace(/\.$/, "")}; see gorde --help.`);
+      throw new GordeError("usage", `${(err as Error).message.split("\n")[0]!.replace(/\.$/, "")}; see gorde ${name} --help.`);
     }
     const ctx: CommandContext = {
       values: parsed.values as Record<string, string | boolean | string[] | undefined>,
