@@ -284,7 +284,7 @@ export const ROUTES = {
     permission: "Datastore.Modify, or Datastore.Prune (own groups)",
     params: storeParam,
     body: z.strictObject({ ...nsQuery, group: GroupName, keep: KeepOptions, dryRun: z.boolean().optional() }),
-    response: z.array(z.object({ snapshot: z.string(), action: z.enum(["keep", "remove", "protected", "keep-partial"]) })),
+    response: z.array(z.object({ snapshot: z.string(), action: z.enum(["keep", "remove", "protected", "keep-partial", "in-use"]) })),
   }),
   gc: route({
     method: "POST",

@@ -256,6 +256,7 @@ export const COMMANDS: Record<string, CommandEntry> = {
       } else {
         for (const p of plan) ctx.out(`${p.snapshot}  ${p.action}${dry && p.action === "remove" ? " (dry run)" : ""}\n`);
       }
+      for (const p of plan) if (p.action === "in-use") ctx.err(`gorde prune: left ${p.snapshot} for the next prune: another operation (a verify, a sync, a restore) was reading it.\n`);
       for (const f of failed) ctx.err(`gorde prune: could not remove ${f}\n`);
       return failed.length ? 1 : 0;
     },

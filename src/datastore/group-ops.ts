@@ -2,6 +2,7 @@
 // server: the JSON description of a snapshot, and prune applied to a group.
 import { type Datastore, type SnapshotInfo } from "./datastore.ts";
 import { type PruneAction, type PruneOptions, computePrune } from "./prune.ts";
+import { GordeError } from "../errors.ts";
 import { type Group, formatSnapshot, formatTime } from "../format/names.ts";
 
 export function snapshotJson(s: SnapshotInfo, owner: string | null = null) {
@@ -32,12 +33,14 @@ export interface PruneGroupResult {
 
 /**
  * Applies a retention policy to a group. A snapshot whose manifest is damaged or from a
- * newer gorde is never pruned (nor counted): it needs an operator's look.
+ * newer gorde is never pruned (nor counted): it needs an operator's look. One that another
+ * operation holds at that moment (a verify or a sync reading it) is left for the next
+ * prune ("in-use"), as PBS warns and goes on: it is no failure of the prune.
  */
 export async function pruneGroup(store: Datastore, ns: string[], group: Group, keep: PruneOptions, dryRun: boolean): Promise<PruneGroupResult> {
   const all = await store.listSnapshots(ns, group);
   const damagedSnaps = all.filter((s) => s.error);
-  const plan = [
+  const plan: { snapshot: SnapshotInfo; action: PruneAction }[] = [
     ...computePrune(all.filter((s) => !s.error), keep),
     ...damagedSnaps.map((snapshot) => ({ snapshot, action: "keep" as const })),
   ].sort((a, b) => b.snapshot.time - a.snapshot.time);
@@ -48,7 +51,8 @@ export async function pruneGroup(store: Datastore, ns: string[], group: Group, k
       try {
         await store.forget(p.snapshot);
       } catch (err) {
-        failed.push(`${formatSnapshot(p.snapshot)}: ${(err as Error).message}`);
+        if (err instanceof GordeError && err.code === "locked") p.action = "in-use";
+        else failed.push(`${formatSnapshot(p.snapshot)}: ${(err as Error).message}`);
       }
     }
   }

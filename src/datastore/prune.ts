@@ -41,7 +41,8 @@ export interface PruneOptions {
   timeZone?: string;
 }
 
-export type PruneAction = "keep" | "remove" | "protected" | "keep-partial";
+/** "in-use": to be removed, but another operation (a verify, a sync, a restore, a backup's base) held it; the next prune removes it */
+export type PruneAction = "keep" | "remove" | "protected" | "keep-partial" | "in-use";
 
 export interface PruneEntry<T extends PruneSnapshot = PruneSnapshot> {
   snapshot: T;

@@ -69,10 +69,10 @@ export function nodeJobRunner(plan: Plan, guests: GuestManager, node: string, re
           try {
             const keep = keepOptions(job.keep);
             const { plan: decided } = await repo.prune([], parseGroup(group), keep, false);
-            ctx.log(`retention on ${group}: ${decided.filter((d) => d.action === "remove").length} removed, ${decided.filter((d) => d.action !== "remove").length} kept`);
+            const inUse = decided.filter((d) => d.action === "in-use").length;
+            ctx.log(`retention on ${group}: ${decided.filter((d) => d.action === "remove").length} removed, ${decided.filter((d) => d.action !== "remove" && d.action !== "in-use").length} kept${inUse ? `, ${inUse} in use on the server (the next run's retention removes them)` : ""}`);
           } catch (err) {
-            // The backup is made; a snapshot the server is reading (a sync, a verify) is
-            // removed by the next run's retention, as the server's own prune jobs do.
+            // The backup is made: a retention that failed is tried again by the next run.
             ctx.log(`retention on ${group} not applied this time: ${(err as Error).message}`);
           } finally {
             repo.close();

@@ -46,7 +46,7 @@ function planJobRunner(server: ServerContext, long: LongTasks): JobRunner {
         if (g.type === "host" || (wanted && !wanted.has(g.id)) || job.exclude?.includes(Number(g.id))) continue;
         const r = await pruneGroup(e.store, [], g, keep, false);
         removed += r.plan.filter((d) => d.action === "remove").length;
-        ctx.log(`${formatGroup(g)}: ${r.plan.filter((d) => d.action === "remove").length} removed${r.failed.length ? `, could not remove ${r.failed.join("; ")}` : ""}`);
+        ctx.log(`${formatGroup(g)}: ${r.plan.filter((d) => d.action === "remove").length} removed${r.plan.some((d) => d.action === "in-use") ? `, ${r.plan.filter((d) => d.action === "in-use").length} in use (left for the next prune)` : ""}${r.failed.length ? `, could not remove ${r.failed.join("; ")}` : ""}`);
       }
       return { message: `${removed} snapshots removed` };
     }
