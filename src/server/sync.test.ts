@@ -7,7 +7,7 @@ import { after, before, describe, it } from "node:test";
 import { runBackup } from "../client/backup.ts";
 import { RemoteRepository } from "../client/remote.ts";
 import { ChunkPool } from "../datastore/chunk-pool.ts";
-import { Datastore } from "../datastore/datastore.ts";
+import { Datastore, lockDir } from "../datastore/datastore.ts";
 import { parseGroup, parseSnapshotRef } from "../format/names.ts";
 import { tempDir } from "../../test/helpers.ts";
 import { userBlocks, writeUserImage } from "../../test/user-data.ts";
@@ -71,6 +71,30 @@ void describe("syncDatastore", () => {
       const copied = (await store.listSnapshots([], parseGroup("vm/100"))).filter((s) => s.finished).map((s) => s.time);
       assert.deepEqual(copied, [names[0]!, names[2]!].map((n) => parseSnapshotRef(n).time));
     } finally {
+      await pool.close();
+    }
+  });
+  void it("skips a snapshot the remote is removing at that moment (held locked) and copies the others", async () => {
+    const store = await Datastore.init(path.join(tmp.dir, "copy-locked"));
+    const pool = new ChunkPool(1);
+    await pool.init(store.chunks.dir, 0, Buffer.alloc(0));
+    const log: string[] = [];
+    // A forget on the remote holds its snapshot's lock while it renames and removes it.
+    const forgetting = lockDir(path.join(remoteDir(), names[0]!), "ex", "snapshot");
+    try {
+      const result = await syncDatastore({
+        remote: { name: "main", url: `https://admin@127.0.0.1:${remote.port}/main`, fingerprint: remote.fingerprint, host: "127.0.0.1", port: remote.port, authId: "admin", store: "main", secret: PASSWORD },
+        ns: [],
+        store,
+        pool: () => Promise.resolve(pool),
+        owner: "admin",
+        task: { id: "test", signal: new AbortController().signal, log: (line) => log.push(line), progress: () => undefined },
+      });
+      // The remote holds the first and the third (the test above pruned the second).
+      assert.deepEqual([result.snapshots, result.skipped], [1, 1]);
+      assert.ok(log.includes(`skipped ${names[0]}: in use on remote main (a prune removing it); the next sync pulls it if it is still there`), log.join("\n"));
+    } finally {
+      forgetting.release();
       await pool.close();
     }
   });

@@ -108,9 +108,15 @@ export async function syncDatastore(o: SyncOptions): Promise<SyncResult> {
         const have = await fsp.stat(path.join(dir, MANIFEST_FILE)).catch(() => undefined);
         if (have) continue;
         if (owner === null) await o.store.setGroupOwner(o.ns, g, o.owner);
-        if (!(await pullSnapshot(conn, r.store, o, pool, s.snapshot, result))) {
-          // Pruned or forgotten there since the listing (as PBS's pull says, vanished): nothing to copy.
-          o.task.log(`skipped ${s.snapshot}: removed on remote ${r.name} since the listing`);
+        const pulled = await pullSnapshot(conn, r.store, o, pool, s.snapshot, result);
+        if (pulled !== "pulled") {
+          // Pruned or forgotten there since the listing (as PBS's pull says, vanished), or
+          // being removed at this moment: nothing to copy now.
+          o.task.log(
+            pulled === "vanished"
+              ? `skipped ${s.snapshot}: removed on remote ${r.name} since the listing`
+              : `skipped ${s.snapshot}: in use on remote ${r.name} (a prune removing it); the next sync pulls it if it is still there`,
+          );
           result.skipped++;
           continue;
         }
@@ -124,14 +130,15 @@ export async function syncDatastore(o: SyncOptions): Promise<SyncResult> {
   }
 }
 
-/** Copies one snapshot; false when the remote no longer has it. */
-async function pullSnapshot(conn: ServerConnection, remoteStore: string, o: SyncOptions, pool: ChunkPool, name: string, result: SyncResult): Promise<boolean> {
+/** Copies one snapshot, unless the remote no longer has it or holds it locked (a forget under way). */
+async function pullSnapshot(conn: ServerConnection, remoteStore: string, o: SyncOptions, pool: ChunkPool, name: string, result: SyncResult): Promise<"pulled" | "vanished" | "in-use"> {
   const ref = parseSnapshotRef(name);
   const opened = await conn.call(ROUTES, "openReader", { params: { store: remoteStore }, json: { ns: o.ns.join("/") || undefined, snapshot: name } }).catch((err: unknown) => {
-    if (err instanceof GordeError && err.code === "not-found") return undefined;
+    if (err instanceof GordeError && (err.code === "not-found" || err.code === "locked")) return err.code;
     throw err;
   });
-  if (!opened) return false;
+  if (opened === "not-found") return "vanished";
+  if (opened === "locked") return "in-use";
   const parsed = ManifestSchema.safeParse(opened.manifest);
   if (!parsed.success) throw new GordeError("corrupt", `the source server sent an invalid manifest for ${name}.`);
   const manifest = parsed.data;
@@ -172,7 +179,7 @@ async function pullSnapshot(conn: ServerConnection, remoteStore: string, o: Sync
     await writer.finish(copy, pool);
     result.snapshots++;
     o.task.log(`pulled ${formatSnapshot(ref as typeof ref & { time: number })}`);
-    return true;
+    return "pulled";
   } finally {
     await writer?.abort();
     await conn.request("DELETE", routePath(ROUTES.closeReader, { session: sid }), { once: true }).catch(() => undefined);
