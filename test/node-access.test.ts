@@ -10,6 +10,7 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { NODE_ROUTES, type NodeRouteName } from "../src/api/node-routes.ts";
 import { type Response, ServerConnection } from "../src/api/connection.ts";
 import { routePath } from "../src/api/route.ts";
@@ -408,6 +409,14 @@ void describe("the node's permission matrix", { skip: why ?? false }, () => {
           label: "a cluster of this node alone",
           expect: ADMIN,
           req: async () => ({ json: { name: "lab", address: "127.0.0.1", peerPort: await freePort(), clientPort: await freePort() } }),
+          // The node's plan becomes the cluster's a moment later (its plan file rewritten):
+          // waited for, or that write would show up beside the next refused request.
+          ok: async () => {
+            for (const deadline = Date.now() + 30_000; Date.now() < deadline; await sleep(100)) {
+              if ((await ok<{ cluster: string | null }>("admin", "getPlan")).cluster === "lab") return;
+            }
+            throw new Error("the node's plan did not become the plan of cluster lab within 30 s");
+          },
         },
       ],
     ],
