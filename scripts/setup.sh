@@ -16,6 +16,8 @@ declare -A need=(
   [qemu-system-x86_64]=qemu-system-x86 [qemu-img]=qemu-utils [busybox]=busybox-static [cpio]=cpio [lxc-start]=lxc [nsenter]=util-linux
   # the scheduler's calendar events are cross-checked against systemd's
   [systemd-analyze]=systemd
+  # the fault suite kills GC and prune on entering chosen file-system calls
+  [strace]=strace
   # the cluster's state: gorde runs its own etcd members (src/cluster/)
   [etcd]=etcd-server
   # the partition tests: network namespaces joined by a bridge, links cut with nft rules

@@ -5,7 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { Prng } from "../../bench/prng.ts";
 import { CLIENT_KEEP_ALIVE } from "../../src/host/api-host.ts";
-import { ADMIN_PASSWORD, type FaultLab, sha256, type ManagedServer, type Repo, type Run, check } from "./lab.ts";
+import { ADMIN_PASSWORD, type CallPoint, type FaultLab, sha256, type ManagedServer, type Repo, type Run, check } from "./lab.ts";
 import { drill, guestRestore } from "./node-kinds.ts";
 
 export interface KindResult {
@@ -25,6 +25,8 @@ export interface KindContext {
   log(line: string): void;
   /** median time of a CLI start that does nothing: kill points are spread past it */
   startupMs: number;
+  /** whether strace can kill an operation at a chosen call (else GC and prune are killed at random times) */
+  traceable: boolean;
 }
 
 export interface Kind {
@@ -59,12 +61,42 @@ function killedOrDone(r: Run, what: string, result: KindResult): boolean {
   return true;
 }
 
-/** `args` run and SIGKILLed at a random point of `workMs`; what came of it counted and logged. */
-async function killedRun(ctx: KindContext, result: KindResult, what: string, args: string[], workMs: number): Promise<Run> {
-  const at = killPoint(ctx, workMs);
-  const r = await ctx.lab.gorde(args, {}, { killAfterMs: at });
+/**
+ * Where the kills of a short operation go. GC and prune spend a few tens of milliseconds on
+ * the datastore after a start of several hundred, less than the start's own jitter, so a
+ * kill at a random time mostly lands before their work or after their end. With strace the
+ * kill comes on entering one of the changes (atime set, unlink, rename, rmdir, mkdir) a
+ * traced run of the same operation made in the datastore, each as likely, so the kills land
+ * inside the work, between its changes; without strace, at a random time of the run.
+ */
+type KillPlan = { calls: CallPoint[] } | { ms: number };
+
+async function killPlan(ctx: KindContext, repo: Repo, args: string[]): Promise<KillPlan> {
+  if (ctx.traceable) {
+    const calls = await ctx.lab.callPoints(repo, args, repo.url);
+    const bySyscall = new Map<string, number>();
+    for (const c of calls) bySyscall.set(c.syscall, (bySyscall.get(c.syscall) ?? 0) + 1);
+    ctx.log(`  ${calls.length} changes traced to kill at: ${[...bySyscall].map(([k, n]) => `${k} ${n}`).join(", ")}`);
+    return { calls };
+  }
+  return { ms: await timed(() => ctx.lab.ok(repo, args)) };
+}
+
+/** `args` run and SIGKILLed at a random point of its plan; what came of it counted and logged. */
+async function killedRun(ctx: KindContext, result: KindResult, what: string, args: string[], plan: KillPlan): Promise<Run> {
+  let r: Run;
+  let where: string;
+  if ("calls" in plan) {
+    const at = plan.calls[Math.floor(ctx.lab.random() * plan.calls.length)]!;
+    r = await ctx.lab.gorde(args, {}, { killAt: at });
+    where = `${at.syscall} #${at.nth} (traced: ${path.relative(args[1]!, at.path) || "."})`;
+  } else {
+    const at = killPoint(ctx, plan.ms);
+    r = await ctx.lab.gorde(args, {}, { killAfterMs: at });
+    where = `${Math.round(at)} ms`;
+  }
   killedOrDone(r, what, result);
-  ctx.log(`  ${what} #${result.faults}: at ${Math.round(at)} ms → ${r.killed ? "killed" : "finished"}`);
+  ctx.log(`  ${what} #${result.faults}: at ${where} → ${r.killed ? "killed" : "finished"}`);
   return r;
 }
 
@@ -186,18 +218,31 @@ const serverRestart: Kind = {
   },
 };
 
-/** Unique small files and a changed image, backed up into host/garbage and forgotten: work for GC. */
+/**
+ * Unique small files and a 4 MiB image in 64 KiB chunks (unique blocks, a block repeated,
+ * zeros), backed up into host/garbage and forgotten: some seventy chunks for GC to remove.
+ */
 async function makeGarbage(lab: FaultLab, repo: Repo, round: number): Promise<void> {
   const dir = path.join(lab.root, "garbage");
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir);
   const prng = new Prng(1000 + round);
-  for (let i = 0; i < 200; i++) {
-    const b = Buffer.allocUnsafe(4096 + (i % 7) * 1024);
+  const fill = (b: Buffer): Buffer => {
     for (let o = 0; o + 4 <= b.length; o += 4) b.writeUInt32LE(prng.u32(), o);
-    fs.writeFileSync(path.join(dir, `f${i}`), b);
+    return b;
+  };
+  for (let i = 0; i < 200; i++) fs.writeFileSync(path.join(dir, `f${i}`), fill(Buffer.allocUnsafe(4096 + (i % 7) * 1024)));
+  const block = 64 * 1024;
+  const repeated = fill(Buffer.allocUnsafe(block));
+  const image = Buffer.alloc(64 * block);
+  for (let i = 0; i < 64; i++) {
+    if (i % 8 === 7) continue; // zeros
+    if (i % 5 === 4) repeated.copy(image, i * block);
+    else fill(image.subarray(i * block, (i + 1) * block));
   }
-  const r = await lab.ok(repo, ["backup", repo.url, "host/garbage", `g.tree=${dir}`, "--time", lab.nextTime(), "--json"]);
+  const img = path.join(lab.root, "garbage.img");
+  fs.writeFileSync(img, image);
+  const r = await lab.ok(repo, ["backup", repo.url, "host/garbage", `g.tree=${dir}`, `g.img=${img}`, "--chunk-size", String(block), "--time", lab.nextTime(), "--json"]);
   await lab.ok(repo, ["forget", repo.url, (JSON.parse(r.out) as { snapshot: string }).snapshot]);
 }
 
@@ -209,12 +254,12 @@ const gc: Kind = {
     const repo = await localRepo(lab, "gc");
     await lab.goodBackup(repo);
     await makeGarbage(lab, repo, 0);
-    const workMs = await timed(() => lab.ok(repo, ["gc", repo.url, "--cutoff", "0"]));
+    const plan = await killPlan(ctx, repo, ["gc", repo.url, "--cutoff", "0"]);
     for (let i = 0; i < ctx.faults; i++) {
       lab.modify();
       await lab.goodBackup(repo);
       await makeGarbage(lab, repo, i + 1);
-      await killedRun(ctx, result, "GC", ["gc", repo.url, "--cutoff", "0"], workMs);
+      await killedRun(ctx, result, "GC", ["gc", repo.url, "--cutoff", "0"], plan);
       await lab.healthy(repo);
       await lab.ok(repo, ["gc", repo.url, "--cutoff", "0"]);
       await trim(lab, repo);
@@ -229,17 +274,22 @@ const prune: Kind = {
   async run(ctx, result) {
     const { lab } = ctx;
     const repo = await localRepo(lab, "prune");
-    for (let i = 0; i < 3; i++) await lab.goodBackup(repo);
-    const workMs = await timed(() => lab.ok(repo, ["prune", repo.url, "host/fault", "--keep-last", "3"]));
+    // Measured (or traced) as every fault's prune: two new snapshots over the two kept, two removed.
+    for (let i = 0; i < 4; i++) {
+      lab.modify();
+      await lab.goodBackup(repo);
+    }
+    const plan = await killPlan(ctx, repo, ["prune", repo.url, "host/fault", "--keep-last", "2"]);
+    for (const s of [...lab.finished(repo).keys()].sort().slice(0, -2)) lab.finished(repo).delete(s);
     for (let i = 0; i < ctx.faults; i++) {
       lab.modify();
       await lab.goodBackup(repo);
       lab.modify();
       await lab.goodBackup(repo);
       const args = ["prune", repo.url, "host/fault", "--keep-last", "2"];
-      const plan = JSON.parse((await lab.ok(repo, [...args, "--dry-run", "--json"])).out) as { snapshot: string; action: string }[];
-      const gone = new Set(plan.filter((a) => a.action === "remove").map((a) => a.snapshot));
-      await killedRun(ctx, result, "prune", args, workMs);
+      const dry = JSON.parse((await lab.ok(repo, [...args, "--dry-run", "--json"])).out) as { snapshot: string; action: string }[];
+      const gone = new Set(dry.filter((a) => a.action === "remove").map((a) => a.snapshot));
+      await killedRun(ctx, result, "prune", args, plan);
       await lab.healthy(repo, { gone });
       await lab.ok(repo, args);
       await lab.healthy(repo, { gone });
@@ -260,7 +310,7 @@ const verify: Kind = {
     }
     const workMs = await timed(() => lab.ok(repo, ["verify", repo.url]));
     for (let i = 0; i < ctx.faults; i++) {
-      await killedRun(ctx, result, "verify", ["verify", repo.url], workMs);
+      await killedRun(ctx, result, "verify", ["verify", repo.url], { ms: workMs });
       await lab.healthy(repo);
       if (i % 4 === 3) {
         lab.modify();

@@ -3,7 +3,7 @@
 // at a chosen moment, and the checks every fault is followed by: verify accepts the
 // datastore, every snapshot known to be finished restores bit-exact, unfinished ones stay
 // unfinished. Every process is started here and killed only by its own pid.
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
@@ -26,6 +26,54 @@ export interface Run {
   ms: number;
   /** whether the kill was sent before the process ended by itself */
   killed: boolean;
+}
+
+/**
+ * A point in an operation's work: the `nth` call of `syscall` in the thread that is the first
+ * to make that many (strace's `when=` counts per thread), and the datastore path that call
+ * named in the traced run.
+ */
+export interface CallPoint {
+  syscall: string;
+  nth: number;
+  path: string;
+}
+
+/** The calls that change a datastore: a kill lands before one of them. A CLI's start makes none of them. */
+export const CHANGING_CALLS = ["utimensat", "unlink", "unlinkat", "rename", "renameat", "renameat2", "rmdir", "mkdir", "mkdirat"];
+/** strace's largest `when=` */
+const MAX_NTH = 65535;
+
+/** Why an operation cannot be killed at chosen calls here (no strace, or it cannot trace), or undefined. */
+export function straceUnavailable(): string | undefined {
+  const r = spawnSync("strace", ["-f", "-qq", "-o", "/dev/null", "-e", "trace=getpid", "true"], { stdio: "ignore" });
+  if (r.error) return "strace is not installed (Debian: strace)";
+  if (r.status !== 0) return "strace cannot trace here (ptrace refused)";
+  return undefined;
+}
+
+/**
+ * The calls of a traced run (strace -f output, in the order they were made) that name a
+ * path under `under` and that `when=<n>` would stop: the n-th call of its name in its thread,
+ * with no thread having made n of them before it.
+ */
+export function parseCallPoints(trace: string, under: string): CallPoint[] {
+  const perThread = new Map<string, number>();
+  const most = new Map<string, number>();
+  const points: CallPoint[] = [];
+  for (const line of trace.split("\n")) {
+    const m = /^(\d+)\s+(\w+)\((.*)$/.exec(line);
+    if (!m) continue; // "<... resumed>", exits, signals
+    const syscall = m[2]!;
+    const key = `${m[1]} ${syscall}`;
+    const nth = (perThread.get(key) ?? 0) + 1;
+    perThread.set(key, nth);
+    const first = nth > (most.get(syscall) ?? 0);
+    if (first) most.set(syscall, nth);
+    const named = /"((?:[^"\\]|\\.)*)"/.exec(m[3]!)?.[1];
+    if (first && named && (named === under || named.startsWith(under + "/")) && nth <= MAX_NTH) points.push({ syscall, nth, path: named });
+  }
+  return points;
 }
 
 /** What a finished snapshot must restore to. */
@@ -120,10 +168,30 @@ export class FaultLab {
     return this.prng.u32() / 2 ** 32;
   }
 
-  /** Runs the CLI (in `netns` if given); SIGKILLed `killAfterMs` after the spawn when given. */
-  gorde(args: string[], env: Record<string, string> = {}, opts: { killAfterMs?: number; netns?: string; kill?: Promise<unknown> } = {}): Promise<Run> {
+  /**
+   * Runs the CLI (in `netns` if given); SIGKILLed `killAfterMs` after the spawn when given, or
+   * by strace on entering the call `killAt` names (the call itself is not made).
+   */
+  async gorde(args: string[], env: Record<string, string> = {}, opts: { killAfterMs?: number; netns?: string; kill?: Promise<unknown>; killAt?: CallPoint } = {}): Promise<Run> {
     const [cmd, argv] = gordeCommand(args, opts.netns);
-    return this.spawn(cmd, argv, env, opts);
+    const at = opts.killAt;
+    if (!at) return this.spawn(cmd, argv, env, opts);
+    const traced = ["-f", "-qq", "-o", "/dev/null", "-e", `trace=${at.syscall}`, "-e", `inject=${at.syscall}:signal=KILL:when=${at.nth}`, cmd, ...argv];
+    const r = await this.spawn("strace", traced, env, opts);
+    // strace ends as its tracee did: by SIGKILL when the injection came.
+    return { ...r, killed: r.killed || r.signal === "SIGKILL" };
+  }
+
+  /** Runs `args` (which must succeed) under strace: the changes it made under `under`, the points a later run can be killed at. */
+  async callPoints(repo: Repo, args: string[], under: string): Promise<CallPoint[]> {
+    const log = path.join(this.root, "calls.strace");
+    const [cmd, argv] = gordeCommand(args, repo.netns);
+    const r = await this.spawn("strace", ["-f", "-qq", "-s", "4096", "-o", log, "-e", `trace=${CHANGING_CALLS.join(",")}`, cmd, ...argv], repo.env);
+    check(r.code === 0, `gorde ${args.join(" ")} failed under strace (${r.code ?? r.signal}): ${r.err.trim()}`);
+    const points = parseCallPoints(fs.readFileSync(log, "utf8"), under);
+    fs.rmSync(log);
+    check(points.length > 0, `gorde ${args.join(" ")} changed nothing under ${under}`);
+    return points;
   }
 
   spawn(cmd: string, argv: string[], env: Record<string, string>, opts: { killAfterMs?: number; kill?: Promise<unknown> } = {}): Promise<Run> {

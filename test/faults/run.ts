@@ -13,7 +13,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { FaultLab } from "./lab.ts";
+import { FaultLab, straceUnavailable } from "./lab.ts";
 import { KINDS, type KindResult } from "./kinds.ts";
 
 function fail(message: string): never {
@@ -68,6 +68,8 @@ for (let i = 0; i < 3; i++) {
   starts.push(r.ms);
 }
 const startupMs = starts.sort((a, b) => a - b)[1]!;
+const noStrace = straceUnavailable();
+if (noStrace && kinds.some((k) => k.id === "gc" || k.id === "prune")) console.log(`\n!!! ${noStrace}: GC and prune are killed at random times, most of them after their end, not at random calls of their work.`);
 
 const results: (KindResult & { error?: string; skipped?: string })[] = [];
 try {
@@ -83,7 +85,7 @@ try {
     console.log(`\n${kind.name}`);
     const t = performance.now();
     try {
-      await kind.run({ lab, faults, startupMs, log: (l) => console.log(l) }, result);
+      await kind.run({ lab, faults, startupMs, traceable: !noStrace, log: (l) => console.log(l) }, result);
     } catch (e) {
       result.error = (e as Error).message;
       console.error(`FAILED: ${kind.name} after ${result.faults} faults (seed ${seed}): ${result.error}`);
