@@ -160,7 +160,8 @@ export const COMMANDS: Record<string, CommandEntry> = {
       if (ctx.values.json) printJson(ctx, r);
       else {
         for (const x of skipped) ctx.err(`gorde restore: ${x.reason}\n`);
-        ctx.out(`restored ${r.archive} of ${r.snapshot} to ${target}: ${formatBytes(r.bytes)} in ${(r.durationMs / 1000).toFixed(2)} s\n`);
+        const resumed = r.resumedBytes ? ` (${formatBytes(r.resumedBytes)} of it were in place from the restore cut off before)` : "";
+        ctx.out(`restored ${r.archive} of ${r.snapshot} to ${target}: ${formatBytes(r.bytes)} in ${(r.durationMs / 1000).toFixed(2)} s${resumed}\n`);
       }
       // restic's choice: the rest is restored, what was not is listed, and the exit says so.
       if (skipped.length > 0) throw new GordeError("io", skipped.length === 1 ? `1 entry of ${r.archive} could not be restored as it was (named above); the rest is in ${target}.` : `${skipped.length} entries of ${r.archive} could not be restored as they were (listed above); the rest is in ${target}.`);

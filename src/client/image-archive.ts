@@ -2,11 +2,11 @@
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
-import { randomBytes } from "node:crypto";
-import { GordeError } from "../errors.ts";
+import { GordeError, systemCode } from "../errors.ts";
 import { type FixedIndex, fixedChunkCount } from "../format/fixed-index.ts";
 import { DIGEST_SIZE } from "../format/magic.ts";
-import { dataExtents } from "../sys/posix.ts";
+import { isZero } from "../format/zero-chunk.ts";
+import { dataExtents, flock } from "../sys/posix.ts";
 import { sourceSize } from "./block-source.ts";
 import type { ChunkLoader } from "../datastore/chunk-reader.ts";
 import { ChunkWriter } from "./chunk-writer.ts";
@@ -191,6 +191,8 @@ async function readFully(fh: fsp.FileHandle, buf: Buffer, pos: number, what: str
 
 export interface ImageRestoreOptions {
   loader: ChunkLoader;
+  /** the digest a chunk of these bytes is stored under (keyed when encrypted) */
+  digestHex(data: Uint8Array): string;
   /** digest of a zero chunk of `size` bytes (keyed when encrypted) */
   zeroHex(size: number): string;
   signal?: AbortSignal;
@@ -198,60 +200,156 @@ export interface ImageRestoreOptions {
   inflight?: number;
 }
 
+export interface ImageRestoreResult {
+  /** bytes an interrupted restore to the same target had put in place, found whole and not fetched again */
+  resumedBytes: number;
+}
+
 /**
- * Writes the image to `target`: a new sparse file (written beside it, renamed when
- * complete) or an existing block device. Every chunk is checked against its digest.
+ * Where an image is restored before it is renamed to its target: beside it, hidden. A
+ * restore interrupted keeps it with what it holds, and the same restore run again goes on
+ * from there (as restic's restore does): every chunk already in place is checked against
+ * its digest and only the others are fetched.
  */
-export async function restoreImage(index: FixedIndex, target: string, opts: ImageRestoreOptions): Promise<void> {
+export function partialFile(target: string): string {
+  return path.join(path.dirname(target), `.${path.basename(target)}.gorde-partial`);
+}
+
+/**
+ * Writes the image to `target`: a new sparse file (written into its partial file, renamed
+ * when complete) or an existing block device. Every chunk is checked against its digest.
+ */
+export async function restoreImage(index: FixedIndex, target: string, opts: ImageRestoreOptions): Promise<ImageRestoreResult> {
   let isDevice = false;
   try {
     isDevice = fs.statSync(target).isBlockDevice();
   } catch {
     // a new file
   }
-  const out = isDevice ? target : path.join(path.dirname(target), `.${path.basename(target)}.gorde-${randomBytes(4).toString("hex")}`);
-  const fh = await fsp.open(out, isDevice ? "r+" : "wx", 0o600);
-  let ok = false;
+  if (isDevice) {
+    const fh = await fsp.open(target, "r+");
+    try {
+      await writeImage(fh, index, opts, { resume: false, sparse: false });
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    return { resumedBytes: 0 };
+  }
+  const out = partialFile(target);
+  const fh = await openPartial(out, target);
+  let inPlace = 0;
   try {
-    if (!isDevice) await fh.truncate(index.size);
-    const count = fixedChunkCount(index.size, index.chunkSize);
-    let next = 0;
-    let done = 0;
-    let failed = false;
-    const worker = async (): Promise<void> => {
-      while (next < count && !failed) {
-        opts.signal?.throwIfAborted();
-        const i = next++;
-        const hex = index.digests.toString("hex", i * DIGEST_SIZE, (i + 1) * DIGEST_SIZE);
-        const len = Math.min(index.chunkSize, index.size - i * index.chunkSize);
-        const pos = i * index.chunkSize;
-        if (hex === opts.zeroHex(len)) {
-          if (isDevice) await fh.write(Buffer.alloc(len), 0, len, pos);
-        } else {
-          const data = await opts.loader.load(hex);
-          if (data.length !== len) throw new GordeError("corrupt", `chunk ${hex} has ${data.length} bytes where the index expects ${len}.`);
-          await fh.write(data, 0, len, pos);
-        }
-        done += len;
-        opts.progress?.({ done, total: index.size });
+    const resume = (await fh.stat()).size > 0;
+    try {
+      if ((await fh.stat()).size !== index.size) await fh.truncate(index.size);
+      const r = await writeImage(fh, index, opts, { resume, sparse: true }, (n) => (inPlace += n));
+      await fh.sync();
+      await fsp.rename(out, target);
+      return { resumedBytes: r.resumedBytes };
+    } catch (err) {
+      if (inPlace === 0 || !worthResuming(err)) {
+        await fsp.rm(out, { force: true });
+        throw err;
       }
-    };
-    // The first failure stops the other workers, and the file is closed only once none writes.
-    const results = await Promise.allSettled(
-      Array.from({ length: opts.inflight ?? 24 }, () =>
-        worker().catch((err: unknown) => {
-          failed = true;
-          throw err;
-        }),
-      ),
-    );
-    const firstError = results.find((r) => r.status === "rejected");
-    if (firstError) throw firstError.reason;
-    await fh.sync();
-    ok = true;
+      const why = err instanceof GordeError ? err.message : (err as Error).message;
+      throw new GordeError(
+        err instanceof GordeError ? err.code : "io",
+        `${why.replace(/\.$/, "")}; the ${formatSize(inPlace)} restored so far are kept in ${out}, and the same restore goes on from there.`,
+        { cause: err },
+      );
+    }
   } finally {
     await fh.close();
-    if (!ok && !isDevice) await fsp.rm(out, { force: true });
   }
-  if (!isDevice) await fsp.rename(out, target);
+}
+
+/**
+ * Whether a restore that failed with `err` is kept for the same restore to go on: after an
+ * interruption (a lost link, an expired session, Ctrl-C), not when the data or the request
+ * was refused (a damaged or missing chunk, a wrong key: running it again fails the same way)
+ * nor when the disk is full (keeping it would keep it full).
+ */
+function worthResuming(err: unknown): boolean {
+  if (err instanceof GordeError && ["usage", "invalid", "corrupt", "unsupported", "denied"].includes(err.code)) return false;
+  return systemCode(err) !== "ENOSPC";
+}
+
+/** The partial file, opened and held (flock) for this restore: a regular file, no symlink, no other restore's. */
+async function openPartial(out: string, target: string): Promise<fsp.FileHandle> {
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(out, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+  } catch (err) {
+    const code = systemCode(err);
+    if (code === "ELOOP" || code === "EISDIR") throw new GordeError("invalid", `${out} is not a regular file; remove it and restore again.`);
+    throw err;
+  }
+  try {
+    // A hard link planted there would have the restore overwrite the file it links to.
+    const st = await fh.stat();
+    if (!st.isFile() || st.nlink !== 1 || st.uid !== process.getuid?.()) throw new GordeError("invalid", `${out} is not a regular file of this user's with one name; remove it and restore again.`);
+    if (!flock(fh.fd, "ex", false)) throw new GordeError("locked", `another restore to ${target} is running (it holds ${out}).`);
+  } catch (err) {
+    await fh.close();
+    throw err;
+  }
+  return fh;
+}
+
+function formatSize(n: number): string {
+  return n >= 1024 * 1024 ? `${(n / (1024 * 1024)).toFixed(1)} MiB` : `${n} bytes`;
+}
+
+/**
+ * Every chunk of the index into `fh`, `inflight` at a time. With `resume`, a chunk whose
+ * bytes are already there (their digest matches) is left as it is; with `sparse`, zero
+ * chunks of a new file are left as holes. `placed` hears of every byte put or found in place.
+ */
+async function writeImage(fh: fsp.FileHandle, index: FixedIndex, opts: ImageRestoreOptions, mode: { resume: boolean; sparse: boolean }, placed?: (bytes: number) => void): Promise<ImageRestoreResult> {
+  const count = fixedChunkCount(index.size, index.chunkSize);
+  let next = 0;
+  let done = 0;
+  let resumedBytes = 0;
+  let failed = false;
+  const worker = async (): Promise<void> => {
+    while (next < count && !failed) {
+      opts.signal?.throwIfAborted();
+      const i = next++;
+      const hex = index.digests.toString("hex", i * DIGEST_SIZE, (i + 1) * DIGEST_SIZE);
+      const len = Math.min(index.chunkSize, index.size - i * index.chunkSize);
+      const pos = i * index.chunkSize;
+      const zero = hex === opts.zeroHex(len);
+      let there = false;
+      if (mode.resume) {
+        const have = Buffer.allocUnsafe(len);
+        const { bytesRead } = await fh.read(have, 0, len, pos);
+        there = bytesRead === len && (zero ? isZero(have) : opts.digestHex(have) === hex);
+      }
+      if (there) resumedBytes += len;
+      else if (zero) {
+        // A new file's holes are zeros already; a device, or a partial file from another image, is written.
+        if (!mode.sparse || mode.resume) await fh.write(Buffer.alloc(len), 0, len, pos);
+      } else {
+        const data = await opts.loader.load(hex);
+        if (data.length !== len) throw new GordeError("corrupt", `chunk ${hex} has ${data.length} bytes where the index expects ${len}.`);
+        await fh.write(data, 0, len, pos);
+      }
+      placed?.(len);
+      done += len;
+      opts.progress?.({ done, total: index.size });
+    }
+  };
+  // The first failure stops the other workers, and the file is closed only once none writes.
+  const results = await Promise.allSettled(
+    Array.from({ length: opts.inflight ?? 24 }, () =>
+      worker().catch((err: unknown) => {
+        failed = true;
+        throw err;
+      }),
+    ),
+  );
+  const firstError = results.find((r) => r.status === "rejected");
+  if (firstError) throw firstError.reason;
+  return { resumedBytes };
 }

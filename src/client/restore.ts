@@ -5,6 +5,7 @@ import { GordeError } from "../errors.ts";
 import type { Datastore } from "../datastore/datastore.ts";
 import { type ListOptions, type RestoreKey, type SnapshotReader, listEntries, openLocalReader, withArchive } from "../datastore/snapshot-reader.ts";
 import { zeroDigestHex } from "../format/zero-chunk.ts";
+import { chunkDigestHex } from "../format/crypt.ts";
 import type { Group } from "../format/names.ts";
 import type { TreeEntry } from "../format/tree-entry.ts";
 import { restoreImage } from "./image-archive.ts";
@@ -37,6 +38,8 @@ export interface RestoreResult {
   bytes: number;
   entries?: number;
   durationMs: number;
+  /** images: bytes an interrupted restore to the same target had put in place, not fetched again (absent when none) */
+  resumedBytes?: number;
   /** file archives: what the target refused (the rest is restored); absent or empty when all is */
   skipped?: SkippedEntry[];
 }
@@ -74,8 +77,9 @@ export async function restoreArchive(snap: SnapshotReader, opts: RestoreOptions)
       const zeroHex = (n: number): string => zeroDigestHex(n, key?.chunkKey);
       // From a server, more in flight keeps its batched reads full.
       const inflight = opts.concurrency || (snap.chunkDir === null ? 48 : undefined);
-      await restoreImage(idx.index, opts.target, { loader, zeroHex, inflight, signal: opts.signal, progress: opts.progress });
-      return { snapshot: snap.name, archive: opts.archive, bytes: idx.index.size, durationMs: Date.now() - started };
+      const digestHex = (data: Uint8Array): string => chunkDigestHex(data, key?.chunkKey);
+      const r = await restoreImage(idx.index, opts.target, { loader, digestHex, zeroHex, inflight, signal: opts.signal, progress: opts.progress });
+      return { snapshot: snap.name, archive: opts.archive, bytes: idx.index.size, durationMs: Date.now() - started, ...(r.resumedBytes ? { resumedBytes: r.resumedBytes } : {}) };
     }
     const entries = await readTreeEntries(idx.entries, idx.payload.size, reader);
     const r = await restoreTree(entries, idx.payload, opts.target, {

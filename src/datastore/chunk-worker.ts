@@ -12,7 +12,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { parentPort } from "node:worker_threads";
 import { checkBlob, decodeBlob, encodeBlob } from "../format/blob.ts";
-import { type ChunkKey, deriveChunkKey, keyedDigest } from "../format/crypt.ts";
+import { type ChunkKey, deriveChunkKey, chunkDigestHex } from "../format/crypt.ts";
 import { SHARD_HEX } from "../format/magic.ts";
 import { mallocTrim } from "../sys/posix.ts";
 import { type ErrorCode, GordeError, systemCode } from "../errors.ts";
@@ -55,7 +55,7 @@ function chunkExists(hex: string): boolean {
 }
 
 function digestHex(data: Uint8Array): string {
-  return key ? keyedDigest(key, data).toString("hex") : createHash("sha256").update(data).digest("hex");
+  return chunkDigestHex(data, key);
 }
 
 function needDir(): string {

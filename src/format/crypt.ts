@@ -2,7 +2,7 @@
 // One 32-byte master key, kept in a key file, yields two independent keys with
 // HKDF-SHA256: one encrypts chunks (AES-256-GCM), the other names them (HMAC-SHA256),
 // so a chunk's digest reveals nothing about its content to anyone without the key.
-import { createHmac, hkdfSync } from "node:crypto";
+import { createHash, createHmac, hkdfSync } from "node:crypto";
 import { GordeError } from "../errors.ts";
 
 export const MASTER_KEY_SIZE = 32;
@@ -37,6 +37,11 @@ export function deriveChunkKey(master: Uint8Array): ChunkKey {
 /** A chunk's digest when encrypted: HMAC-SHA256(idKey, data), 32 bytes. */
 export function keyedDigest(key: ChunkKey, data: Uint8Array): Buffer {
   return createHmac("sha256", key.idKey).update(data).digest();
+}
+
+/** The digest a chunk is stored under, in hex: SHA-256 of its bytes, or keyed when encrypted. */
+export function chunkDigestHex(data: Uint8Array, key?: ChunkKey): string {
+  return key ? keyedDigest(key, data).toString("hex") : createHash("sha256").update(data).digest("hex");
 }
 
 /** "aa:bb:…": lower-case hex pairs joined by colons. */

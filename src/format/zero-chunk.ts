@@ -1,6 +1,5 @@
 // All-zero chunks are recognised by a memcmp, not by hashing: their digest per size is cached.
-import { createHash } from "node:crypto";
-import { type ChunkKey, keyedDigest } from "./crypt.ts";
+import { type ChunkKey, chunkDigestHex } from "./crypt.ts";
 
 let zeros = Buffer.alloc(0);
 const digests = new Map<number, string>();
@@ -22,7 +21,7 @@ export function zeroDigestHex(size: number, key?: ChunkKey): string {
   let d = cache.get(size);
   if (d === undefined) {
     const zeros = Buffer.alloc(size);
-    d = key ? keyedDigest(key, zeros).toString("hex") : createHash("sha256").update(zeros).digest("hex");
+    d = chunkDigestHex(zeros, key);
     cache.set(size, d);
   }
   return d;

@@ -709,21 +709,39 @@ function linkCut(during: "upload" | "restore"): Kind {
             healed = new Promise<void>((resolve) => setTimeout(resolve, cutMs)).then(() => net.heal());
           });
           let r: Run;
+          let resume: (() => Promise<void>) | undefined;
           if (during === "upload") {
             lab.modify(BULK);
             r = await lab.gorde(lab.backupArgs(repo, lab.nextTime(), ["--rate", CUT_RATE]), repo.env, { netns: repo.netns });
             if (r.code === 0) lab.recordFinished(repo, (JSON.parse(r.out) as { snapshot: string }).snapshot, lab.describeSource());
           } else {
             const snapshot = newest();
+            const partial = path.join(lab.root, ".cut-restore.img.gorde-partial");
+            const stray = (): string[] => fs.readdirSync(lab.root).filter((n) => n.startsWith(".cut-restore.img.") && n !== ".cut-restore.img.gorde-partial");
+            const whole = (what: string): void => check(sha256(restoreTarget) === lab.made.get(snapshot)?.imageSha, `${what} of ${snapshot} that said it worked wrote other bytes`);
             r = await lab.gorde(restoreArgs(), repo.env, { netns: repo.netns });
-            if (r.code === 0) check(sha256(restoreTarget) === lab.made.get(snapshot)?.imageSha, `a restore of ${snapshot} that said it worked wrote other bytes`);
-            else check(!fs.existsSync(restoreTarget), `a restore cut off left its target ${restoreTarget} half-written`);
-            const stray = fs.readdirSync(lab.root).filter((n) => n.startsWith(".cut-restore.img."));
-            check(stray.length === 0, `a restore cut off left ${stray.join(", ")} beside its target`);
-            fs.rmSync(restoreTarget, { force: true });
+            if (r.code === 0) whole("a restore");
+            else {
+              check(!fs.existsSync(restoreTarget), `a restore cut off left its target ${restoreTarget} half-written`);
+              // What it restored is kept, and the same restore, once the link is back, goes on from there.
+              const kept = fs.existsSync(partial);
+              check(kept === /are kept in .*gorde-partial, and the same restore goes on from there\.$/.test(r.err.trim()), `a restore cut off ${kept ? "kept its partial file without saying so" : "said it kept a partial file that is not there"}: ${r.err.trim()}`);
+              resume = async () => {
+                const again = await lab.gorde([...restoreArgs(), "--json"], repo.env, { netns: repo.netns });
+                check(again.code === 0, `the same restore after the link came back failed: ${again.err.trim()}`);
+                whole("a resumed restore");
+                const resumed = (JSON.parse(again.out) as { resumedBytes?: number }).resumedBytes ?? 0;
+                check(!kept || resumed > 0, `the restore after the cut fetched everything again though ${partial} was kept`);
+                check(!fs.existsSync(partial), `a resumed restore left ${partial}`);
+                count(result, kept ? "the same restore went on from what was kept" : "the same restore started over (nothing was in place)");
+              };
+            }
+            check(stray().length === 0, `a restore cut off left ${stray().join(", ")} beside its target`);
           }
           await cutter;
           await healed;
+          await resume?.();
+          fs.rmSync(restoreTarget, { force: true });
           result.faults++;
           if (r.code === 0) count(result, "finished (the link came back in time)");
           else {
