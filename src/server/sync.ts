@@ -100,6 +100,15 @@ export async function syncDatastore(o: SyncOptions): Promise<SyncResult> {
         continue;
       }
       const pick = o.last ? snaps.slice(-o.last) : snaps;
+      // A group new here is claimed as a backup claims it: under its lock, by the first
+      // snapshot actually written, which takes the group away again if it does not finish.
+      // Claimed before the pull, a group whose snapshots all vanished stayed, empty and owned.
+      let unowned = owner === null;
+      const claimGroup = async (): Promise<void> => {
+        const now = await o.store.groupOwner(o.ns, g);
+        if (now !== null && !ownsGroup(o.owner, now)) throw new GordeError("locked", `group ${group} was just created here by ${now}; it is not pulled.`);
+        if (now === null) await o.store.setGroupOwner(o.ns, g, o.owner);
+      };
       for (const s of pick) {
         o.task.signal.throwIfAborted();
         const ref = parseSnapshotRef(s.snapshot);
@@ -107,8 +116,8 @@ export async function syncDatastore(o: SyncOptions): Promise<SyncResult> {
         const dir = o.store.snapshotDir(o.ns, { ...g, time: ref.time });
         const have = await fsp.stat(path.join(dir, MANIFEST_FILE)).catch(() => undefined);
         if (have) continue;
-        if (owner === null) await o.store.setGroupOwner(o.ns, g, o.owner);
-        const pulled = await pullSnapshot(conn, r.store, o, pool, s.snapshot, result);
+        const pulled = await pullSnapshot(conn, r.store, o, pool, s.snapshot, result, unowned ? claimGroup : undefined);
+        if (pulled === "pulled") unowned = false;
         if (pulled !== "pulled") {
           // Pruned or forgotten there since the listing (as PBS's pull says, vanished), or
           // being removed at this moment: nothing to copy now.
@@ -131,7 +140,15 @@ export async function syncDatastore(o: SyncOptions): Promise<SyncResult> {
 }
 
 /** Copies one snapshot, unless the remote no longer has it or holds it locked (a forget under way). */
-async function pullSnapshot(conn: ServerConnection, remoteStore: string, o: SyncOptions, pool: ChunkPool, name: string, result: SyncResult): Promise<"pulled" | "vanished" | "in-use"> {
+async function pullSnapshot(
+  conn: ServerConnection,
+  remoteStore: string,
+  o: SyncOptions,
+  pool: ChunkPool,
+  name: string,
+  result: SyncResult,
+  claimGroup: (() => Promise<void>) | undefined,
+): Promise<"pulled" | "vanished" | "in-use"> {
   const ref = parseSnapshotRef(name);
   const opened = await conn.call(ROUTES, "openReader", { params: { store: remoteStore }, json: { ns: o.ns.join("/") || undefined, snapshot: name } }).catch((err: unknown) => {
     if (err instanceof GordeError && (err.code === "not-found" || err.code === "locked")) return err.code;
@@ -148,7 +165,7 @@ async function pullSnapshot(conn: ServerConnection, remoteStore: string, o: Sync
   const sid = opened.session;
   let writer: SnapshotWriter | undefined;
   try {
-    writer = await SnapshotWriter.open(o.store, { ns: o.ns, group: { type: ref.type, id: ref.id }, time: manifest.time, copy: true });
+    writer = await SnapshotWriter.open(o.store, { ns: o.ns, group: { type: ref.type, id: ref.id }, time: manifest.time, copy: true, claimGroup });
     for (const f of manifest.archives.flatMap((a) => a.indexes)) {
       const bytes = await conn.binary("GET", routePath(ROUTES.readerFile, { session: sid, file: f.file }));
       if (bytes.length !== f.size || sha256Hex(bytes) !== f.csum) throw new GordeError("corrupt", `index ${f.file} of ${name} does not match its manifest.`);
