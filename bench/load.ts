@@ -15,7 +15,7 @@ import type { GuestStatus } from "../src/api/node-routes.ts";
 import { NodeClient } from "../src/client/node-client.ts";
 import { serviceGet } from "../test/guest-fixture.ts";
 import { MAIN, type NodeProcess, type ServerProcess, freePort, startNodeProcess, startServerProcess } from "../test/server-fixture.ts";
-import { haveGnuTime, run } from "./proc.ts";
+import { haveGnuTime, procUsage, run } from "./proc.ts";
 import { median } from "./stats.ts";
 
 let minutes: number;
@@ -37,13 +37,8 @@ const stamp = (): string => `${((Date.now() - started) / 1000).toFixed(0).padSta
 
 /** Peak RSS (VmHWM) of a running process, in MiB; undefined once it is gone. */
 function peakRssMiB(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) / 1024 : undefined;
-  } catch {
-    return undefined;
-  }
+  const u = pid === undefined ? null : procUsage(pid);
+  return u?.maxRssKiB ? u.maxRssKiB / 1024 : undefined;
 }
 
 interface Loop {

@@ -236,3 +236,17 @@ export function machineBusySeconds(): number | null {
     return null;
   }
 }
+
+/** utime + stime (seconds) and VmHWM (KiB) of a process from /proc; null when unreadable. */
+export function procUsage(pid: number): { cpuS: number; maxRssKiB: number } | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const cpuS = (Number(f[11]) + Number(f[12])) / 100; // utime, stime in USER_HZ
+    const hwm = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return { cpuS, maxRssKiB: hwm ? Number(hwm[1]) : 0 };
+  } catch {
+    return null;
+  }
+}

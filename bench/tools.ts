@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import { existsSync, openSync, closeSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { BENCH_DIR } from "./data.ts";
-import { capture, type Cmd } from "./proc.ts";
+import { capture, type Cmd, procUsage } from "./proc.ts";
 
 export const ROOT = dirname(BENCH_DIR);
 
@@ -147,19 +147,6 @@ function killGroup(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
-/** utime + stime (seconds) and VmHWM (KiB) of a process from /proc; null when unreadable. */
-function procUsage(pid: number): { cpuS: number; maxRssKiB: number } | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const cpuS = (Number(f[11]) + Number(f[12])) / 100; // utime, stime in USER_HZ
-    const hwm = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return { cpuS, maxRssKiB: hwm ? Number(hwm[1]) : 0 };
-  } catch {
-    return null;
-  }
-}
 
 /**
  * Starts `gorde server` on 127.0.0.1 with a kernel-chosen port, serving c.repo as datastore

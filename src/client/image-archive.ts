@@ -5,6 +5,7 @@ import path from "node:path";
 import { GordeError, systemCode } from "../errors.ts";
 import { type FixedIndex, fixedChunkCount } from "../format/fixed-index.ts";
 import { DIGEST_SIZE } from "../format/magic.ts";
+import { formatBytes } from "../format/units.ts";
 import { isZero } from "../format/zero-chunk.ts";
 import { dataExtents, flock } from "../sys/posix.ts";
 import { sourceSize } from "./block-source.ts";
@@ -240,10 +241,10 @@ export async function restoreImage(index: FixedIndex, target: string, opts: Imag
   const fh = await openPartial(out, target);
   let inPlace = 0;
   try {
-    const resume = (await fh.stat()).size > 0;
+    const { size } = await fh.stat();
     try {
-      if ((await fh.stat()).size !== index.size) await fh.truncate(index.size);
-      const r = await writeImage(fh, index, opts, { resume, sparse: true }, (n) => (inPlace += n));
+      if (size !== index.size) await fh.truncate(index.size);
+      const r = await writeImage(fh, index, opts, { resume: size > 0, sparse: true }, (n) => (inPlace += n));
       await fh.sync();
       await fsp.rename(out, target);
       return { resumedBytes: r.resumedBytes };
@@ -252,10 +253,10 @@ export async function restoreImage(index: FixedIndex, target: string, opts: Imag
         await fsp.rm(out, { force: true });
         throw err;
       }
-      const why = err instanceof GordeError ? err.message : (err as Error).message;
+      const why = err instanceof Error ? err.message : String(err);
       throw new GordeError(
         err instanceof GordeError ? err.code : "io",
-        `${why.replace(/\.$/, "")}; the ${formatSize(inPlace)} restored so far are kept in ${out}, and the same restore goes on from there.`,
+        `${why.replace(/\.$/, "")}; the ${formatBytes(inPlace)} restored so far are kept in ${out}, and the same restore goes on from there.`,
         { cause: err },
       );
     }
@@ -295,10 +296,6 @@ async function openPartial(out: string, target: string): Promise<fsp.FileHandle>
     throw err;
   }
   return fh;
-}
-
-function formatSize(n: number): string {
-  return n >= 1024 * 1024 ? `${(n / (1024 * 1024)).toFixed(1)} MiB` : `${n} bytes`;
 }
 
 /**

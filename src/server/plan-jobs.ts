@@ -45,8 +45,10 @@ function planJobRunner(server: ServerContext, long: LongTasks): JobRunner {
       for (const g of await e.store.listGroups([])) {
         if (g.type === "host" || (wanted && !wanted.has(g.id)) || job.exclude?.includes(Number(g.id))) continue;
         const r = await pruneGroup(e.store, [], g, keep, false);
-        removed += r.plan.filter((d) => d.action === "remove").length;
-        ctx.log(`${formatGroup(g)}: ${r.plan.filter((d) => d.action === "remove").length} removed${r.plan.some((d) => d.action === "in-use") ? `, ${r.plan.filter((d) => d.action === "in-use").length} in use (left for the next prune)` : ""}${r.failed.length ? `, could not remove ${r.failed.join("; ")}` : ""}`);
+        const gone = r.plan.filter((d) => d.action === "remove").length;
+        const inUse = r.plan.filter((d) => d.action === "in-use").length;
+        removed += gone;
+        ctx.log(`${formatGroup(g)}: ${gone} removed${inUse ? `, ${inUse} in use (left for the next prune)` : ""}${r.failed.length ? `, could not remove ${r.failed.join("; ")}` : ""}`);
       }
       return { message: `${removed} snapshots removed` };
     }

@@ -117,7 +117,6 @@ export async function syncDatastore(o: SyncOptions): Promise<SyncResult> {
         const have = await fsp.stat(path.join(dir, MANIFEST_FILE)).catch(() => undefined);
         if (have) continue;
         const pulled = await pullSnapshot(conn, r.store, o, pool, s.snapshot, result, unowned ? claimGroup : undefined);
-        if (pulled === "pulled") unowned = false;
         if (pulled !== "pulled") {
           // Pruned or forgotten there since the listing (as PBS's pull says, vanished), or
           // being removed at this moment: nothing to copy now.
@@ -129,6 +128,7 @@ export async function syncDatastore(o: SyncOptions): Promise<SyncResult> {
           result.skipped++;
           continue;
         }
+        unowned = false;
         o.task.progress({ snapshots: result.snapshots, chunks: result.chunks, bytes: result.bytes });
       }
     }
