@@ -113,13 +113,23 @@ void test("an image restore cut off keeps what it restored, and the same restore
     await restore(store, { snapshot: { ...group, time: snapB.time }, archive: "disk.img", target });
     assert.ok(fs.readFileSync(target).equals(b));
 
-    // Refused: a partial file that is another file's second name, and one another restore holds.
+    // Refused: a partial file that is another file's second name…
     const victim = path.join(tmp.dir, "victim");
     fs.writeFileSync(victim, "keep me");
     const linked = path.join(tmp.dir, "linked.raw");
     fs.linkSync(victim, partialFile(linked));
     await assert.rejects(restore(store, { snapshot: { ...group, time: snapB.time }, archive: "disk.img", target: linked }), /is not a regular file of this user's with one name; remove it and restore again\./);
     assert.equal(fs.readFileSync(victim, "utf8"), "keep me");
+    // …one that is a symlink (followed, the restore would write where it points) or a directory.
+    const pointed = path.join(tmp.dir, "pointed.raw");
+    fs.symlinkSync(victim, partialFile(pointed));
+    await assert.rejects(restore(store, { snapshot: { ...group, time: snapB.time }, archive: "disk.img", target: pointed }), /gorde-partial is not a regular file; remove it and restore again\./);
+    assert.equal(fs.readFileSync(victim, "utf8"), "keep me");
+    const dirred = path.join(tmp.dir, "dirred.raw");
+    fs.mkdirSync(partialFile(dirred));
+    await assert.rejects(restore(store, { snapshot: { ...group, time: snapB.time }, archive: "disk.img", target: dirred }), /gorde-partial is not a regular file; remove it and restore again\./);
+    assert.ok(!fs.existsSync(pointed) && !fs.existsSync(dirred));
+    // …and one another restore holds.
     const held = path.join(tmp.dir, "held.raw");
     const fd = fs.openSync(partialFile(held), "w");
     assert.ok(flock(fd, "ex", false));
